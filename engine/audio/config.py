@@ -1,0 +1,22 @@
+"""The `[audio]` section of a patch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..configio import field
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Audio output settings. Paths are resolved by `engine.patch` (relative to the patch file)."""
+
+    model: str = field("models/audio-default", doc="Folder with model.safetensors and card.toml.")
+    output: str = field("auto", choices=("auto", "none"), doc="'none' runs without a sound device.")
+    device: str = field("", doc="Output device, by name substring; empty = the host's default.")
+    samplerate: int = field(48000, minimum=8000, maximum=192000, doc="Device sample rate (Hz).")
+    blocksize: int = field(128, minimum=16, maximum=8192, doc="Device block (frames per callback).")
+    ahead_ms: float = field(6.0, minimum=1.0, maximum=500.0, doc="How far decoding runs ahead of the output (ms).")
+    threads: int = field(1, minimum=1, maximum=64, doc="Torch threads in the audio process.")
+    record: str = field("", doc="Also write the output to this WAV file.")
+    seed: int = field(0, minimum=0, doc="Seed of the latent walk (0 = from the clock).")

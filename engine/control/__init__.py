@@ -1,0 +1,1 @@
+"""Control surfaces: OSC, OSCQuery, MIDI and the scene scheduler."""

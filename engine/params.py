@@ -1,0 +1,332 @@
+"""The parameter registry: the single address space of ciel.
+
+Every control surface (OSC, OSCQuery, MIDI, patches, the scheduler, the web page) names the
+parameters defined here; none keeps its own copy of state. `ParamStore` holds the current target
+values in the main process and publishes them to a `SharedSnapshot` (shared memory, seqlock) that
+the audio process and the visual side read without locks. Consumers smooth towards the targets
+with each parameter's own smoothing time (`Smoother`).
+
+Triggers (jump, next, panic…) are stored as counters: a consumer fires when the count changes.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from typing import Callable, Iterable, Literal, Sequence
+
+import numpy as np
+
+from .errors import ParamError
+
+Kind = Literal["float", "int", "bool", "trigger"]
+
+AUDIO_LATENT_DIMS = 16
+IMAGE_LATENT_KNOBS = 8
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter. `size` > 1 makes a vector (one OSC message with a float list).
+
+    name:        slash-separated, lowercase, no all-numeric parts ("audio/walk/speed").
+    minimum/maximum/default: in the parameter's own unit; ints and bools are stored as floats.
+    unit:        "dB", "s", "deg", "sigma", "" …
+    smoothing_s: time constant consumers use to glide to a new target (0 = jump).
+    """
+
+    name: str
+    minimum: float
+    maximum: float
+    default: float
+    unit: str = ""
+    smoothing_s: float = 0.0
+    description: str = ""
+    kind: Kind = "float"
+    size: int = 1
+
+    @property
+    def address(self) -> str:
+        """OSC address of this parameter."""
+        return "/ciel/" + self.name
+
+    def clamp(self, value: float) -> float:
+        """Clamp to the range; ints and bools are rounded. NaN becomes the default."""
+        if not math.isfinite(value):
+            if math.isnan(value):
+                return self.default
+            value = self.maximum if value > 0 else self.minimum
+        value = min(self.maximum, max(self.minimum, value))
+        if self.kind in ("int", "bool"):
+            value = float(round(value))
+        return value
+
+
+def _p(name: str, lo: float, hi: float, default: float, unit: str = "", smooth: float = 0.0,
+       doc: str = "", kind: Kind = "float", size: int = 1) -> Param:
+    return Param(name, lo, hi, default, unit, smooth, doc, kind, size)
+
+
+def _trigger(name: str, doc: str) -> Param:
+    return Param(name, 0.0, float(2**52), 0.0, "", 0.0, doc, "trigger", 1)
+
+
+# The address space. Order is the shared-memory layout; append new parameters at the end of a group.
+PARAMS: tuple[Param, ...] = (
+    # — sound —
+    _p("audio/gain", -60.0, 6.0, -6.0, "dB", 0.05, "Output gain before the safety stage."),
+    _p("audio/mute", 0, 1, 0, "", 0.0, "Mute with a short fade (1 = muted).", "bool"),
+    _p("audio/offset", -4.0, 4.0, 0.0, "sigma", 0.03,
+       "Per-dimension latent offsets, most important dimension first.", size=AUDIO_LATENT_DIMS),
+    _p("audio/temperature", 0.0, 3.0, 1.0, "", 0.1, "Scale of the latent around its centre."),
+    _p("audio/walk/speed", 0.0, 4.0, 0.3, "sigma/s", 0.2, "Speed of the random walk through the latent space."),
+    _p("audio/walk/spread", 0.0, 3.0, 1.0, "sigma", 0.2, "How far the random walk wanders from the centre."),
+    _p("audio/glide", 0.0, 30.0, 2.0, "s", 0.0, "Glide time to a new latent after a jump."),
+    _p("audio/hold", 0, 1, 0, "", 0.0, "Freeze the latent path (1 = hold).", "bool"),
+    _p("audio/replay", 0, 1, 0, "", 0.0, "Replay the encoded clip instead of walking (1 = on).", "bool"),
+    _p("audio/clip", 0, 4095, 0, "", 0.0, "Index of the encoded clip to replay.", "int"),
+    _p("audio/dissolve", 0.0, 1.0, 0.0, "", 0.1, "Mix Gaussian noise into the latent along a diffusion schedule (1 = pure noise)."),
+    _p("audio/loudness", -36.0, -10.0, -20.0, "dB", 0.0, "Loudness normalisation target (RMS, dBFS)."),
+    _p("audio/ceiling", -20.0, -1.0, -1.0, "dBFS", 0.0, "True-peak limiter ceiling; never above -1 dBFS."),
+    _trigger("audio/jump", "Glide to a new random audio latent."),
+    # — image latent —
+    _p("image/offset", -4.0, 4.0, 0.0, "sigma", 0.1,
+       "Offsets of the first image latent dimensions.", size=IMAGE_LATENT_KNOBS),
+    _p("image/temperature", 0.0, 3.0, 1.0, "", 0.2, "Scale of the image latent."),
+    _p("image/walk/speed", 0.0, 2.0, 0.05, "sigma/s", 0.3, "Speed of the image latent walk."),
+    _p("image/glide", 0.0, 30.0, 4.0, "s", 0.0, "Crossfade time to a new image."),
+    _p("image/hold", 0, 1, 0, "", 0.0, "Freeze the image latent (1 = hold).", "bool"),
+    _trigger("image/jump", "Crossfade to a new random image latent."),
+    # — sky —
+    _p("sky/projection", 0, 1, 0, "", 0.0, "0 = Mollweide, 1 = Hammer-Aitoff.", "int"),
+    _p("sky/mapping", 0, 2, 0, "", 0.0, "Image on the sphere: 0 mirrored equirectangular, 1 two hemispheres, 2 tiled.", "int"),
+    _p("sky/lon", -180.0, 180.0, 0.0, "deg", 0.3, "Longitude at the centre of the map."),
+    _p("sky/lat", -90.0, 90.0, 0.0, "deg", 0.3, "Latitude at the centre of the map."),
+    _p("sky/roll", -180.0, 180.0, 0.0, "deg", 0.3, "Roll of the sky around the view axis."),
+    _p("sky/spin", -30.0, 30.0, 1.0, "deg/s", 0.5, "Continuous rotation in longitude."),
+    _p("sky/graticule", 0.0, 1.0, 0.25, "", 0.2, "Opacity of the graticule."),
+    _p("sky/spacing", 5.0, 90.0, 30.0, "deg", 0.0, "Graticule spacing."),
+    _p("sky/colormap", 0, 4, 0, "", 0.0, "0 = image colours, 1.. false-colour survey maps.", "int"),
+    _p("sky/grain", 0.0, 1.0, 0.15, "", 0.2, "Film grain amount."),
+    _p("sky/dissolve", 0.0, 1.0, 0.0, "", 0.2, "Gaussian noise along a diffusion schedule (0 = image, 1 = pure noise)."),
+    _p("sky/brightness", 0.0, 2.0, 1.0, "", 0.2, "Brightness of the map."),
+    _p("sky/background", 0.0, 1.0, 0.0, "", 0.0, "Background colour outside the oval (RGB).", size=3),
+    # — scene, installation, safety —
+    _trigger("scene/next", "New sound and new image now (the scheduler sends this every period)."),
+    _p("note/show", 0, 1, 0, "", 0.0, "Show the program note (1 = shown).", "bool"),
+    _trigger("panic", "Mute all sound at once; unmute with audio/mute 0 after checking levels."),
+    _p("master/fade", 0.0, 1.0, 1.0, "", 1.0, "Fade of sound and picture together (0 = black and silent)."),
+)
+
+
+class Registry:
+    """Index of parameters by name and their slots in the flat value array."""
+
+    def __init__(self, params: Sequence[Param] = PARAMS) -> None:
+        self.params: tuple[Param, ...] = tuple(params)
+        self._by_name: dict[str, Param] = {}
+        self._slot: dict[str, int] = {}
+        slot = 0
+        for p in self.params:
+            if p.name in self._by_name:
+                raise ValueError(f"duplicate parameter {p.name}")
+            if any(part.isdigit() for part in p.name.split("/")):
+                raise ValueError(f"numeric address part in {p.name}")
+            self._by_name[p.name] = p
+            self._slot[p.name] = slot
+            slot += p.size
+        self.size = slot
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    def __iter__(self):
+        return iter(self.params)
+
+    def get(self, name: str) -> Param:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise ParamError(f"unknown parameter {name!r}") from None
+
+    def slot(self, name: str) -> slice:
+        """Slice of the flat value array that holds `name`."""
+        p = self.get(name)
+        s = self._slot[name]
+        return slice(s, s + p.size)
+
+    def index(self, name: str) -> int:
+        """First slot of `name` in the flat value array."""
+        self.get(name)
+        return self._slot[name]
+
+    def defaults(self) -> np.ndarray:
+        """Flat float64 array of every default."""
+        out = np.empty(self.size, dtype=np.float64)
+        for p in self.params:
+            out[self.slot(p.name)] = p.default
+        return out
+
+
+REGISTRY = Registry()
+
+Listener = Callable[[str, tuple[float, ...], str], None]
+
+
+class SharedSnapshot:
+    """A float64 array in shared memory with a sequence counter (seqlock), one writer, many readers.
+
+    Layout: [seq, values...]. The writer (main process) makes seq odd, writes, makes it even.
+    Readers (audio process, GAN worker) copy and retry if seq changed or was odd. No locks, so the
+    audio side never waits on the control side.
+    """
+
+    def __init__(self, size: int, name: str | None = None, create: bool = True) -> None:
+        nbytes = 8 * (size + 1)
+        if create:
+            self.shm = shared_memory.SharedMemory(create=True, size=nbytes)
+        else:
+            self.shm = shared_memory.SharedMemory(name=name)
+        self.size = size
+        self._arr = np.ndarray((size + 1,), dtype=np.float64, buffer=self.shm.buf)
+        self._owner = create
+        if create:
+            self._arr[:] = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.shm.name
+
+    def write(self, values: np.ndarray) -> None:
+        """Publish a full value array. Called by the main process only."""
+        seq = self._arr[0]
+        self._arr[0] = seq + 1.0
+        self._arr[1:] = values
+        self._arr[0] = seq + 2.0
+
+    def read_into(self, out: np.ndarray, tries: int = 100) -> bool:
+        """Copy a consistent snapshot into `out` (float64, `size`); False if the writer kept racing."""
+        for _ in range(tries):
+            s0 = self._arr[0]
+            if int(s0) & 1:
+                continue
+            out[:] = self._arr[1:]
+            if self._arr[0] == s0:
+                return True
+        return False
+
+    @property
+    def sequence(self) -> int:
+        return int(self._arr[0])
+
+    def close(self) -> None:
+        del self._arr
+        self.shm.close()
+        if self._owner:
+            try:
+                self.shm.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class ParamStore:
+    """Target values of every parameter, in the main process; thread-safe setters.
+
+    Control threads call `set`/`trigger`; listeners (OSC feedback, MIDI takeover, the web page) are
+    told of every change with the source that made it. If a `SharedSnapshot` is attached, each
+    change is published to it at once.
+    """
+
+    def __init__(self, registry: Registry = REGISTRY, snapshot: SharedSnapshot | None = None) -> None:
+        self.registry = registry
+        self.values = registry.defaults()
+        self.snapshot = snapshot
+        self._lock = threading.Lock()
+        self._listeners: list[Listener] = []
+        if snapshot is not None:
+            snapshot.write(self.values)
+
+    def add_listener(self, fn: Listener) -> None:
+        """`fn(name, values, source)` is called after each change, on the thread that made it."""
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Listener) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    def get(self, name: str) -> tuple[float, ...]:
+        return tuple(float(v) for v in self.values[self.registry.slot(name)])
+
+    def get1(self, name: str) -> float:
+        return float(self.values[self.registry.index(name)])
+
+    def set(self, name: str, value: float | Iterable[float], source: str = "api", index: int | None = None) -> tuple[float, ...]:
+        """Set a parameter (clamped); `index` sets one element of a vector. Returns the stored values."""
+        p = self.registry.get(name)
+        if p.kind == "trigger":
+            raise ParamError(f"{name} is a trigger: use trigger()")
+        if isinstance(value, (int, float)):
+            vals = [float(value)] * (1 if index is not None else p.size)
+        else:
+            vals = [float(v) for v in value]
+        if index is not None:
+            if not 0 <= index < p.size or len(vals) != 1:
+                raise ParamError(f"{name}: index {index} out of range 0..{p.size - 1}")
+        elif len(vals) != p.size:
+            raise ParamError(f"{name}: expected {p.size} values, got {len(vals)}")
+        clamped = [p.clamp(v) for v in vals]
+        sl = self.registry.slot(name)
+        with self._lock:
+            if index is not None:
+                self.values[sl.start + index] = clamped[0]
+            else:
+                self.values[sl] = clamped
+            stored = tuple(float(v) for v in self.values[sl])
+            if self.snapshot is not None:
+                self.snapshot.write(self.values)
+        self._notify(name, stored, source)
+        return stored
+
+    def trigger(self, name: str, source: str = "api") -> None:
+        """Fire a trigger (its counter goes up by one)."""
+        p = self.registry.get(name)
+        if p.kind != "trigger":
+            raise ParamError(f"{name} is not a trigger")
+        i = self.registry.index(name)
+        with self._lock:
+            self.values[i] += 1.0
+            stored = (float(self.values[i]),)
+            if self.snapshot is not None:
+                self.snapshot.write(self.values)
+        self._notify(name, stored, source)
+
+    def _notify(self, name: str, values: tuple[float, ...], source: str) -> None:
+        for fn in tuple(self._listeners):
+            fn(name, values, source)
+
+
+class Smoother:
+    """One-pole smoothing of a flat value array towards targets, per parameter time constant.
+
+    Called by a consumer (audio process per block, renderer per frame) with the elapsed time in
+    seconds, which comes from that consumer's clock. Triggers and zero-time params jump.
+    """
+
+    def __init__(self, registry: Registry = REGISTRY) -> None:
+        self.registry = registry
+        self.tau = np.zeros(registry.size)
+        for p in registry.params:
+            self.tau[registry.slot(p.name)] = p.smoothing_s if p.kind == "float" else 0.0
+        self.value = registry.defaults()
+
+    def reset(self, targets: np.ndarray) -> None:
+        self.value[:] = targets
+
+    def step(self, targets: np.ndarray, dt: float) -> np.ndarray:
+        """Advance by `dt` seconds towards `targets`; returns the smoothed array (a view, reused)."""
+        with np.errstate(divide="ignore", over="ignore"):
+            a = np.where(self.tau > 0, 1.0 - np.exp(-max(dt, 0.0) / np.maximum(self.tau, 1e-9)), 1.0)
+        self.value += a * (targets - self.value)
+        return self.value

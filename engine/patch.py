@@ -1,0 +1,159 @@
+"""Patch files: TOML data → a validated, frozen `Patch`.
+
+A patch sets parameter values, chooses models and devices, and holds MIDI mappings, the schedule
+and the program note. Loading never evaluates anything; any problem raises `PatchError` naming the
+file, the dotted key and what was expected. Relative paths are resolved against the patch file's
+folder, then against the ciel root (the folder holding `models/` and `patches/`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .audio.config import AudioConfig
+from .configio import atomic_write, build, dumps_toml, field, read_toml, to_table
+from .control.config import MidiConfig, OscConfig, OscQueryConfig, ScheduleConfig
+from .errors import PatchError
+from .params import REGISTRY, Registry
+from .visual.config import VisualConfig
+from .web.config import WebConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+PATCHES = ROOT / "patches"
+DEFAULT_PATCH = PATCHES / "default.toml"
+
+ParamValue = float | tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A whole performance setup. `params` maps parameter names to values in their own units."""
+
+    name: str = field("untitled")
+    note: str = field("", doc="Program note shown behind the grey circle.")
+    params: Mapping[str, ParamValue] = field(None)  # type: ignore[assignment]
+    presets: Mapping[str, Mapping[str, ParamValue]] = field(None)  # type: ignore[assignment]
+    audio: AudioConfig = field(None)  # type: ignore[assignment]
+    visual: VisualConfig = field(None)  # type: ignore[assignment]
+    osc: OscConfig = field(None)  # type: ignore[assignment]
+    oscquery: OscQueryConfig = field(None)  # type: ignore[assignment]
+    midi: MidiConfig = field(None)  # type: ignore[assignment]
+    schedule: ScheduleConfig = field(None)  # type: ignore[assignment]
+    web: WebConfig = field(None)  # type: ignore[assignment]
+    source: str = dataclasses.field(default="<defaults>", compare=False)
+
+    def __post_init__(self) -> None:
+        defaults = {"params": MappingProxyType({}), "presets": MappingProxyType({}), "audio": AudioConfig(),
+                    "visual": VisualConfig(), "osc": OscConfig(), "oscquery": OscQueryConfig(),
+                    "midi": MidiConfig(), "schedule": ScheduleConfig(), "web": WebConfig()}
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+
+    def replace(self, **sections: Any) -> "Patch":
+        """A copy with whole sections or fields replaced (e.g. audio=dataclasses.replace(p.audio, output='none'))."""
+        return dataclasses.replace(self, **sections)
+
+
+def validate_params(values: Mapping[str, Any], source: str, prefix: str = "params",
+                    registry: Registry = REGISTRY) -> dict[str, ParamValue]:
+    """Check names, shapes and ranges of parameter values from a patch table."""
+    out: dict[str, ParamValue] = {}
+    for name, value in _flatten(values):
+        key = f"{prefix}.{name}"
+        if name not in registry:
+            raise PatchError(source, key, "unknown parameter (see docs/osc.md for the list)")
+        p = registry.get(name)
+        if p.kind == "trigger":
+            raise PatchError(source, key, "a trigger cannot be set in a patch")
+        vals = value if isinstance(value, list) else [value]
+        if len(vals) != p.size:
+            raise PatchError(source, key, f"expected {p.size} value(s), got {len(vals)}")
+        checked = []
+        for v in vals:
+            if isinstance(v, bool) and p.kind == "bool":
+                v = float(v)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise PatchError(source, key, f"expected a number, got {type(v).__name__} {v!r}")
+            if not p.minimum <= v <= p.maximum:
+                raise PatchError(source, key, f"expected a value in [{p.minimum:g}, {p.maximum:g}] {p.unit}".rstrip()
+                                 + f", got {v!r}")
+            checked.append(float(v))
+        out[name] = checked[0] if p.size == 1 else tuple(checked)
+    return out
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """`{"audio": {"walk": {"speed": 1}}}` and `{"audio/walk/speed": 1}` both give ("audio/walk/speed", 1)."""
+    items: list[tuple[str, Any]] = []
+    for k, v in table.items():
+        name = f"{prefix}/{k}" if prefix else k
+        if isinstance(v, dict):
+            items.extend(_flatten(v, name))
+        else:
+            items.append((name, v))
+    return items
+
+
+def resolve_path(value: str, base: Path) -> Path:
+    """A path from a patch: absolute, else relative to the patch folder, else to the ciel root."""
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return p
+    for root in (base, ROOT):
+        if (root / p).exists():
+            return (root / p).resolve()
+    return (base / p).resolve()
+
+
+def load_patch(path: str | Path | None = None, check_models: bool = True) -> Patch:
+    """Load and validate a patch file (default: patches/default.toml).
+
+    Model paths become absolute. With `check_models`, a missing model folder or file raises
+    PatchError naming the key.
+    """
+    path = Path(path) if path is not None else DEFAULT_PATCH
+    source = str(path)
+    table = dict(read_toml(path, PatchError))
+    params = table.pop("params", {})
+    presets = table.pop("presets", {})
+    if not isinstance(params, dict):
+        raise PatchError(source, "params", "expected a table")
+    if not isinstance(presets, dict):
+        raise PatchError(source, "presets", "expected a table of tables")
+    patch = build(Patch, table, source, error=PatchError)
+    checked_presets = {}
+    for pname, ptable in presets.items():
+        if not isinstance(ptable, dict):
+            raise PatchError(source, f"presets.{pname}", "expected a table of parameter values")
+        checked_presets[pname] = MappingProxyType(validate_params(ptable, source, f"presets.{pname}"))
+    base = path.resolve().parent
+    audio = dataclasses.replace(patch.audio, model=str(resolve_path(patch.audio.model, base)))
+    visual = dataclasses.replace(patch.visual, model=str(resolve_path(patch.visual.model, base)))
+    if check_models:
+        for key, folder in (("audio.model", audio.model), ("visual.model", visual.model)):
+            weights = Path(folder) / "model.safetensors"
+            if not weights.is_file():
+                raise PatchError(source, key, f"model file not found: {weights} (run `make models` to rebuild the defaults)")
+    return dataclasses.replace(
+        patch, params=MappingProxyType(validate_params(params, source)),
+        presets=MappingProxyType(checked_presets), audio=audio, visual=visual, source=source)
+
+
+def patch_table(patch: Patch) -> dict[str, Any]:
+    """The patch as plain TOML-writable data (parameters written with their slash names)."""
+    table = to_table(patch)
+    table.pop("source", None)
+    table["params"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in patch.params.items()}
+    table["presets"] = {n: {k: (list(v) if isinstance(v, tuple) else v) for k, v in pr.items()}
+                        for n, pr in patch.presets.items()}
+    return table
+
+
+def save_patch(patch: Patch, path: str | Path) -> None:
+    """Write a patch atomically (used by MIDI learn and preset store)."""
+    atomic_write(Path(path), dumps_toml(patch_table(patch)))

@@ -1,0 +1,1 @@
+"""Archive ingest and training of small, deliberately cracked models on a CPU."""

@@ -1,0 +1,1 @@
+"""The visual side: GAN generator, keyframe worker, all-sky renderer and window."""

@@ -1,0 +1,24 @@
+"""The `[visual]` section of a patch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..configio import field
+
+
+@dataclass(frozen=True)
+class VisualConfig:
+    """Window and generator settings."""
+
+    model: str = field("models/image-default", doc="Folder with model.safetensors and card.toml.")
+    width: int = field(1280, minimum=64, maximum=8192, doc="Window width in pixels.")
+    height: int = field(720, minimum=64, maximum=8192, doc="Window height in pixels.")
+    fullscreen: bool = field(False, doc="Fullscreen on `display`, cursor hidden.")
+    display: int = field(0, minimum=0, maximum=16, doc="Display index for fullscreen.")
+    vsync: bool = field(True, doc="Wait for vertical sync.")
+    fps: float = field(60.0, minimum=1.0, maximum=240.0, doc="Frame rate cap.")
+    keyframes_per_s: float = field(12.0, minimum=0.1, maximum=120.0, doc="Generator keyframes per second.")
+    compile: bool = field(True, doc="torch.compile the generator when it works (falls back to eager).")
+    threads: int = field(1, minimum=1, maximum=64, doc="Torch threads of the generator worker.")
+    seed: int = field(0, minimum=0, doc="Seed of the image latent walk (0 = from the clock).")

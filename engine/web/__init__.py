@@ -1,0 +1,1 @@
+"""The broadcast page and its server."""
