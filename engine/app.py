@@ -1,0 +1,224 @@
+"""The running engine: builds and owns every part of a live ciel in the main process.
+
+Construction order is chosen for time-to-first-sound: the audio process is spawned first (it loads
+its own model and opens PortAudio while the main process builds the window and the generator).
+Control parts (OSC, OSCQuery, MIDI, scheduler, /healthz) run on their own threads and only write
+into the `ParamStore`; the main thread calls `tick()` once per frame for everything that must be
+polled. A part that fails becomes a message (logged once, shown on the overlay) and the show goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import CielError, ModelError
+from .params import REGISTRY, ParamStore, Registry, SharedSnapshot
+from .patch import ROOT, Patch
+
+log = logging.getLogger("ciel")
+
+DEFAULT_AUDIO_MODEL = ROOT / "models" / "audio-default"
+DEFAULT_IMAGE_MODEL = ROOT / "models" / "image-default"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What `ciel run` asked for beyond the patch."""
+
+    audio: bool = True          # False: --audio none
+    window: bool = True         # False: --headless
+    control: bool = True        # OSC, OSCQuery, MIDI
+    installation: bool = False  # scheduler on, fullscreen, health endpoint, systemd notify
+
+
+def apply_patch_params(store: ParamStore, patch: Patch, source: str = "patch") -> None:
+    """Set every parameter a patch names (values were validated when the patch was loaded)."""
+    for name, value in patch.params.items():
+        store.set(name, value, source)
+
+
+def checked_model(kind: str, patch: Patch, report: Callable[[str, str], None]) -> Patch:
+    """The patch with its `kind` ("audio" or "image") model replaced by the bundled default if it
+    cannot be loaded (the swap is reported).
+
+    Loads the model once in the main process; a corrupt or missing file is a `ModelError`, which
+    becomes a message and the default model is used instead, so an installation still starts.
+    """
+    if kind == "audio":
+        from .audio.model import load_audio_model as loader
+        folder, default = patch.audio.model, DEFAULT_AUDIO_MODEL
+    else:
+        from .visual.model import load_image_model as loader
+        folder, default = patch.visual.model, DEFAULT_IMAGE_MODEL
+    try:
+        loader(folder)
+        return patch
+    except ModelError as exc:
+        if Path(folder).resolve() == default.resolve():
+            raise
+        report(kind, f"{exc}; using the bundled default model {default}")
+    if kind == "audio":
+        return patch.replace(audio=dataclasses.replace(patch.audio, model=str(default)))
+    return patch.replace(visual=dataclasses.replace(patch.visual, model=str(default)))
+
+
+class Engine:
+    """All live parts of ciel. See docs/architecture.md for the data flow.
+
+    Threads: `tick`, `frame_done` and `close` are called by the main (render) thread; `report`,
+    `messages` and `health` from any thread.
+    """
+
+    def __init__(self, patch: Patch, patch_path: Path | None = None, options: RunOptions = RunOptions(),
+                 clock: Callable[[], float] = time.monotonic, registry: Registry = REGISTRY) -> None:
+        self.started = clock()
+        self.clock = clock
+        self.options = options
+        self.registry = registry
+        self.patch_path = patch_path
+        self.running = True
+        self._messages: dict[str, str] = {}
+        self._frames = 0
+        self._fps = 0.0
+        self._fps_t0 = self.started
+        self._fps_n = 0
+        self.last_frame = 0.0
+        self.first_sound_s: float | None = None
+        self.snapshot = SharedSnapshot(registry.size)
+        self.store = ParamStore(registry, self.snapshot)
+        self.audio: Any = None
+        self.osc: Any = None
+        self.oscquery: Any = None
+        self.midi: Any = None
+        self.scheduler: Any = None
+        self.healthz: Any = None
+        self.patch = patch
+        apply_patch_params(self.store, patch)
+        if options.audio and patch.audio.output != "none":
+            self.patch = checked_model("audio", self.patch, self.report)
+            self._start_audio()
+        if options.window:
+            self.patch = checked_model("image", self.patch, self.report)
+        if options.control:
+            self._start_control()
+        if options.installation or self.patch.schedule.enabled:
+            self._start_scheduler()
+
+    # — construction —
+    def _start_audio(self) -> None:
+        from .audio.output import AudioProcess
+
+        self.audio = AudioProcess(self.patch.audio, self.snapshot.name)
+        self.audio.start()
+
+    def _start_control(self) -> None:
+        """OSC, OSCQuery and MIDI. A port in use or a missing MIDI API is reported, not fatal."""
+        from .control.midi import MidiInput
+        from .control.osc import OscServer
+        from .control.oscquery import OscQueryServer
+
+        if self.patch.osc.enabled:
+            self.osc = self._guard("osc", lambda: OscServer(self.patch.osc, self.store, engine=self))
+        if self.patch.oscquery.enabled and self.osc is not None:
+            self.oscquery = self._guard("oscquery", lambda: OscQueryServer(self.patch.oscquery, self.store,
+                                                                            osc_port=self.osc.port, engine=self))
+        if self.patch.midi.enabled:
+            self.midi = self._guard("midi", lambda: MidiInput(self.patch.midi, self.store,
+                                                              patch_path=self.patch_path, engine=self))
+
+    def _start_scheduler(self) -> None:
+        from .control.scheduler import Scheduler
+
+        cfg = dataclasses.replace(self.patch.schedule, enabled=True)
+        self.scheduler = Scheduler(cfg, self.store, clock=self.clock)
+
+    def _guard(self, source: str, make: Callable[[], Any]) -> Any:
+        try:
+            part = make()
+            start = getattr(part, "start", None)
+            if start is not None:
+                start()
+            return part
+        except (CielError, OSError) as exc:
+            self.report(source, str(exc))
+            return None
+
+    # — main-thread hooks —
+    def tick(self, now: float) -> None:
+        """Main thread, once per frame: poll MIDI, run the scheduler, supervise the audio process."""
+        for name, part in (("midi", self.midi), ("scheduler", self.scheduler), ("audio", self.audio)):
+            if part is None:
+                continue
+            try:
+                if name == "scheduler":
+                    part.tick(now)
+                else:
+                    part.poll()
+            except CielError as exc:
+                self.report(name, str(exc))
+        if self.first_sound_s is None and self.audio is not None:
+            status = self.audio.status()
+            if status.callbacks > 0 and status.peak_db > -60.0:
+                self.first_sound_s = now - self.started
+                log.info("first sound after %.2f s", self.first_sound_s)
+
+    def frame_done(self, now: float) -> None:
+        """Main thread, after each flip: frame counters for the overlay, /healthz and the watchdog."""
+        self._frames += 1
+        self._fps_n += 1
+        self.last_frame = now
+        if now - self._fps_t0 >= 1.0:
+            self._fps = self._fps_n / (now - self._fps_t0)
+            self._fps_t0, self._fps_n = now, 0
+
+    # — any thread —
+    def report(self, source: str, message: str) -> None:
+        """A failure as data: logged once per distinct message, kept for the overlay."""
+        if self._messages.get(source) != message:
+            log.warning("%s: %s", source, message)
+        self._messages[source] = message
+
+    def clear(self, source: str) -> None:
+        self._messages.pop(source, None)
+
+    def messages(self) -> list[str]:
+        return [f"{k}: {v}" for k, v in self._messages.items()]
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    def health(self) -> dict[str, Any]:
+        """JSON-able status (for /healthz, the overlay and the systemd watchdog)."""
+        now = self.clock()
+        out: dict[str, Any] = {
+            "uptime_s": round(now - self.started, 3),
+            "fps": round(self._fps, 2),
+            "frames": self._frames,
+            "last_frame_age_s": round(now - self.last_frame, 3) if self._frames else None,
+            "first_sound_s": self.first_sound_s,
+            "messages": self.messages(),
+        }
+        if self.audio is not None:
+            out["audio"] = dataclasses.asdict(self.audio.status())
+        for name in ("osc", "midi", "scheduler"):
+            part = getattr(self, name)
+            status = getattr(part, "status", None)
+            out[name] = status() if callable(status) else None
+        return out
+
+    def close(self) -> None:
+        """Stop every part: control first (no new changes), then sound with a fade-out."""
+        self.running = False
+        for part in (self.healthz, self.midi, self.oscquery, self.osc, self.audio):
+            if part is not None:
+                try:
+                    part.stop()
+                except (CielError, OSError) as exc:
+                    log.warning("while stopping: %s", exc)
+        self.snapshot.close()

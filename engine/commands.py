@@ -1,0 +1,245 @@
+"""`ciel run`, `ciel render` and `ciel devices`.
+
+`run` builds an `Engine` (engine/app.py) and drives it with the window's render loop, or with a
+plain tick loop when `--headless`. `render` drives the same audio synthesis, latent paths and sky
+shader with a clock instead of a sound card and a window, so the same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AudioDeviceError, CielError, DisplayError
+from .patch import Patch, load_patch
+
+log = logging.getLogger("ciel")
+
+
+def register(sub: "argparse._SubParsersAction") -> None:
+    run = sub.add_parser("run", help="play: sound through PortAudio, the oval sky in a window, OSC and MIDI control")
+    add_patch_args(run)
+    run.add_argument("--headless", action="store_true", help="no window: sound and control only")
+    run.add_argument("--installation", action="store_true", help="installation mode: scheduler, fullscreen, /healthz")
+    run.add_argument("--seconds", type=float, default=0.0, help="quit after this many seconds (0 = run until closed)")
+    run.set_defaults(func=cmd_run)
+
+    render = sub.add_parser("render", help="offline: write a WAV and PNG frames with a clock instead of devices")
+    render.add_argument("out", type=Path, help="output folder (audio.wav, frames/NNNNNN.png)")
+    render.add_argument("patch", nargs="?", type=Path, default=None, help="patch file (default: patches/default.toml)")
+    render.add_argument("--seconds", type=float, default=10.0, help="length in seconds")
+    render.add_argument("--seed", type=int, default=1, help="seed of the latent walks (same seed, same bytes)")
+    render.add_argument("--fps", type=float, default=25.0, help="frames per second")
+    render.add_argument("--size", type=_size, default=(1280, 720), help="frame size WxH (default 1280x720)")
+    render.add_argument("--samplerate", type=int, default=48000, help="WAV sample rate (Hz)")
+    render.add_argument("--no-frames", action="store_true", help="write the sound only")
+    render.set_defaults(func=cmd_render)
+
+    devices = sub.add_parser("devices", help="list audio outputs, MIDI ports and displays")
+    devices.set_defaults(func=cmd_devices)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise argparse.ArgumentTypeError(f"size out of range: {text}")
+    return w, h
+
+
+def add_patch_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by `run`, `install` and `broadcast` that override the patch."""
+    p.add_argument("patch", nargs="?", type=Path, default=None, help="patch file (default: patches/default.toml)")
+    p.add_argument("--audio", choices=("auto", "none"), default=None, help="'none': no sound device")
+    p.add_argument("--device", default=None, help="audio output device (name substring)")
+    p.add_argument("--samplerate", type=int, default=None, help="device sample rate (Hz)")
+    p.add_argument("--blocksize", type=int, default=None, help="device block size (frames)")
+    p.add_argument("--record", default=None, help="also write the output to this WAV file")
+    p.add_argument("--fullscreen", action="store_true", default=None, help="fullscreen, cursor hidden")
+    p.add_argument("--display", type=int, default=None, help="display index for fullscreen")
+    p.add_argument("--size", type=_size, default=None, help="window size WxH")
+    p.add_argument("--osc-host", default=None, help="OSC listen address (default 127.0.0.1)")
+    p.add_argument("--osc-port", type=int, default=None, help="OSC UDP port (default 9000)")
+    p.add_argument("--no-midi", action="store_true", help="do not open MIDI ports")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+
+def patch_from_args(args: argparse.Namespace) -> Patch:
+    """Load the patch and apply command-line overrides (validated like the patch itself)."""
+    patch = load_patch(args.patch, check_models=False)
+    audio = patch.audio
+    for field, value in (("output", args.audio), ("device", args.device), ("samplerate", args.samplerate),
+                         ("blocksize", args.blocksize), ("record", args.record)):
+        if value is not None:
+            audio = dataclasses.replace(audio, **{field: value})
+    visual = patch.visual
+    if args.fullscreen:
+        visual = dataclasses.replace(visual, fullscreen=True)
+    if args.display is not None:
+        visual = dataclasses.replace(visual, display=args.display)
+    if args.size is not None:
+        visual = dataclasses.replace(visual, width=args.size[0], height=args.size[1])
+    osc = patch.osc
+    if args.osc_host is not None:
+        osc = dataclasses.replace(osc, host=args.osc_host)
+    if args.osc_port is not None:
+        osc = dataclasses.replace(osc, port=args.osc_port)
+    midi = dataclasses.replace(patch.midi, enabled=False) if args.no_midi else patch.midi
+    return patch.replace(audio=audio, visual=visual, osc=osc, midi=midi)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+
+
+def check_display() -> None:
+    """DisplayError with what to do, before anything heavy starts, if no window can open."""
+    if not sys.platform.startswith("linux"):
+        return
+    if os.environ.get("SDL_VIDEODRIVER") == "offscreen":
+        return
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise DisplayError("no display ($DISPLAY is not set): start one (Xvfb :99 & export DISPLAY=:99) "
+                           "or run with --headless")
+
+
+def run_engine(patch: Patch, patch_path: Path | None, *, window: bool = True, installation: bool = False,
+               seconds: float = 0.0) -> int:
+    """Build an Engine and run it until quit (Esc, SIGTERM, SIGINT or `seconds`). Returns an exit code."""
+    from .app import Engine, RunOptions
+
+    if window:
+        check_display()
+    options = RunOptions(audio=patch.audio.output != "none", window=window, installation=installation)
+    engine = Engine(patch, patch_path, options)
+
+    def stop(signum: int, frame: object) -> None:
+        engine.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    deadline = engine.started + seconds if seconds > 0 else float("inf")
+    try:
+        if window:
+            from .visual.window import run_window
+
+            run_window(engine, deadline=deadline)
+        else:
+            while engine.running and engine.clock() < deadline:
+                now = engine.clock()
+                engine.tick(now)
+                engine.frame_done(now)
+                time.sleep(1 / 60)
+    finally:
+        engine.close()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    patch = patch_from_args(args)
+    try:
+        return run_engine(patch, args.patch, window=not args.headless, installation=args.installation,
+                          seconds=args.seconds)
+    except AudioDeviceError as exc:
+        hint = "" if "--audio none" in str(exc) else " (or run with --audio none)"
+        raise AudioDeviceError(f"{exc}{hint}") from None
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Offline render: N seconds of sound (WAV) and frames (PNG), deterministic for a seed."""
+    import soundfile as sf
+    from PIL import Image
+
+    from .audio.model import load_audio_model
+    from .audio.stream import AudioSynth
+    from .params import ParamStore
+    from .app import apply_patch_params
+
+    patch = load_patch(args.patch)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    store = ParamStore()
+    apply_patch_params(store, patch)
+    scheduler = None
+    if patch.schedule.enabled:
+        from .control.scheduler import Scheduler
+
+        clock_now = [0.0]
+        scheduler = Scheduler(patch.schedule, store, clock=lambda: clock_now[0], seed=args.seed)
+    synth = AudioSynth(load_audio_model(patch.audio.model), args.samplerate, seed=args.seed)
+    frames = None
+    if not args.no_frames:
+        from .visual.offline import FrameRenderer
+
+        frames = FrameRenderer(patch.visual, args.size[0], args.size[1], seed=args.seed)
+        (out / "frames").mkdir(exist_ok=True)
+    n_frames = max(1, int(round(args.seconds * args.fps)))
+    rate = args.samplerate
+    chunks = []
+    for i in range(n_frames):
+        t = i / args.fps
+        if scheduler is not None:
+            clock_now[0] = t
+            scheduler.tick(t)
+        values = store.values.copy()
+        start, stop = int(round(i * rate / args.fps)), int(round((i + 1) * rate / args.fps))
+        chunks.append(synth.process(values, stop - start).copy())
+        if frames is not None:
+            image = frames.frame(values, t)
+            Image.fromarray(image).save(out / "frames" / f"{i:06d}.png", optimize=False)
+    audio = np.concatenate(chunks)
+    sf.write(out / "audio.wav", audio, rate, subtype="PCM_24")
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    peak_db = 20 * np.log10(max(peak, 1e-12))
+    print(f"ciel: wrote {out / 'audio.wav'} ({len(audio) / rate:.2f} s, peak {peak_db:.1f} dBFS)"
+          + (f" and {n_frames} frames in {out / 'frames'}" if frames is not None else ""))
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """Print audio outputs, MIDI inputs and outputs, and displays; a missing subsystem is one line."""
+    from .audio.output import list_devices
+
+    print("audio outputs:")
+    try:
+        for name in list_devices():
+            print(f"  {name}")
+    except CielError as exc:
+        print(f"  (none: {exc})")
+    print("midi inputs:")
+    try:
+        from .control.midi import list_ports
+
+        ins, outs = list_ports()
+        for name in ins:
+            print(f"  {name}")
+        print("midi outputs:")
+        for name in outs:
+            print(f"  {name}")
+    except CielError as exc:
+        print(f"  (none: {exc})")
+    print("displays:")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        print("  (none: $DISPLAY is not set; use --headless or start Xvfb)")
+    else:
+        import pygame
+
+        pygame.display.init()
+        try:
+            for i, (w, h) in enumerate(pygame.display.get_desktop_sizes()):
+                print(f"  {i}: {w}x{h}")
+        finally:
+            pygame.display.quit()
+    return 0
