@@ -215,6 +215,8 @@ class Engine:
     def close(self) -> None:
         """Stop every part: control first (no new changes), then sound with a fade-out."""
         self.running = False
+        now = self.clock()
+        log.info("stopped after %.1f s: %d frames, fps %.1f", now - self.started, self._frames, self._fps)
         for part in (self.healthz, self.midi, self.oscquery, self.osc, self.audio):
             if part is not None:
                 try:
