@@ -1,0 +1,245 @@
+"""Scenes: one short sound and one image made from a seed, and the baked folder that holds them.
+
+A scene is what the installation shows for one period: a sound decoded by the audio VAE along a
+latent walk that starts from the seed, and one square GAN image from the seed's image latent (the
+oval projection is applied at display time, so a baked image can be shown by any renderer).
+
+Baked folder (written by `ciel bake`, read by the scheduler and the broadcast page):
+
+    OUT/index.json   {"version": 1, "name": ..., "created": ISO-8601 UTC, "samplerate": 48000,
+                      "image_size": 256, "scenes": [{"id": "s0001", "seed": 123,
+                      "audio": "s0001.ogg", "wav": "s0001.wav", "image": "s0001.png",
+                      "seconds": 8.0}, ...]}
+    OUT/s0001.ogg    the sound, Ogg Opus, stereo, 48 kHz (for the web)
+    OUT/s0001.wav    the same sound, 16-bit PCM WAV at `samplerate` (optional; for playback
+                     without a decoder)
+    OUT/s0001.png    the image, RGB, square, `image_size` pixels
+
+File names in the index are relative to the folder. `index.json` is written atomically after the
+files it names, so a reader never sees a scene whose files are missing.
+
+Called from the main thread (`ciel bake`) or the scheduler's listeners; nothing here is real-time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .configio import atomic_write
+from .errors import ConfigError
+from .params import REGISTRY, Registry
+
+INDEX = "index.json"
+VERSION = 1
+OPUS_RATE = 48000
+
+
+@dataclass(frozen=True)
+class BakedScene:
+    """One entry of a baked index, with absolute paths (`wav` is None when absent)."""
+
+    id: str
+    seed: int
+    audio: Path
+    image: Path
+    seconds: float
+    wav: Path | None = None
+
+
+# — reading —
+def read_index(folder: str | Path, source: str | None = None) -> list[BakedScene]:
+    """The scenes of a baked folder, checked: every file named must exist.
+
+    Raises ConfigError naming index.json, the key (e.g. `scenes[3].audio`) and what was expected.
+    `source` is unused except to name who asked, when the folder itself is missing.
+    """
+    folder = Path(folder)
+    path = folder / INDEX
+    if not path.is_file():
+        where = source or str(folder)
+        raise ConfigError(where, "schedule.baked" if source else "", f"no baked scenes: {path} not found "
+                          "(write a folder with `ciel bake --count N OUT/`)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(str(path), "", f"not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "", "expected a JSON object")
+    if data.get("version") != VERSION:
+        raise ConfigError(str(path), "version", f"expected {VERSION}, got {data.get('version')!r}")
+    entries = data.get("scenes")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(str(path), "scenes", "expected a non-empty list of scenes")
+    out = []
+    seen: set[str] = set()
+    for i, e in enumerate(entries):
+        key = f"scenes[{i}]"
+        if not isinstance(e, dict):
+            raise ConfigError(str(path), key, "expected an object")
+        sid = _typed(e, "id", str, path, key)
+        if sid in seen:
+            raise ConfigError(str(path), key + ".id", f"duplicate scene id {sid!r}")
+        seen.add(sid)
+        seed = _typed(e, "seed", int, path, key)
+        seconds = _typed(e, "seconds", (int, float), path, key)
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ConfigError(str(path), key + ".seconds", f"expected a positive number, got {seconds!r}")
+        files = {}
+        for name in ("audio", "image", "wav"):
+            if name == "wav" and name not in e:
+                files[name] = None
+                continue
+            rel = _typed(e, name, str, path, key)
+            f = (folder / rel).resolve()
+            if folder.resolve() not in f.parents:
+                raise ConfigError(str(path), f"{key}.{name}", f"expected a file inside the folder, got {rel!r}")
+            if not f.is_file():
+                raise ConfigError(str(path), f"{key}.{name}", f"file not found: {f}")
+            files[name] = f
+        out.append(BakedScene(sid, seed, files["audio"], files["image"], float(seconds), files["wav"]))
+    return out
+
+
+def _typed(entry: dict, name: str, typ: type | tuple[type, ...], path: Path, key: str):
+    value = entry.get(name)
+    if isinstance(value, bool) or not isinstance(value, typ):
+        want = typ.__name__ if isinstance(typ, type) else "number"
+        raise ConfigError(str(path), f"{key}.{name}", f"expected {want}, got {value!r}")
+    return value
+
+
+# — making —
+def image_latent(seed: int, latent_dim: int, values: np.ndarray, registry: Registry = REGISTRY) -> np.ndarray:
+    """The image latent of a scene: N(0, 1) from `seed`, scaled by image/temperature, plus the
+    image/offset knobs on the first dimensions. Shape (latent_dim,), float32."""
+    z = np.random.default_rng(seed).standard_normal(latent_dim)
+    z *= values[registry.index("image/temperature")]
+    off = values[registry.slot("image/offset")]
+    n = min(len(off), latent_dim)
+    z[:n] += off[:n]
+    return z.astype(np.float32)
+
+
+def render_image(model, seed: int, values: np.ndarray) -> np.ndarray:
+    """One square image (R, R, 3) uint8 from the generator `model` (engine.visual.model.ImageModel)."""
+    import torch
+
+    z = torch.from_numpy(image_latent(seed, model.latent_dim, values))[None]
+    img = model.generate(z)[0].detach().float().clamp(-1.0, 1.0)
+    return ((img.permute(1, 2, 0).numpy() + 1.0) * 127.5 + 0.5).astype(np.uint8)
+
+
+def render_sound(audio_model, seed: int, values: np.ndarray, seconds: float, rate: int = OPUS_RATE,
+                 block: int = 1024) -> np.ndarray:
+    """`seconds` of sound (frames, 2) float32 from the audio model, on a latent walk seeded by `seed`,
+    through the same synthesis and safety stage as live playback (engine.audio.stream.AudioSynth)."""
+    from .audio.stream import AudioSynth
+
+    synth = AudioSynth(audio_model, rate, seed=seed)
+    total = int(round(seconds * rate))
+    out = np.zeros((total, 2), dtype=np.float32)
+    done = 0
+    while done < total:
+        n = min(block, total - done)
+        out[done:done + n] = synth.process(values, n)
+        done += n
+    fade = min(total // 2, int(0.05 * rate))  # 50 ms in and out, so scenes join without clicks
+    if fade:
+        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)[:, None]
+        out[:fade] *= ramp
+        out[total - fade:] *= ramp[::-1]
+    return out
+
+
+def write_opus(path: Path, audio: np.ndarray, rate: int = OPUS_RATE, bitrate: int = 96000) -> None:
+    """Write (frames, 2) float32 audio as Ogg Opus with PyAV (resampled to 48 kHz by libopus if needed)."""
+    import av
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with av.open(str(tmp), "w", format="ogg") as container:
+        stream = container.add_stream("libopus", rate=OPUS_RATE)
+        stream.bit_rate = bitrate
+        stream.layout = "stereo"
+        data = np.ascontiguousarray(audio.T, dtype=np.float32)
+        step = 960 * 4
+        for start in range(0, data.shape[1], step):
+            frame = av.AudioFrame.from_ndarray(data[:, start:start + step], format="fltp", layout="stereo")
+            frame.sample_rate = rate
+            frame.pts = start
+            frame.time_base = Fraction(1, rate)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    tmp.replace(path)
+
+
+def write_scene_files(folder: Path, sid: str, audio: np.ndarray, image: np.ndarray, rate: int,
+                      wav: bool = True) -> dict[str, str]:
+    """Write one scene's files (Opus, optional WAV, PNG); returns the index entry's file names."""
+    import soundfile as sf
+    from PIL import Image
+
+    names = {"audio": f"{sid}.ogg", "image": f"{sid}.png"}
+    write_opus(folder / names["audio"], audio, rate)
+    if wav:
+        names["wav"] = f"{sid}.wav"
+        tmp = folder / f".{sid}.wav.tmp"
+        sf.write(tmp, audio, rate, subtype="PCM_16", format="WAV")
+        tmp.replace(folder / names["wav"])
+    tmp = folder / f".{sid}.png.tmp"
+    Image.fromarray(image, "RGB").save(tmp, format="PNG")
+    tmp.replace(folder / names["image"])
+    return names
+
+
+def write_index(folder: Path, scenes: Sequence[dict], name: str, rate: int, image_size: int) -> Path:
+    """Write index.json atomically."""
+    data = {"version": VERSION, "name": name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "samplerate": rate, "image_size": image_size, "scenes": list(scenes)}
+    path = folder / INDEX
+    atomic_write(path, json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def bake(folder: str | Path, count: int, audio_model, image_model, values: np.ndarray, seconds: float = 8.0,
+         seed: int = 1, rate: int = OPUS_RATE, wav: bool = True,
+         progress: Callable[[int, int], None] | None = None, name: str = "ciel") -> Path:
+    """Render `count` scenes into `folder` and write its index; returns the index path.
+
+    Scene seeds come from `seed` (same seed, same scenes). Scenes already listed in an existing
+    index with the same seeds are kept, so an interrupted bake resumes where it stopped.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in np.random.default_rng(seed).integers(1, 2**31 - 1, size=count)]
+    done: dict[int, dict] = {}
+    try:
+        for e in read_index(folder):
+            done[e.seed] = {"id": e.id, "seed": e.seed, "audio": e.audio.name, "image": e.image.name,
+                            "seconds": e.seconds, **({"wav": e.wav.name} if e.wav else {})}
+    except ConfigError:
+        pass
+    entries = []
+    for i, s in enumerate(seeds):
+        sid = f"s{i + 1:04d}"
+        entry = done.get(s)
+        if entry is None or entry["id"] != sid:
+            sound = render_sound(audio_model, s, values, seconds, rate)
+            picture = render_image(image_model, s, values)
+            entry = {"id": sid, "seed": s, "seconds": seconds,
+                     **write_scene_files(folder, sid, sound, picture, rate, wav)}
+        entries.append(entry)
+        write_index(folder, entries, name, rate, image_model.resolution)
+        if progress is not None:
+            progress(i + 1, count)
+    return folder / INDEX
