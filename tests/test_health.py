@@ -1,0 +1,206 @@
+"""Supervision parts: /healthz over real HTTP, sd_notify over a real UNIX datagram socket, log
+rotation that survives a full disk (/dev/full), and the stall watchdog."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from engine.health import Health, HealthServer, SafeRotatingFileHandler, StallWatch, setup_file_logging
+from engine.systemd import Notifier, Watchdog
+
+
+class FakeEngine:
+    """Counters shaped like Engine.health(); the test moves them."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.frames = 0
+        self.callbacks = 0
+
+    def clock(self) -> float:
+        return self.t
+
+    def health(self) -> dict:
+        return {"uptime_s": self.t, "fps": 30.0, "frames": self.frames,
+                "last_frame_age_s": 0.02 if self.frames else None,
+                "audio": {"callbacks": self.callbacks, "underflows": 3, "restarts": 1},
+                "osc": {"port": 9000, "received": 12}, "midi": {"inputs": []},
+                "scheduler": {"scene": "live-0000000042", "next_scene_s": 12.5, "open": True}, "messages": []}
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}") if e.code == 503 else {}
+
+
+def test_healthz_reports_what_the_staff_needs():
+    eng = FakeEngine()
+    health = Health(eng.health, eng.clock)
+    server = HealthServer(health.document, "127.0.0.1", 0)
+    server.start()
+    try:
+        assert server.host == "127.0.0.1"
+        eng.frames, eng.callbacks = 30, 375
+        health.sample(0.0)
+        eng.t, eng.frames, eng.callbacks = 1.0, 60, 750
+        health.sample(1.0)
+        status, doc = get(server.url)
+        assert status == 200 and doc["ok"] is True
+        for key in ("uptime_s", "fps", "last_frame_age_s", "audio_callbacks_per_s", "underflows", "scene",
+                    "next_scene_s", "osc", "midi"):
+            assert key in doc, key
+        assert doc["audio_callbacks_per_s"] == pytest.approx(375.0)
+        assert doc["scene"] == "live-0000000042" and doc["next_scene_s"] == 12.5 and doc["underflows"] == 3
+        # sound stops: the endpoint says so with 503 and the reason
+        eng.t = 2.0
+        eng.frames += 30
+        health.sample(2.0)
+        status, doc = get(server.url)
+        assert status == 503 and doc["ok"] is False and "audio callbacks stopped" in doc["problems"]
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(server.url.replace("/healthz", "/other"), timeout=5)
+        assert err.value.code == 404
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.0)
+    yield str(path), sock
+    sock.close()
+
+
+def received(sock: socket.socket) -> list[str]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return out
+
+
+def test_systemd_ready_then_watchdog_only_while_frames_and_sound_advance(notify_socket):
+    path, sock = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())})
+    assert notifier.watchdog_s == 2.0
+    counters = {"frames": 0, "callbacks": 0}
+    wd = Watchdog(lambda: (counters["frames"], counters["callbacks"]), notifier)
+    assert wd.interval == 1.0
+    wd.tick(0.0)
+    assert received(sock) == []  # nothing runs yet: no READY
+    counters.update(frames=10, callbacks=0)
+    wd.tick(1.0)
+    assert received(sock) == []  # picture but no sound yet
+    counters.update(frames=20, callbacks=50)
+    wd.tick(2.0)
+    msgs = received(sock)
+    assert len(msgs) == 1 and msgs[0].startswith("READY=1")
+    counters.update(frames=50, callbacks=400)
+    wd.tick(3.0)
+    assert received(sock) == ["WATCHDOG=1"]
+    wd.tick(3.5)  # within the interval: nothing
+    assert received(sock) == []
+    counters.update(frames=80)  # sound stalled, frames still move
+    wd.tick(4.0)
+    assert received(sock) == [] and wd.withheld == 1
+    counters.update(frames=110, callbacks=800)
+    wd.tick(5.0)
+    assert received(sock) == ["WATCHDOG=1"]
+    wd.close()
+    assert received(sock) == ["STOPPING=1"]
+
+
+def test_systemd_abstract_socket_and_no_socket():
+    name = f"ciel-test-{os.getpid()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.settimeout(2.0)
+    try:
+        n = Notifier({"NOTIFY_SOCKET": "@" + name})
+        assert n.ready("ok")
+        assert sock.recv(100) == b"READY=1\nSTATUS=ok"
+        n.close()
+    finally:
+        sock.close()
+    quiet = Notifier({})
+    assert not quiet.enabled and quiet.ready() is False
+    gone = Notifier({"NOTIFY_SOCKET": "/nonexistent/notify"})
+    assert gone.watchdog() is False and gone.errors == 1  # counted, not raised
+
+
+def test_full_disk_never_stops_logging(tmp_path, capfd):
+    """The log file is /dev/full (every write fails with ENOSPC): records are counted and dropped,
+    the caller never sees an exception, and stderr gets one line, not one per record."""
+    link = tmp_path / "ciel.log"
+    link.symlink_to("/dev/full")
+    handler = SafeRotatingFileHandler(link, max_bytes=1000, backups=2)
+    logger = logging.getLogger("ciel.test.full")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for i in range(500):
+            logger.warning("scene %d: %s", i, "x" * 100)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert handler.write_errors == 500
+    assert "No space left on device" in handler.last_error
+    assert capfd.readouterr().err.count("cannot write log") == 1
+
+
+def test_logs_rotate(tmp_path):
+    handler = setup_file_logging(tmp_path / "logs", max_bytes=2000, backups=3)
+    logger = logging.getLogger("ciel.test.rotate")
+    try:
+        for i in range(400):
+            logger.warning("line %d %s", i, "y" * 40)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    files = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert files == ["ciel.log", "ciel.log.1", "ciel.log.2", "ciel.log.3"]
+    assert all((tmp_path / "logs" / f).stat().st_size <= 2100 for f in files)
+    assert "line 399" in (tmp_path / "logs" / "ciel.log").read_text()
+    assert handler.write_errors == 0
+
+
+def test_stall_watch_restarts_a_stuck_worker_with_backoff():
+    state = {"count": 0, "restarts": 0}
+    reports = []
+
+    def restart() -> None:
+        state["restarts"] += 1
+
+    watch = StallWatch("gan", lambda: state["count"], restart, timeout=5.0, report=lambda s, m: reports.append(m))
+    t = 0.0
+    for _ in range(50):  # a healthy worker: 10 keyframes/s
+        state["count"] += 1
+        t += 0.1
+        assert not watch.tick(t)
+    # the worker hangs: one restart after 5 s, the next after 10 s more (backoff), not one per frame
+    restarts_at = []
+    while t < 30.0:
+        t += 0.1
+        if watch.tick(t):
+            restarts_at.append(round(t, 1))
+    assert state["restarts"] == len(restarts_at) == 2
+    assert restarts_at[0] == pytest.approx(10.0, abs=0.15) and restarts_at[1] == pytest.approx(20.0, abs=0.15)
+    assert "gan stalled" in reports[0]
+    state["count"] += 1  # it came back: the timeout resets
+    watch.tick(t + 0.1)
+    assert watch._wait == 5.0
