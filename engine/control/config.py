@@ -94,6 +94,7 @@ class ScheduleConfig:
     fade: float = field(5.0, minimum=0.0, maximum=600.0, doc="Fade at opening and closing time (s).")
     timezone: str = field("", doc="IANA time zone of the opening hours (empty = local).")
     hours: tuple[Hours, ...] = field(())
+    log_dir: str = field("", doc="Folder of the rotating log in installation mode ('' = $XDG_STATE_HOME/ciel).")
 
 
 _WRITE_LOCK = threading.Lock()

@@ -1,0 +1,252 @@
+"""OSC over real UDP: the address space from the registry, feedback to subscribers, presets, learn."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from pythonosc.osc_bundle_builder import OscBundleBuilder
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from engine.control.config import OscConfig, PatchWriter
+from engine.control.osc import OscClient, OscServer, address_table, message
+from engine.errors import CielError
+from engine.params import REGISTRY, ParamStore
+from engine.patch import DEFAULT_PATCH, load_patch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(cond, timeout: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.002)
+    return cond()
+
+
+@pytest.fixture
+def osc():
+    store = ParamStore()
+    server = OscServer(OscConfig(port=0, heartbeat=0.2), store).start()
+    client = OscClient(port=server.port)
+    try:
+        yield server, store, client
+    finally:
+        client.close()
+        server.close()
+
+
+def roundtrip(client: OscClient) -> None:
+    """A ping answered means every earlier datagram from this client was handled."""
+    client.send("/ciel/ping", 7)
+    assert client.wait_for("/ciel/pong", 2.0) == (7,)
+
+
+def test_set_scalars_clamps_and_rounds(osc):
+    server, store, c = osc
+    c.send("/ciel/audio/gain", -12.5)
+    c.send("/ciel/sky/lon", 1000.0)           # far outside: clamped to 180
+    c.send("/ciel/sky/colormap", 2.6)         # an int parameter: rounded
+    c.send("/ciel/audio/hold", True)          # T/F for switches
+    c.send("/ciel/sky/spacing", 45)           # an OSC int for a float parameter
+    roundtrip(c)
+    assert store.get1("audio/gain") == -12.5
+    assert store.get1("sky/lon") == 180.0
+    assert store.get1("sky/colormap") == 3.0
+    assert store.get1("audio/hold") == 1.0
+    assert store.get1("sky/spacing") == 45.0
+    assert server.counters["clamped"] == 1
+
+
+def test_vectors_whole_one_value_and_one_element(osc):
+    server, store, c = osc
+    c.send("/ciel/image/offset", *[0.5 * i for i in range(8)])
+    roundtrip(c)
+    assert store.get("image/offset") == tuple(min(4.0, 0.5 * i) for i in range(8))
+    c.send("/ciel/sky/background", 0.25)
+    c.send("/ciel/audio/offset/at", 3, -9.0)
+    c.send("/ciel/audio/offset/at", 3.0, 1.5)  # Pd sends every number as a float
+    roundtrip(c)
+    assert store.get("sky/background") == (0.25, 0.25, 0.25)
+    assert store.get("audio/offset")[3] == 1.5
+    assert store.get("audio/offset")[:3] == (0.0, 0.0, 0.0)
+
+
+def test_bad_arguments_are_counted_logged_and_change_nothing(osc, caplog):
+    server, store, c = osc
+    before = store.values.copy()
+    with caplog.at_level(logging.WARNING, logger="ciel.osc"):
+        c.send("/ciel/audio/offset/at", 16, 1.0)      # index out of range
+        c.send("/ciel/image/offset", 1.0, 2.0)        # 2 of 8 values
+        c.send("/ciel/audio/gain", "loud")            # a string
+        c.send("/ciel/audio/gain", float("nan"))
+        c.send("/ciel/no/such/param", 1.0)
+        c.send_raw(b"\x00\x01garbage")
+        roundtrip(c)
+    assert (store.values == before).all()
+    assert server.counters["malformed"] == 5
+    assert server.counters["unknown"] == 1
+    assert "/ciel/no/such/param" in caplog.text
+    assert "/ciel/audio/offset/at" in caplog.text
+
+
+def test_triggers_fire_on_none_or_one_and_ignore_zero(osc):
+    server, store, c = osc
+    c.send("/ciel/audio/jump")
+    c.send("/ciel/audio/jump", 1)
+    c.send("/ciel/audio/jump", 0.0)   # a button's release
+    c.send("/ciel/scene/next", 1.0)
+    roundtrip(c)
+    assert store.get1("audio/jump") == 2.0
+    assert store.get1("scene/next") == 1.0
+
+
+def test_get_replies_with_values_in_their_types(osc):
+    server, store, c = osc
+    store.set("sky/colormap", 2, source="test")
+    c.send("/ciel/get", "sky/colormap", "/ciel/audio/gain")
+    assert c.wait_for("/ciel/sky/colormap") == (2,)
+    assert c.wait_for("/ciel/audio/gain") == pytest.approx((-6.0,))
+    c.send("/ciel/get")
+    got = {}
+    while (m := c.recv(0.5)) is not None:
+        got[m[0]] = m[1]
+    assert set(got) == {p.address for p in REGISTRY}
+    assert len(got["/ciel/audio/offset"]) == 16
+
+
+def test_subscribers_get_other_sources_changes_but_not_their_own(osc):
+    server, store, a = osc
+    b = OscClient(port=server.port)
+    try:
+        a.send("/ciel/subscribe", a.port)
+        b.send("/ciel/subscribe", b.port)
+        for cl in (a, b):  # each starts with a full dump
+            assert cl.wait_for("/ciel/master/fade", 2.0) == pytest.approx((1.0,))
+        store.set("audio/temperature", 2.0, source="midi")
+        assert a.wait_for("/ciel/audio/temperature") == pytest.approx((2.0,))
+        assert b.wait_for("/ciel/audio/temperature") == pytest.approx((2.0,))
+        a.send("/ciel/sky/grain", 0.75)   # a's own fader: echoed to b only
+        assert b.wait_for("/ciel/sky/grain") == pytest.approx((0.75,))
+        assert a.wait_for("/ciel/sky/grain", 0.3) is None
+        store.trigger("image/jump", source="scheduler")
+        assert a.wait_for("/ciel/image/jump") == ()
+        beat = a.wait_for("/ciel/heartbeat", 1.0)
+        assert beat is not None and beat[1] >= 1
+        a.send("/ciel/unsubscribe")
+        roundtrip(b)
+        store.set("audio/temperature", 0.5, source="midi")
+        assert b.wait_for("/ciel/audio/temperature") == pytest.approx((0.5,))
+        assert a.wait_for("/ciel/audio/temperature", 0.3) is None
+    finally:
+        b.close()
+
+
+def test_bundles_apply_at_once_whatever_their_time_tag(osc):
+    server, store, c = osc
+    bundle = OscBundleBuilder(time.time() + 3600)   # an hour ahead: must not stall anything
+    msg = OscMessageBuilder("/ciel/sky/lat")
+    msg.add_arg(45.0)
+    bundle.add_content(msg.build())
+    c.send_raw(bundle.build().dgram)
+    roundtrip(c)
+    assert store.get1("sky/lat") == 45.0
+
+
+def test_presets_store_into_the_patch_file_and_recall(osc, tmp_path):
+    _, store, _ = osc
+    patch_file = tmp_path / "live.toml"
+    patch_file.write_text(DEFAULT_PATCH.read_text() + "\n# my comment\n")
+    server = OscServer(OscConfig(port=0), store, presets=load_patch(patch_file).presets,
+                       writer=PatchWriter(patch_file)).start()
+    c = OscClient(port=server.port)
+    try:
+        store.set("audio/gain", -20.0, source="test")
+        store.set("sky/background", (0.1, 0.2, 0.3), source="test")
+        store.set("audio/mute", 1, source="test")
+        c.send("/ciel/preset/store", "dusk")
+        roundtrip(c)
+        saved = load_patch(patch_file)
+        assert saved.presets["dusk"]["audio/gain"] == -20.0
+        assert saved.presets["dusk"]["sky/background"] == pytest.approx((0.1, 0.2, 0.3))
+        assert "audio/mute" not in saved.presets["dusk"]  # a preset never unmutes
+        assert "# my comment" in patch_file.read_text()
+        store.set("audio/gain", 0.0, source="test")
+        store.set("sky/background", 0.0, source="test")
+        c.send("/ciel/preset/recall", "dusk")
+        c.send("/ciel/preset/recall", "nothing-like-this")
+        roundtrip(c)
+        assert store.get1("audio/gain") == -20.0
+        assert store.get("sky/background") == pytest.approx((0.1, 0.2, 0.3))
+        assert server.counters["malformed"] == 1
+        c.send("/ciel/preset/list")
+        assert c.wait_for("/ciel/preset/names") == ("dusk",)
+    finally:
+        c.close()
+        server.close()
+
+
+class FakeLearner:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def learn(self, param=None, index=-1) -> str:
+        self.calls.append(("learn", param, index))
+        return param or ""
+
+    def cancel_learn(self) -> None:
+        self.calls.append(("cancel",))
+
+
+def test_learn_and_quit_reach_their_parts():
+    store = ParamStore()
+    learner, quits = FakeLearner(), []
+    with OscServer(OscConfig(port=0), store, learner=learner, on_quit=lambda: quits.append(1)) as server:
+        c = OscClient(port=server.port)
+        c.send("/ciel/learn", "/ciel/audio/offset", 5)
+        c.send("/ciel/learn", "sky/spin")
+        c.send("/ciel/learn", "no/such")
+        c.send("/ciel/learn/cancel")
+        c.send("/ciel/quit")
+        roundtrip(c)
+        c.close()
+    assert learner.calls == [("learn", "audio/offset", 5), ("learn", "sky/spin", -1), ("cancel",)]
+    assert quits == [1]
+
+
+def test_allow_list_refuses_other_addresses():
+    store = ParamStore()
+    with OscServer(OscConfig(port=0, allow=("10.0.0.0/8",)), store) as server:
+        c = OscClient(port=server.port)
+        c.send("/ciel/audio/gain", -30.0)
+        c.send("/ciel/ping")
+        assert c.wait_for("/ciel/pong", 0.3) is None
+        assert wait_until(lambda: server.counters["denied"] == 2)
+        c.close()
+    assert store.get1("audio/gain") == -6.0
+
+
+def test_busy_port_is_a_clear_error():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        with pytest.raises(CielError, match=f"127.0.0.1:{sock.getsockname()[1]}.*--osc-port"):
+            OscServer(OscConfig(port=sock.getsockname()[1]), ParamStore())
+    finally:
+        sock.close()
+
+
+def test_message_encoding_keeps_types():
+    from pythonosc.osc_message import OscMessage
+    m = OscMessage(message("/ciel/x", [1, 2.5, "s", True]))
+    assert m.params == [1, 2.5, "s", True]
+
+
+def test_docs_address_table_is_current():
+    doc = (ROOT / "docs" / "osc.md").read_text()
+    assert address_table(REGISTRY) in doc, "docs/osc.md is out of date: run python -m engine.control.osc --doc"
