@@ -1,0 +1,365 @@
+"""The broadcast server: one scene clock for every visitor, the page, and the scenes' files.
+
+    GET /              the page (program note from the patch filled in)
+    GET /static/NAME   page JavaScript and CSS
+    GET /shaders/NAME  the GLSL files of shaders/, the same the window and offscreen render use
+    GET /scene.json    the current scene and the next one (cheap: built once per scene, ETag)
+    GET /events        Server-Sent Events: one `scene` event at connect and at every change
+    GET /media/HASH.EXT  sound and image files, content-addressed (cached for a year)
+    GET /healthz       "ok" and the scene id
+
+The clock lives here: scene id = floor((now - epoch) / period). Every answer carries the server
+time and the time to the next scene, so pages switch together and prefetch the next scene. The
+server is stdlib `ThreadingHTTPServer` (one thread per connection; SSE streams wait on one
+condition). It makes no requests itself and the page makes none to other hosts (CSP 'self').
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import mimetypes
+import re
+import threading
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+from .media import Media, MediaStore
+
+log = logging.getLogger("ciel.web")
+
+STATIC = Path(__file__).resolve().parent / "static"
+SHADERS = Path(__file__).resolve().parents[2] / "shaders"
+HEARTBEAT_S = 15.0
+RETRY_MS = 2000
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+                                "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
+
+
+@dataclass(frozen=True)
+class SceneMedia:
+    """The files of one scene. `name` says where it came from (baked file stem or seed)."""
+
+    name: str
+    sound: Media
+    image: Media
+    sound_fallback: Media | None = None  # MP3 for browsers without Ogg Opus (Safari before 17)
+
+    def table(self) -> dict:
+        out = {"name": self.name, "sound": self.sound.url, "sound_type": self.sound.ctype,
+               "image": self.image.url}
+        if self.sound_fallback is not None:
+            out["sound_fallback"] = self.sound_fallback.url
+        return out
+
+
+class SceneSource(Protocol):
+    """Where scenes come from (a baked folder or live generation)."""
+
+    def prepare(self, scene_id: int) -> SceneMedia:
+        """Make (or read) scene `scene_id`; may take seconds. Called from the preparer thread."""
+        ...
+
+
+@dataclass(frozen=True)
+class SceneClock:
+    """Scene ids from wall-clock time: id = floor((now - epoch) / period). `now` is injected."""
+
+    period: float
+    epoch: float = 0.0
+    now: Callable[[], float] = time.time
+
+    def id_at(self, t: float) -> int:
+        return math.floor((t - self.epoch) / self.period)
+
+    def start_of(self, scene_id: int) -> float:
+        return self.epoch + scene_id * self.period
+
+
+class Broadcast:
+    """The shared state: prepared scenes, the current scene's JSON, and the SSE condition.
+
+    Two threads run it: the ticker publishes the current scene at every boundary (and when a late
+    scene becomes ready); the preparer makes the scenes `ahead` of the clock. If a scene is not
+    ready at its time, the newest ready one is held (`"held": true`) rather than showing nothing.
+    """
+
+    def __init__(self, source: SceneSource, clock: SceneClock, ahead: int = 2) -> None:
+        self.source, self.clock, self.ahead = source, clock, ahead
+        self.store = MediaStore(max_items=6 * (ahead + 3))
+        self._scenes: dict[int, SceneMedia] = {}
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.current_id = -1
+        self._key: tuple[int, bool, bool] = (-1, False, False)
+        self._static = b"{}"
+        self.etag = '""'
+        self.version = 0
+        self.prepare_errors = 0
+
+    # -- threads -------------------------------------------------------------------------
+    def start(self, wait_first: float = 120.0) -> None:
+        """Prepare the current scene (blocking up to `wait_first` s), then start both threads."""
+        now_id = self.clock.id_at(self.clock.now())
+        deadline = time.monotonic() + wait_first
+        while not self._prepare(now_id) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        self.publish()
+        for target in (self._ticker, self._preparer):
+            t = threading.Thread(target=target, name=f"ciel-web-{target.__name__.strip('_')}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        with self._cond:
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def _prepare(self, scene_id: int) -> bool:
+        if scene_id in self._scenes:
+            return True
+        try:
+            scene = self.source.prepare(scene_id)
+        except Exception as exc:  # a bad file or a generator failure becomes data: logged, scene held
+            self.prepare_errors += 1
+            log.error("scene %d could not be prepared: %s", scene_id, exc)
+            return False
+        for media in (scene.sound, scene.image, scene.sound_fallback):
+            if media is not None:
+                self.store.put(media)
+        with self._cond:
+            self._scenes[scene_id] = scene
+            for old in [k for k in self._scenes if k < scene_id - self.ahead - 2]:
+                del self._scenes[old]
+        return True
+
+    def _preparer(self) -> None:
+        while not self._stop.is_set():
+            now_id = self.clock.id_at(self.clock.now())
+            for sid in range(now_id, now_id + self.ahead + 1):
+                if self._stop.is_set():
+                    return
+                if self._prepare(sid):
+                    self.publish()  # a late scene shows at once; a new `next` is announced
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+
+    def _ticker(self) -> None:
+        while not self._stop.is_set():
+            now = self.clock.now()
+            nxt = self.clock.start_of(self.clock.id_at(now) + 1)
+            if self._stop.wait(timeout=max(0.0, min(nxt - now, 1.0)) + 0.001):
+                return
+            if self.clock.id_at(self.clock.now()) != self.clock.id_at(now):
+                self._wake.set()
+                self.publish()
+
+    # -- state -----------------------------------------------------------------------------
+    def publish(self) -> None:
+        """Rebuild the cached JSON for the current scene and wake every SSE stream."""
+        now_id = self.clock.id_at(self.clock.now())
+        with self._cond:
+            shown = max((k for k in self._scenes if k <= now_id), default=None)
+            if shown is None:
+                return
+            held = shown != now_id
+            nxt = self._scenes.get(now_id + 1)
+            key = (now_id, held, nxt is not None)
+            if key == self._key:
+                return
+            body = {"id": now_id, "period": self.clock.period, "held": held,
+                    "starts_at": round(self.clock.start_of(now_id), 3),
+                    "ends_at": round(self.clock.start_of(now_id + 1), 3),
+                    **self._scenes[shown].table(),
+                    "next": None if nxt is None else {"id": now_id + 1, **nxt.table()}}
+            self._static = json.dumps(body, separators=(",", ":")).encode()
+            self.current_id, self._key = now_id, key
+            self.etag = f'"s{now_id}{"h" if held else ""}{"n" if nxt else ""}"'
+            self.version += 1
+            self._cond.notify_all()
+
+    def scene_json(self) -> tuple[str, bytes, float]:
+        """(etag, body, time_to_next) of the current scene; the time fields are added per call."""
+        now = self.clock.now()
+        with self._cond:
+            static, etag, sid = self._static, self.etag, self.current_id
+        ttn = max(0.0, self.clock.start_of(sid + 1) - now)
+        return etag, static[:-1] + b',"server_time":%.3f,"time_to_next":%.3f}' % (now, ttn), ttn
+
+    def events(self) -> Iterator[bytes | None]:
+        """Yield a scene event now and at every change; None every HEARTBEAT_S (send a comment)."""
+        seen = -1
+        while not self._stop.is_set():
+            with self._cond:
+                if self.version == seen:
+                    self._cond.wait(timeout=HEARTBEAT_S)
+                version = self.version
+            if self._stop.is_set():
+                return
+            if version == seen:
+                yield None
+                continue
+            seen = version
+            yield self.scene_json()[1]
+
+
+class Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer holding the broadcast, the page and the static files in memory."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 1024
+
+    def __init__(self, address: tuple[str, int], broadcast: Broadcast, note: str = "",
+                 volume: float = 0.7, max_listeners: int = 2000) -> None:
+        super().__init__(address, Handler)
+        self.broadcast, self.max_listeners = broadcast, max_listeners
+        self.listeners = 0
+        self._lock = threading.Lock()
+        self.files = load_files(note, volume)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def add_listener(self, delta: int) -> bool:
+        with self._lock:
+            if delta > 0 and self.listeners >= self.max_listeners:
+                return False
+            self.listeners += delta
+            return True
+
+
+def load_files(note: str, volume: float) -> dict[str, Media]:
+    """The page, its static files and the shaders, read once: {url path: Media}."""
+    files: dict[str, Media] = {}
+    for p in sorted(STATIC.iterdir()) if STATIC.is_dir() else []:
+        if p.is_file() and not p.name.startswith("."):
+            data = p.read_bytes()
+            if p.name == "index.html":
+                paras = "".join(f"<p>{html.escape(s)}</p>" for s in re.split(r"\n\s*\n", note.strip()) if s)
+                data = data.replace(b"<!--NOTE-->", paras.encode()).replace(b"{{VOLUME}}", b"%g" % volume)
+                files["/"] = Media.of(data, "text/html; charset=utf-8", "html")
+            else:
+                ctype = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
+                files[f"/static/{p.name}"] = Media.of(data, ctype + ("; charset=utf-8" if ctype.startswith("text/") or "javascript" in ctype else ""), p.suffix[1:])
+    for p in sorted(SHADERS.glob("*.glsl")) if SHADERS.is_dir() else []:
+        files[f"/shaders/{p.name}"] = Media.of(p.read_bytes(), "text/plain; charset=utf-8", "glsl")
+    return files
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One request. Keep-alive (HTTP/1.1); errors are short plain-text answers."""
+
+    protocol_version = "HTTP/1.1"
+    server: Server
+    server_version = "ciel"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib name)
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_HEAD(self) -> None:
+        self.do_GET(head=True)
+
+    def do_GET(self, head: bool = False) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/scene.json":
+            etag, body, ttn = self.server.broadcast.scene_json()
+            extra = (("X-Time-To-Next", f"{ttn:.3f}"),)
+            if self.headers.get("If-None-Match") == etag:
+                return self._send(HTTPStatus.NOT_MODIFIED, b"", "application/json", etag, "no-cache", extra, head)
+            return self._send(HTTPStatus.OK, body, "application/json", etag, "no-cache", extra, head)
+        if path == "/events":
+            return self._events(head)
+        if path == "/healthz":
+            body = b"ok %d\n" % self.server.broadcast.current_id
+            return self._send(HTTPStatus.OK, body, "text/plain", None, "no-store", (), head)
+        if path.startswith("/media/"):
+            media = self.server.broadcast.store.get(path[len("/media/"):].split(".", 1)[0])
+            if media is None or path != media.url:
+                return self._error(HTTPStatus.NOT_FOUND, "no such file (scenes older than a few periods are gone)")
+            return self._file(media, "public, max-age=31536000, immutable", head)
+        media = self.server.files.get(path)
+        if media is None:
+            return self._error(HTTPStatus.NOT_FOUND, f"not found: {path}")
+        return self._file(media, "no-cache", head)
+
+    def do_POST(self) -> None:
+        self._error(HTTPStatus.METHOD_NOT_ALLOWED, "the broadcast is read-only")
+
+    do_PUT = do_DELETE = do_PATCH = do_POST
+
+    def _file(self, media: Media, cache: str, head: bool) -> None:
+        if self.headers.get("If-None-Match") == media.etag_header:
+            return self._send(HTTPStatus.NOT_MODIFIED, b"", media.ctype, media.etag_header, cache, (), head)
+        self._send(HTTPStatus.OK, media.data, media.ctype, media.etag_header, cache, (), head)
+
+    def _send(self, status: HTTPStatus, body: bytes, ctype: str, etag: str | None, cache: str,
+              extra: tuple[tuple[str, str], ...], head: bool) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        if status != HTTPStatus.NOT_MODIFIED:
+            self.send_header("Content-Length", str(len(body)))
+        if etag:
+            self.send_header("ETag", etag)
+        self.send_header("Cache-Control", cache)
+        for k, v in SECURITY_HEADERS + extra:
+            self.send_header(k, v)
+        self.end_headers()
+        if body and not head and status != HTTPStatus.NOT_MODIFIED:
+            self.wfile.write(body)
+
+    def _error(self, status: HTTPStatus, message: str) -> None:
+        self._send(status, (message + "\n").encode(), "text/plain; charset=utf-8", None, "no-store", (), False)
+
+    def _events(self, head: bool) -> None:
+        if not self.server.add_listener(1):
+            self.send_response(HTTPStatus.SERVICE_UNAVAILABLE)
+            self.send_header("Retry-After", "10")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        try:
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Accel-Buffering", "no")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            if head:
+                return
+            self.wfile.write(b"retry: %d\n\n" % RETRY_MS)
+            for data in self.server.broadcast.events():
+                if data is None:
+                    self.wfile.write(b": ping\n\n")
+                else:
+                    self.wfile.write(b"event: scene\ndata: " + data + b"\n\n")
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # the visitor left
+        finally:
+            self.server.add_listener(-1)
+
+
+def serve(broadcast: Broadcast, host: str = "127.0.0.1", port: int = 8080, note: str = "",
+          volume: float = 0.7, max_listeners: int = 2000) -> Server:
+    """Bind the server (port 0 = any free port). Call `serve_forever()` on it; `broadcast` must be started."""
+    return Server((host, port), broadcast, note=note, volume=volume, max_listeners=max_listeners)
