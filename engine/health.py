@@ -10,8 +10,8 @@ worker watchdog and the systemd watchdog, bundled as `Supervision` for installat
   them: a full disk never stops the show.
 - `StallWatch` restarts a worker whose heartbeat counter stops moving (the GAN worker), with backoff.
 
-Threads: `Supervision.tick` runs on the main thread once per frame; the HTTP server on its own
-thread calls `Health.document`, which only reads.
+Threads: `Supervision` samples on its own thread (twice a second) so that a frozen render loop is
+noticed rather than shared; the HTTP server's threads call `Health.document`, which only reads.
 """
 
 from __future__ import annotations
@@ -249,17 +249,24 @@ class StallWatch:
 
 
 class Supervision:
-    """Installation-mode supervision of a running Engine, driven by `tick` on the main thread:
+    """Installation-mode supervision of a running Engine on its own thread (every `interval` s):
     /healthz, the systemd READY/WATCHDOG notifications and the GAN worker watchdog.
 
-    engine: the Engine (engine/app.py); uses its `health()`, `clock`, `report` and, when present,
-    `gan` (a worker with `keyframes` or `count` and `restart()`).
+    It runs beside the render loop rather than inside it, so a frozen render loop is seen (frames
+    stop advancing, the systemd pings stop) instead of freezing the supervisor with it.
+
+    engine: the Engine (engine/app.py); uses `health()` and `report()` (both callable from any
+    thread), `clock`, `patch.web.health_port` and, when present, `gan` (the GAN worker: a heartbeat
+    counter `keyframes` and `restart()`).
+    Start with `start()` (also serves /healthz); `stop()` from the main thread at shutdown.
     """
 
     def __init__(self, engine: Any, port: int | None = None, host: str = "127.0.0.1",
-                 notifier: Notifier | None = None, gan_timeout: float = 5.0) -> None:
+                 notifier: Notifier | None = None, gan_timeout: float = 5.0, interval: float = 0.5) -> None:
         self.engine = engine
+        self.interval = interval
         self.health = Health(engine.health, engine.clock)
+        self.health.extras.append(self._log_status)
         port = engine.patch.web.health_port if port is None else port
         self.server: HealthServer | None = None
         try:
@@ -269,12 +276,21 @@ class Supervision:
         self.watchdog = Watchdog(self._progress, notifier)
         self.gan_watch: StallWatch | None = None
         self._gan_timeout = gan_timeout
-        self.log_handler: SafeRotatingFileHandler | None = None
-        self.health.extras.append(self._log_status)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ciel-supervisor", daemon=True)
+
+    @property
+    def log_handler(self) -> SafeRotatingFileHandler | None:
+        """The rotating log handler on the root logger, if installation logging set one up."""
+        for h in logging.getLogger().handlers:
+            if isinstance(h, SafeRotatingFileHandler):
+                return h
+        return None
 
     def _log_status(self) -> dict[str, Any]:
         h = self.log_handler
-        return {"log_write_errors": h.write_errors if h else None, "log_error": (h.last_error or None) if h else None}
+        return {"log_file": h.baseFilename if h else None, "log_write_errors": h.write_errors if h else None,
+                "log_error": (h.last_error or None) if h else None}
 
     def _progress(self) -> tuple[int, int | None]:
         h = self.health.document()
@@ -282,28 +298,37 @@ class Supervision:
 
     def _watch_gan(self) -> None:
         gan = getattr(self.engine, "gan", None)
-        if gan is None or self.gan_watch is not None:
+        if gan is None or self.gan_watch is not None or not callable(getattr(gan, "restart", None)):
             return
-        beat = getattr(gan, "keyframes", None)
-        counter = (lambda: int(getattr(gan, "keyframes"))) if beat is not None and not callable(beat) else \
-            (lambda: int(gan.count()))  # noqa: E731
-        self.gan_watch = StallWatch("gan", counter, gan.restart, self._gan_timeout, report=self.engine.report)
+        self.gan_watch = StallWatch("gan", lambda: int(getattr(gan, "keyframes")), gan.restart,
+                                    self._gan_timeout, report=self.engine.report)
 
     def start(self) -> None:
         if self.server is not None:
             self.server.start()
             log.info("health: %s", self.server.url)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.tick(self.engine.clock())
+            except Exception as exc:  # the supervisor must outlive any part it watches
+                log.error("supervisor: %s: %s", type(exc).__name__, exc)
 
     def tick(self, now: float) -> None:
-        """Main thread, once per frame: sample health, ping systemd, watch the GAN worker."""
+        """Sample health, ping systemd, watch the GAN worker (supervisor thread, or a test)."""
         doc = self.health.sample(now)
         self._watch_gan()
         if self.gan_watch is not None:
             self.gan_watch.tick(now)
         scene = doc.get("scene")
-        self.watchdog.tick(now, f"scene {scene}" if scene else "")
+        self.watchdog.tick(now, f"scene {scene}, {doc.get('fps')} fps" if scene else "")
 
     def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)
         self.watchdog.close()
         if self.server is not None:
             self.server.stop()

@@ -204,3 +204,61 @@ def test_stall_watch_restarts_a_stuck_worker_with_backoff():
     state["count"] += 1  # it came back: the timeout resets
     watch.tick(t + 0.1)
     assert watch._wait == 5.0
+
+
+def test_supervision_thread_serves_health_and_restarts_a_stalled_gan(notify_socket):
+    """The supervisor thread: /healthz on a free port, READY over sd_notify, and a GAN worker whose
+    keyframe counter stops is restarted (and reported) while the engine keeps running."""
+    import threading
+    import time as _time
+    from types import SimpleNamespace
+
+    from engine.health import Supervision
+
+    path, sock = notify_socket
+
+    class Gan:
+        def __init__(self) -> None:
+            self.keyframes = 0
+            self.restarts = 0
+            self.stuck = True
+
+        def restart(self) -> None:
+            self.restarts += 1
+            self.stuck = False
+
+    eng = FakeEngine()
+    eng.gan = Gan()
+    eng.patch = SimpleNamespace(web=SimpleNamespace(health_port=0))
+    reports = []
+    eng.report = lambda source, message: reports.append((source, message))
+    eng.clock = _time.monotonic
+    stop = threading.Event()
+
+    def engine_loop() -> None:  # frames and audio callbacks advance; the GAN only after its restart
+        while not stop.is_set():
+            eng.frames += 1
+            eng.callbacks += 12
+            if not eng.gan.stuck:
+                eng.gan.keyframes += 1
+            _time.sleep(0.02)
+
+    loop = threading.Thread(target=engine_loop)
+    loop.start()
+    sup = Supervision(eng, notifier=Notifier({"NOTIFY_SOCKET": path}), gan_timeout=0.5, interval=0.1)
+    sup.start()
+    try:
+        deadline = _time.monotonic() + 10
+        while eng.gan.restarts == 0 and _time.monotonic() < deadline:
+            _time.sleep(0.05)
+        assert eng.gan.restarts == 1 and reports and reports[0][0] == "gan"
+        while sup.health.callbacks_per_s is None and _time.monotonic() < deadline:
+            _time.sleep(0.05)
+        status, doc = get(f"http://127.0.0.1:{sup.server.port}/healthz")
+        assert status == 200 and doc["ok"] and doc["frames"] > 0 and doc["audio_callbacks_per_s"] > 100
+        assert any(m.startswith("READY=1") for m in received(sock))
+    finally:
+        sup.stop()
+        stop.set()
+        loop.join()
+    assert received(sock)[-1] == "STOPPING=1"
