@@ -61,6 +61,13 @@ class Learner(Protocol):
     def cancel_learn(self) -> None: ...
 
 
+def _quiet_parser(record: logging.LogRecord) -> bool:
+    """Root-logger filter: python-osc's parser logs odd content (unknown type tags, bundle parts)
+    on the root logger, once per packet; a flood of them would flood the log. The server counts
+    and reports such packets itself, at a limited rate."""
+    return not (record.name == "root" and "pythonosc" in record.pathname)
+
+
 class RateLimitedLog:
     """Logs at most one line per `interval` seconds per kind, saying how many were held back."""
 
@@ -86,15 +93,18 @@ class Subscriber:
 
 
 def message(address: str, args: tuple[Any, ...] | list[Any] = ()) -> bytes:
-    """Encode one OSC message (floats as 'f', ints as 'i', strings as 's', bools as T/F)."""
+    """Encode one OSC message: floats as 'f' ('d' beyond float32), ints as 'i' ('h' beyond 32 bits),
+    bools as T/F, None as N, bytes as a blob, anything else as a string."""
     b = OscMessageBuilder(address)
     for a in args:
-        if isinstance(a, bool):
-            b.add_arg(a)
+        if isinstance(a, bool) or a is None:
+            b.add_arg(a, None if a is not None else "N")
         elif isinstance(a, int):
-            b.add_arg(a, "i")
+            b.add_arg(a, "i" if -2**31 <= a < 2**31 else "h")
         elif isinstance(a, float):
-            b.add_arg(a, "f")
+            b.add_arg(a, "f" if not math.isfinite(a) or abs(a) <= 3.4e38 else "d")
+        elif isinstance(a, bytes) and a:
+            b.add_arg(a, "b")
         else:
             b.add_arg(str(a), "s")
     return b.build().dgram
@@ -171,6 +181,7 @@ class OscServer:
         self.host, self.port = self.sock.getsockname()[:2]
         self._threads: list[threading.Thread] = []
         store.add_listener(self._on_change)
+        logging.getLogger().addFilter(_quiet_parser)
 
     # — lifecycle —
     def start(self) -> "OscServer":
@@ -183,6 +194,7 @@ class OscServer:
 
     def close(self) -> None:
         self.store.remove_listener(self._on_change)
+        logging.getLogger().removeFilter(_quiet_parser)
         self._stop.set()
         self._wake.set()
         for t in self._threads:
@@ -292,8 +304,8 @@ class OscServer:
         def fire(args: tuple[Any, ...], addr: Address) -> None:
             if len(args) > 1:
                 raise ValueError("a trigger takes no argument or one number")
-            if args and _number(args[0]) == 0.0:
-                return  # a button's release
+            if args and args[0] is not None and args[0] != math.inf and _number(args[0]) == 0.0:
+                return  # a button's release (OSCQuery clients may send N or I: they fire)
             self.store.trigger(p.name, source=_source(addr))
         return fire
 
@@ -489,7 +501,7 @@ class OscClient:
     def __init__(self, host: str = "127.0.0.1", port: int = 9000, bind: Address = ("127.0.0.1", 0)) -> None:
         self.target = (host, port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.bind(bind)
         self.port = self.sock.getsockname()[1]
 
