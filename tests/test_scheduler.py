@@ -258,3 +258,22 @@ def test_missing_or_broken_baked_folder(tmp_path):
     (folder / "s0002.png").unlink()
     with pytest.raises(ConfigError, match=r"scenes\[1\].image.*not found"):
         Scheduler(ScheduleConfig(baked=str(folder)), ParamStore())
+
+
+def test_timer_thread_fires_scenes_between_frames():
+    """With the real clock, scenes fire from the timer thread even when nobody ticks (a slow frame)."""
+    import time
+
+    store = ParamStore()
+    sched = Scheduler(ScheduleConfig(period=0.2), store)  # clock = time.monotonic: timer on
+    try:
+        sched.tick()  # the first tick (main thread) starts the timer
+        time.sleep(1.5)
+        assert store.get1("scene/next") >= 4
+        assert sched._timer is not None and sched._timer.name == "ciel-scheduler"
+    finally:
+        sched.close()
+    assert sched._timer is None
+    count = store.get1("scene/next")
+    time.sleep(0.5)
+    assert store.get1("scene/next") == count  # stopped for good

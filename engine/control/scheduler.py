@@ -157,11 +157,14 @@ class Scheduler:
     rng_seed: seed of the scene order (same seed, same sequence of scenes); `seed` is the same.
     wall:     epoch seconds, read only for the opening hours (injected like `clock`).
     source:   the patch file, named in errors about the schedule.
+    timer:    also tick from a timer thread at each due time (scenes within ~1 ms of the grid
+              instead of within one frame). None = on when `clock` is time.monotonic; it starts at
+              the first `tick`, so a Scheduler made only to validate a patch starts no thread.
     """
 
     def __init__(self, config: ScheduleConfig, store: ParamStore, clock: Callable[[], float] = time.monotonic,
                  rng_seed: int = 0, wall: Callable[[], float] = time.time, source: str = "<schedule>",
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, timer: bool | None = None) -> None:
         self.config = config
         self.store = store
         self.clock = clock
@@ -177,6 +180,7 @@ class Scheduler:
         self._listeners: list[SceneListener] = []
         self._lock = threading.RLock()
         self._timer: threading.Thread | None = None
+        self._want_timer = (clock is time.monotonic) if timer is None else timer
         self._stop = threading.Event()
         self.scene: Scene | None = None
         self.scenes = 0
@@ -216,6 +220,8 @@ class Scheduler:
 
         Returns the scene fired by this tick, if any. Main thread (or the timer thread)."""
         now = self.clock() if now is None else now
+        if self._want_timer and self._timer is None and threading.current_thread() is threading.main_thread():
+            self.start_timer()
         with self._lock:
             self._update_hours(now)
             self._update_fade(now)
@@ -352,9 +358,8 @@ class Scheduler:
     def start_timer(self) -> None:
         """Tick from a background thread at each due time too, so scenes fire within a millisecond of
         the grid even when frames are slow. Only for a real clock (time.monotonic)."""
-        if self._timer is not None:
+        if self._timer is not None or self._stop.is_set():
             return
-        self._stop.clear()
         self._timer = threading.Thread(target=self._run_timer, name="ciel-scheduler", daemon=True)
         self._timer.start()
 
