@@ -22,3 +22,8 @@ class VisualConfig:
     compile: bool = field(True, doc="torch.compile the generator when it works (falls back to eager).")
     threads: int = field(1, minimum=1, maximum=64, doc="Torch threads of the generator worker.")
     seed: int = field(0, minimum=0, doc="Seed of the image latent walk (0 = from the clock).")
+    render_scale: float = field(0.0, minimum=0.0, maximum=1.0,
+                                doc="Fraction of the window resolution the sky is computed at, then upscaled "
+                                    "(edge, grain and note stay sharp). 0 = auto: 0.5 on a software renderer "
+                                    "(llvmpipe), 1 on a GPU.")
+    screenshots: str = field("screenshots", doc="Folder for screenshots (S or F12 in the window).")

@@ -1,0 +1,192 @@
+"""The all-sky renderer: keyframe textures drawn inside the oval map by shaders/sky.frag.
+
+`SkyRenderer` is used by the window (pygame + moderngl) and by the offscreen renderer (EGL) alike;
+it draws into whatever framebuffer is bound. Render thread only: every method here is called by
+the thread that owns the GL context. Textures and the vertex array are made once and written into.
+
+The fragment program is built from the shared files in shaders/ (see `fragment_source`): the same
+text the broadcast page loads with a WebGL2 header.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import moderngl
+import numpy as np
+
+from ..params import REGISTRY, Registry, Smoother
+from .projection import layout, rotation_matrix
+
+SHADERS = Path(__file__).resolve().parent.parent.parent / "shaders"
+DESKTOP_HEADER = "#version 330\n"
+WEBGL_HEADER = "#version 300 es\nprecision highp float;\nprecision highp int;\n"
+
+
+def shader_text(name: str) -> str:
+    """Text of one file in shaders/."""
+    return (SHADERS / name).read_text(encoding="utf-8")
+
+
+def vertex_source(header: str = DESKTOP_HEADER) -> str:
+    return header + shader_text("sky.vert")
+
+
+def fragment_source(name: str = "sky.frag", header: str = DESKTOP_HEADER) -> str:
+    """Header + projection.glsl + noise.glsl + `name` (sky.frag or composite.frag)."""
+    return "\n".join((header + shader_text("projection.glsl"), shader_text("noise.glsl"), shader_text(name)))
+
+
+class SkyRenderer:
+    """Draw the oval sky. `values` are the flat parameter targets (engine.params layout).
+
+    The renderer smooths them with each parameter's own time constant, integrates `sky/spin`, and
+    crossfades from the previous to the newest keyframe over the measured keyframe interval, so a
+    slow generator only slows the change of the picture, never the frame rate.
+    """
+
+    def __init__(self, ctx: moderngl.Context, width: int, height: int, texture_size: int = 256,
+                 render_scale: float = 1.0, registry: Registry = REGISTRY) -> None:
+        self.ctx = ctx
+        self.registry = registry
+        self.render_scale = float(min(max(render_scale, 0.1), 1.0))
+        self.prog = ctx.program(vertex_shader=vertex_source(), fragment_shader=fragment_source("sky.frag"))
+        self.vao = ctx.vertex_array(self.prog, [])
+        self.composite = ctx.program(vertex_shader=vertex_source(), fragment_shader=fragment_source("composite.frag"))
+        self.composite_vao = ctx.vertex_array(self.composite, [])
+        self._layer: moderngl.Framebuffer | None = None
+        self.smoother = Smoother(registry)
+        self._slots = {name: registry.index(name) for name in (
+            "sky/projection", "sky/mapping", "sky/lon", "sky/lat", "sky/roll", "sky/spin", "sky/graticule",
+            "sky/spacing", "sky/colormap", "sky/grain", "sky/dissolve", "sky/brightness", "note/show",
+            "master/fade")}
+        self._background = registry.slot("sky/background")
+        self.textures: list[moderngl.Texture] = []
+        self._make_textures(texture_size)
+        self.resize(width, height)
+        self.frame = 0
+        self._last_t: float | None = None
+        self._spin = 0.0  # degrees of longitude turned by sky/spin so far
+        self._key_t: float | None = None
+        self._arrived = False
+        self.interval = 1.0 / 12.0  # measured time between keyframes (s)
+
+    def _make_textures(self, size: int) -> None:
+        for tex in self.textures:
+            tex.release()
+        blank = np.full((size, size, 3), 24, np.uint8).tobytes()
+        self.textures = []
+        for _ in range(4):
+            tex = self.ctx.texture((size, size), 3, blank, alignment=1)
+            tex.filter = (moderngl.LINEAR, moderngl.LINEAR)  # mipmaps halve llvmpipe speed
+            tex.repeat_x = tex.repeat_y = False
+            self.textures.append(tex)
+        self.texture_size = size
+        # front pair [previous, newest], back pair [previous, newest]
+        self._front = [self.textures[0], self.textures[1]]
+        self._back = [self.textures[2], self.textures[3]]
+
+    def resize(self, width: int, height: int) -> None:
+        """New drawable size in pixels (window resize); remakes the sky layer if one is used."""
+        self.width, self.height = int(width), int(height)
+        self.layout = layout(self.width, self.height)
+        if self._layer is not None:
+            self._layer.color_attachments[0].release()
+            self._layer.release()
+            self._layer = None
+        if self.render_scale < 1.0:
+            size = (max(1, round(self.width * self.render_scale)), max(1, round(self.height * self.render_scale)))
+            tex = self.ctx.texture(size, 3)
+            tex.filter = (moderngl.LINEAR, moderngl.LINEAR)
+            tex.repeat_x = tex.repeat_y = False
+            self._layer = self.ctx.framebuffer(color_attachments=[tex])
+
+    def upload(self, image: np.ndarray, back: np.ndarray | None = None) -> None:
+        """A new keyframe (H, W, 3) uint8, top row first; `back` is the image behind (mapping 1).
+
+        The newest keyframe becomes the crossfade target; the one before it the source.
+        """
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] != image.shape[1]:
+            raise ValueError(f"keyframe: expected a square (H, W, 3) uint8 image, got {image.shape}")
+        if image.shape[0] != self.texture_size:
+            self._make_textures(image.shape[0])
+        for pair, img in ((self._front, image), (self._back, back if back is not None else image)):
+            pair.reverse()
+            pair[1].write(np.ascontiguousarray(img, dtype=np.uint8))
+        self._arrived = True
+
+    def note_hit(self, x: float, y: float) -> bool:
+        """True if window point (x right, y down from the top-left, pixels) is on the note circle."""
+        lay = self.layout
+        return math.hypot(x - lay.note_x, (self.height - y) - lay.note_y) <= lay.note_r * 1.5
+
+    def render(self, values: np.ndarray, t: float) -> None:
+        """Draw one frame at time `t` (seconds, the caller's clock) into the bound framebuffer."""
+        if self._last_t is None:
+            self.smoother.reset(values)
+            dt = 0.0
+        else:
+            dt = min(max(t - self._last_t, 0.0), 1.0)
+        self._last_t = t
+        v = self.smoother.step(values, dt)
+        s = self._slots
+        self._spin = (self._spin + v[s["sky/spin"]] * dt) % 360.0
+        if self._arrived:
+            if self._key_t is not None:
+                gap = min(max(t - self._key_t, 1.0 / 120.0), 2.0)
+                self.interval += 0.3 * (gap - self.interval)
+            self._key_t = t
+            self._arrived = False
+        mix = 1.0 if self._key_t is None else min(max((t - self._key_t) / self.interval, 0.0), 1.0)
+        lay = self.layout
+        rot = rotation_matrix(math.radians(v[s["sky/lon"]] + self._spin), math.radians(v[s["sky/lat"]]),
+                              math.radians(v[s["sky/roll"]]))
+        common = {"uGrain": float(v[s["sky/grain"]]), "uFade": float(v[s["master/fade"]]),
+                  "uBackground": tuple(float(x) for x in v[self._background]),
+                  "uNote": (lay.note_x, lay.note_y, lay.note_r, float(v[s["note/show"]] > 0.5)),
+                  "uFrame": self.frame % (1 << 30)}
+        sky = {"uProjection": int(round(v[s["sky/projection"]])), "uMapping": int(round(v[s["sky/mapping"]])),
+               "uRotation": tuple(rot.T.flatten()),  # column-major
+               "uMix": mix, "uGraticule": float(v[s["sky/graticule"]]),
+               "uSpacing": math.radians(max(v[s["sky/spacing"]], 1.0)),
+               "uColormap": int(round(v[s["sky/colormap"]])), "uDissolve": float(v[s["sky/dissolve"]]),
+               "uBrightness": float(v[s["sky/brightness"]]),
+               "uImageA0": 0, "uImageA1": 1, "uImageB0": 2, "uImageB1": 3}
+        for unit, tex in enumerate((self._front[0], self._front[1], self._back[0], self._back[1])):
+            tex.use(unit)
+        target = self.ctx.fbo
+        if self._layer is None:
+            _set_uniforms(self.prog, common, sky, {"uCentre": (lay.cx, lay.cy), "uScale": lay.scale, "uLayer": 0})
+            self.ctx.viewport = (0, 0, self.width, self.height)
+            self.vao.render(moderngl.TRIANGLES, vertices=3)
+        else:
+            lw, lh = self._layer.size
+            sx, sy = lw / self.width, lh / self.height
+            self._layer.use()
+            _set_uniforms(self.prog, common, sky, {"uCentre": (lay.cx * sx, lay.cy * sy),
+                                                    "uScale": lay.scale * min(sx, sy), "uLayer": 1})
+            self.vao.render(moderngl.TRIANGLES, vertices=3)
+            target.use()
+            self._layer.color_attachments[0].use(4)
+            _set_uniforms(self.composite, common, {"uSky": 4, "uResolution": (float(self.width), float(self.height)),
+                                                   "uCentre": (lay.cx, lay.cy), "uScale": lay.scale})
+            self.ctx.viewport = (0, 0, self.width, self.height)
+            self.composite_vao.render(moderngl.TRIANGLES, vertices=3)
+        self.frame += 1
+
+    def release(self) -> None:
+        """Free every GL object this renderer made."""
+        if self._layer is not None:
+            self._layer.color_attachments[0].release()
+            self._layer.release()
+        for obj in (*self.textures, self.vao, self.prog, self.composite_vao, self.composite):
+            obj.release()
+
+
+def _set_uniforms(prog: moderngl.Program, *tables: dict[str, object]) -> None:
+    """Write uniforms; names the GLSL compiler dropped (unused in this program) are skipped."""
+    for table in tables:
+        for name, value in table.items():
+            if name in prog:
+                prog[name].value = value

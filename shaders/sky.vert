@@ -1,0 +1,5 @@
+// Full-screen triangle without vertex buffers. Common subset of GLSL 330 and GLSL ES 3.00.
+void main() {
+    vec2 p = vec2(float((gl_VertexID << 1) & 2), float(gl_VertexID & 2));
+    gl_Position = vec4(p * 2.0 - 1.0, 0.0, 1.0);
+}
