@@ -11,10 +11,11 @@ from pathlib import Path
 
 from ..configio import build, to_table
 from ..errors import ConfigError
+from ..params import REGISTRY
 from ..patch import Patch, load_patch, resolve_path
 from .config import WebConfig
 from .server import Broadcast, SceneClock, SceneSource, serve
-from .source import BakedScenes, LiveScenes
+from .source import BakedScenes, LiveScenes, patch_values
 
 log = logging.getLogger("ciel.web")
 MAX_LIVE_SECONDS = 60.0  # a live scene's sound is one period long, at most this (the page loops it)
@@ -53,6 +54,20 @@ def make_source(patch: Patch, web: WebConfig) -> SceneSource:
     return LiveScenes(patch, seconds=min(web.period, MAX_LIVE_SECONDS), seed=web.seed)
 
 
+SKY_KEYS = ("projection", "mapping", "lon", "lat", "roll", "spin", "graticule", "spacing", "colormap", "grain",
+            "dissolve", "brightness", "background")
+
+
+def page_settings(patch: Patch, web: WebConfig) -> dict[str, object]:
+    """What the page needs to look like the installation: the patch's sky parameters (their own
+    units: degrees, 0..1), the image crossfade time and the initial volume."""
+    values = patch_values(patch)
+    sky = {k: [float(v) for v in values[REGISTRY.slot(f"sky/{k}")]] if REGISTRY.get(f"sky/{k}").size > 1
+           else float(values[REGISTRY.index(f"sky/{k}")]) for k in SKY_KEYS}
+    glide = min(float(values[REGISTRY.index("image/glide")]), web.period / 2)
+    return {"volume": web.volume, "glide": glide, "sky": sky}
+
+
 def cmd_broadcast(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
@@ -63,7 +78,7 @@ def cmd_broadcast(args: argparse.Namespace) -> int:
     source = make_source(patch, web)
     broadcast = Broadcast(source, SceneClock(web.period, web.epoch), ahead=web.ahead)
     try:
-        server = serve(broadcast, web.host, web.port, note=patch.note, volume=web.volume,
+        server = serve(broadcast, web.host, web.port, note=patch.note, settings=page_settings(patch, web),
                        max_listeners=web.max_listeners)
     except OSError as exc:
         raise ConfigError("command line", "web.port", f"cannot listen on {web.host}:{web.port}: "

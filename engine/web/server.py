@@ -3,6 +3,7 @@
     GET /              the page (program note from the patch filled in)
     GET /static/NAME   page JavaScript and CSS
     GET /shaders/NAME  the GLSL files of shaders/, the same the window and offscreen render use
+    GET /shaders/webgl/sky.vert|sky.frag  the same files put together for WebGL2 by engine/visual/sky.py
     GET /scene.json    the current scene and the next one (cheap: built once per scene, ETag)
     GET /events        Server-Sent Events: one `scene` event at connect and at every change
     GET /media/HASH.EXT  sound and image files, content-addressed (cached for a year)
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, Mapping, Protocol
 
 from .media import Media, MediaStore
 
@@ -36,6 +37,7 @@ log = logging.getLogger("ciel.web")
 
 STATIC = Path(__file__).resolve().parent / "static"
 SHADERS = Path(__file__).resolve().parents[2] / "shaders"
+SHADER_SUFFIXES = (".glsl", ".vert", ".frag")
 HEARTBEAT_S = 15.0
 RETRY_MS = 2000
 SECURITY_HEADERS = (
@@ -226,12 +228,12 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], broadcast: Broadcast, note: str = "",
-                 volume: float = 0.7, max_listeners: int = 2000) -> None:
+                 settings: Mapping[str, object] | None = None, max_listeners: int = 2000) -> None:
         super().__init__(address, Handler)
         self.broadcast, self.max_listeners = broadcast, max_listeners
         self.listeners = 0
         self._lock = threading.Lock()
-        self.files = load_files(note, volume)
+        self.files = load_files(note, settings or {})
 
     @property
     def url(self) -> str:
@@ -246,21 +248,38 @@ class Server(ThreadingHTTPServer):
             return True
 
 
-def load_files(note: str, volume: float) -> dict[str, Media]:
-    """The page, its static files and the shaders, read once: {url path: Media}."""
+def load_files(note: str, settings: Mapping[str, object]) -> dict[str, Media]:
+    """The page, its static files and the shaders, read once: {url path: Media}.
+
+    index.html gets the program note (paragraphs, HTML-escaped) at `<!--NOTE-->` and the page
+    settings (volume, sky look) as a JSON data block at `<!--SETTINGS-->`.
+    """
+    blob = json.dumps(dict(settings), separators=(",", ":")).replace("</", "<\\/")
+    settings_tag = f'<script id="ciel-settings" type="application/json">{blob}</script>'.encode()
     files: dict[str, Media] = {}
     for p in sorted(STATIC.iterdir()) if STATIC.is_dir() else []:
         if p.is_file() and not p.name.startswith("."):
             data = p.read_bytes()
             if p.name == "index.html":
                 paras = "".join(f"<p>{html.escape(s)}</p>" for s in re.split(r"\n\s*\n", note.strip()) if s)
-                data = data.replace(b"<!--NOTE-->", paras.encode()).replace(b"{{VOLUME}}", b"%g" % volume)
+                data = data.replace(b"<!--NOTE-->", paras.encode()).replace(b"<!--SETTINGS-->", settings_tag)
                 files["/"] = Media.of(data, "text/html; charset=utf-8", "html")
             else:
                 ctype = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
                 files[f"/static/{p.name}"] = Media.of(data, ctype + ("; charset=utf-8" if ctype.startswith("text/") or "javascript" in ctype else ""), p.suffix[1:])
-    for p in sorted(SHADERS.glob("*.glsl")) if SHADERS.is_dir() else []:
-        files[f"/shaders/{p.name}"] = Media.of(p.read_bytes(), "text/plain; charset=utf-8", "glsl")
+    for p in sorted(SHADERS.iterdir()) if SHADERS.is_dir() else []:
+        if p.suffix in SHADER_SUFFIXES and p.is_file():
+            files[f"/shaders/{p.name}"] = Media.of(p.read_bytes(), "text/plain; charset=utf-8", p.suffix[1:])
+    # The programs as WebGL2 compiles them, put together by the same code as the window's.
+    from ..visual.sky import WEBGL_HEADER, fragment_source, vertex_source
+
+    try:
+        programs = {"sky.vert": vertex_source(WEBGL_HEADER), "sky.frag": fragment_source("sky.frag", WEBGL_HEADER)}
+    except OSError as exc:
+        log.error("the page cannot draw the sky: %s", exc)
+        programs = {}
+    for name, text in programs.items():
+        files[f"/shaders/webgl/{name}"] = Media.of(text.encode(), "text/plain; charset=utf-8", "glsl")
     return files
 
 
@@ -360,6 +379,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def serve(broadcast: Broadcast, host: str = "127.0.0.1", port: int = 8080, note: str = "",
-          volume: float = 0.7, max_listeners: int = 2000) -> Server:
+          settings: Mapping[str, object] | None = None, max_listeners: int = 2000) -> Server:
     """Bind the server (port 0 = any free port). Call `serve_forever()` on it; `broadcast` must be started."""
-    return Server((host, port), broadcast, note=note, volume=volume, max_listeners=max_listeners)
+    return Server((host, port), broadcast, note=note, settings=settings, max_listeners=max_listeners)
