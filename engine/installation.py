@@ -116,6 +116,9 @@ def cmd_bake(args: argparse.Namespace) -> int:
     seconds = args.seconds if args.seconds is not None else min(patch.schedule.period, 30.0)
     if not 0.5 <= seconds <= 600:
         raise CielError(f"--seconds: expected 0.5 to 600, got {seconds:g}")
+    import torch
+
+    torch.set_num_threads(patch.audio.threads)  # small per-frame ops: more threads only contend
     store = ParamStore()
     apply_patch_params(store, patch)
     audio_model = load_audio_model(patch.audio.model)

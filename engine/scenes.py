@@ -208,6 +208,7 @@ def write_index(folder: Path, scenes: Sequence[dict], name: str, rate: int, imag
             "samplerate": rate, "image_size": image_size, "scenes": list(scenes)}
     path = folder / INDEX
     atomic_write(path, json.dumps(data, indent=1) + "\n")
+    path.chmod(0o644)  # readable by a web server running as another user, like the media files
     return path
 
 
