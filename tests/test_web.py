@@ -1,0 +1,263 @@
+"""The broadcast server over real HTTP on 127.0.0.1: the scene clock, /scene.json, /events (SSE),
+the scenes' files and their caching headers, the page, bad input. Browser tests: test_web_browser.py."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine import scenes
+from engine.errors import ConfigError
+from engine.web.media import decode
+from engine.web.server import Broadcast, SceneClock, SceneMedia, serve
+from engine.web.source import BakedScenes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_baked(folder: Path, count: int = 3, seconds: float = 2.0, size: int = 32) -> Path:
+    """A small baked folder in the format engine/scenes.py writes: a loud sine (a different pitch
+    per scene, peak 0.9) and a bright image (a different colour per scene)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rate = 48000
+    t = np.arange(int(seconds * rate)) / rate
+    entries = []
+    for i in range(count):
+        tone = (0.9 * np.sin(2 * np.pi * (220.0 * (i + 1)) * t)).astype(np.float32)
+        sound = np.stack([tone, tone], axis=1)
+        img = np.zeros((size, size, 3), np.uint8)
+        img[...] = (80 + 60 * (i % 3), 200 - 50 * (i % 3), 120 + 40 * ((i + 1) % 3))
+        img[: size // 2, : size // 2] = 230  # a bright quadrant, so the image has structure
+        sid = f"s{i + 1:04d}"
+        entries.append({"id": sid, "seed": 100 + i, "seconds": seconds,
+                        **scenes.write_scene_files(folder, sid, sound, img, rate, wav=False)})
+    scenes.write_index(folder, entries, "test", rate, size)
+    return folder
+
+
+class FakeClock:
+    """A clock the test moves by hand (seconds since the epoch)."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def baked(tmp_path_factory) -> Path:
+    return make_baked(tmp_path_factory.mktemp("baked"))
+
+
+@pytest.fixture()
+def site(baked):
+    """A started broadcast (period 10 s, hand-moved clock at 1000.5 s) served on a free port."""
+    clock = FakeClock(1000.5)
+    broadcast = Broadcast(BakedScenes(baked), SceneClock(10.0, 0.0, now=clock), ahead=2)
+    broadcast.start()
+    server = serve(broadcast, "127.0.0.1", 0, note="First line <b>bold?</b>\n\nSecond paragraph.",
+                   settings={"volume": 0.5, "sky": {"background": [0, 0, 0]}})
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server, broadcast, clock
+    finally:
+        server.shutdown()
+        broadcast.stop()
+        server.server_close()
+
+
+def get(server, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    conn.request("GET", path, headers=headers or {})
+    res = conn.getresponse()
+    body = res.read()
+    conn.close()
+    return res.status, {k.lower(): v for k, v in res.getheaders()}, body
+
+
+def test_scene_json_follows_the_server_clock(site):
+    server, broadcast, clock = site
+    status, headers, body = get(server, "/scene.json")
+    assert status == 200 and headers["content-type"] == "application/json"
+    scene = json.loads(body)
+    assert scene["id"] == 100  # floor(1000.5 / 10)
+    assert scene["starts_at"] == 1000.0 and scene["ends_at"] == 1010.0
+    assert scene["time_to_next"] == pytest.approx(9.5, abs=1e-3)
+    assert scene["next"]["id"] == 101 and scene["next"]["image"] != scene["image"]
+    assert scene["name"].startswith("s0002")  # 100 mod 3 scenes = the second baked scene
+    # Unchanged scene: the ETag answers 304 with no body; the time to the next scene rides in a header.
+    status, headers304, body = get(server, "/scene.json", {"If-None-Match": headers["etag"]})
+    assert status == 304 and body == b"" and float(headers304["x-time-to-next"]) == pytest.approx(9.5, abs=1e-3)
+    clock.t = 1010.2
+    broadcast.publish()
+    status, headers2, body = get(server, "/scene.json", {"If-None-Match": headers["etag"]})
+    assert status == 200 and json.loads(body)["id"] == 101 and headers2["etag"] != headers["etag"]
+
+
+def test_scene_files_are_served_with_caching_headers(site, baked):
+    server, broadcast, clock = site
+    scene = json.loads(get(server, "/scene.json")[2])
+    status, headers, data = get(server, scene["sound"])
+    assert status == 200 and headers["content-type"] == "audio/ogg"
+    assert "immutable" in headers["cache-control"] and "max-age=31536000" in headers["cache-control"]
+    assert data == (baked / "s0002.ogg").read_bytes()
+    assert get(server, scene["sound"], {"If-None-Match": headers["etag"]})[0] == 304
+    samples, rate, channels = decode(data)
+    assert rate == 48000 and channels == 2 and 0.8 < np.abs(samples).max() < 1.0  # the 0.9 sine, not silence
+    # The MP3 copy for browsers without Opus: same sound, same length within a frame or two.
+    status, headers, mp3 = get(server, scene["sound_fallback"])
+    assert status == 200 and headers["content-type"] == "audio/mpeg"
+    m, mrate, _ = decode(mp3)
+    assert abs(m.shape[1] / mrate - samples.shape[1] / rate) < 0.1 and np.abs(m).max() > 0.8
+    status, headers, png = get(server, scene["image"])
+    assert status == 200 and headers["content-type"] == "image/png"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), np.asarray(Image.open(baked / "s0002.png")))
+
+
+def test_events_push_every_scene_change(site):
+    server, broadcast, clock = site
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    conn.request("GET", "/events")
+    res = conn.getresponse()
+    assert res.status == 200 and res.getheader("Content-Type") == "text/event-stream"
+
+    def next_event() -> dict:
+        lines = []
+        while True:
+            line = res.fp.readline().decode()
+            if line == "\n" and lines:
+                break
+            lines.append(line)
+        data = [ln[6:] for ln in lines if ln.startswith("data: ")]
+        return json.loads(data[0]) if data else {"retry": lines}
+
+    assert "retry: 2000\n" in next_event()["retry"]
+    assert next_event()["id"] == 100  # the current scene at once
+    clock.t = 1010.01
+    broadcast.publish()
+    pushed = next_event()
+    assert pushed["id"] == 101 and pushed["time_to_next"] == pytest.approx(9.99, abs=1e-3)
+    conn.close()
+
+
+def test_a_scene_that_cannot_be_prepared_holds_the_last_one(baked):
+    class Flaky:
+        def __init__(self) -> None:
+            self.inner = BakedScenes(baked)
+
+        def prepare(self, scene_id: int) -> SceneMedia:
+            if scene_id == 6:
+                raise OSError("disk went away")
+            return self.inner.prepare(scene_id)
+
+    clock = FakeClock(55.0)
+    broadcast = Broadcast(Flaky(), SceneClock(10.0, now=clock), ahead=1)
+    broadcast.start()
+    try:
+        etag, body, _ = broadcast.scene_json()
+        assert json.loads(body)["next"] is None  # scene 6 failed: nothing announced
+        clock.t = 61.0
+        broadcast.publish()
+        scene = json.loads(broadcast.scene_json()[1])
+        assert scene["id"] == 6 and scene["held"] is True and scene["name"].startswith("s0003")  # scene 5's files
+        assert broadcast.prepare_errors >= 1
+    finally:
+        broadcast.stop()
+
+
+def test_page_has_the_note_escaped_and_no_third_party_requests(site):
+    server, broadcast, clock = site
+    status, headers, page = get(server, "/")
+    text = page.decode()
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert "<p>First line &lt;b&gt;bold?&lt;/b&gt;</p><p>Second paragraph.</p>" in text
+    assert "set your volume with care" in text.lower()
+    settings = json.loads(re.search(r'id="ciel-settings" type="application/json">(.*?)</script>', text).group(1))
+    assert settings["volume"] == 0.5
+    assert "default-src 'self'" in headers["content-security-policy"]
+    # Every file the page loads is ours: no absolute URL to any host in the page or its scripts.
+    for name in ["/"] + [f"/static/{p.name}" for p in (ROOT / "engine/web/static").iterdir() if p.name != "index.html"]:
+        status, _, body = get(server, name)
+        assert status == 200, name
+        assert not re.search(rb"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", body), f"{name} names another host"
+    for name in ("sky.vert", "sky.frag"):
+        status, _, src = get(server, f"/shaders/webgl/{name}")
+        assert status == 200 and src.startswith(b"#version 300 es\n")
+    assert b"ciel_inverse" in get(server, "/shaders/webgl/sky.frag")[2]  # the shared projection file
+
+
+def test_bad_requests_get_clear_answers(site):
+    server, broadcast, clock = site
+    assert get(server, "/nope")[0] == 404
+    assert get(server, "/static/../server.py")[0] == 404
+    assert get(server, "/media/0123456789abcdef01234567.ogg")[0] == 404
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    conn.request("POST", "/scene.json", body=b"x")
+    assert conn.getresponse().status == 405
+    conn.close()
+
+
+def test_listeners_beyond_the_limit_are_told_to_come_back(baked):
+    broadcast = Broadcast(BakedScenes(baked), SceneClock(10.0), ahead=1)
+    broadcast.start()
+    server = serve(broadcast, "127.0.0.1", 0, max_listeners=1)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        first = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+        first.request("GET", "/events")
+        assert first.getresponse().status == 200
+        status, headers, _ = get(server, "/events")
+        assert status == 503 and headers["retry-after"] == "10"
+        first.close()
+    finally:
+        server.shutdown()
+        broadcast.stop()
+        server.server_close()
+
+
+def test_bad_baked_folder_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="index.json"):
+        BakedScenes(tmp_path)
+    folder = make_baked(tmp_path / "b", count=1)
+    (folder / "s0001.png").unlink()
+    with pytest.raises(ConfigError, match=r"scenes\[0\]\.image"):
+        BakedScenes(folder)
+
+
+def test_ciel_broadcast_command_serves_and_stops_on_sigterm(baked, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    bad = subprocess.run([sys.executable, "-m", "engine.cli", "broadcast", "--baked", str(tmp_path / "none")],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "index.json" in bad.stderr and "Traceback" not in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "engine.cli", "broadcast", "--period", "0.1", "--baked", str(baked)],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "period" in bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "broadcast", "--baked", str(baked), "--port", "0",
+                             "--period", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert url, line + proc.stderr.read()
+        conn = http.client.HTTPConnection("127.0.0.1", int(url.group(1)), timeout=10)
+        conn.request("GET", "/scene.json")
+        scene = json.loads(conn.getresponse().read())
+        assert scene["id"] == int(time.time() // 5) or scene["id"] == int(time.time() // 5) - 1
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
