@@ -18,5 +18,6 @@ class AudioConfig:
     blocksize: int = field(128, minimum=16, maximum=8192, doc="Device block (frames per callback).")
     ahead_ms: float = field(6.0, minimum=1.0, maximum=500.0, doc="How far decoding runs ahead of the output (ms).")
     threads: int = field(1, minimum=1, maximum=64, doc="Torch threads in the audio process.")
+    realtime: bool = field(True, doc="Raise the audio process's priority (SCHED_FIFO when allowed, else nice).")
     record: str = field("", doc="Also write the output to this WAV file.")
     seed: int = field(0, minimum=0, doc="Seed of the latent walk (0 = from the clock).")
