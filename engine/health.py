@@ -248,6 +248,65 @@ class StallWatch:
         return True
 
 
+class RestartableWorker:
+    """A stable handle on a worker thread that can be replaced: `restart()` abandons the current
+    thread (asks it to stop, does not wait for a hung one) and starts a fresh one from `factory`.
+
+    Made for the GAN worker (engine.visual.worker.GanWorker): the render loop keeps calling
+    `update`/`latest` on this handle while the supervisor restarts the thread behind it. `count` is
+    the keyframes made across restarts (the heartbeat the supervisor watches).
+    Threads: `update`/`latest` from the render thread, `restart` from the supervisor thread.
+    """
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._worker = factory()
+        self._base = 0
+        self.restarts = 0
+        self._lock = threading.Lock()
+
+    @property
+    def worker(self) -> Any:
+        return self._worker
+
+    @property
+    def count(self) -> int:
+        return self._base + int(self._worker.count)
+
+    @property
+    def error(self) -> str | None:
+        return self._worker.error
+
+    @property
+    def times_ms(self) -> list[float]:
+        return self._worker.times_ms
+
+    def start(self) -> None:
+        self._worker.start()
+
+    def update(self, values: Any) -> None:
+        self._worker.update(values)
+
+    def latest(self) -> Any:
+        return self._worker.latest()
+
+    def is_alive(self) -> bool:
+        return self._worker.is_alive()
+
+    def restart(self) -> None:
+        with self._lock:
+            old = self._worker
+            old.stop(timeout=0.5)  # a hung generator call cannot be interrupted: leave it behind
+            fresh = self._factory()
+            fresh.start()
+            self._base += int(old.count)
+            self._worker = fresh
+            self.restarts += 1
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._worker.stop(timeout)
+
+
 class Supervision:
     """Installation-mode supervision of a running Engine on its own thread (every `interval` s):
     /healthz, the systemd READY/WATCHDOG notifications and the GAN worker watchdog.
@@ -256,8 +315,8 @@ class Supervision:
     stop advancing, the systemd pings stop) instead of freezing the supervisor with it.
 
     engine: the Engine (engine/app.py); uses `health()` and `report()` (both callable from any
-    thread), `clock`, `patch.web.health_port` and, when present, `gan` (the GAN worker: a heartbeat
-    counter `keyframes` and `restart()`).
+    thread), `clock`, `patch.web.health_port` and, when present, `gan` (the GAN worker, e.g. a
+    `RestartableWorker`: a heartbeat counter `count` and `restart()`).
     Start with `start()` (also serves /healthz); `stop()` from the main thread at shutdown.
     """
 
@@ -300,7 +359,7 @@ class Supervision:
         gan = getattr(self.engine, "gan", None)
         if gan is None or self.gan_watch is not None or not callable(getattr(gan, "restart", None)):
             return
-        self.gan_watch = StallWatch("gan", lambda: int(getattr(gan, "keyframes")), gan.restart,
+        self.gan_watch = StallWatch("gan", lambda: int(gan.count), gan.restart,
                                     self._gan_timeout, report=self.engine.report)
 
     def start(self) -> None:

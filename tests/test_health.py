@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.health import Health, HealthServer, SafeRotatingFileHandler, StallWatch, setup_file_logging
+from engine.health import (Health, HealthServer, RestartableWorker, SafeRotatingFileHandler, StallWatch,
+                           setup_file_logging)
 from engine.systemd import Notifier, Watchdog
 
 
@@ -219,7 +220,7 @@ def test_supervision_thread_serves_health_and_restarts_a_stalled_gan(notify_sock
 
     class Gan:
         def __init__(self) -> None:
-            self.keyframes = 0
+            self.count = 0
             self.restarts = 0
             self.stuck = True
 
@@ -240,7 +241,7 @@ def test_supervision_thread_serves_health_and_restarts_a_stalled_gan(notify_sock
             eng.frames += 1
             eng.callbacks += 12
             if not eng.gan.stuck:
-                eng.gan.keyframes += 1
+                eng.gan.count += 1
             _time.sleep(0.02)
 
     loop = threading.Thread(target=engine_loop)
@@ -262,3 +263,58 @@ def test_supervision_thread_serves_health_and_restarts_a_stalled_gan(notify_sock
         stop.set()
         loop.join()
     assert received(sock)[-1] == "STOPPING=1"
+
+
+def test_restartable_worker_replaces_a_dead_generator_thread():
+    """A GAN worker thread that died (its generator raised) is replaced behind a stable handle; the
+    render loop's calls keep working and the keyframe count keeps growing."""
+    import threading
+    import time as _time
+
+    class Worker(threading.Thread):
+        def __init__(self, fail_after: int | None) -> None:
+            super().__init__(daemon=True)
+            self.count, self.error, self.times_ms = 0, None, []
+            self.fail_after = fail_after
+            self._halt = threading.Event()
+            self.values = None
+
+        def update(self, values) -> None:
+            self.values = values
+
+        def latest(self):
+            return self.count or None
+
+        def stop(self, timeout: float = 5.0) -> None:
+            self._halt.set()
+            if self.is_alive():
+                self.join(timeout)
+
+        def run(self) -> None:
+            while not self._halt.wait(0.01):
+                if self.fail_after is not None and self.count >= self.fail_after:
+                    self.error = "image generator stopped: RuntimeError"
+                    return
+                self.count += 1
+
+    made = []
+
+    def factory():
+        made.append(Worker(fail_after=5 if not made else None))
+        return made[-1]
+
+    handle = RestartableWorker(factory)
+    handle.start()
+    watch = StallWatch("gan", lambda: handle.count, handle.restart, timeout=0.3)
+    t0 = _time.monotonic()
+    while handle.restarts == 0 and _time.monotonic() - t0 < 5:
+        handle.update([1.0])
+        watch.tick(_time.monotonic())
+        _time.sleep(0.02)
+    assert handle.restarts == 1 and len(made) == 2 and not made[0].is_alive()
+    _time.sleep(0.2)
+    assert handle.count > 5 and handle.error is None and handle.latest()
+    handle.update([2.0])
+    assert made[1].values == [2.0]
+    handle.stop()
+    assert not made[1].is_alive()
