@@ -1,0 +1,629 @@
+"""MIDI control: controllers mapped to parameters, with takeover, learn, clock and feedback.
+
+Inputs are opened by name substring (`[midi] inputs`; empty = every source) through python-rtmidi
+with the API chosen in `[midi] api` (auto, UNIX_JACK, LINUX_ALSA, MACOSX_CORE, WINDOWS_MM). Ports
+are *polled*: rtmidi queues incoming bytes on its own thread and ciel reads the queue, so no
+Python runs on the MIDI driver's (JACK's real-time) thread. Reading happens on a 1 ms reader
+thread (`[midi] thread`, default) or in `poll()`, which the engine calls once a frame on the main
+thread; `poll()` also rescans the port names every `[midi] rescan` seconds, because unplugged
+ports vanish without an error: a port that vanished is closed and is reopened, with its mappings,
+when a port of that name returns. mido parses the bytes.
+
+Mappings (`[[midi.mappings]]` in the patch) bind CC, 14-bit CC, notes, pitch bend and relative
+encoders (two's complement, binary offset, sign bit, inc/dec) to a parameter or one element of a
+vector, through a range, a curve and an optional inversion. Absolute controls take over a value
+set elsewhere in one of three ways: none (jump), pick-up (ignored until the control passes the
+current value) or scale (the value moves proportionally so both meet at the end of the travel);
+a mapping is re-armed whenever its parameter changes from another source (OSC, the scheduler, a
+preset, another controller). Such changes are also sent back to the controller (`[midi] output`)
+so LEDs and motor faders follow.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import mido
+
+from ..errors import CielError, ConfigError, ParamError, PatchError
+from ..params import Param, ParamStore
+from .config import MidiConfig, MidiMapping, PatchWriter
+
+log = logging.getLogger("ciel.midi")
+
+APIS = ("auto", "UNIX_JACK", "LINUX_ALSA", "MACOSX_CORE", "WINDOWS_MM")
+SOURCE = "midi"
+CURVE_K = 4.0  # steepness of the exp/log curves: exp(4x) spans 1..55
+
+
+class MidiUnavailable(CielError):
+    """No MIDI API could be opened (no ALSA sequencer, no JACK server, no CoreMIDI)."""
+
+
+def open_client(api: str, kind: str = "in", name: str = "ciel") -> Any:
+    """An rtmidi MidiIn/MidiOut on the named API. 'auto' takes the platform's default and, on Linux
+    without an ALSA sequencer, JACK if a JACK server runs. Raises MidiUnavailable saying why."""
+    import rtmidi
+
+    cls = rtmidi.MidiIn if kind == "in" else rtmidi.MidiOut
+    if api not in APIS:
+        raise MidiUnavailable(f"[midi] api: unknown API {api!r}; choose one of {', '.join(APIS)}")
+    tries = [getattr(rtmidi, f"API_{api}")] if api != "auto" else [rtmidi.API_UNSPECIFIED]
+    if api == "auto" and sys.platform.startswith("linux"):
+        tries.append(rtmidi.API_UNIX_JACK)
+    problems = []
+    for a in tries:
+        if a not in rtmidi.get_compiled_api() and a != rtmidi.API_UNSPECIFIED:
+            problems.append(f"{rtmidi.get_api_name(a)} not compiled into python-rtmidi")
+            continue
+        try:
+            return cls(a, name)
+        except (rtmidi.SystemError, rtmidi.RtMidiError, RuntimeError) as exc:
+            problems.append(f"{rtmidi.get_api_display_name(a) if a else 'default API'}: {exc}")
+    raise MidiUnavailable("MIDI unavailable (" + "; ".join(problems) + "); on Linux start a JACK server "
+                          "or load snd-seq, or set [midi] enabled = false")
+
+
+def curve(x: float, kind: str) -> float:
+    """Controller position 0..1 → 0..1 along the curve ('exp' slow at first, 'log' fast at first)."""
+    if kind == "exp":
+        return math.expm1(CURVE_K * x) / math.expm1(CURVE_K)
+    if kind == "log":
+        return math.log1p(x * math.expm1(CURVE_K)) / CURVE_K
+    return x
+
+
+def uncurve(y: float, kind: str) -> float:
+    """Inverse of `curve`."""
+    return curve(y, {"exp": "log", "log": "exp"}.get(kind, kind))
+
+
+def relative_delta(value: int, number: int, mapping: MidiMapping) -> int:
+    """Encoder ticks in one CC value, in the mapping's encoding."""
+    enc = mapping.encoding
+    if enc == "twos":       # 1..63 up, 127..64 down (127 = -1)
+        return value - 128 if value >= 64 else value
+    if enc == "offset":     # 64 = still, 65 = +1, 63 = -1
+        return value - 64
+    if enc == "signbit":    # 1..63 up, 65..127 down (65 = -1)
+        return -(value & 63) if value & 64 else value
+    return 1 if number == mapping.number else -1   # incdec: CC n steps up, CC n+1 down (as CC 96/97)
+
+
+@dataclass
+class Binding:
+    """One mapping with its state. `last` is the controller position last seen (0..1)."""
+
+    m: MidiMapping
+    p: Param
+    lo: float
+    hi: float
+    takeover: str
+    armed: bool = True
+    last: float | None = None
+    msb: int | None = None
+    lsb_seen: bool = False
+    pressed: bool = False
+
+    @property
+    def element(self) -> int | None:
+        return self.m.index if self.m.index >= 0 else None
+
+    def to_value(self, x: float) -> float:
+        """Controller position 0..1 → parameter value."""
+        x = min(1.0, max(0.0, x))
+        y = curve(1.0 - x if self.m.invert else x, self.m.curve)
+        return self.lo + y * (self.hi - self.lo)
+
+    def to_position(self, v: float) -> float:
+        """Parameter value → controller position 0..1 (for takeover and feedback)."""
+        span = self.hi - self.lo
+        y = min(1.0, max(0.0, (v - self.lo) / span)) if span else 0.0
+        x = uncurve(y, self.m.curve)
+        return 1.0 - x if self.m.invert else x
+
+
+@dataclass
+class Port:
+    name: str
+    client: Any
+    messages: int = 0
+
+
+@dataclass
+class Clock:
+    """MIDI clock in: tempo from the tick intervals, a beat count, an optional trigger."""
+
+    ticks: int = 0
+    beats: int = 0
+    last: float | None = None
+    interval: float | None = None
+    running: bool = False
+
+    @property
+    def bpm(self) -> float | None:
+        return round(60.0 / (24 * self.interval), 2) if self.interval else None
+
+
+@dataclass
+class Counters:
+    messages: int = 0
+    applied: int = 0
+    unmapped: int = 0
+    malformed: int = 0
+    opened: int = 0
+    vanished: int = 0
+    feedback: int = 0
+    learned: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class MidiControl:
+    """MIDI inputs, mappings and feedback. `start()`, then `poll()` once a frame, `close()` at the end.
+
+    config:  the patch's `[midi]` section.
+    store:   every change goes to `store.set/trigger(..., source="midi")`.
+    writer:  where MIDI learn writes new mappings (the patch file); None keeps them in memory.
+    source:  the patch file's name, for errors about its mappings.
+    clock:   monotonic seconds (injected).
+    """
+
+    def __init__(self, config: MidiConfig, store: ParamStore, writer: PatchWriter | None = None,
+                 source: str = "<patch>", clock: Callable[[], float] = time.monotonic,
+                 client_name: str = "ciel") -> None:
+        self.config, self.store, self.writer, self.source = config, store, writer, source
+        self.clock, self.client_name = clock, client_name
+        self.counters = Counters()
+        self.midi_clock = Clock()
+        self.ports: dict[str, Port] = {}
+        self.output: Any = None
+        self.output_name = ""
+        self.error = ""
+        self._scanner: Any = None
+        self._out_scanner: Any = None
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_scan = 0.0
+        self._sync_at: float | None = None
+        self._bindings: list[Binding] = []
+        self._cc: dict[tuple[int, int], list[Binding]] = {}
+        self._note: dict[tuple[int, int], list[Binding]] = {}
+        self._bend: dict[int, list[Binding]] = {}
+        self._by_param: dict[str, list[Binding]] = {}
+        self._applying: Binding | None = None
+        self._dirty: set[str] = set()
+        self._learning: tuple[str, int] | None = None
+        self._last_touched: tuple[str, int] | None = None
+        self._parser = mido.Parser()
+        if config.clock_trigger:
+            if config.clock_trigger not in store.registry or store.registry.get(config.clock_trigger).kind != "trigger":
+                raise PatchError(source, "midi.clock_trigger", f"{config.clock_trigger!r} is not a trigger parameter")
+        for i, m in enumerate(config.mappings):
+            self._check(m, f"midi.mappings[{i}]")
+        self._bindings = [self._bind(m) for m in config.mappings]
+        self._index()
+        store.add_listener(self._on_change)
+
+    # — mappings —
+    def _check(self, m: MidiMapping, key: str) -> None:
+        if m.param not in self.store.registry:
+            raise PatchError(self.source, f"{key}.param", f"unknown parameter {m.param!r} (see docs/osc.md)")
+        p = self.store.registry.get(m.param)
+        if m.index >= p.size or (m.index >= 0 and p.size == 1):
+            raise PatchError(self.source, f"{key}.index", f"{m.param} has {p.size} element(s); index {m.index} is outside")
+        if m.type == "cc14" and m.number > 31:
+            raise PatchError(self.source, f"{key}.number", "a 14-bit CC is its MSB number 0..31 (LSB = number + 32)")
+        for bound in (m.minimum, m.maximum):
+            if bound is not None and not p.minimum <= bound <= p.maximum:
+                raise PatchError(self.source, key, f"range {bound:g} is outside {m.param}'s [{p.minimum:g}, {p.maximum:g}]")
+
+    def _bind(self, m: MidiMapping) -> Binding:
+        p = self.store.registry.get(m.param)
+        lo = p.minimum if m.minimum is None else m.minimum
+        hi = p.maximum if m.maximum is None else m.maximum
+        mode = self.config.takeover if m.takeover == "default" else m.takeover
+        return Binding(m, p, lo, hi, mode)
+
+    def _index(self) -> None:
+        cc: dict[tuple[int, int], list[Binding]] = {}
+        note: dict[tuple[int, int], list[Binding]] = {}
+        bend: dict[int, list[Binding]] = {}
+        by_param: dict[str, list[Binding]] = {}
+        for b in self._bindings:
+            ch, n = b.m.channel, b.m.number
+            if b.m.type == "note":
+                note.setdefault((ch, n), []).append(b)
+            elif b.m.type == "pitchbend":
+                bend.setdefault(ch, []).append(b)
+            else:
+                numbers = {"cc14": (n, n + 32), "relative": (n, n + 1) if b.m.encoding == "incdec" else (n,)}
+                for k in numbers.get(b.m.type, (n,)):
+                    cc.setdefault((ch, k), []).append(b)
+            by_param.setdefault(b.p.name, []).append(b)
+        with self._lock:
+            self._cc, self._note, self._bend, self._by_param = cc, note, bend, by_param
+
+    @property
+    def mappings(self) -> tuple[MidiMapping, ...]:
+        return tuple(b.m for b in self._bindings)
+
+    # — lifecycle —
+    def start(self) -> "MidiControl":
+        """Open the ports there are now and start the reader thread. Never raises for a missing
+        MIDI system: the problem shows in `health()` and the ports are looked for again later."""
+        self._scan(self.clock())
+        if self.config.thread:
+            self._thread = threading.Thread(target=self._reader, name="ciel-midi", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self.store.remove_listener(self._on_change)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        with self._lock:
+            for port in self.ports.values():
+                _close(port.client)
+            self.ports.clear()
+            for c in (self.output, self._scanner, self._out_scanner):
+                if c is not None:
+                    _close(c)
+            self.output = self._scanner = self._out_scanner = None
+
+    def __enter__(self) -> "MidiControl":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def poll(self, now: float | None = None) -> None:
+        """Main thread, once a frame: rescan ports when due, read them (without the reader thread),
+        send feedback for values changed elsewhere."""
+        now = self.clock() if now is None else now
+        if now >= self._next_scan:
+            self._scan(now)
+        if self._thread is None:
+            self._drain()
+        if self._sync_at is not None and now >= self._sync_at:
+            self._sync_at = None
+            with self._lock:
+                self._dirty.update(self._by_param)
+        self._send_feedback()
+
+    def health(self) -> dict[str, Any]:
+        c = self.counters
+        return {"ports": sorted(self.ports), "output": self.output_name or None, "error": self.error or None,
+                "learning": "/".join(map(str, self._learning)) if self._learning else None,
+                "bpm": self.midi_clock.bpm, "messages": c.messages, "applied": c.applied, "unmapped": c.unmapped,
+                "malformed": c.malformed, "opened": c.opened, "vanished": c.vanished, "feedback": c.feedback,
+                "learned": c.learned, "mappings": len(self._bindings)}
+
+    # — ports —
+    def _wanted(self, name: str) -> bool:
+        if name.startswith(self.client_name + ":") or "Midi Through" in name:
+            return False
+        return not self.config.inputs or any(s.lower() in name.lower() for s in self.config.inputs)
+
+    def _scan(self, now: float) -> None:
+        self._next_scan = now + self.config.rescan
+        try:
+            if self._scanner is None:
+                self._scanner = open_client(self.config.api, "in", f"{self.client_name}-scan")
+            names = self._scanner.get_ports()
+        except MidiUnavailable as exc:
+            if self.error != str(exc):
+                log.warning("%s", exc)
+            self.error = str(exc)
+            self._next_scan = now + max(5.0, self.config.rescan)
+            return
+        self.error = ""
+        present = set(names)
+        with self._lock:
+            for name in [n for n in self.ports if n not in present]:
+                log.warning("MIDI input %r vanished; it will be reopened when it returns", name)
+                _close(self.ports.pop(name).client)
+                self.counters.vanished += 1
+        for i, name in enumerate(names):
+            if name in self.ports or not self._wanted(name):
+                continue
+            try:
+                client = open_client(self.config.api, "in", self.client_name)
+                client.ignore_types(sysex=True, timing=not self.config.clock, active_sense=True)
+                client.open_port(i, "in")
+            except Exception as exc:  # rtmidi raises several kinds when a port goes as it is opened
+                log.warning("MIDI input %r could not be opened: %s", name, exc)
+                continue
+            with self._lock:
+                self.ports[name] = Port(name, client)
+            self.counters.opened += 1
+            log.info("MIDI input %r opened", name)
+        if self.config.output and self.config.feedback:
+            self._scan_output()
+
+    def _scan_output(self) -> None:
+        try:
+            if self._out_scanner is None:
+                self._out_scanner = open_client(self.config.api, "out", f"{self.client_name}-scan-out")
+            names = self._out_scanner.get_ports()
+        except MidiUnavailable:
+            return
+        match = [i for i, n in enumerate(names) if self.config.output.lower() in n.lower()
+                 and not n.startswith(self.client_name)]
+        if self.output is not None and self.output_name in names:
+            return
+        if self.output is not None:
+            log.warning("MIDI output %r vanished", self.output_name)
+            _close(self.output)
+            self.output, self.output_name = None, ""
+        if match:
+            try:
+                out = open_client(self.config.api, "out", self.client_name)
+                out.open_port(match[0], "feedback")
+            except Exception as exc:  # as for inputs
+                log.warning("MIDI output %r could not be opened: %s", names[match[0]], exc)
+                return
+            self.output, self.output_name = out, names[match[0]]
+            self._sync_at = self.clock() + 0.25   # then bring LEDs and faders in line (JACK connects late)
+            log.info("MIDI output %r opened for feedback", self.output_name)
+
+    def _reader(self) -> None:
+        while not self._stop.is_set():
+            if not self._drain():
+                time.sleep(0.001)
+
+    def _drain(self) -> bool:
+        """Read every queued message of every port; True if there were any."""
+        got = False
+        with self._lock:
+            ports = list(self.ports.values())
+        for port in ports:
+            while True:
+                try:
+                    item = port.client.get_message()
+                except Exception:  # the port was closed under us by a rescan
+                    break
+                if item is None:
+                    break
+                got = True
+                port.messages += 1
+                self.handle(item[0], self.clock())
+        return got
+
+    # — messages —
+    def handle(self, data: list[int], now: float) -> None:
+        """Apply one raw MIDI message (reader thread or main thread; tests may call it)."""
+        self.counters.messages += 1
+        if data and data[0] >= 0xF8:
+            self._realtime(data[0], now)
+            return
+        self._parser.feed(data)
+        msg = self._parser.get_message()
+        if msg is None:
+            self.counters.malformed += 1
+            return
+        if self._learning is not None:
+            self._try_learn(msg)
+        with self._lock:
+            if msg.type == "control_change":
+                hits = self._cc.get((msg.channel + 1, msg.control), []) + self._cc.get((0, msg.control), [])
+            elif msg.type in ("note_on", "note_off"):
+                hits = self._note.get((msg.channel + 1, msg.note), []) + self._note.get((0, msg.note), [])
+            elif msg.type == "pitchwheel":
+                hits = self._bend.get(msg.channel + 1, []) + self._bend.get(0, [])
+            else:
+                hits = []
+        if not hits:
+            self.counters.unmapped += 1
+            return
+        for b in hits:
+            self._apply(b, msg)
+
+    def _apply(self, b: Binding, msg: mido.Message) -> None:
+        t = b.m.type
+        if t == "note" or (t == "cc" and (b.p.kind in ("trigger", "bool") or b.m.mode != "auto")):
+            on = (msg.type == "note_on" and msg.velocity > 0) if t == "note" else msg.value >= 64
+            self._button(b, on, (msg.velocity if t == "note" else msg.value) / 127.0)
+            return
+        if t == "relative":
+            ticks = relative_delta(msg.value, msg.control, b.m)
+            x = b.to_position(self._current(b)) + ticks * b.m.step
+            self._set(b, b.to_value(x))
+            return
+        if t == "cc14":
+            if msg.control == b.m.number:
+                b.msb = msg.value
+                if b.lsb_seen:
+                    return          # wait for the LSB that follows
+                x = msg.value / 127.0
+            else:
+                if b.msb is None:
+                    return
+                b.lsb_seen = True
+                x = (b.msb * 128 + msg.value) / 16383.0
+        elif t == "pitchbend":
+            x = (msg.pitch + 8192) / 16383.0
+        else:
+            x = msg.value / 127.0
+        self._absolute(b, x)
+
+    def _absolute(self, b: Binding, x: float) -> None:
+        """Takeover for absolute controls (x = controller position 0..1)."""
+        if b.takeover == "none" or not b.armed:
+            b.last = x
+            self._set(b, b.to_value(x))
+            return
+        cur = b.to_position(self._current(b))
+        tol = 1.0 / 127.0
+        crossed = b.last is not None and (b.last - cur) * (x - cur) <= 0
+        if abs(x - cur) <= tol or (b.takeover == "pickup" and crossed):
+            b.armed = False
+            if b.last is None or (x - cur) * (x - b.last) >= 0:   # never a step against the motion
+                self._set(b, b.to_value(x))
+        elif b.takeover == "scale" and b.last is not None and x != b.last:
+            end = 1.0 if x > b.last else 0.0
+            self._set(b, b.to_value(cur + (x - b.last) * (end - cur) / (end - b.last)))
+        b.last = x
+
+    def _button(self, b: Binding, on: bool, velocity: float) -> None:
+        mode = b.m.mode
+        if mode == "auto":
+            mode = {"trigger": "trigger", "bool": "toggle"}.get(b.p.kind, "velocity")
+        edge = on and not b.pressed
+        b.pressed = on
+        if mode == "trigger" or b.p.kind == "trigger":
+            if edge:
+                self.store.trigger(b.p.name, source=SOURCE)
+                self.counters.applied += 1
+        elif mode == "toggle":
+            if edge:
+                self._set(b, b.lo if self._current(b) > (b.lo + b.hi) / 2 else b.hi)
+        elif mode == "momentary":
+            self._set(b, b.hi if on else b.lo)
+        elif on:  # velocity
+            self._set(b, b.to_value(velocity))
+
+    def _current(self, b: Binding) -> float:
+        return float(self.store.values[self.store.registry.index(b.p.name) + max(b.m.index, 0)])
+
+    def _set(self, b: Binding, value: float) -> None:
+        self._applying = b
+        try:
+            self.store.set(b.p.name, value, source=SOURCE, index=b.element)
+        finally:
+            self._applying = None
+        self.counters.applied += 1
+
+    def _realtime(self, status: int, now: float) -> None:
+        c = self.midi_clock
+        if status == 0xFA:      # start
+            c.ticks = c.beats = 0
+            c.running = True
+        elif status == 0xFB:    # continue
+            c.running = True
+        elif status == 0xFC:    # stop
+            c.running = False
+        elif status == 0xF8:    # clock, 24 per quarter note
+            if c.last is not None:
+                dt = now - c.last
+                if 0 < dt < 0.25:
+                    c.interval = dt if c.interval is None else 0.9 * c.interval + 0.1 * dt
+            c.last = now
+            c.ticks += 1
+            if c.ticks % 24 == 0:
+                c.beats += 1
+                if self.config.clock_trigger and c.beats % self.config.clock_beats == 0:
+                    self.store.trigger(self.config.clock_trigger, source="midi-clock")
+
+    # — store changes from other sources: re-arm takeover, queue feedback —
+    def _on_change(self, name: str, values: tuple[float, ...], source: str) -> None:
+        bindings = self._by_param.get(name)
+        if source != SOURCE:
+            self._last_touched = (name, -1)
+        if not bindings:
+            return
+        for b in bindings:
+            if b is not self._applying:
+                b.armed = True
+        if source != SOURCE:
+            with self._lock:
+                self._dirty.add(name)
+
+    def _send_feedback(self) -> None:
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        if self.output is None or not dirty:
+            return
+        for name in dirty:
+            for b in self._by_param.get(name, ()):
+                if b.p.kind == "trigger":
+                    continue
+                for data in _feedback_bytes(b, b.to_position(self._current(b))):
+                    try:
+                        self.output.send_message(data)
+                        self.counters.feedback += 1
+                    except Exception as exc:  # the output went away; the next scan notices
+                        log.warning("MIDI feedback to %r failed: %s", self.output_name, exc)
+                        return
+
+    # — learn —
+    def learn(self, param: str | None = None, index: int = -1) -> str:
+        """Arm MIDI learn: the next CC, note or pitch bend binds to `param` (element `index`); with
+        no name, to the parameter last changed from another source (keyboard, OSC, a preset).
+        Returns the parameter's name. Any thread."""
+        if param is None:
+            if self._last_touched is None:
+                raise ParamError("MIDI learn: move a parameter first (or name one)")
+            param, index = self._last_touched
+        p = self.store.registry.get(param)
+        if not -1 <= index < p.size:
+            raise ParamError(f"MIDI learn: {param} has no element {index}")
+        self._learning = (param, index)
+        log.info("MIDI learn: move a control for %s%s", param, f"[{index}]" if index >= 0 else "")
+        return param
+
+    def cancel_learn(self) -> None:
+        self._learning = None
+
+    def _try_learn(self, msg: mido.Message) -> bool:
+        target = self._learning
+        if target is None:
+            return False
+        if msg.type == "control_change":
+            kind, number = "cc", msg.control
+        elif msg.type == "note_on" and msg.velocity > 0:
+            kind, number = "note", msg.note
+        elif msg.type == "pitchwheel":
+            kind, number = "pitchbend", 0
+        else:
+            return False
+        self._learning = None
+        mapping = MidiMapping(param=target[0], index=target[1], type=kind, channel=msg.channel + 1, number=number)
+        self.add_mapping(mapping)
+        log.info("MIDI learn: %s %d on channel %d → %s", kind, number, msg.channel + 1, target[0])
+        if self.writer is not None:
+            try:
+                self.writer.add_mapping(mapping)
+            except (ConfigError, OSError) as exc:
+                self.counters.extra["learn_error"] = str(exc)
+                log.error("MIDI learn: the mapping works now but could not be written to the patch: %s", exc)
+        self.counters.learned += 1
+        return True
+
+    def add_mapping(self, mapping: MidiMapping) -> None:
+        """Bind a mapping now, replacing any mapping of the same control (type, channel, number)."""
+        self._check(mapping, "midi.mappings[new]")
+        same = (mapping.type, mapping.channel, mapping.number)
+        kept = [b for b in self._bindings if (b.m.type, b.m.channel, b.m.number) != same]
+        self._bindings = kept + [self._bind(mapping)]
+        self._index()
+
+
+def _feedback_bytes(b: Binding, x: float) -> list[list[int]]:
+    """Messages that show position x (0..1) on the control of binding b."""
+    ch = max(b.m.channel, 1) - 1
+    t = b.m.type
+    if t == "note":
+        return [[0x90 | ch, b.m.number, 127 if x >= 0.5 else 0]]
+    if t == "pitchbend":
+        v = round(x * 16383)
+        return [[0xE0 | ch, v & 127, v >> 7]]
+    if t == "cc14":
+        v = round(x * 16383)
+        return [[0xB0 | ch, b.m.number, v >> 7], [0xB0 | ch, b.m.number + 32, v & 127]]
+    return [[0xB0 | ch, b.m.number, round(x * 127)]]
+
+
+def _close(client: Any) -> None:
+    try:
+        client.close_port()
+    except Exception:  # closing a port that is gone is not a problem
+        pass
+    client.delete()

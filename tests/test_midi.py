@@ -1,0 +1,211 @@
+"""MIDI mappings: what a performer notices (no jump on first touch, encoders, buttons, learn),
+driven message by message through MidiControl.handle (the JACK path is in test_midi_jack.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from engine.control.config import MidiConfig, MidiMapping, PatchWriter
+from engine.control.midi import MidiControl, curve, uncurve
+from engine.errors import ParamError, PatchError
+from engine.params import ParamStore
+from engine.patch import DEFAULT_PATCH, load_patch
+
+
+def cc(number: int, value: int, channel: int = 1) -> list[int]:
+    return [0xB0 | (channel - 1), number, value]
+
+
+def note(number: int, velocity: int, channel: int = 1) -> list[int]:
+    return [(0x90 if velocity else 0x80) | (channel - 1), number, velocity]
+
+
+def make(*mappings: MidiMapping, takeover: str = "pickup", **kw) -> tuple[MidiControl, ParamStore]:
+    store = ParamStore()
+    midi = MidiControl(MidiConfig(mappings=mappings, takeover=takeover, thread=False, **kw), store)
+    return midi, store
+
+
+def sweep(midi: MidiControl, store: ParamStore, name: str, number: int, values) -> list[float]:
+    out = []
+    for v in values:
+        midi.handle(cc(number, v), 0.0)
+        out.append(store.get1(name))
+    return out
+
+
+def test_cc_maps_range_curve_and_invert():
+    midi, store = make(MidiMapping(param="sky/lon", number=1),
+                       MidiMapping(param="audio/temperature", number=2, minimum=0.5, maximum=1.5, invert=True),
+                       MidiMapping(param="sky/spin", number=3, curve="exp"), takeover="none")
+    midi.handle(cc(1, 127), 0.0)
+    midi.handle(cc(2, 0), 0.0)
+    assert store.get1("sky/lon") == 180.0
+    assert store.get1("audio/temperature") == 1.5
+    midi.handle(cc(3, 64), 0.0)
+    assert -30 < store.get1("sky/spin") < -15  # exp: the first half of the travel is the fine part
+    assert uncurve(curve(0.3, "exp"), "exp") == pytest.approx(0.3)
+
+
+def test_pickup_sweep_never_jumps_and_follows_after_passing():
+    midi, store = make(MidiMapping(param="audio/temperature", number=7))
+    store.set("audio/temperature", 2.0, source="osc")  # 2/3 of the range, set elsewhere
+    values = sweep(midi, store, "audio/temperature", 7, range(0, 128))
+    steps = [abs(b - a) for a, b in zip(values, values[1:])]
+    assert max(steps) <= 3.0 / 127 + 1e-9, "the parameter jumped"
+    assert values[40] == 2.0            # knob below the value: ignored
+    assert values[-1] == 3.0            # after passing, it follows to the top
+    values = sweep(midi, store, "audio/temperature", 7, range(127, -1, -1))
+    assert values[-1] == 0.0
+
+
+def test_change_from_elsewhere_re_arms_pickup():
+    midi, store = make(MidiMapping(param="sky/grain", number=9))
+    sweep(midi, store, "sky/grain", 9, range(0, 128))   # picked up on the way
+    assert store.get1("sky/grain") == 1.0
+    store.set("sky/grain", 0.2, source="osc")
+    midi.handle(cc(9, 120), 0.0)
+    assert store.get1("sky/grain") == 0.2              # no jump back to the knob
+    sweep(midi, store, "sky/grain", 9, range(120, 20, -1))
+    assert store.get1("sky/grain") == pytest.approx(21 / 127)
+
+
+def test_scale_takeover_converges_without_jumps():
+    midi, store = make(MidiMapping(param="sky/brightness", number=4), takeover="scale")
+    store.set("sky/brightness", 1.5, source="osc")
+    midi.handle(cc(4, 32), 0.0)            # first touch: only the position is learned
+    assert store.get1("sky/brightness") == 1.5
+    values = sweep(midi, store, "sky/brightness", 4, range(33, 128))
+    assert values[-1] == pytest.approx(2.0)
+    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert max(b - a for a, b in zip(values, values[1:])) < 0.05
+
+
+def test_none_takeover_jumps_at_once():
+    midi, store = make(MidiMapping(param="sky/brightness", number=4, takeover="none"))
+    midi.handle(cc(4, 0), 0.0)
+    assert store.get1("sky/brightness") == 0.0
+
+
+def test_14_bit_cc_and_pitch_bend_resolution():
+    midi, store = make(MidiMapping(param="sky/lon", type="cc14", number=1),
+                       MidiMapping(param="sky/lat", type="pitchbend"), takeover="none")
+    midi.handle(cc(1, 64), 0.0)
+    midi.handle(cc(33, 1), 0.0)
+    assert store.get1("sky/lon") == pytest.approx(-180 + 360 * (64 * 128 + 1) / 16383)
+    midi.handle([0xE0, 0x7F, 0x7F], 0.0)
+    assert store.get1("sky/lat") == 90.0
+    midi.handle([0xE0, 0x00, 0x40], 0.0)   # centre
+    assert store.get1("sky/lat") == pytest.approx(0.0, abs=0.02)
+
+
+@pytest.mark.parametrize("encoding,up,down", [("twos", 1, 127), ("offset", 65, 63), ("signbit", 1, 65)])
+def test_relative_encoders(encoding, up, down):
+    midi, store = make(MidiMapping(param="sky/graticule", type="relative", number=20, encoding=encoding, step=0.1))
+    start = store.get1("sky/graticule")
+    midi.handle(cc(20, up), 0.0)
+    assert store.get1("sky/graticule") == pytest.approx(start + 0.1)
+    midi.handle(cc(20, down), 0.0)
+    midi.handle(cc(20, down), 0.0)
+    assert store.get1("sky/graticule") == pytest.approx(start - 0.1)
+
+
+def test_relative_inc_dec_pair():
+    midi, store = make(MidiMapping(param="sky/spacing", type="relative", number=96, encoding="incdec", step=0.1))
+    midi.handle(cc(96, 1), 0.0)
+    midi.handle(cc(96, 1), 0.0)
+    midi.handle(cc(97, 1), 0.0)
+    assert store.get1("sky/spacing") == pytest.approx(30 + 8.5)
+
+
+def test_notes_fire_triggers_toggle_switches_and_set_vector_elements():
+    midi, store = make(MidiMapping(param="audio/jump", type="note", number=36),
+                       MidiMapping(param="audio/hold", type="note", number=37),
+                       MidiMapping(param="audio/mute", type="note", number=38, mode="momentary"),
+                       MidiMapping(param="audio/offset", index=2, number=10, takeover="none"),
+                       MidiMapping(param="scene/next", number=41, channel=2))
+    for _ in range(3):
+        midi.handle(note(36, 100), 0.0)
+        midi.handle(note(36, 0), 0.0)
+    assert store.get1("audio/jump") == 3.0
+    midi.handle(note(37, 90), 0.0)
+    midi.handle(note(37, 0), 0.0)
+    assert store.get1("audio/hold") == 1.0
+    midi.handle(note(37, 90), 0.0)
+    assert store.get1("audio/hold") == 0.0
+    midi.handle(note(38, 90), 0.0)
+    assert store.get1("audio/mute") == 1.0
+    midi.handle(note(38, 0), 0.0)
+    assert store.get1("audio/mute") == 0.0
+    midi.handle(cc(10, 127), 0.0)
+    assert store.get("audio/offset")[1:4] == (0.0, 4.0, 0.0)
+    midi.handle(cc(41, 127, channel=1), 0.0)    # wrong channel
+    midi.handle(cc(41, 127, channel=2), 0.0)
+    midi.handle(cc(41, 0, channel=2), 0.0)
+    assert store.get1("scene/next") == 1.0
+
+
+def test_learn_binds_the_next_control_and_writes_the_patch(tmp_path):
+    patch_file = tmp_path / "live.toml"
+    patch_file.write_text(DEFAULT_PATCH.read_text())
+    store = ParamStore()
+    midi = MidiControl(MidiConfig(thread=False, takeover="none"), store, writer=PatchWriter(patch_file))
+    assert midi.learn("audio/offset", 5) == "audio/offset"
+    midi.handle(cc(74, 127, channel=3), 0.0)
+    assert store.get("audio/offset")[5] == 4.0
+    saved = load_patch(patch_file).midi.mappings
+    assert saved == (MidiMapping(param="audio/offset", index=5, type="cc", channel=3, number=74),)
+    store.set("sky/roll", 10.0, source="keys")       # learn from a key: the last thing touched
+    assert midi.learn() == "sky/roll"
+    midi.handle(note(60, 100), 0.0)
+    assert [m.param for m in load_patch(patch_file).midi.mappings] == ["audio/offset", "sky/roll"]
+    midi.learn("sky/lat")
+    midi.handle(cc(74, 0, channel=3), 0.0)           # the same knob, learned again: replaced
+    assert [m.param for m in load_patch(patch_file).midi.mappings] == ["sky/roll", "sky/lat"]
+    midi.learn("sky/spin")
+    midi.cancel_learn()
+    midi.handle(cc(75, 0), 0.0)
+    assert len(midi.mappings) == 2
+    with pytest.raises(ParamError):
+        midi.learn("no/such")
+
+
+def test_clock_in_tempo_and_trigger():
+    midi, store = make(clock=True, clock_trigger="scene/next", clock_beats=4)
+    t = 0.0
+    midi.handle([0xFA], t)
+    for _ in range(24 * 8):
+        t += 0.5 / 24          # 120 bpm
+        midi.handle([0xF8], t)
+    assert midi.health()["bpm"] == pytest.approx(120.0, rel=1e-3)
+    assert store.get1("scene/next") == 2.0
+
+
+def test_bad_mappings_name_the_key():
+    with pytest.raises(PatchError, match=r"midi.mappings\[1\].param: unknown parameter 'audio/gian'"):
+        make(MidiMapping(param="audio/gain"), MidiMapping(param="audio/gian"))
+    with pytest.raises(PatchError, match=r"midi.mappings\[0\].index"):
+        make(MidiMapping(param="audio/gain", index=2))
+    with pytest.raises(PatchError, match=r"midi.mappings\[0\]: range 10 is outside"):
+        make(MidiMapping(param="audio/gain", maximum=10.0))
+    with pytest.raises(PatchError, match="midi.clock_trigger"):
+        make(clock_trigger="audio/gain")
+
+
+def test_malformed_bytes_are_counted_not_fatal():
+    midi, store = make(MidiMapping(param="sky/grain", number=1), takeover="none")
+    for data in ([0x30], [0xB0], [0xB0, 200, 5], [0xF0, 1, 2], []):
+        midi.handle(data, 0.0)
+    midi.handle(cc(1, 127), 0.0)
+    assert store.get1("sky/grain") == 1.0
+
+
+def test_controller_profiles_load_and_bind_existing_parameters():
+    for path in sorted((DEFAULT_PATCH.parent / "controllers").glob("*.toml")):
+        patch = load_patch(path, check_models=False)
+        assert len(patch.midi.mappings) >= 16, path
+        controls = [(m.type, m.channel, m.number) for m in patch.midi.mappings]
+        assert len(controls) == len(set(controls)), f"{path}: a control is mapped twice"
+        MidiControl(dataclasses.replace(patch.midi, thread=False), ParamStore(), source=str(path))
