@@ -223,11 +223,13 @@ class Page:
             self.browser.call("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left",
                                                             "clickCount": 1}, self.session)
 
-    def key(self, key: str, code: str, keycode: int) -> None:
-        """Press and release one key (e.g. "Enter", "Enter", 13) in the focused element."""
+    def key(self, key: str, code: str, keycode: int, text: str = "") -> None:
+        """Press and release one key in the focused element, e.g. ("Enter", "Enter", 13, "\r")."""
         for kind in ("keyDown", "keyUp"):
-            self.browser.call("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": code,
-                                                         "windowsVirtualKeyCode": keycode}, self.session)
+            event = {"type": kind, "key": key, "code": code, "windowsVirtualKeyCode": keycode}
+            if text and kind == "keyDown":
+                event["text"] = text
+            self.browser.call("Input.dispatchKeyEvent", event, self.session)
 
     def screenshot(self) -> bytes:
         """PNG bytes of the viewport as composited (what a visitor sees)."""

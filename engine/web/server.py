@@ -23,6 +23,7 @@ import logging
 import math
 import mimetypes
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -234,6 +235,8 @@ class Server(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.broadcast, self.max_listeners = broadcast, max_listeners
         self.listeners = 0
+        self._connections: set[socket.socket] = set()
+        self._closing = False
         self._lock = threading.Lock()
         self.files = load_files(note, settings or {})
 
@@ -242,12 +245,36 @@ class Server(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}/"
 
-    def add_listener(self, delta: int) -> bool:
+    def track(self, sock: socket.socket, opened: bool) -> None:
+        """Remember open connections, so that server_close can end them (keep-alive and SSE alike)."""
         with self._lock:
-            if delta > 0 and self.listeners >= self.max_listeners:
+            if opened:
+                self._connections.add(sock)
+            else:
+                self._connections.discard(sock)
+
+    def add_listener(self, joined: bool) -> bool:
+        """Count an /events stream in (False when full or closing) or out."""
+        with self._lock:
+            if not joined:
+                self.listeners -= 1
+                return True
+            if self.listeners >= self.max_listeners or self._closing:
                 return False
-            self.listeners += delta
+            self.listeners += 1
             return True
+
+    def server_close(self) -> None:
+        """Stop listening and end every open connection (visitors' pages reconnect by themselves)."""
+        super().server_close()
+        with self._lock:
+            self._closing = True
+            connections = list(self._connections)
+        for sock in connections:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def load_files(note: str, settings: Mapping[str, object]) -> dict[str, Media]:
@@ -292,6 +319,16 @@ class Handler(BaseHTTPRequestHandler):
     server: Server
     server_version = "ciel"
     sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, False)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib name)
         log.debug("%s %s", self.address_string(), format % args)
@@ -351,7 +388,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, (message + "\n").encode(), "text/plain; charset=utf-8", None, "no-store", (), False)
 
     def _events(self, head: bool) -> None:
-        if not self.server.add_listener(1):
+        if not self.server.add_listener(True):
             self.send_response(HTTPStatus.SERVICE_UNAVAILABLE)
             self.send_header("Retry-After", "10")
             self.send_header("Content-Length", "0")
@@ -374,10 +411,10 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     self.wfile.write(b"event: scene\ndata: " + data + b"\n\n")
                 self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            pass  # the visitor left
+        except OSError:
+            pass  # the visitor left, or the server is closing
         finally:
-            self.server.add_listener(-1)
+            self.server.add_listener(False)
 
 
 def serve(broadcast: Broadcast, host: str = "127.0.0.1", port: int = 8080, note: str = "",

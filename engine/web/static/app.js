@@ -202,6 +202,7 @@ function setup() {
 window.ciel = {
   get sceneId() { return state.shown ? state.shown.id : null; },
   get serverSceneId() { return state.latest ? state.latest.id : null; },
+  get timeToNext() { return state.latest ? state.latest.ends_at - serverNow() : null; },
   get started() { return state.started; },
   get connected() { return state.connected; },
   get skyReady() { return !!(sky && sky.hasImage); },
