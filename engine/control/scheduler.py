@@ -367,8 +367,13 @@ class Scheduler:
         while not self._stop.is_set():
             wait = self.time_to_next()
             self._stop.wait(0.5 if wait is None else min(0.5, wait))
-            if not self._stop.is_set():
+            if self._stop.is_set():
+                break
+            try:
                 self.tick()
+            except Exception as exc:  # e.g. the store closed under us: ticks from the main thread go on
+                log.error("scheduler timer stopped: %s: %s", type(exc).__name__, exc)
+                break
 
     def close(self) -> None:
         """Stop the timer thread (if started). `stop` is the same."""
