@@ -1,0 +1,535 @@
+"""The audio process: decodes ahead into a ring buffer that a PortAudio callback copies out.
+
+Main process: `AudioProcess(config, snapshot_name)` is the handle the engine owns. `start()` spawns
+a child ('spawn' start method, so the child initialises PortAudio afresh and sees the devices of
+now), `poll()` (main thread, each frame) restarts a child that died, stalled or lost its device,
+`status()` reads the shared status block, `stop()` fades out and ends the child.
+
+Child process (`_child_main`): loads the model, opens a sounddevice OutputStream on the device
+chosen by name substring, and runs the decode loop on its main thread:
+
+    read SharedSnapshot -> AudioSynth.step (one latent frame) -> ring (preallocated, float32 (N, 2))
+
+whenever the ring holds less than `ahead_ms` of sound. The PortAudio callback (a PortAudio/JACK
+thread) only copies from the ring (`outdata[:] = ring[...]`); an empty ring gives zeros and counts
+an underflow. Recording (`record = "file.wav"`) is written by a writer thread, never the callback.
+
+Status travels back through a small shared-memory float64 block (`_S_*` slots) plus two text
+fields (device name, last error): counters, heartbeat, output peak, fill, the PortAudio output
+latency, decode-step times and a latency marker for `bench/audio.py`: when the value at the probe
+slot of the parameter snapshot changes (default: the `audio/jump` counter), the child stores the
+output index where that change starts, and the callback stores the monotonic time at which it
+copies that sample out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from typing import Any
+
+import numpy as np
+
+from ..configio import to_table
+from ..errors import AudioDeviceError, CielError, ModelError
+from ..params import REGISTRY
+from .config import AudioConfig
+
+log = logging.getLogger("ciel.audio")
+
+# Status block layout (float64 slots).
+_S_HEARTBEAT, _S_STATE, _S_PID, _S_CALLBACKS, _S_UNDERFLOWS, _S_STALLS = 0, 1, 2, 3, 4, 5
+_S_PEAK, _S_FILL, _S_RATE, _S_BLOCK, _S_LATENCY, _S_XRUNS = 6, 7, 8, 9, 10, 11
+_S_MARK_POS, _S_MARK_SEQ, _S_MARK_TIME, _S_PROBE, _S_STOP, _S_ERRKIND = 12, 13, 14, 15, 16, 17
+_S_READ, _S_WRITTEN, _S_STEPS, _S_CB_TIME, _S_FIRST_SOUND = 18, 19, 20, 21, 22
+_S_STEP_TIMES = 64             # ring of decode-step durations (ms)
+_N_STEP_TIMES = 4096
+_TEXT = (_S_STEP_TIMES + _N_STEP_TIMES) * 8   # byte offset of the text fields
+_TEXT_LEN = 512                # bytes per text field: device name, then last error
+_SIZE = _TEXT + 2 * _TEXT_LEN
+
+STARTING, RUNNING, STOPPED, FAILED = 0.0, 1.0, 2.0, -1.0
+ERR_DEVICE, ERR_MODEL, ERR_OTHER = 1.0, 2.0, 3.0
+NO_DEVICE = "no audio output device: start JACK (jackd -d dummy -r 48000 -p 128 &) or run with --audio none"
+
+
+@dataclass(frozen=True)
+class AudioStatus:
+    """What the audio process reports (read from shared memory; cheap, any thread)."""
+
+    running: bool
+    pid: int
+    device: str
+    samplerate: int
+    blocksize: int
+    callbacks: int
+    underflows: int
+    xruns: int
+    stalls: int
+    restarts: int
+    heartbeat_age_s: float
+    peak_db: float
+    fill_ms: float
+    output_latency_ms: float
+    error: str
+
+
+def _text(buf: memoryview, slot: int) -> str:
+    raw = bytes(buf[_TEXT + slot * _TEXT_LEN:_TEXT + (slot + 1) * _TEXT_LEN])
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _set_text(buf: memoryview, slot: int, value: str) -> None:
+    data = value.encode("utf-8")[: _TEXT_LEN - 1] + b"\0"
+    start = _TEXT + slot * _TEXT_LEN
+    buf[start:start + len(data)] = data
+
+
+# — devices —
+
+def _output_devices(sd: Any) -> list[tuple[int, str]]:
+    apis = sd.query_hostapis()
+    return [(i, f"{d['name']} ({apis[d['hostapi']]['name']})")
+            for i, d in enumerate(sd.query_devices()) if d["max_output_channels"] > 0]
+
+
+def _pick_device(sd: Any, name: str) -> tuple[int, str]:
+    """Output device index and label by name substring (case-insensitive); '' = the default."""
+    outs = _output_devices(sd)
+    if not outs:
+        raise AudioDeviceError(NO_DEVICE)
+    if not name:
+        default = sd.default.device[1]
+        for i, label in outs:
+            if i == default:
+                return i, label
+        return outs[0]
+    hits = [(i, label) for i, label in outs if name.lower() in label.lower()]
+    if not hits:
+        known = ", ".join(label for _, label in outs)
+        raise AudioDeviceError(f"audio device {name!r} not found; outputs: {known} (`ciel devices` lists them)")
+    return hits[0]
+
+
+def list_devices(timeout: float = 15.0) -> list[str]:
+    """Names of the audio outputs now, queried in a fresh process (PortAudio pins the device list
+    when it initialises). Raises AudioDeviceError if PortAudio cannot be loaded."""
+    code = ("import json, sounddevice as sd\n"
+            "from engine.audio.output import _output_devices\n"
+            "print(json.dumps([label for _, label in _output_devices(sd)]))\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))))
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise AudioDeviceError(f"listing audio devices took more than {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+        raise AudioDeviceError(f"cannot query audio devices: {last}")
+    return list(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+# — child process —
+
+class _Ring:
+    """Preallocated stereo ring; `pos[0]` frames read (callback), `pos[1]` frames written (decoder)."""
+
+    def __init__(self, frames: int) -> None:
+        size = 1 << max(10, math.ceil(math.log2(frames)))
+        self.buf = np.zeros((size, 2), np.float32)
+        self.mask = size - 1
+        self.pos = np.zeros(2, np.int64)
+
+    @property
+    def fill(self) -> int:
+        return int(self.pos[1] - self.pos[0])
+
+    def write(self, block: np.ndarray) -> None:
+        n, w = len(block), int(self.pos[1])
+        i = w & self.mask
+        first = min(n, len(self.buf) - i)
+        self.buf[i:i + first] = block[:first]
+        if first < n:
+            self.buf[: n - first] = block[first:]
+        self.pos[1] = w + n
+
+
+def _recorder(path: str, rate: int, q: "queue.Queue[np.ndarray | None]", status: np.ndarray, shm_buf: memoryview) -> None:
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(path, "w", samplerate=rate, channels=2, subtype="PCM_24") as fh:
+            while (block := q.get()) is not None:
+                fh.write(block)
+    except (OSError, RuntimeError) as exc:
+        _set_text(shm_buf, 1, f"recording to {path} failed: {exc}")
+
+
+def _realtime(priority: int) -> str:
+    """Raise the calling thread's scheduling priority: SCHED_FIFO if allowed, else a lower nice
+    value, else nothing. Returns what it did (for the status line)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return f"SCHED_FIFO {priority}"
+    except (PermissionError, OSError, AttributeError):
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, -10)
+        return "nice -10"
+    except (PermissionError, OSError, AttributeError):
+        return "normal priority"
+
+
+def _child_main(cfg_table: dict, snapshot_name: str, status_name: str, seed: int, fade_in_s: float,
+                wait_for_device: bool) -> None:
+    """Entry point of the audio process (spawned). Exits 0 after a stop, 3 on errors (see status)."""
+    status_shm = shared_memory.SharedMemory(name=status_name)
+    st = np.ndarray((_S_STEP_TIMES + _N_STEP_TIMES,), np.float64, buffer=status_shm.buf)
+    buf = status_shm.buf
+    st[_S_PID] = os.getpid()
+    try:
+        _run_child(AudioConfig(**cfg_table), snapshot_name, st, buf, seed, fade_in_s, wait_for_device)
+        st[_S_STATE] = STOPPED
+    except AudioDeviceError as exc:
+        _fail(st, buf, ERR_DEVICE, str(exc))
+    except ModelError as exc:
+        _fail(st, buf, ERR_MODEL, str(exc))
+    except Exception as exc:  # the process boundary: any failure becomes a status line
+        _fail(st, buf, ERR_OTHER, f"{type(exc).__name__}: {exc}")
+    finally:
+        del st
+        status_shm.close()
+
+
+def _fail(st: np.ndarray, buf: memoryview, kind: float, message: str) -> None:
+    _set_text(buf, 1, message)
+    st[_S_ERRKIND] = kind
+    st[_S_STATE] = FAILED
+
+
+def _wait_for_device(sd: Any, name: str, st: np.ndarray, buf: memoryview, wait: bool) -> tuple[int, str] | None:
+    """The output device; when `wait`, re-initialise PortAudio every 0.5 s until it is there
+    (a JACK server restarted, a USB interface plugged back in). None if asked to stop meanwhile."""
+    while True:
+        try:
+            return _pick_device(sd, name)
+        except AudioDeviceError as exc:
+            if not wait:
+                raise
+            _set_text(buf, 1, f"{exc} (waiting for it)")
+        for _ in range(5):
+            st[_S_HEARTBEAT] = time.monotonic()
+            if st[_S_STOP] > 0:
+                return None
+            time.sleep(0.1)
+        sd._terminate()   # PortAudio lists devices only when it initialises
+        sd._initialize()
+
+
+def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memoryview, seed: int,
+               fade_in_s: float, wait_for_device: bool) -> None:
+    import torch
+
+    from ..params import SharedSnapshot
+    from .model import load_audio_model
+    from .stream import AudioSynth
+
+    torch.set_num_threads(cfg.threads)
+    sys.setswitchinterval(0.0005)  # the callback thread waits at most this long for the GIL
+    model = load_audio_model(cfg.model)
+    try:
+        import sounddevice as sd
+    except OSError as exc:
+        raise AudioDeviceError(f"PortAudio not available ({exc}): install libportaudio2 or run with --audio none") from None
+    found = _wait_for_device(sd, cfg.device, st, buf, wait_for_device)
+    if found is None:
+        return
+    index, label = found
+    _set_text(buf, 1, "")
+    snapshot = SharedSnapshot(REGISTRY.size, name=snapshot_name, create=False)
+    values = np.empty(REGISTRY.size, np.float64)
+    if not snapshot.read_into(values):
+        values[:] = REGISTRY.defaults()
+
+    rate = cfg.samplerate
+    try:
+        sd.check_output_settings(device=index, channels=2, dtype="float32", samplerate=rate)
+    except sd.PortAudioError:
+        rate = int(sd.query_devices(index)["default_samplerate"])  # e.g. JACK runs at its own rate
+    synth = AudioSynth(model, rate, seed, fade_in_s=fade_in_s)
+    ahead = max(int(cfg.ahead_ms * rate / 1000), 1)
+    ring = _Ring(ahead + 8 * cfg.blocksize + 4 * model.hop * rate // model.sample_rate + 1024)
+    rb, mask, pos = ring.buf, ring.mask, ring.pos
+    size = len(rb)
+
+    rt = [cfg.realtime]
+
+    def callback(outdata: np.ndarray, frames: int, time_info: Any, flags: Any) -> None:
+        if rt[0]:
+            rt[0] = False
+            _realtime(20)
+        r = int(pos[0])
+        avail = int(pos[1]) - r
+        n = frames if avail >= frames else max(avail, 0)
+        i = r & mask
+        first = min(n, size - i)
+        outdata[:first] = rb[i:i + first]
+        if first < n:
+            outdata[first:n] = rb[: n - first]
+        if n < frames:
+            outdata[n:] = 0.0
+            st[_S_UNDERFLOWS] += 1
+        if flags.output_underflow:
+            st[_S_XRUNS] += 1
+        if r <= st[_S_MARK_POS] < r + n:
+            st[_S_MARK_TIME] = time.monotonic()
+        pos[0] = r + n
+        st[_S_CALLBACKS] += 1
+        st[_S_CB_TIME] = time.monotonic()
+
+    rec_q: queue.Queue[np.ndarray | None] | None = None
+    rec_thread = None
+    if cfg.record:
+        rec_q = queue.Queue()
+        rec_thread = threading.Thread(target=_recorder, args=(cfg.record, rate, rec_q, st, buf), daemon=True)
+        rec_thread.start()
+
+    probe = int(st[_S_PROBE]) if st[_S_PROBE] >= 0 else REGISTRY.index("audio/jump")
+    last_probe = values[probe]
+    peak_decay = math.exp(-1.0 / (0.5 * rate / 192))
+    peak = 0.0
+    steps = 0
+
+    def decode_step() -> None:
+        nonlocal last_probe, peak, steps
+        snapshot.read_into(values)
+        seq = snapshot.sequence
+        out_index = synth.next_out_index
+        t0 = time.perf_counter()
+        block = synth.step(values)
+        st[_S_STEP_TIMES + steps % _N_STEP_TIMES] = (time.perf_counter() - t0) * 1e3
+        steps += 1
+        st[_S_STEPS] = steps
+        if values[probe] != last_probe:
+            last_probe = values[probe]
+            st[_S_MARK_TIME] = 0.0
+            st[_S_MARK_SEQ] = seq
+            st[_S_MARK_POS] = out_index
+        ring.write(block)
+        if rec_q is not None:
+            rec_q.put(block)
+        peak = max(peak * peak_decay, float(np.max(np.abs(block))) if len(block) else 0.0)
+        st[_S_PEAK] = 20 * math.log10(max(peak, 1e-10))
+
+    if cfg.realtime:
+        _realtime(10)
+    while ring.fill < ahead:
+        decode_step()
+    try:
+        stream = sd.OutputStream(samplerate=rate, blocksize=cfg.blocksize, device=index, channels=2,
+                                 dtype="float32", callback=callback, latency="low")
+        stream.start()
+    except sd.PortAudioError as exc:
+        raise AudioDeviceError(f"cannot open audio device {label} at {rate} Hz, block {cfg.blocksize}: {exc}") from None
+    _set_text(buf, 0, label)
+    st[_S_RATE], st[_S_BLOCK] = rate, cfg.blocksize
+    st[_S_LATENCY] = float(stream.latency) * 1e3
+    st[_S_STATE] = RUNNING
+    last_cb, last_cb_change = -1.0, time.monotonic()
+    stopping = False
+    parent = os.getppid()
+    try:
+        while True:
+            now = time.monotonic()
+            st[_S_HEARTBEAT] = now
+            if (st[_S_STOP] > 0 or os.getppid() != parent) and not stopping:  # asked, or orphaned
+                stopping = True
+                synth.fade_out(0.05)
+            if stopping and synth.faded_out and ring.fill == 0:
+                break
+            if st[_S_CALLBACKS] != last_cb:
+                last_cb, last_cb_change = st[_S_CALLBACKS], now
+            elif now - last_cb_change > 1.0:
+                raise AudioDeviceError(f"audio device {label} stopped calling back (device lost)")
+            fill = ring.fill
+            st[_S_FILL], st[_S_READ], st[_S_WRITTEN] = fill, pos[0], pos[1]
+            if fill < ahead:
+                if fill < cfg.blocksize and steps > 0 and st[_S_CALLBACKS] > 0:
+                    st[_S_STALLS] += 1  # decoding fell behind: the next callback may underflow
+                decode_step()
+            else:
+                time.sleep(max(0.0003, (fill - ahead) / rate))
+    finally:
+        try:
+            stream.abort() if not stopping else stream.stop()
+            stream.close()
+        except sd.PortAudioError:
+            pass
+        if rec_q is not None and rec_thread is not None:
+            rec_q.put(None)
+            rec_thread.join(5)
+        snapshot.shm.close()
+
+
+# — main-process handle —
+
+class AudioProcess:
+    """Owns the audio child process. Methods are called from the main thread."""
+
+    RESTART_BACKOFF_S = (0.5, 1.0, 2.0)
+    STALL_S = 2.0
+
+    def __init__(self, config: AudioConfig, snapshot_name: str, probe: str | None = None) -> None:
+        self.config = config
+        self.snapshot_name = snapshot_name
+        self._shm = shared_memory.SharedMemory(create=True, size=_SIZE)
+        self._st = np.ndarray((_S_STEP_TIMES + _N_STEP_TIMES,), np.float64, buffer=self._shm.buf)
+        self._st[:] = 0.0
+        self._st[_S_PROBE] = REGISTRY.index(probe) if probe else -1
+        self._proc: mp.process.BaseProcess | None = None
+        self._ctx = mp.get_context("spawn")
+        self.seed = config.seed or (int(time.time() * 1000) & 0x7FFFFFFF)
+        self.restarts = 0
+        self._failures = 0
+        self._next_try = 0.0
+        self._stopped = False
+
+    # — lifecycle —
+    def _spawn(self, fade_in_s: float, wait_for_device: bool = False) -> None:
+        st = self._st
+        for slot in (_S_STATE, _S_HEARTBEAT, _S_STOP, _S_ERRKIND, _S_MARK_TIME):
+            st[slot] = 0.0
+        st[_S_MARK_POS] = -1.0
+        _set_text(self._shm.buf, 0, "")
+        _set_text(self._shm.buf, 1, "")
+        args = (to_table(self.config), self.snapshot_name, self._shm.name, self.seed + self.restarts, fade_in_s,
+                wait_for_device)
+        if self.config.record and self.restarts:
+            # a restarted process records to a new file beside the first: nothing is overwritten
+            stem, ext = os.path.splitext(self.config.record)
+            args[0]["record"] = f"{stem}-{self.restarts}{ext or '.wav'}"
+        self._proc = self._ctx.Process(target=_child_main, args=args, name="ciel-audio", daemon=True)
+        self._proc.start()
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Spawn the child and wait for sound. Raises AudioDeviceError / ModelError with one line."""
+        self._stopped = False
+        self._spawn(fade_in_s=0.05)
+        deadline = time.monotonic() + timeout
+        while self._st[_S_STATE] == STARTING:
+            if not self._proc or not self._proc.is_alive():
+                if self._st[_S_STATE] == STARTING:
+                    self._raise_failure(f"audio process exited with code {self._proc.exitcode if self._proc else '?'}")
+                break
+            if time.monotonic() > deadline:
+                self._kill()
+                raise AudioDeviceError(f"audio process did not start within {timeout:.0f} s")
+            time.sleep(0.02)
+        if self._st[_S_STATE] == FAILED:
+            self._proc and self._proc.join(2)
+            self._raise_failure("audio process failed")
+        self._failures = 0
+
+    def _raise_failure(self, fallback: str) -> None:
+        message = _text(self._shm.buf, 1) or fallback
+        if self._st[_S_ERRKIND] == ERR_MODEL:
+            raise ModelError(message)
+        raise AudioDeviceError(message)
+
+    def poll(self) -> None:
+        """Main thread, each frame: restart a child that died, stalled or failed (with a fade-in)."""
+        if self._stopped or self._proc is None:
+            return
+        st = self._st
+        alive = self._proc.is_alive()
+        now = time.monotonic()
+        state = st[_S_STATE]
+        stalled = alive and st[_S_HEARTBEAT] > 0 and now - st[_S_HEARTBEAT] > self.STALL_S
+        starting = state == STARTING and alive and not stalled
+        if starting or (alive and state == RUNNING and not stalled):
+            if state == RUNNING:
+                self._failures = 0
+            return
+        if now < self._next_try:
+            return
+        reason = (_text(self._shm.buf, 1) or f"exit code {self._proc.exitcode}") if not stalled else \
+            f"no heartbeat for {now - st[_S_HEARTBEAT]:.1f} s"
+        log.warning("audio process %s (%s); restarting with a fade-in", "stalled" if stalled else "stopped", reason)
+        self._kill()
+        self.restarts += 1
+        self._failures += 1
+        backoff = self.RESTART_BACKOFF_S[min(self._failures - 1, len(self.RESTART_BACKOFF_S) - 1)]
+        self._next_try = now + backoff
+        self._spawn(fade_in_s=0.3, wait_for_device=True)
+
+    def _kill(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            proc.kill()
+            proc.join(2)
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Fade out, end the child, free the status block. Safe to call twice."""
+        self._stopped = True
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            self._st[_S_STOP] = 1.0
+            proc.join(timeout)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(1)
+            self._kill()
+        self._proc = None
+        if self._shm is not None:
+            del self._st
+            self._shm.close()
+            self._shm.unlink()
+            self._shm = None  # type: ignore[assignment]
+
+    # — status —
+    @property
+    def pid(self) -> int:
+        return self._proc.pid if self._proc is not None and self._proc.pid else 0
+
+    def status(self) -> AudioStatus:
+        if self._shm is None:
+            return AudioStatus(False, 0, "", 0, 0, 0, 0, 0, 0, self.restarts, math.inf, -200.0, 0.0, 0.0, "stopped")
+        st = self._st
+        rate = st[_S_RATE] or self.config.samplerate
+        hb = st[_S_HEARTBEAT]
+        return AudioStatus(
+            running=bool(st[_S_STATE] == RUNNING and self._proc is not None and self._proc.is_alive()),
+            pid=self.pid, device=_text(self._shm.buf, 0), samplerate=int(st[_S_RATE]), blocksize=int(st[_S_BLOCK]),
+            callbacks=int(st[_S_CALLBACKS]), underflows=int(st[_S_UNDERFLOWS]), xruns=int(st[_S_XRUNS]),
+            stalls=int(st[_S_STALLS]), restarts=self.restarts,
+            heartbeat_age_s=round(time.monotonic() - float(hb), 3) if hb else math.inf,
+            peak_db=round(float(st[_S_PEAK]), 2) if st[_S_CALLBACKS] else -200.0,
+            fill_ms=round(1000.0 * float(st[_S_FILL]) / float(rate), 2),
+            output_latency_ms=round(float(st[_S_LATENCY]), 2),
+            error=_text(self._shm.buf, 1),
+        )
+
+    def marker(self) -> tuple[int, float, float]:
+        """(snapshot sequence, output index, monotonic time it left the callback or 0) of the newest
+        change at the probe slot. For latency measurements."""
+        st = self._st
+        return int(st[_S_MARK_SEQ]), float(st[_S_MARK_POS]), float(st[_S_MARK_TIME])
+
+    def step_times_ms(self) -> np.ndarray:
+        """Durations of the latest decode steps (ms), oldest first (up to 4096)."""
+        n = int(self._st[_S_STEPS])
+        times = self._st[_S_STEP_TIMES:_S_STEP_TIMES + _N_STEP_TIMES]
+        if n <= _N_STEP_TIMES:
+            return times[:n].copy()
+        i = n % _N_STEP_TIMES
+        return np.concatenate((times[i:], times[:i]))

@@ -1,0 +1,162 @@
+"""The audio process through a real JACK server (dummy driver): sound, restarts, clear errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import missing
+from engine.audio.config import AudioConfig
+from engine.audio.output import AudioProcess, list_devices
+from engine.errors import AudioDeviceError, ModelError
+from engine.params import REGISTRY, ParamStore, SharedSnapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = str(ROOT / "models" / "audio-default")
+
+
+@pytest.fixture
+def store() -> Iterator[ParamStore]:
+    snap = SharedSnapshot(REGISTRY.size)
+    yield ParamStore(snapshot=snap)
+    snap.close()
+
+
+def wait_for(cond, timeout: float, poll: AudioProcess | None = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if poll is not None:
+            poll.poll()
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def level_db(x: np.ndarray) -> float:
+    return 20 * np.log10(max(float(np.sqrt(np.mean(x ** 2))), 1e-12))
+
+
+def test_plays_audible_non_clipping_sound_through_jack(jackd, store: ParamStore, tmp_path: Path) -> None:
+    rec = tmp_path / "out.wav"
+    audio = AudioProcess(AudioConfig(model=MODEL, record=str(rec)), store.snapshot.name)
+    try:
+        audio.start()
+        assert wait_for(lambda: audio.status().callbacks > 300, 20)
+        status = audio.status()
+        assert status.running and "system" in status.device and status.samplerate == 48000
+        assert status.peak_db > -60
+        store.set("audio/glide", 0.0)
+        seq = store.snapshot.sequence
+        store.trigger("audio/jump")
+        assert wait_for(lambda: audio.marker()[0] >= seq and audio.marker()[2] > 0, 5), "jump never reached the output"
+    finally:
+        audio.stop()
+    sound, rate = sf.read(rec)
+    assert rate == 48000 and sound.shape[1] == 2 and len(sound) > rate // 2
+    assert level_db(sound[rate // 4:, 0]) > -45            # audible
+    assert np.abs(sound).max() <= 10 ** (-1 / 20) + 1e-4     # never above -1 dBFS
+    assert np.abs(sound[-240:]).max() < np.abs(sound).max()  # faded out at stop
+
+
+def test_killed_audio_process_comes_back_with_a_fade_in(jackd, store: ParamStore, tmp_path: Path) -> None:
+    rec = tmp_path / "rec.wav"
+    audio = AudioProcess(AudioConfig(model=MODEL, record=str(rec)), store.snapshot.name)
+    try:
+        audio.start()
+        assert wait_for(lambda: audio.status().callbacks > 100, 20)
+        old = audio.pid
+        os.kill(old, signal.SIGKILL)
+        before = audio.status().callbacks
+        assert wait_for(lambda: audio.status().running and audio.pid != old
+                        and audio.status().callbacks > before + 300, 30, poll=audio)
+        assert audio.status().restarts == 1
+    finally:
+        audio.stop()
+    sound, rate = sf.read(tmp_path / "rec-1.wav")
+    first = np.abs(sound[:int(0.01 * rate), 0]).max()
+    later = np.abs(sound[int(0.4 * rate):int(0.8 * rate), 0]).max()
+    assert later > 0.01 and first < 0.2 * later
+
+
+def test_unknown_device_is_one_clear_line(jackd, store: ParamStore) -> None:
+    audio = AudioProcess(AudioConfig(model=MODEL, device="no-such-device-xyz"), store.snapshot.name)
+    try:
+        with pytest.raises(AudioDeviceError) as info:
+            audio.start()
+    finally:
+        audio.stop()
+    message = str(info.value)
+    assert "no-such-device-xyz" in message and "not found" in message and "\n" not in message
+
+
+def test_no_jack_server_is_one_clear_line(store: ParamStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", f"ciel-absent-{os.getpid()}")
+    if list_devices():
+        pytest.skip("this machine has a sound card besides JACK")
+    audio = AudioProcess(AudioConfig(model=MODEL), store.snapshot.name)
+    try:
+        with pytest.raises(AudioDeviceError) as info:
+            audio.start()
+    finally:
+        audio.stop()
+    message = str(info.value)
+    assert "no audio output device" in message and "--audio none" in message and "jackd" in message
+    assert "\n" not in message
+
+
+def test_corrupt_model_is_a_model_error_naming_the_file(store: ParamStore, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(MODEL, bad)
+    (bad / "model.safetensors").write_bytes(b"garbage" * 50)
+    audio = AudioProcess(AudioConfig(model=str(bad)), store.snapshot.name)
+    try:
+        with pytest.raises(ModelError) as info:
+            audio.start()
+    finally:
+        audio.stop()
+    assert str(bad / "model.safetensors") in str(info.value)
+
+
+def _private_jackd(name: str) -> subprocess.Popen:
+    exe = shutil.which("jackd")
+    if exe is None:
+        missing("jackd not found (Debian package jackd2)")
+    proc = subprocess.Popen([exe, "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "128"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(os.environ, JACK_NO_AUDIO_RESERVATION="1"))
+    ok = wait_for(lambda: subprocess.run(["jack_lsp", "-s", name], capture_output=True).returncode == 0, 10)
+    if not ok:
+        proc.kill()
+        missing("jackd did not start")
+    return proc
+
+
+def test_sound_returns_when_jack_is_restarted(store: ParamStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"ciel-test-{os.getpid()}"
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)  # a server of our own: others keep theirs
+    server = _private_jackd(name)
+    audio = AudioProcess(AudioConfig(model=MODEL), store.snapshot.name)
+    try:
+        audio.start()
+        assert wait_for(lambda: audio.status().callbacks > 100, 20)
+        server.kill()
+        server.wait()
+        assert wait_for(lambda: "waiting" in audio.status().error, 15, poll=audio)
+        server = _private_jackd(name)
+        before = audio.status().callbacks
+        assert wait_for(lambda: audio.status().running and audio.status().callbacks > before + 100, 15, poll=audio)
+        assert audio.status().peak_db > -60
+    finally:
+        audio.stop()
+        server.kill()
+        server.wait()
