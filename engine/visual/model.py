@@ -209,11 +209,11 @@ def load_image_model(folder: str | Path, compile: bool = False) -> ImageModel:
         p.requires_grad_(False)
     model = ImageModel(gen, cfg.latent_dim, cfg.resolution, dict(card), folder)
     if compile:
-        model.generator, model.compiled = compile_generator(gen, cfg)
+        model.generator, model.compiled = compile_generator(gen, cfg.latent_dim)
     return model
 
 
-def compile_generator(gen: nn.Module, cfg: GeneratorConfig) -> tuple[nn.Module, bool]:
+def compile_generator(gen: nn.Module, latent_dim: int) -> tuple[nn.Module, bool]:
     """`torch.compile` with inductor freezing (about 3x faster than eager on a CPU); eager on failure."""
     try:
         import torch._inductor.config as inductor_config
@@ -221,7 +221,7 @@ def compile_generator(gen: nn.Module, cfg: GeneratorConfig) -> tuple[nn.Module, 
         inductor_config.freezing = True
         compiled = torch.compile(gen, dynamic=False)
         with torch.inference_mode():
-            compiled(torch.zeros(1, cfg.latent_dim))
+            compiled(torch.zeros(1, latent_dim))
         return compiled, True
     except Exception as exc:  # inductor raises many kinds (no compiler, unsupported op): eager still works
         log.warning("torch.compile failed, using the eager generator: %s", str(exc).splitlines()[0][:200])

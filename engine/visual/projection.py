@@ -110,3 +110,10 @@ def project(lon: np.ndarray, lat: np.ndarray, projection: int, width: int, heigh
     x, y = forward(vlon, vlat, projection)
     lay = layout(width, height)
     return lay.cx + lay.scale * x, height - (lay.cy + lay.scale * y)
+
+
+def texture_uv(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mapping 0 (mirrored equirectangular): sky (lon, lat) → texture (u, v), v = 0 at the image's
+    top row. Longitudes -90°..90° show the image as is, the far side shows it mirrored."""
+    t = np.mod(np.asarray(lon, float) / np.pi + 0.5, 2.0)
+    return 1.0 - np.abs(t - 1.0), 0.5 - np.asarray(lat, float) / np.pi

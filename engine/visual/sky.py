@@ -38,6 +38,22 @@ def fragment_source(name: str = "sky.frag", header: str = DESKTOP_HEADER) -> str
     return "\n".join((header + shader_text("projection.glsl"), shader_text("noise.glsl"), shader_text(name)))
 
 
+SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swiftshader", "software")
+
+
+def gl_renderer(ctx: moderngl.Context) -> str:
+    """The GL renderer string, e.g. 'llvmpipe (LLVM 15.0.6, 256 bits)'."""
+    return str(ctx.info.get("GL_RENDERER", "unknown"))
+
+
+def resolve_render_scale(configured: float, ctx: moderngl.Context) -> float:
+    """`configured` if > 0, else 0.5 on a software rasteriser and 1.0 on a GPU."""
+    if configured > 0:
+        return configured
+    name = gl_renderer(ctx).lower()
+    return 0.5 if any(s in name for s in SOFTWARE_RENDERERS) else 1.0
+
+
 class SkyRenderer:
     """Draw the oval sky. `values` are the flat parameter targets (engine.params layout).
 
@@ -111,9 +127,13 @@ class SkyRenderer:
             raise ValueError(f"keyframe: expected a square (H, W, 3) uint8 image, got {image.shape}")
         if image.shape[0] != self.texture_size:
             self._make_textures(image.shape[0])
+        first = self._key_t is None and not self._arrived
         for pair, img in ((self._front, image), (self._back, back if back is not None else image)):
             pair.reverse()
-            pair[1].write(np.ascontiguousarray(img, dtype=np.uint8))
+            data = np.ascontiguousarray(img, dtype=np.uint8)
+            pair[1].write(data)
+            if first:  # nothing to fade from yet
+                pair[0].write(data)
         self._arrived = True
 
     def note_hit(self, x: float, y: float) -> bool:

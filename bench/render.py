@@ -1,0 +1,81 @@
+"""Sky rendering speed: the real window loop at 1920x1080 under Xvfb (software GL) while the GAN
+worker makes 256x256 keyframes and, when the audio stage is present, the audio process plays
+through a JACK dummy server.
+
+Keys: fps_1080p (frames per second of the window loop), frame_ms_p99 (99th percentile of the time
+between flips), gan_keyframes_per_s (keyframes made per second during the run), gan_ms_p50
+(median generator time per 256x256 keyframe), renderer (GL renderer string), load (cores, load
+average, what else ran). `--quick`: 12 s instead of 40 s. `--no-audio`: without the audio process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import machine_load, percentile
+from engine import parts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str]) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m bench render")
+    ap.add_argument("--quick", action="store_true", help="12 s instead of 40 s")
+    ap.add_argument("--no-audio", action="store_true", help="do not run the audio process")
+    ap.add_argument("--seconds", type=float, default=None)
+    args = ap.parse_args(argv)
+    seconds = args.seconds or (12.0 if args.quick else 40.0)
+    warmup = 2.0
+    audio = not args.no_audio and (ROOT / "engine" / "audio" / "output.py").is_file()
+
+    from engine.app import Engine, RunOptions
+    from engine.patch import load_patch
+    from engine.visual.window import run_window
+
+    with contextlib.ExitStack() as stack:
+        os.environ["DISPLAY"] = stack.enter_context(parts.xvfb(size="1920x1080x24"))
+        if audio:
+            stack.enter_context(parts.jackd(rate=48000, period=128))
+        patch = load_patch()
+        visual = dataclasses.replace(patch.visual, width=1920, height=1080, fullscreen=True, fps=240.0,
+                                     keyframes_per_s=12.0, seed=1)
+        audio_cfg = dataclasses.replace(patch.audio, output="auto" if audio else "none")
+        patch = patch.replace(visual=visual, audio=audio_cfg)
+        engine = Engine(patch, None, RunOptions(audio=audio, window=True, control=False))
+        stack.callback(engine.close)
+        flips: list[float] = []
+        done = engine.frame_done
+
+        def frame_done(now: float) -> None:
+            flips.append(time.perf_counter())
+            done(now)
+
+        engine.frame_done = frame_done  # type: ignore[method-assign]
+        t0 = time.perf_counter()
+        report = run_window(engine, deadline=engine.clock() + seconds)
+        underflows = None
+        if engine.audio is not None:
+            underflows = getattr(engine.audio.status(), "underflows", None)
+    times = np.asarray(flips)
+    times = times[times >= t0 + warmup]
+    gaps_ms = np.diff(times) * 1000.0
+    fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+    gan = list(report.gan_ms)
+    other = "audio process + JACK dummy" if audio else "no audio"
+    if underflows is not None:
+        other += f" ({underflows} underflows)"
+    return {
+        "fps_1080p": round(fps, 1),
+        "frame_ms_p99": percentile(gaps_ms, 99),
+        "gan_keyframes_per_s": round(report.keyframes_per_s, 1),
+        "gan_ms_p50": percentile(gan, 50),
+        "renderer": f"{report.renderer}, sky at {report.render_scale:g} of 1920x1080 + full-res composite",
+        "load": f"{machine_load()}; {other}; {seconds:g} s window under Xvfb",
+    }

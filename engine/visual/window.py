@@ -1,0 +1,288 @@
+"""The performance window: pygame + moderngl, the oval sky, the note and an overlay line.
+
+`run_window(engine, deadline)` owns the main thread until quit. The render loop is one function,
+`_loop`: tick → drain control (window events) → update (parameters, newest keyframe) → render →
+flip → frame_done. The generator runs in a `GanWorker` thread; the loop never waits for it.
+
+Keys: Esc quits · F11 fullscreen · S or F12 screenshot · N program note · Space next scene.
+A click on the grey circle at the bottom opens or closes the note.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import moderngl
+import numpy as np
+
+from ..errors import DisplayError
+from .config import VisualConfig
+from .model import load_image_model
+from .sky import SkyRenderer, gl_renderer, resolve_render_scale, shader_text, DESKTOP_HEADER
+from .worker import GanWorker, make_paths, render_keyframe
+
+log = logging.getLogger(__name__)
+
+NO_DISPLAY = "no display: start Xvfb (Xvfb :99 & export DISPLAY=:99) or run with --headless"
+
+
+def open_window(cfg: VisualConfig) -> tuple[Any, moderngl.Context]:
+    """Open the pygame OpenGL window described by `cfg`; DisplayError (one line) if impossible."""
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    import pygame
+
+    try:
+        pygame.display.init()
+    except pygame.error as exc:
+        raise DisplayError(f"{NO_DISPLAY} ({exc})") from None
+    driver = pygame.display.get_driver()
+    if driver in ("offscreen", "dummy") and os.environ.get("SDL_VIDEODRIVER") != driver:
+        # SDL falls back to an invisible surface when there is no display: say so instead
+        pygame.display.quit()
+        raise DisplayError(NO_DISPLAY)
+    pygame.display.gl_set_attribute(pygame.GL_CONTEXT_MAJOR_VERSION, 3)
+    pygame.display.gl_set_attribute(pygame.GL_CONTEXT_MINOR_VERSION, 3)
+    pygame.display.gl_set_attribute(pygame.GL_CONTEXT_PROFILE_MASK, pygame.GL_CONTEXT_PROFILE_CORE)
+    pygame.display.set_caption("ciel")
+    displays = pygame.display.get_num_displays()
+    display = cfg.display if cfg.display < displays else 0
+    if cfg.display >= displays:
+        log.warning("display %d not found (%d displays): using display 0", cfg.display, displays)
+    flags = pygame.OPENGL | pygame.DOUBLEBUF
+    size = (cfg.width, cfg.height)
+    if cfg.fullscreen:
+        flags |= pygame.FULLSCREEN
+        size = (0, 0)
+    else:
+        flags |= pygame.RESIZABLE
+    surface, last = None, None
+    for vsync in ((1, 0) if cfg.vsync else (0,)):
+        try:
+            with warnings.catch_warnings():  # "vsync not available" (Xvfb) is expected, not a problem
+                warnings.simplefilter("ignore")
+                surface = pygame.display.set_mode(size, flags, display=display, vsync=vsync)
+            break
+        except pygame.error as exc:
+            last = exc
+    if surface is None:
+        pygame.display.quit()
+        raise DisplayError(f"{NO_DISPLAY} (could not open an OpenGL window: {last})")
+    pygame.mouse.set_visible(not cfg.fullscreen)
+    try:
+        ctx = moderngl.create_context(require=330)
+    except Exception as exc:  # moderngl raises plain Exception without a usable GL
+        pygame.display.quit()
+        raise DisplayError(f"no OpenGL 3.3 in the window: {exc}") from None
+    return pygame, ctx
+
+
+class Overlay:
+    """Text drawn over the sky (the note, problem messages): one RGBA texture the size of the
+    window, made once and written into when the text changes. Render thread only."""
+
+    def __init__(self, ctx: moderngl.Context, pygame: Any, width: int, height: int) -> None:
+        self.ctx, self.pg = ctx, pygame
+        pygame.font.init()
+        self.prog = ctx.program(vertex_shader=DESKTOP_HEADER + shader_text("sky.vert"),
+                                fragment_shader=DESKTOP_HEADER + shader_text("overlay.frag"))
+        self.vao = ctx.vertex_array(self.prog, [])
+        self.tex: moderngl.Texture | None = None
+        self.resize(width, height)
+
+    def resize(self, width: int, height: int) -> None:
+        if self.tex is not None:
+            self.tex.release()
+        self.width, self.height = width, height
+        self.tex = self.ctx.texture((width, height), 4)
+        self.tex.filter = (moderngl.NEAREST, moderngl.NEAREST)
+        self._key: tuple = ()
+        self._rects = []
+        self.font = self.pg.font.Font(None, max(14, height // 40))
+        self.small = self.pg.font.Font(None, max(12, height // 60))
+
+    def draw(self, note: str | None, messages: list[str], status: str) -> None:
+        key = (note, tuple(messages), status)
+        if key != self._key:
+            self._key = key
+            self._paint(note, messages, status)
+        if not self._rects:
+            return
+        self.ctx.enable(moderngl.BLEND)
+        self.ctx.blend_func = moderngl.SRC_ALPHA, moderngl.ONE_MINUS_SRC_ALPHA
+        self.tex.use(0)
+        self.prog["uText"].value = 0
+        for rect in self._rects:  # blend only where there is text: a full-window blend costs ms on a CPU
+            self.ctx.scissor = rect
+            self.vao.render(moderngl.TRIANGLES, vertices=3)
+        self.ctx.scissor = None
+        self.ctx.disable(moderngl.BLEND)
+
+    def _paint(self, note: str | None, messages: list[str], status: str) -> None:
+        pg = self.pg
+        canvas = pg.Surface((self.width, self.height), pg.SRCALPHA)
+        self._rects: list[tuple[int, int, int, int]] = []  # GL scissor boxes (x, y from the bottom, w, h)
+        if note:
+            lines = [ln for para in note.splitlines() for ln in _wrap(self.font, para, int(self.width * 0.6))]
+            lh = self.font.get_linesize()
+            h = lh * len(lines) + 2 * lh
+            w = int(self.width * 0.6) + 2 * lh
+            x0, y0 = (self.width - w) // 2, (self.height - h) // 2
+            canvas.fill((10, 10, 14, 215), pg.Rect(x0, y0, w, h))
+            self._rects.append((x0, self.height - y0 - h, w, h))
+            for i, line in enumerate(lines):
+                canvas.blit(self.font.render(line, True, (225, 225, 225)), (x0 + lh, y0 + lh + i * lh))
+        y = self.height - self.small.get_linesize() - 4
+        for text, colour in ([(status, (150, 150, 150))] if status else []) + [(m, (255, 120, 100)) for m in messages]:
+            line = self.small.render(text[:200], True, colour)
+            canvas.blit(line, (8, y))
+            self._rects.append((8, self.height - y - line.get_height(), line.get_width(), line.get_height()))
+            y -= self.small.get_linesize()
+        rgba = pg.image.tobytes(canvas, "RGBA", True)  # flipped: GL rows start at the bottom
+        self.tex.write(rgba)
+
+    def release(self) -> None:
+        self.tex.release()
+        self.vao.release()
+        self.prog.release()
+
+
+def _wrap(font: Any, text: str, width: int) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        trial = f"{line} {word}".strip()
+        if font.size(trial)[0] > width and line:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return lines + [line] if line or not lines else lines
+
+
+def screenshot(ctx: moderngl.Context, width: int, height: int, folder: Path) -> Path:
+    """Save the current back buffer as PNG in `folder`; returns the file."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = ctx.screen.read(viewport=(0, 0, width, height), components=3, alignment=1)
+    img = np.frombuffer(raw, np.uint8).reshape(height, width, 3)[::-1]
+    path = folder / time.strftime("ciel-%Y%m%d-%H%M%S.png")
+    n = 1
+    while path.exists():
+        path = folder / time.strftime(f"ciel-%Y%m%d-%H%M%S-{n}.png")
+        n += 1
+    Image.fromarray(img).save(path)
+    return path
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    """What a window session did: GL renderer, keyframes made, generator times (ms), sky scale."""
+
+    renderer: str
+    keyframes: int
+    keyframes_per_s: float
+    gan_ms: tuple[float, ...]
+    render_scale: float
+    worker_error: str | None
+
+
+def run_window(engine: Any, deadline: float = math.inf) -> WindowReport:
+    """Open the window, start the generator worker and run the render loop until quit or `deadline`
+    (engine clock seconds). Main thread. Raises DisplayError when no window can be opened."""
+    cfg: VisualConfig = engine.patch.visual
+    pygame, ctx = open_window(cfg)
+    model = load_image_model(cfg.model)
+    seed = cfg.seed or int(time.time()) & 0x7FFFFFFF
+    worker = GanWorker(model, seed, cfg.keyframes_per_s, cfg.threads, cfg.compile)
+    worker.start()
+    width, height = pygame.display.get_window_size()
+    sky = SkyRenderer(ctx, width, height, model.resolution, resolve_render_scale(cfg.render_scale, ctx))
+    overlay = Overlay(ctx, pygame, width, height)
+    log.info("window %dx%d on %s, sky at %.2f of the resolution", width, height, gl_renderer(ctx), sky.render_scale)
+    # the first picture comes from this process (a few ms) while the worker process starts
+    sky.upload(*render_keyframe(model, make_paths(model, seed), engine.store.values, 0.0, True))
+    try:
+        _loop(engine, pygame, ctx, sky, overlay, worker, cfg, deadline)
+    finally:
+        worker.stop()
+        overlay.release()
+        sky.release()
+        pygame.display.quit()
+    return WindowReport(gl_renderer(ctx), worker.count, worker.rate, tuple(worker.times_ms), sky.render_scale, worker.error)
+
+
+def _loop(engine: Any, pygame: Any, ctx: moderngl.Context, sky: SkyRenderer, overlay: Overlay,
+          worker: GanWorker, cfg: VisualConfig, deadline: float) -> None:
+    store = engine.store
+    period = 1.0 / cfg.fps
+    fullscreen = cfg.fullscreen
+    status = ""
+    status_until = 0.0
+    next_frame = engine.clock()
+    values = np.empty_like(store.values)
+    shot = False
+    while engine.running:
+        now = engine.clock()
+        if now >= deadline:
+            break
+        # tick
+        engine.tick(now)
+        # drain control: window events
+        for event in pygame.event.get():
+            if event.type == pygame.QUIT:
+                engine.running = False
+            elif event.type == pygame.KEYDOWN:
+                if event.key == pygame.K_ESCAPE:
+                    engine.running = False
+                elif event.key == pygame.K_F11:
+                    fullscreen = not fullscreen
+                    pygame.display.toggle_fullscreen()
+                    pygame.mouse.set_visible(not fullscreen)
+                elif event.key in (pygame.K_s, pygame.K_F12):
+                    shot = True
+                elif event.key == pygame.K_n:
+                    store.set("note/show", 0.0 if store.get1("note/show") > 0.5 else 1.0, "window")
+                elif event.key == pygame.K_SPACE:
+                    store.trigger("scene/next", "window")
+            elif event.type == pygame.MOUSEBUTTONDOWN and event.button == 1:
+                if sky.note_hit(*event.pos):
+                    store.set("note/show", 0.0 if store.get1("note/show") > 0.5 else 1.0, "window")
+            elif event.type in (pygame.VIDEORESIZE, pygame.WINDOWSIZECHANGED):
+                w, h = pygame.display.get_window_size()
+                if (w, h) != (sky.width, sky.height):
+                    sky.resize(w, h)
+                    overlay.resize(w, h)
+        # update
+        values[:] = store.values
+        worker.update(values)
+        keyframe = worker.latest()
+        if keyframe is not None:
+            sky.upload(keyframe.image, keyframe.back)
+        if worker.error:
+            engine.report("image", worker.error)
+        # render
+        ctx.screen.use()
+        sky.render(values, now)
+        if shot:  # the sky without the overlay, before the flip
+            path = screenshot(ctx, sky.width, sky.height, Path(cfg.screenshots))
+            status, status_until, shot = f"screenshot {path}", now + 3.0, False
+        if now > status_until:
+            status = ""
+        note = None
+        if values[store.registry.index("note/show")] > 0.5:
+            note = engine.patch.note or "This patch has no program note."
+        overlay.draw(note, engine.messages(), status)
+        # flip
+        pygame.display.flip()
+        engine.frame_done(engine.clock())
+        next_frame = max(next_frame + period, engine.clock() - period)
+        wait = next_frame - engine.clock()
+        if wait > 0:
+            time.sleep(wait)
