@@ -1,0 +1,225 @@
+"""`ciel train audio`: the waveform VAE of the audio engine, trained on a CPU.
+
+- Model: `engine.audio.model.AudioVAE` — non-causal encoder, the causal streaming decoder the
+  audio process plays.
+- Loss: multi-resolution STFT (spectral convergence + log-magnitude L1 at FFT sizes 1024 … 64,
+  hop a quarter of the size) + beta · KL with *free bits*: each latent dimension's KL (averaged
+  over batch and frames) counts at least `free_bits` nats, so the optimiser gains nothing by
+  collapsing a dimension to the prior and the knobs keep moving the sound. Beta rises linearly
+  over `kl_warmup_steps`.
+- Batches: `batch` random windows of `window` samples; a clip is picked with probability
+  proportional to its length, a window inside it at random; short clips are zero-padded.
+- Export: weights + the PCA of encoder means over random windows (so knob 1 is the direction the
+  data varies most) + up to `export_clips` encoded clips for replay.
+
+Previews at every checkpoint (RUN/previews/): `audio-STEP-recon.wav` (two dataset snippets, each
+followed by its reconstruction), `audio-STEP-walk.wav` (a slow walk between encoded snippets,
+decoded block by block with the streaming decoder, as the engine plays it) and `audio-STEP.png`
+(their spectrograms). Runs on the training process's main thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..configio import field
+from ..errors import DatasetError
+from ..audio.model import AudioModelConfig, AudioVAE, export_audio_model
+from . import previews
+from .ingest import Dataset
+from .loop import Env, RunConfig, wrap_ddp
+
+
+@dataclass(frozen=True)
+class AudioTrainConfig:
+    """`ciel train audio` settings (saved as RUN/train.toml and in the model card)."""
+
+    run: RunConfig = RunConfig()
+    model: AudioModelConfig = AudioModelConfig()
+    batch: int = field(8, minimum=1, maximum=4096, doc="Windows per step (per process under torchrun).")
+    window: int = field(16384, minimum=256, maximum=1 << 22, doc="Samples per window (a multiple of the model's hop).")
+    lr: float = field(1e-3, minimum=0.0, maximum=1.0, doc="Adam learning rate.")
+    grad_clip: float = field(10.0, minimum=0.0, doc="Gradient norm clip (0 = off).")
+    beta: float = field(0.05, minimum=0.0, maximum=100.0, doc="Weight of the KL term.")
+    free_bits: float = field(0.1, minimum=0.0, maximum=10.0, doc="Nats per latent dimension the KL term does not penalise.")
+    kl_warmup_steps: int = field(500, minimum=0, doc="Steps over which beta rises from 0.")
+    fft_sizes: tuple[int, ...] = field((1024, 512, 256, 128, 64), doc="FFT sizes of the multi-resolution STFT loss.")
+    preview_seconds: float = field(2.0, minimum=0.25, maximum=60.0, doc="Length of each preview snippet (s).")
+    export_clips: int = field(16, minimum=0, maximum=4096, doc="Encoded dataset clips stored in the model for replay.")
+    export_clip_seconds: float = field(4.0, minimum=0.1, maximum=600.0, doc="Longest stored clip (s).")
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    """Sum over FFT sizes of spectral convergence + mean |log S - log Ŝ| (magnitudes, Hann window).
+
+    Inputs (B, 1, L) or (B, L) float; returns a scalar."""
+
+    def __init__(self, fft_sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.fft_sizes = fft_sizes
+        for n in fft_sizes:
+            self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred, target = pred.reshape(-1, pred.shape[-1]), target.reshape(-1, target.shape[-1])
+        total = pred.new_zeros(())
+        for n in self.fft_sizes:
+            win = getattr(self, f"window_{n}")
+            sp = torch.stft(pred, n, n // 4, window=win, return_complex=True).abs() + 1e-7
+            st = torch.stft(target, n, n // 4, window=win, return_complex=True).abs() + 1e-7
+            total = total + torch.linalg.norm(st - sp) / torch.linalg.norm(st) + (sp.log() - st.log()).abs().mean()
+        return total
+
+
+def kl_free_bits(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(penalised KL, raw KL) in nats per frame, summed over latent dimensions.
+
+    mu, logvar: (B, D, T). Each dimension's KL averaged over batch and frames counts at least
+    `free_bits`."""
+    kl = 0.5 * (mu.square() + logvar.exp() - logvar - 1.0)
+    per_dim = kl.mean(dim=(0, 2))
+    return per_dim.clamp_min(free_bits).sum(), per_dim.sum()
+
+
+class AudioTask:
+    """The VAE, its optimiser, batch sampling and one step."""
+
+    kind = "audio"
+
+    def __init__(self, cfg: AudioTrainConfig, data: Dataset | None, env: Env,
+                 audio: torch.Tensor | None = None, index: np.ndarray | None = None, samplerate: int | None = None) -> None:
+        self.env = env
+        if audio is None:
+            if data is None or data.index.shape[0] == 0:
+                raise DatasetError(f"{data.folder if data else 'dataset'}: no sound to train on "
+                                   "(the ingest report lists what was skipped)")
+            audio, index, samplerate = torch.from_numpy(np.array(data.audio)), np.array(data.index), data.config.samplerate
+        model_cfg = dataclasses.replace(cfg.model, sample_rate=int(samplerate or cfg.model.sample_rate))
+        if cfg.window % model_cfg.hop:
+            raise ValueError(f"window: {cfg.window} is not a multiple of the model's hop ({model_cfg.hop})")
+        self.cfg = dataclasses.replace(cfg, model=model_cfg)
+        self.audio = audio  # int16 [samples], CPU
+        self.index = torch.from_numpy(np.asarray(index, dtype=np.int64))  # [clips, 2] (start, length)
+        self.weights = self.index[:, 1].double().clamp_min(1.0)
+        self.summary = dict(data.summary) if data else {}
+        torch.manual_seed(cfg.run.seed)
+        self.vae = AudioVAE(model_cfg).to(env.device)
+        self.vae_ddp = wrap_ddp(self.vae, env)
+        self.opt = torch.optim.Adam(self.vae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+        self.stft = MultiResolutionSTFTLoss(cfg.fft_sizes).to(env.device)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"vae": self.vae}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"vae": self.opt}
+
+    def describe(self) -> dict[str, Any]:
+        sr = self.cfg.model.sample_rate
+        return {"sample_rate": sr, "latent_dim": self.cfg.model.latent_dim, "batch": self.cfg.batch,
+                "batch_seconds": round(self.cfg.batch * self.cfg.window / sr, 3),
+                "dataset_clips": int(self.index.shape[0]), "audio_minutes": round(float(self.index[:, 1].sum()) / sr / 60, 2),
+                "parameters": sum(p.numel() for p in self.vae.parameters())}
+
+    def windows(self, g: torch.Generator, count: int, length: int) -> torch.Tensor:
+        """float32 (count, 1, length) random windows in [-1, 1] on the device."""
+        clips = torch.multinomial(self.weights, count, replacement=True, generator=g)
+        out = torch.zeros(count, 1, length)
+        for i, c in enumerate(clips.tolist()):
+            start, n = (int(v) for v in self.index[c])
+            off = int(torch.randint(0, max(1, n - length + 1), (1,), generator=g))
+            piece = self.audio[start + off: start + min(n, off + length)]
+            out[i, 0, : piece.numel()] = piece.float() / 32768.0
+        return out.to(self.env.device)
+
+    def beta(self, step: int) -> float:
+        w = self.cfg.kl_warmup_steps
+        return self.cfg.beta * (min(1.0, step / w) if w else 1.0)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        x = self.windows(self.env.generator(step), cfg.batch, cfg.window)
+        self.vae.train()
+        recon, mu, logvar = self.vae_ddp(x)
+        stft = self.stft(recon, x)
+        kl, kl_raw = kl_free_bits(mu, logvar, cfg.free_bits)
+        loss = stft + self.beta(step) * kl
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.vae.parameters(), cfg.grad_clip)
+        self.opt.step()
+        return {"stft": stft.item(), "kl": kl_raw.item()}
+
+    # --- previews and export ------------------------------------------------------------------
+
+    def fixed_windows(self, count: int, length: int) -> torch.Tensor:
+        """The same `count` windows at every checkpoint (so previews can be compared)."""
+        return self.windows(torch.Generator().manual_seed(4321), count, length)
+
+    @torch.no_grad()
+    def walk(self, seconds: float) -> np.ndarray:
+        """A slow walk through latents of encoded snippets, decoded block by block by the streaming decoder."""
+        sr, hop = self.cfg.model.sample_rate, self.cfg.model.hop
+        frames = max(2, int(seconds * sr / hop))
+        self.vae.eval()
+        mu, _ = self.vae.encode(self.fixed_windows(4, self.cfg.window))
+        anchors = mu.mean(dim=2)  # (4, D): one point per snippet
+        t = torch.linspace(0, anchors.shape[0] - 1, frames, device=mu.device)
+        lo = t.floor().long().clamp(max=anchors.shape[0] - 2)
+        frac = (t - lo)[:, None]
+        path = anchors[lo] * (1 - frac) + anchors[lo + 1] * frac  # (frames, D)
+        path = path + 0.5 * mu.std() * torch.randn(path.shape, generator=torch.Generator().manual_seed(7)).to(path.device)
+        z = path.T[None]  # (1, D, frames)
+        stream = self.vae.streaming(1)
+        blocks = [stream(z[..., i:i + 4]) for i in range(0, frames, 4)]
+        return torch.cat(blocks, dim=-1)[0, 0].float().cpu().numpy()
+
+    def write_previews(self, folder: Path, step: int) -> list[Path]:
+        sr = self.cfg.model.sample_rate
+        n = int(self.cfg.preview_seconds * sr) // self.cfg.model.hop * self.cfg.model.hop
+        self.vae.eval()
+        with torch.no_grad():
+            x = self.fixed_windows(2, n)
+            recon = self.vae(x)[0][..., :n]
+        gap = np.zeros(sr // 4, np.float32)
+        originals = [x[i, 0].cpu().numpy() for i in range(2)]
+        recons = [recon[i, 0].float().cpu().numpy() for i in range(2)]
+        pairs = np.concatenate([np.concatenate([o, gap, r, gap]) for o, r in zip(originals, recons)])
+        walk = self.walk(2 * self.cfg.preview_seconds)
+        out = [previews.save_wav(folder / f"audio-{step:08d}-recon.wav", pairs, sr),
+               previews.save_wav(folder / f"audio-{step:08d}-walk.wav", walk, sr)]
+        sheet = previews.spectrogram_sheet(
+            [originals[0], recons[0], originals[1], recons[1], walk],
+            ["data 1", f"reconstruction 1 (step {step})", "data 2", "reconstruction 2", "latent walk (streaming decoder)"], sr)
+        out.append(previews.save_png(folder / f"audio-{step:08d}.png", sheet))
+        return out
+
+    @torch.no_grad()
+    def export(self, folder: Path, card_extra: dict[str, Any]) -> Path:
+        cfg = self.cfg
+        self.vae.eval()
+        g = torch.Generator().manual_seed(99)
+        latents = [self.vae.encode(self.windows(g, 8, cfg.window))[0].cpu() for _ in range(8)]
+        clips = []
+        longest = int(cfg.export_clip_seconds * cfg.model.sample_rate)
+        for c in range(min(cfg.export_clips, self.index.shape[0])):
+            start, n = (int(v) for v in self.index[c])
+            x = self.audio[start: start + min(n, longest)].float().div(32768.0).view(1, 1, -1).to(self.env.device)
+            clips.append(self.vae.encode(x)[0][0].cpu())
+        extra = dict(card_extra)
+        extra.setdefault("description",
+                         f"Waveform VAE trained by `ciel train audio` for {extra.get('steps', 0)} steps on "
+                         f"{self.describe()['audio_minutes']} minutes of sound (multi-resolution STFT + KL "
+                         f"with free bits); knobs are the PCA of the training latents.")
+        vae = AudioVAE(cfg.model)
+        vae.load_state_dict({k: v.cpu() for k, v in self.vae.state_dict().items()})
+        return export_audio_model(vae, folder, extra, torch.cat(latents), clips)

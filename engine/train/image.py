@@ -1,0 +1,262 @@
+"""`ciel train image`: the DCGAN-style generator of the visual engine, trained for small data on a CPU.
+
+- Generator: `engine.visual.model.Generator` (transposed convolutions, batch norm).
+- Discriminator: its mirror — 4x4 stride-2 convolutions from the resolution down to 4x4, widths
+  doubling from `d_channels` up to `d_max_channels`, LeakyReLU 0.2, spectral norm on every layer.
+- Loss: hinge. One generator forward per step feeds both updates (as PyTorch-GAN's dcgan.py does):
+  the generator step through a frozen discriminator, then the discriminator on the real and the
+  detached fake batch in one call.
+- DiffAugment (Zhao et al. 2020: colour, translation, cutout) on every image the discriminator
+  sees, real or fake, so a hundred photos are enough not to be memorised at once; real photos are
+  also mirrored left-right.
+- EMA of the generator weights (batch-norm statistics copied), with a warm-up so short runs
+  benefit; the EMA generator is what previews show and what is exported.
+
+Shapes: the dataset's uint8 photos [N, S, S, 3] are resized once to the model resolution R and
+kept as uint8 on the device; batches are float [B, 3, R, R] in [-1, 1]. Called on the training
+process's main thread by `engine.train.loop.train`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from ..configio import field
+from ..errors import DatasetError
+from ..visual.model import Generator, GeneratorConfig, export_image_model
+from . import previews
+from .ingest import Dataset
+from .loop import Env, RunConfig, wrap_ddp
+
+AUGMENTS = ("color", "translation", "cutout")
+
+
+@dataclass(frozen=True)
+class ImageTrainConfig:
+    """`ciel train image` settings (saved as RUN/train.toml and in the model card)."""
+
+    run: RunConfig = RunConfig()
+    resolution: int = field(256, choices=(64, 128, 256), doc="Side of the generated images (pixels).")
+    latent_dim: int = field(128, minimum=1, maximum=1024, doc="Size of the generator's latent vector.")
+    channels: int = field(256, minimum=8, maximum=2048, doc="Generator width at 4x4 (halves at each doubling).")
+    min_channels: int = field(16, minimum=4, maximum=1024, doc="Narrowest generator layer.")
+    d_channels: int = field(16, minimum=4, maximum=1024, doc="Discriminator width at full resolution (doubles as it shrinks).")
+    d_max_channels: int = field(256, minimum=8, maximum=2048, doc="Widest discriminator layer.")
+    batch: int = field(16, minimum=1, maximum=4096, doc="Photos per step (per process under torchrun).")
+    lr_g: float = field(2e-4, minimum=0.0, maximum=1.0, doc="Generator learning rate (Adam).")
+    lr_d: float = field(2e-4, minimum=0.0, maximum=1.0, doc="Discriminator learning rate (Adam).")
+    beta1: float = field(0.5, minimum=0.0, maximum=0.9999, doc="Adam beta1.")
+    beta2: float = field(0.99, minimum=0.0, maximum=0.99999, doc="Adam beta2.")
+    ema: float = field(0.999, minimum=0.0, maximum=0.999999, doc="EMA decay of the generator weights.")
+    augment: str = field("color,translation,cutout", doc="DiffAugment policy: comma-separated from color, translation, cutout ('' = none).")
+    flip: bool = field(True, doc="Mirror real photos left-right at random.")
+    preview_images: int = field(16, minimum=1, maximum=256, doc="Images in the preview grid.")
+
+    def generator_config(self) -> GeneratorConfig:
+        return GeneratorConfig(resolution=self.resolution, latent_dim=self.latent_dim,
+                               channels=self.channels, min_channels=self.min_channels)
+
+
+class Discriminator(nn.Module):
+    """(B, 3, R, R) → (B,) logits. Spectral-normalised 4x4 stride-2 convolutions down to 4x4."""
+
+    def __init__(self, resolution: int, channels: int = 16, max_channels: int = 256) -> None:
+        super().__init__()
+        steps = int(math.log2(resolution // 4))
+        widths = [min(max_channels, channels << i) for i in range(steps)]
+        layers: list[nn.Module] = []
+        cin = 3
+        for cout in widths:
+            layers += [spectral_norm(nn.Conv2d(cin, cout, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.head = spectral_norm(nn.Conv2d(cin, 1, 4, 1, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).flatten()
+
+
+def diff_augment(x: torch.Tensor, policy: tuple[str, ...], g: torch.Generator) -> torch.Tensor:
+    """DiffAugment: differentiable colour, translation (1/8 of the side) and cutout (half the side)
+    on a batch (B, 3, H, W) in [-1, 1]; random draws come from `g` (CPU) so runs are repeatable."""
+    b, _, h, w = x.shape
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=g).to(x.device)
+
+    if "color" in policy:
+        x = x + (rand(b, 1, 1, 1) - 0.5)
+        mean = x.mean(dim=1, keepdim=True)
+        x = (x - mean) * (rand(b, 1, 1, 1) * 2) + mean
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * (rand(b, 1, 1, 1) + 0.5) + mean
+    if "translation" in policy:
+        shift = (rand(b, 2) - 0.5) * 0.25 * 2  # ±1/8 of the side, in grid units ([-1, 1] spans the image)
+        theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+        theta[:, :, 2] = shift
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    if "cutout" in policy:
+        ch, cw = h // 2, w // 2
+        cy = (rand(b, 1, 1) * (h + 1 - ch % 2)).long() - ch // 2
+        cx = (rand(b, 1, 1) * (w + 1 - cw % 2)).long() - cw // 2
+        ys = torch.arange(h, device=x.device).view(1, h, 1)
+        xs = torch.arange(w, device=x.device).view(1, 1, w)
+        hole = (ys >= cy) & (ys < cy + ch) & (xs >= cx) & (xs < cx + cw)
+        x = x * (~hole).unsqueeze(1).to(x.dtype)
+    return x
+
+
+def parse_policy(text: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = [p for p in parts if p not in AUGMENTS]
+    if unknown:
+        raise ValueError(f"augment: unknown {unknown}; expected some of {list(AUGMENTS)}")
+    return parts
+
+
+def photos_at(images: np.ndarray, resolution: int, device: torch.device) -> torch.Tensor:
+    """uint8 [N, S, S, 3] → uint8 [N, 3, R, R] on `device` (area-resized in chunks when S != R)."""
+    out = torch.empty(images.shape[0], 3, resolution, resolution, dtype=torch.uint8)
+    for i in range(0, images.shape[0], 64):
+        chunk = torch.from_numpy(np.array(images[i:i + 64])).permute(0, 3, 1, 2)
+        if chunk.shape[-1] != resolution:
+            mode = "area" if chunk.shape[-1] > resolution else "bilinear"
+            chunk = F.interpolate(chunk.float(), size=(resolution, resolution), mode=mode).round().clamp(0, 255).byte()
+        out[i:i + 64] = chunk
+    return out.to(device)
+
+
+class ImageTask:
+    """The GAN, its optimisers, the EMA generator and one training step."""
+
+    kind = "image"
+
+    def __init__(self, cfg: ImageTrainConfig, data: Dataset | None, env: Env, photos: torch.Tensor | None = None) -> None:
+        self.cfg, self.env = cfg, env
+        self.policy = parse_policy(cfg.augment)
+        if photos is None:
+            if data is None or data.images.shape[0] == 0:
+                raise DatasetError(f"{data.folder if data else 'dataset'}: no photos to train on "
+                                   "(the ingest report lists what was skipped)")
+            photos = photos_at(data.images, cfg.resolution, env.device)
+        self.photos = photos
+        self.summary = dict(data.summary) if data else {}
+        torch.manual_seed(cfg.run.seed)
+        self.gen = Generator(cfg.generator_config()).to(env.device)
+        self.disc = Discriminator(cfg.resolution, cfg.d_channels, cfg.d_max_channels).to(env.device)
+        self.ema = copy.deepcopy(self.gen).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.gen_ddp = wrap_ddp(self.gen, env)
+        self.disc_ddp = wrap_ddp(self.disc, env)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr_d, betas=betas)
+        self.preview_z = torch.randn(cfg.preview_images, cfg.latent_dim,
+                                     generator=torch.Generator().manual_seed(1234)).to(env.device)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"generator": self.gen, "discriminator": self.disc, "ema": self.ema}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.opt_g, "discriminator": self.opt_d}
+
+    def describe(self) -> dict[str, Any]:
+        return {"resolution": self.cfg.resolution, "latent_dim": self.cfg.latent_dim, "batch": self.cfg.batch,
+                "photos": int(self.photos.shape[0]),
+                "generator_parameters": sum(p.numel() for p in self.gen.parameters()),
+                "discriminator_parameters": sum(p.numel() for p in self.disc.parameters())}
+
+    def real_batch(self, g: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(0, self.photos.shape[0], (self.cfg.batch,), generator=g).to(self.photos.device)
+        x = self.photos[idx].float().div_(127.5).sub_(1.0)
+        if self.cfg.flip:
+            flip = (torch.rand(self.cfg.batch, generator=g) < 0.5).to(x.device)
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One generator and one discriminator update (hinge loss, DiffAugment); returns the losses."""
+        cfg = self.cfg
+        g = self.env.generator(step)
+        real = self.real_batch(g)
+        z = torch.randn(cfg.batch, cfg.latent_dim, generator=g).to(self.env.device)
+        self.gen.train()
+        fake = self.gen_ddp(z)
+        # generator update through a frozen discriminator (its plain module: no DDP gradient sync)
+        self.disc.requires_grad_(False)
+        loss_g = -self.disc(diff_augment(fake, self.policy, g)).mean()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.disc.requires_grad_(True)
+        # discriminator update on real and detached fake photos in one call
+        logits = self.disc_ddp(diff_augment(torch.cat([real, fake.detach()]), self.policy, g))
+        d_real, d_fake = logits[: cfg.batch], logits[cfg.batch:]
+        loss_d = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        self.update_ema(step)
+        return {"d_loss": loss_d.item(), "g_loss": loss_g.item(),
+                "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
+
+    @torch.no_grad()
+    def update_ema(self, step: int) -> None:
+        decay = min(self.cfg.ema, (1.0 + step) / (10.0 + step))
+        for e, p in zip(self.ema.parameters(), self.gen.parameters()):
+            e.lerp_(p, 1.0 - decay)
+        for e, b in zip(self.ema.buffers(), self.gen.buffers()):
+            e.copy_(b)
+
+    def standing_generator(self) -> Generator:
+        """A copy of the EMA generator with batch-norm statistics measured for its own weights
+        ("standing statistics"), in eval mode: what the exported model makes."""
+        gen = copy.deepcopy(self.ema)
+        for m in gen.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average over the batches below
+        g = torch.Generator().manual_seed(self.cfg.run.seed + 17)
+        gen.train()
+        with torch.no_grad():
+            for _ in range(4):
+                gen(torch.randn(32, self.cfg.latent_dim, generator=g).to(self.env.device))
+        return gen.eval()
+
+    @torch.no_grad()
+    def sample(self, z: torch.Tensor, gen: Generator | None = None) -> np.ndarray:
+        """uint8 [N, R, R, 3] from the standing EMA generator."""
+        gen = gen or self.standing_generator()
+        return previews.to_uint8_images(gen(z).float().cpu().numpy())
+
+    def write_previews(self, folder: Path, step: int) -> list[Path]:
+        """RUN/previews/image-STEP.png (grid from fixed latents) and, once, dataset.png (real photos)."""
+        cols = int(math.ceil(math.sqrt(self.cfg.preview_images)))
+        out = [previews.save_png(folder / f"image-{step:08d}.png", previews.image_grid(self.sample(self.preview_z), cols))]
+        real = folder / "dataset.png"
+        if not real.exists():
+            n = min(self.cfg.preview_images, self.photos.shape[0])
+            pick = self.photos[torch.linspace(0, self.photos.shape[0] - 1, n).long()].permute(0, 2, 3, 1).cpu().numpy()
+            out.append(previews.save_png(real, previews.image_grid(pick, cols)))
+        return out
+
+    def export(self, folder: Path, card_extra: dict[str, Any]) -> Path:
+        extra = dict(card_extra)
+        extra.setdefault("description",
+                         f"DCGAN-style generator trained by `ciel train image` for {extra.get('steps', 0)} steps "
+                         f"on {self.photos.shape[0]} photos at {self.cfg.resolution} px "
+                         "(hinge loss, DiffAugment, spectral-norm discriminator, EMA weights).")
+        return export_image_model(self.standing_generator().cpu(), folder, extra)
