@@ -21,63 +21,22 @@ from typing import Iterator
 
 import pytest
 
+from bench.soak import JackServer
 from conftest import missing
 from engine.patch import ROOT, load_patch
 
 SERVER = f"ciel-faults-{os.getpid()}"
 
 
-def jack_answers(server: str) -> bool:
-    lsp = shutil.which("jack_lsp")
-    env = dict(os.environ, JACK_DEFAULT_SERVER=server, JACK_NO_START_SERVER="1")
-    try:
-        return lsp is not None and subprocess.run([lsp], env=env, capture_output=True, timeout=5).returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
-
-
-class Jack:
-    """A private JACK dummy server that a test can kill and start again."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        exe = shutil.which("jackd")
-        if exe is None:
-            missing("jackd not found (Debian package jackd2)")
-        env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_DEFAULT_SERVER=self.name)
-        self.proc = subprocess.Popen([exe, "-n", self.name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while not jack_answers(self.name):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                missing(f"jackd -n {self.name} did not start")
-            time.sleep(0.1)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Kill the server (a crash: SIGKILL). A killed server leaves its name registered with JACK;
-        starting it again under the same name takes the slot back, and `stop` frees it."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-
-    def stop(self) -> None:
-        self.kill(signal.SIGTERM)
-
-
 @pytest.fixture
-def jack(monkeypatch) -> Iterator[Jack]:
-    monkeypatch.setenv("JACK_DEFAULT_SERVER", SERVER)  # the spawned audio process inherits it
+def jack(monkeypatch) -> Iterator[JackServer]:
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", SERVER)  # restored after the test
     monkeypatch.setenv("JACK_NO_START_SERVER", "1")
-    j = Jack(SERVER)
-    j.start()
+    j = JackServer(SERVER)
+    try:
+        j.start()  # sets $JACK_DEFAULT_SERVER: the spawned audio process inherits it
+    except (FileNotFoundError, RuntimeError) as exc:
+        missing(str(exc))
     try:
         yield j
     finally:
@@ -127,6 +86,7 @@ def test_jack_killed_and_restarted_sound_returns_within_5s(jack):
         jack.start()
         back = run_until(engine, sounding(engine), 15)
         assert back is not None, f"no sound after JACK came back: {engine.audio.status()}"
+        print(f"sound back {back:.2f} s after JACK returned")
         assert back < 5.0, f"sound came back after {back:.1f} s"
         assert os.getpid() == pid_main and engine.running
         assert engine.audio.status().restarts >= 1
