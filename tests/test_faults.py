@@ -84,7 +84,8 @@ def test_jack_killed_and_restarted_sound_returns_within_5s(jack):
             "the engine did not notice the sound server is gone"
         run_until(engine, lambda: False, 2.0)  # a while without a server: restarts fail and back off
         jack.start()
-        back = run_until(engine, sounding(engine), 15)
+        callbacks = engine.audio.status().callbacks
+        back = run_until(engine, sounding(engine, callbacks), 15)
         assert back is not None, f"no sound after JACK came back: {engine.audio.status()}"
         print(f"sound back {back:.2f} s after JACK returned")
         assert back < 5.0, f"sound came back after {back:.1f} s"
@@ -104,7 +105,8 @@ def test_audio_process_killed_is_restarted_and_logged(jack, caplog):
         old = engine.audio.pid
         caplog.set_level(logging.WARNING)
         os.kill(old, signal.SIGKILL)
-        back = run_until(engine, lambda: engine.audio.pid != old and sounding(engine)(), 20)
+        callbacks = engine.audio.status().callbacks
+        back = run_until(engine, lambda: engine.audio.pid != old and sounding(engine, callbacks)(), 20)
         assert back is not None, engine.audio.status()
         assert engine.audio.status().restarts == 1
         assert any("audio process" in r.getMessage() and "restarting" in r.getMessage() for r in caplog.records)
