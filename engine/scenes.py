@@ -244,3 +244,68 @@ def bake(folder: str | Path, count: int, audio_model, image_model, values: np.nd
         if progress is not None:
             progress(i + 1, count)
     return folder / INDEX
+
+
+class BakedImageWorker:
+    """Shows the images of baked scenes in place of the GAN worker (weak hardware).
+
+    Same interface as engine.visual.worker.GanWorker (`start`, `update`, `latest`, `stop`, `count`,
+    `error`, `times_ms`), so the render loop needs no other change. Fed by the scheduler: each scene
+    with an `image` is read (Pillow) on the thread that fires the scene (the scheduler's timer or
+    the main thread's tick), never in the render loop's `latest()`. `back` is the previous image (the
+    two-hemisphere mapping turns from one to the next).
+    """
+
+    def __init__(self, scheduler, clock: Callable[[], float] = time.monotonic) -> None:
+        from .visual.worker import Keyframe
+
+        self._keyframe = Keyframe
+        self.clock = clock
+        self.count = 0
+        self.error: str | None = None
+        self.times_ms: list[float] = []
+        self._latest = None
+        self._taken = 0
+        self._front: np.ndarray | None = None
+        scheduler.add_listener(self._on_scene)
+        if scheduler.scene is not None:
+            self._on_scene(scheduler.scene)
+
+    def _on_scene(self, scene) -> None:
+        from PIL import Image, UnidentifiedImageError
+
+        if getattr(scene, "image", None) is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            with Image.open(scene.image) as im:
+                image = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except (OSError, UnidentifiedImageError) as exc:
+            self.error = f"baked image {scene.image}: {exc}"
+            return
+        back, self._front = self._front, image
+        self.count += 1
+        ms = 1000.0 * (time.perf_counter() - t0)
+        self.times_ms.append(ms)
+        del self.times_ms[:-512]
+        self._latest = self._keyframe(image, back if back is not None and back.shape == image.shape else None,
+                                      self.count, self.clock(), ms)
+
+    def start(self) -> None:
+        """Nothing to start: images arrive with the scenes."""
+
+    def is_alive(self) -> bool:
+        return True
+
+    def update(self, values: np.ndarray) -> None:
+        """The GAN worker takes parameter targets here; baked images do not depend on them."""
+
+    def latest(self):
+        kf = self._latest
+        if kf is None or kf.seq == self._taken:
+            return None
+        self._taken = kf.seq
+        return kf
+
+    def stop(self, timeout: float = 0.0) -> None:
+        """Nothing to stop."""

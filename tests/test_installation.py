@@ -147,3 +147,29 @@ def test_install_runs_scenes_serves_health_and_logs(jackd, xdisplay, tmp_path, b
     assert proc.returncode == 0, out[-2000:]
     log = (logs / "ciel.log").read_text()
     assert "installation: patch" in log
+
+
+def test_baked_image_worker_shows_each_scene_image(baked):
+    """On weak hardware the render loop takes baked images from this worker instead of the GAN."""
+    from engine.control.config import ScheduleConfig
+    from engine.control.scheduler import Scheduler
+    from engine.params import ParamStore
+    from engine.scenes import BakedImageWorker
+
+    t = [0.0]
+    sched = Scheduler(ScheduleConfig(period=1.0, no_repeat=2, baked=str(baked)), ParamStore(), clock=lambda: t[0])
+    worker = BakedImageWorker(sched)
+    worker.start()
+    assert worker.latest() is None
+    shown = []
+    for i in range(4):
+        t[0] = float(i)
+        scene = sched.tick()
+        kf = worker.latest()
+        assert kf is not None and worker.latest() is None  # each image once
+        expected = np.asarray(Image.open(scene.image).convert("RGB"))
+        assert np.array_equal(kf.image, expected)
+        if shown:
+            assert np.array_equal(kf.back, shown[-1])
+        shown.append(kf.image)
+    assert worker.count == 4 and worker.error is None
