@@ -65,7 +65,7 @@ def installation_patch(args: argparse.Namespace) -> Patch:
     """The installation patch with command-line overrides; the schedule is checked at once, so a
     bad opening time, time zone or baked folder is one clear line before anything starts."""
     from .commands import patch_from_args
-    from .control.scheduler import Scheduler
+    from .control.scheduler import Scheduler, baked_folder
     from .params import ParamStore
 
     if args.patch is None:
@@ -76,6 +76,8 @@ def installation_patch(args: argparse.Namespace) -> Patch:
         sched = dataclasses.replace(sched, period=args.period)
     if args.baked is not None:
         sched = dataclasses.replace(sched, baked=str(Path(args.baked).resolve()))
+    elif sched.baked:  # relative to the patch file, made absolute for the engine
+        sched = dataclasses.replace(sched, baked=str(baked_folder(sched.baked, patch.source)))
     if args.always_open:
         sched = dataclasses.replace(sched, hours=())
     web = patch.web if args.health_port is None else dataclasses.replace(patch.web, health_port=args.health_port)
