@@ -158,7 +158,7 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, name="soak-sampler", daemon=True)
 
     def _sample(self) -> dict:
-        doc = self.sup.health.sample()
+        doc = self.sup.health.document()  # sampled by the supervisor thread once a second
         rss, fds = usage(os.getpid())
         audio = doc.get("audio") or {}
         gan = self.sup.gan_watch.restarts if self.sup.gan_watch else 0
@@ -179,10 +179,10 @@ class Sampler:
         self._thread.start()
 
     def end(self) -> dict:
+        """Stop sampling; the last sample taken while the window still ran (not after it closed)."""
         self._stop.set()
         self._thread.join(timeout=5)
-        self.last = self._sample()
-        return self.last
+        return self.last or self._sample()
 
 
 def run(minutes: float, period: float, real: bool) -> dict:
