@@ -1,0 +1,158 @@
+"""Image latent paths and the generator worker process: determinism, jumps, holds, newest-wins
+keyframes, failures as data, and a display that never waits for a slow generator."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from engine.params import REGISTRY
+from engine.visual.model import Generator, GeneratorConfig, export_image_model, load_image_model
+from engine.visual.worker import GanWorker, ImagePath
+
+SLOT = REGISTRY.index
+
+
+def values(**kw: float) -> np.ndarray:
+    v = REGISTRY.defaults()
+    for name, value in kw.items():
+        v[SLOT(name.replace("__", "/"))] = value
+    return v
+
+
+def walk(path: ImagePath, v: np.ndarray, seconds: float, fps: float = 10.0, start: float = 0.0) -> list[np.ndarray]:
+    return [path.step(v, start + i / fps) for i in range(int(seconds * fps))]
+
+
+def test_same_seed_same_path_other_seed_other_path():
+    v = values(image__walk__speed=0.5)
+    a = walk(ImagePath(64, 7), v, 5)
+    b = walk(ImagePath(64, 7), v, 5)
+    c = walk(ImagePath(64, 8), v, 5)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.allclose(a[-1], c[-1])
+    steps = [np.linalg.norm(y - x) for x, y in zip(a, a[1:])]
+    assert max(steps) < 0.5 and min(steps) > 0  # it moves, smoothly
+
+
+def test_jump_glides_to_a_new_latent_over_the_glide_time():
+    v = values(image__walk__speed=0.0, image__glide=2.0)
+    path = ImagePath(64, 1)
+    before = path.step(v, 0.0)
+    v[SLOT("image/jump")] += 1
+    mid = path.step(v, 1.0)
+    after = path.step(v, 2.5)
+    assert 0 < np.linalg.norm(mid - before) < np.linalg.norm(after - before)
+    assert np.linalg.norm(after - before) > 5  # a different region of the latent space
+    assert np.array_equal(path.step(v, 3.0), after)  # speed 0: stays there
+
+
+def test_scene_next_also_jumps_and_hold_freezes():
+    v = values(image__walk__speed=1.0, image__glide=0.0)
+    path = ImagePath(32, 2)
+    z0 = path.step(v, 0.0)
+    v[SLOT("image/hold")] = 1.0
+    assert np.array_equal(path.step(v, 3.0), z0)
+    v[SLOT("scene/next")] += 1
+    z1 = path.step(v, 3.1)
+    assert np.linalg.norm(z1 - z0) > 3
+
+
+def test_temperature_and_offsets():
+    path = ImagePath(32, 3)
+    z = path.step(values(image__walk__speed=0.0), 0.0)
+    v = values(image__walk__speed=0.0, image__temperature=0.5)
+    v[REGISTRY.slot("image/offset")] = np.arange(8) * 0.25
+    z2 = path.step(v, 0.0)
+    assert np.allclose(z2[:8], 0.5 * z[:8] + np.arange(8) * 0.25, atol=1e-6)
+    assert np.allclose(z2[8:], 0.5 * z[8:], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gen")
+    export_image_model(Generator(GeneratorConfig(resolution=64, latent_dim=16, channels=32)), folder)
+    return load_image_model(folder)
+
+
+def wait_for(pred, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
+
+
+def test_worker_delivers_newest_keyframes_once_and_reads_parameters(small_model):
+    worker = GanWorker(small_model, seed=1, keyframes_per_s=40.0)
+    worker.start()
+    try:
+        wait_for(lambda: worker.count >= 3)
+        kf = worker.latest()
+        assert kf is not None and kf.image.shape == (64, 64, 3) and kf.back is None
+        seen = kf.seq
+        time.sleep(0.3)
+        kf2 = worker.latest()
+        assert kf2 is not None and kf2.seq > seen + 1  # the ones in between were dropped
+        nxt = worker.latest()
+        assert nxt is None or nxt.seq > kf2.seq  # each keyframe is taken once
+        worker.update(values(sky__mapping=1.0))
+        wait_for(lambda: (k := worker.latest()) is not None and k.back is not None)
+        assert worker.error is None
+    finally:
+        worker.stop()
+    assert worker.count > 5 and worker.rate > 0
+
+
+def test_generator_failure_becomes_data(tmp_path):
+    export_image_model(Generator(GeneratorConfig(resolution=64, latent_dim=16, channels=32)), tmp_path)
+    model = load_image_model(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"not a model")
+    worker = GanWorker(model, seed=1)
+    worker.start()
+    try:
+        wait_for(lambda: worker.error is not None)
+        assert "image generator stopped: ModelError" in worker.error
+        assert str(tmp_path / "model.safetensors") in worker.error
+        assert worker.latest() is None
+    finally:
+        worker.stop()
+
+
+def test_display_never_waits_for_a_slow_generator(gl_context, small_model):
+    """Generator slowed to 500 ms per picture: frame times stay even (p99 < 2x median)."""
+    from engine.visual.sky import SkyRenderer
+
+    w, h = 640, 360
+    fbo = gl_context.framebuffer(color_attachments=[gl_context.texture((w, h), 3)])
+    fbo.use()
+    sky = SkyRenderer(gl_context, w, h, 64, 1.0)
+    worker = GanWorker(small_model, seed=2, keyframes_per_s=50.0, slow_s=0.5)
+    worker.start()
+    v = values()
+    times, arrivals = [], 0
+    try:
+        wait_for(lambda: worker.count >= 1)
+        for i in range(5):  # warm up the program
+            sky.render(v, i / 60)
+        gl_context.finish()
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            t0 = time.perf_counter()
+            worker.update(v)
+            kf = worker.latest()
+            if kf is not None:
+                sky.upload(kf.image)
+                arrivals += 1
+            sky.render(v, time.monotonic())
+            gl_context.finish()
+            times.append(time.perf_counter() - t0)
+    finally:
+        worker.stop()
+        sky.release()
+        fbo.release()
+    assert arrivals >= 3, "the slowed generator should still deliver a picture every ~0.5 s"
+    assert len(times) > 10 * arrivals
+    median, p99 = np.median(times), np.percentile(times, 99)
+    assert p99 < 2 * median, f"frame time p99 {p99 * 1000:.1f} ms vs median {median * 1000:.1f} ms"
