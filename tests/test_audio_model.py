@@ -1,4 +1,6 @@
-"""The audio VAE: streaming equals offline, no clicks at block seams, model files load safely."""
+"""The audio VAE: streaming equals offline across block boundaries, model files load safely.
+
+The click detector on a latent sweep runs on what a listener hears: tests/test_audio_stream.py."""
 
 from __future__ import annotations
 
@@ -25,13 +27,11 @@ def sweep_latent(d: int, frames: int, seed: int = 0) -> torch.Tensor:
     return (3 * torch.sin(6.28 * rates * t[None] * 0.5 + phase))[None]
 
 
-def stream_decode(vae: AudioVAE, z: torch.Tensor, blocks: list[int], reset_each: bool = False) -> torch.Tensor:
+def stream_decode(vae: AudioVAE, z: torch.Tensor, blocks: list[int]) -> torch.Tensor:
     dec = vae.streaming()
     out, i, k = [], 0, 0
     while i < z.shape[-1]:
         n = blocks[k % len(blocks)]
-        if reset_each:
-            dec.reset()
         out.append(dec(z[..., i:i + n]))
         i, k = i + n, k + 1
     return torch.cat(out, -1)
@@ -51,33 +51,6 @@ def test_streaming_equals_offline_across_block_boundaries(vae: AudioVAE) -> None
         streamed = stream_decode(vae, z, blocks)
         assert streamed.shape == offline.shape == (1, 1, 300 * vae.cfg.hop)
         assert (streamed - offline).abs().max().item() < 1e-4, blocks
-
-
-def seam_click_ratio(audio: np.ndarray, hop: int, seams: np.ndarray) -> float:
-    """Click detector: mean second difference around block seams over that around the other
-    latent-frame boundaries (seams always fall on frame boundaries; ~1 means no click)."""
-    d2 = np.abs(np.diff(audio, 2))
-    frames = len(audio) // hop
-    def around(b: int) -> float:
-        return float(d2[b * hop - 2:b * hop + 1].max())  # d2[n] spans samples n .. n+2
-    bounds = np.arange(1, frames)
-    is_seam = np.isin(bounds, seams)
-    at = np.array([around(b) for b in bounds[is_seam]])
-    other = np.array([around(b) for b in bounds[~is_seam]])
-    return float(at.mean() / other.mean())
-
-
-def test_no_clicks_at_block_seams_on_a_latent_sweep(vae: AudioVAE) -> None:
-    frames, hop = 500, vae.cfg.hop
-    z = sweep_latent(16, frames)
-    blocks = [5, 2, 9]
-    bounds = np.cumsum([blocks[k % 3] for k in range(frames)])
-    seams = bounds[bounds < frames]
-    audio = stream_decode(vae, z, blocks)[0, 0].numpy()
-    assert seam_click_ratio(audio, hop, seams) < 1.15
-    # the detector does hear clicks when the stream forgets its left context at each block
-    broken = stream_decode(vae, z, blocks, reset_each=True)[0, 0].numpy()
-    assert seam_click_ratio(broken, hop, seams) > 1.3
 
 
 def test_export_orders_latents_by_pca_and_roundtrips(tmp_path: Path, vae: AudioVAE) -> None:
@@ -136,7 +109,7 @@ def test_bad_model_files_raise_model_error_naming_the_file(tmp_path: Path, damag
         card.write_text(card.read_text().replace("hop = 64", "hop = 128"))
         name = card
     elif damage == "shape":
-        card.write_text(card.read_text().replace("channels = [128, 64, 32, 16]", "channels = [96, 64, 32, 16]"))
+        card.write_text(card.read_text().replace("channels = [128, 64, 32, 8]", "channels = [96, 64, 32, 8]"))
         name = weights
     else:
         from safetensors.torch import load_file, save_file

@@ -87,6 +87,40 @@ def test_a_ceiling_above_minus_one_dbfs_is_not_honoured(model) -> None:
     assert np.abs(out).max() <= db_to_gain(-1.0) + 1e-6
 
 
+def sweep_steps(synth: AudioSynth, steps: int, reset_every: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Step the synth through a sweep of every latent offset (-3..3 sigma); returns the left
+    channel and the output index where each step's first decoded sample lands."""
+    v = values(audio__walk__speed=0.0)
+    sl = REGISTRY.slot("audio/offset")
+    out, seams = [], []
+    for k in range(steps):
+        v[sl] = 3 * np.sin(2 * np.pi * 0.5 * (k / 250) * np.arange(1, 17) / 4)
+        if reset_every and k % reset_every == 0:
+            synth.decoder.reset()  # a broken stream that forgets its left context
+        seams.append(synth.next_out_index)
+        out.append(synth.step(v)[:, 0])
+    return np.concatenate(out).astype(np.float64), np.array(seams[50:])
+
+
+def click_ratio(audio: np.ndarray, seams: np.ndarray, frame: int) -> float:
+    """Click detector: mean second difference at the seams between decode steps over that in the
+    middle of the steps (about 1 when nothing happens at the seams)."""
+    d2 = np.abs(np.diff(audio, 2))
+    seams = seams[seams + frame < len(d2)]
+    at = np.array([d2[b - 3:b + 1].max() for b in seams])
+    mid = np.array([d2[b + frame // 2 - 3:b + frame // 2 + 1].max() for b in seams])
+    return float(at.mean() / mid.mean())
+
+
+def test_no_clicks_at_decode_seams_on_a_latent_sweep(model) -> None:
+    frame = model.hop * RATE // model.sample_rate
+    audio, seams = sweep_steps(AudioSynth(model, RATE, seed=3), 500)
+    assert click_ratio(audio, seams, frame) < 1.2
+    # the detector hears the clicks of a stream that loses its state every third step
+    broken, seams = sweep_steps(AudioSynth(model, RATE, seed=3), 500, reset_every=3)
+    assert click_ratio(broken, seams, frame) > 1.4
+
+
 def test_panic_mutes_at_once_and_mute_zero_brings_sound_back_with_a_fade(model) -> None:
     synth = AudioSynth(model, RATE, seed=2)
     v = values()

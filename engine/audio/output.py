@@ -525,6 +525,11 @@ class AudioProcess:
         st = self._st
         return int(st[_S_MARK_SEQ]), float(st[_S_MARK_POS]), float(st[_S_MARK_TIME])
 
+    @property
+    def decode_steps(self) -> int:
+        """Decode steps run so far by the current audio process."""
+        return int(self._st[_S_STEPS])
+
     def step_times_ms(self) -> np.ndarray:
         """Durations of the latest decode steps (ms), oldest first (up to 4096)."""
         n = int(self._st[_S_STEPS])

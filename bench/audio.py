@@ -1,0 +1,223 @@
+"""Audio benchmark: decode speed, and OSC-to-sound latency through a real JACK dummy server.
+
+    python -m bench audio [--quick] [--seconds S] [--osc-rate N] [--load sky|cpu|none]
+                          [--samplerate 48000] [--blocksize 128] [--ahead-ms 6]
+
+Keys:
+  rtf            offline decode time / audio time of the default model, 1 s of audio, one thread
+  block_ms_p50/p99  time of one decode step in the running audio process (one latent frame:
+                 decoder, safety stage, resampler; 4 ms of audio for the default model)
+  latency_ms_p50/p99  from sending an OSC message (/ciel/audio/jump with audio/glide 0) to the
+                 time the callback copies out the first sample decoded from the new latent
+  underflows     callbacks that found the ring short plus PortAudio's output-underflow flags,
+                 during the run
+  seconds        length of the run
+  load           cores and load average, and what ran beside the audio process
+
+The OSC path is the real one: a python-osc client sends UDP to ciel's OSC server
+(engine.control.osc), which writes the ParamStore, which publishes to the shared snapshot that the
+audio process reads each decode step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import machine_load, percentile
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "models" / "audio-default"
+
+SKY_LOAD = """
+import math, sys, time
+import numpy as np
+from engine.params import REGISTRY
+from engine.visual.config import VisualConfig
+from engine.visual.offline import FrameRenderer
+r = FrameRenderer(VisualConfig(model=sys.argv[1]), 1920, 1080, seed=0)
+v, t, end = REGISTRY.defaults(), 0.0, time.monotonic() + float(sys.argv[2])
+print("ready", flush=True)
+while time.monotonic() < end:
+    r.frame(v, t)
+    t += 1 / 30
+"""
+
+CPU_LOAD = """
+import sys, time
+import numpy as np
+a = np.random.rand(400, 400); end = time.monotonic() + float(sys.argv[2])
+print("ready", flush=True)
+while time.monotonic() < end:
+    a = np.tanh(a @ a / 400)
+"""
+
+
+def offline_rtf(repeats: int) -> float:
+    """Median time to decode 1 s of audio offline with one thread, over 1 s."""
+    import torch
+
+    from engine.audio.model import load_audio_model
+
+    torch.set_num_threads(1)
+    model = load_audio_model(MODEL)
+    frames = int(round(model.sample_rate / model.hop))
+    z = torch.randn(1, model.latent_dim, frames, generator=torch.Generator().manual_seed(0))
+    times = []
+    with torch.inference_mode():
+        model.vae.decode(z)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model.vae.decode(z)
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * model.sample_rate / (frames * model.hop)
+
+
+def start_load(kind: str, seconds: float) -> tuple[subprocess.Popen | None, str]:
+    """A process that loads the machine like the window does; returns it and a description."""
+    if kind == "none":
+        return None, "nothing"
+    code, what = (SKY_LOAD, "sky renderer offscreen 1920x1080 flat out") if kind == "sky" else \
+        (CPU_LOAD, "a numpy busy loop on one core")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(ROOT / "models" / "image-default"), str(seconds + 30)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    line = proc.stdout.readline() if proc.stdout else ""
+    if "ready" not in line:
+        proc.wait()
+        if kind == "sky":
+            return start_load("cpu", seconds)[0], "a numpy busy loop (the sky renderer did not start)"
+        return None, "nothing (load did not start)"
+    return proc, what
+
+
+def flood(port: int, rate: float, stop: threading.Event, sent: list[int]) -> None:
+    """Send `rate` OSC messages per second to parameters other than the probe (walk speed, offsets)."""
+    from pythonosc.udp_client import SimpleUDPClient
+
+    client = SimpleUDPClient("127.0.0.1", port)
+    rng = random.Random(1)
+    period, t_next = 1.0 / rate, time.monotonic()
+    while not stop.is_set():
+        if rng.random() < 0.5:
+            client.send_message("/ciel/audio/walk/speed", float(rng.uniform(0.1, 0.6)))
+        else:
+            client.send_message("/ciel/sky/spin", float(rng.uniform(-2, 2)))
+        sent[0] += 1
+        t_next += period
+        delay = t_next - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        elif delay < -0.1:
+            t_next = time.monotonic()
+
+
+def main(argv: list[str]) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m bench audio")
+    ap.add_argument("--quick", action="store_true", help="a run of about 20 s")
+    ap.add_argument("--seconds", type=float, default=None, help="playback length (default 120, quick 15)")
+    ap.add_argument("--osc-rate", type=float, default=None, help="background OSC messages per second (default 1000)")
+    ap.add_argument("--load", choices=("sky", "cpu", "none"), default=None, help="what runs beside (default sky, quick none)")
+    ap.add_argument("--samplerate", type=int, default=48000)
+    ap.add_argument("--blocksize", type=int, default=128)
+    ap.add_argument("--ahead-ms", type=float, default=None)
+    args = ap.parse_args(argv)
+    seconds = args.seconds or (15.0 if args.quick else 120.0)
+    osc_rate = args.osc_rate if args.osc_rate is not None else (0.0 if args.quick else 1000.0)
+    load_kind = args.load or ("none" if args.quick else "sky")
+
+    from engine import parts
+    from engine.audio.config import AudioConfig
+    from engine.audio.output import AudioProcess
+    from engine.control.config import OscConfig
+    from engine.control.osc import OscServer
+    from engine.params import REGISTRY, ParamStore, SharedSnapshot
+    from pythonosc.udp_client import SimpleUDPClient
+
+    rtf = offline_rtf(5 if args.quick else 20)
+    cfg = AudioConfig(model=str(MODEL), samplerate=args.samplerate, blocksize=args.blocksize,
+                      **({"ahead_ms": args.ahead_ms} if args.ahead_ms else {}), seed=1)
+    with parts.jackd(rate=args.samplerate, period=args.blocksize):
+        snapshot = SharedSnapshot(REGISTRY.size)
+        store = ParamStore(snapshot=snapshot)
+        osc = OscServer(OscConfig(port=0, heartbeat=0.0), store)
+        osc.start()
+        client = SimpleUDPClient("127.0.0.1", osc.port)
+        client.send_message("/ciel/audio/glide", 0.0)
+        audio = AudioProcess(cfg, snapshot.name, probe="audio/jump")
+        load_proc, load_what = start_load(load_kind, seconds)
+        stop, sent = threading.Event(), [0]
+        flooder = threading.Thread(target=flood, args=(osc.port, osc_rate, stop, sent), daemon=True) if osc_rate > 0 else None
+        latencies: list[float] = []
+        missed = 0
+        step_times: list[np.ndarray] = []
+        try:
+            audio.start()
+            time.sleep(1.0)  # settle: first callbacks, JACK graph
+            base = audio.status()
+            steps_seen = audio.decode_steps
+            if flooder is not None:
+                flooder.start()
+            rng = random.Random(0)
+            t_start = time.monotonic()
+            while time.monotonic() - t_start < seconds:
+                time.sleep(rng.uniform(0.05, 0.15))  # random phase against the callback clock
+                seq0 = snapshot.sequence
+                t0 = time.monotonic()
+                client.send_message("/ciel/audio/jump", [])
+                deadline = t0 + 1.0
+                while True:
+                    seq, _, t_out = audio.marker()
+                    if seq > seq0 and t_out > 0:
+                        latencies.append((t_out - t0) * 1e3)
+                        break
+                    if time.monotonic() > deadline:
+                        missed += 1
+                        break
+                    time.sleep(0.0002)
+                audio.poll()
+                n = audio.decode_steps
+                if n - steps_seen > 3000:
+                    step_times.append(audio.step_times_ms()[-(n - steps_seen):])
+                    steps_seen = n
+            elapsed = time.monotonic() - t_start
+            n = audio.decode_steps
+            step_times.append(audio.step_times_ms()[-min(n - steps_seen, 4096):])
+            end = audio.status()
+            load_line = machine_load()
+        finally:
+            stop.set()
+            if flooder is not None and flooder.is_alive():
+                flooder.join(2)
+            audio.stop()
+            osc.close()
+            snapshot.close()
+            if load_proc is not None:
+                parts.stop(load_proc)
+    blocks = np.concatenate(step_times) if step_times else np.zeros(0)
+    beside = [load_what]
+    if osc_rate > 0:
+        beside.append(f"OSC flood {sent[0] / max(elapsed, 1e-9):.0f} msg/s")
+    if missed:
+        beside.append(f"{missed} probes never arrived")
+    beside.append(f"device {end.device}, {end.samplerate} Hz, block {end.blocksize}, ahead {cfg.ahead_ms} ms, "
+                  f"ring underflows {end.underflows - base.underflows}, PortAudio xruns {end.xruns - base.xruns}, "
+                  f"restarts {end.restarts}")
+    return {
+        "rtf": round(rtf, 4),
+        "block_ms_p50": percentile(blocks, 50),
+        "block_ms_p99": percentile(blocks, 99),
+        "latency_ms_p50": percentile(latencies, 50),
+        "latency_ms_p99": percentile(latencies, 99),
+        "underflows": int(end.underflows - base.underflows + end.xruns - base.xruns),
+        "seconds": round(elapsed, 1),
+        "load": f"{load_line}; beside: " + "; ".join(beside),
+    }
