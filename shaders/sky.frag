@@ -98,7 +98,9 @@ void main() {
             img = clamp(x * 0.5 + 0.5, 0.0, 1.0);
         }
         if (uColormap > 0) {
-            img = ciel_colormap(uColormap, dot(img, vec3(0.299, 0.587, 0.114)));
+            // luminance, contrast-stretched around mid-grey so the whole ramp is used
+            float lum = dot(img, vec3(0.299, 0.587, 0.114));
+            img = ciel_colormap(uColormap, clamp(0.5 + 2.0 * (lum - 0.5), 0.0, 1.0));
         }
         img *= uBrightness;
         float line = max(ciel_graticule(ll), 1.0 - clamp(abs(1.0 - r) / fw - 0.5, 0.0, 1.0));

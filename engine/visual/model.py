@@ -229,8 +229,8 @@ def compile_generator(gen: nn.Module, latent_dim: int) -> tuple[nn.Module, bool]
 
 
 def calibrate(gen: Generator, seed: int, batches: int = 8, batch_size: int = 32, contrast: float = 0.8) -> None:
-    """Set batch-norm statistics from random latents (no data) and scale the last layer so the
-    untrained output spreads over the range (pre-tanh standard deviation `contrast`)."""
+    """Set batch-norm statistics from random latents (no data), then centre each colour channel of
+    the last layer and scale it to a pre-tanh standard deviation of `contrast`."""
     g = torch.Generator().manual_seed(seed)
     for m in gen.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -243,11 +243,15 @@ def calibrate(gen: Generator, seed: int, batches: int = 8, batch_size: int = 32,
     gen.eval()
     last = gen.ups[-2]
     with torch.no_grad():
-        pre = last(gen.ups[:-2](torch.relu(gen.bn0(gen.fc(torch.randn(batch_size, gen.cfg.latent_dim, generator=g)).view(batch_size, -1, 4, 4)))))
-        last.weight.mul_(contrast / float(pre.std()))
+        z = torch.randn(batch_size, gen.cfg.latent_dim, generator=g)
+        pre = last(gen.ups[:-2](torch.relu(gen.bn0(gen.fc(z).view(batch_size, -1, 4, 4)))))
+        mean, std = pre.mean(dim=(0, 2, 3)), pre.std(dim=(0, 2, 3)).clamp_min(1e-6)
+        scale = contrast / std  # each colour channel centred, with the same spread
+        last.weight.mul_(scale[None, :, None, None])
+        last.bias.copy_((last.bias - mean) * scale)
 
 
-def smooth_init(gen: Generator, detail: float = 0.1) -> None:
+def smooth_init(gen: Generator, detail: float = 0.03) -> None:
     """An untrained initialisation that makes cloud-like pictures instead of pixel noise.
 
     Each transposed convolution becomes a bilinear 2x upsampling (kernel outer([1,3,3,1]/4))
