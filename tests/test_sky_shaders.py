@@ -1,0 +1,30 @@
+"""The shared shader files compile as GLSL 330 (desktop) and as GLSL ES 3.00 (WebGL2, the
+broadcast page), checked with the Khronos reference compiler when it is installed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from engine.visual.sky import DESKTOP_HEADER, SHADERS, WEBGL_HEADER, fragment_source, vertex_source
+
+
+@pytest.mark.parametrize("header", [DESKTOP_HEADER, WEBGL_HEADER], ids=["glsl330", "essl300"])
+@pytest.mark.parametrize("stage,name", [("vert", "sky.vert"), ("frag", "sky.frag"), ("frag", "composite.frag")])
+def test_shared_shaders_compile_for_desktop_and_webgl2(tmp_path, header, stage, name):
+    exe = shutil.which("glslangValidator")
+    if exe is None:
+        pytest.skip("glslangValidator not installed (Debian package glslang-tools)")
+    source = vertex_source(header) if stage == "vert" else fragment_source(name, header)
+    path = tmp_path / f"shader.{stage}"
+    path.write_text(source)
+    out = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_shared_files_carry_no_version_line():
+    for name in ("projection.glsl", "noise.glsl", "sky.frag", "sky.vert", "composite.frag"):
+        lines = (SHADERS / name).read_text().splitlines()
+        assert not any(ln.startswith(("#version", "precision ")) for ln in lines), name
