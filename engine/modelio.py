@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .configio import atomic_write, dumps_toml, read_toml
@@ -44,7 +44,7 @@ def load_model(folder: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], 
         raise ModelError(f"{card_path}: kind: expected {kind!r}, got {card.get('kind')!r}")
     try:
         tensors = load_file(str(weights))
-    except (SafetensorsError, OSError, ValueError, RuntimeError) as exc:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"{weights}: not a readable safetensors file ({exc})") from None
     return tensors, card
 
