@@ -203,39 +203,51 @@ def setup_file_logging(folder: str | Path, level: int = logging.INFO, max_bytes:
 
 
 class StallWatch:
-    """Restarts a worker whose heartbeat counter stops moving for `timeout` seconds.
+    """Restarts a worker that failed, or whose heartbeat counter stopped moving.
 
-    heartbeat: returns a counter the worker increments as it works (e.g. keyframes made).
-    restart:   stops and starts the worker again (main thread).
-    Backoff doubles after each restart that did not help (up to `backoff_max`); a restart that is
-    followed by progress resets it.
+    heartbeat: a counter the worker increments as it works (e.g. keyframes made).
+    restart:   stops and starts the worker again.
+    failed:    optional; True when the worker is known dead (e.g. its `error` is set): restart
+               without waiting for the stall timeout.
+    timeout:   seconds without progress that count as a stall once the worker has produced;
+    startup:   the same before its first output after a start (loading a model takes seconds).
+    Backoff doubles after each restart that did not help (up to `backoff_max`); progress resets it.
     """
 
     def __init__(self, name: str, heartbeat: Callable[[], int], restart: Callable[[], None],
-                 timeout: float = 5.0, backoff_max: float = 60.0, report: Callable[[str, str], None] | None = None) -> None:
+                 timeout: float = 5.0, backoff_max: float = 60.0, report: Callable[[str, str], None] | None = None,
+                 failed: Callable[[], bool] | None = None, startup: float = 60.0) -> None:
         self.name = name
         self.heartbeat = heartbeat
         self._restart = restart
+        self.failed = failed
         self.timeout = timeout
+        self.startup = startup
         self.backoff_max = backoff_max
         self.report = report
         self.restarts = 0
         self._count: int | None = None
+        self._since = 0          # the count at the last start: output after it means "producing"
         self._moved = 0.0
         self._wait = timeout
 
     def tick(self, now: float) -> bool:
-        """Main thread. Returns True when a restart was made."""
+        """Called periodically (the supervisor thread). Returns True when a restart was made."""
         count = self.heartbeat()
+        dead = self.failed() if self.failed is not None else False
         if count != self._count:
-            if self._count is not None and self._wait > self.timeout and count > (self._count or 0):
+            if self._count is not None and count > self._count and self._wait > self.timeout and count > self._since:
                 self._wait = self.timeout  # healthy again
             self._count, self._moved = count, now
-            return False
-        if now - self._moved < self._wait:
+            if not dead:
+                return False
+        quiet = now - self._moved
+        limit = self._wait if count > self._since else max(self._wait, self.startup)
+        if (dead and quiet < min(self._wait, limit)) or (not dead and quiet < limit):
             return False
         self.restarts += 1
-        message = f"{self.name} stalled for {now - self._moved:.1f} s: restarting (restart {self.restarts})"
+        why = "failed" if dead else f"stalled for {quiet:.1f} s"
+        message = f"{self.name} {why}: restarting (restart {self.restarts})"
         log.warning(message)
         if self.report is not None:
             self.report(self.name, message)
@@ -243,7 +255,8 @@ class StallWatch:
             self._restart()
         except Exception as exc:  # a failed restart is retried after the backoff, never fatal
             log.error("%s restart failed: %s", self.name, exc)
-        self._moved = now
+        self._since = self.heartbeat()
+        self._count, self._moved = self._since, now
         self._wait = min(self.backoff_max, self._wait * 2)
         return True
 
@@ -359,8 +372,8 @@ class Supervision:
         gan = getattr(self.engine, "gan", None)
         if gan is None or self.gan_watch is not None or not callable(getattr(gan, "restart", None)):
             return
-        self.gan_watch = StallWatch("gan", lambda: int(gan.count), gan.restart,
-                                    self._gan_timeout, report=self.engine.report)
+        self.gan_watch = StallWatch("gan", lambda: int(gan.count), gan.restart, self._gan_timeout,
+                                    report=self.engine.report, failed=lambda: gan.error is not None)
 
     def start(self) -> None:
         if self.server is not None:

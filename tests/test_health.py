@@ -187,7 +187,8 @@ def test_stall_watch_restarts_a_stuck_worker_with_backoff():
     def restart() -> None:
         state["restarts"] += 1
 
-    watch = StallWatch("gan", lambda: state["count"], restart, timeout=5.0, report=lambda s, m: reports.append(m))
+    watch = StallWatch("gan", lambda: state["count"], restart, timeout=5.0, report=lambda s, m: reports.append(m),
+                       startup=0.0)
     t = 0.0
     for _ in range(50):  # a healthy worker: 10 keyframes/s
         state["count"] += 1
@@ -207,6 +208,24 @@ def test_stall_watch_restarts_a_stuck_worker_with_backoff():
     assert watch._wait == 5.0
 
 
+def test_stall_watch_gives_a_starting_worker_time_and_restarts_a_dead_one_at_once():
+    state = {"count": 0, "error": None, "restarts": 0}
+
+    def restart() -> None:
+        state["restarts"] += 1
+        state["error"] = None
+
+    watch = StallWatch("gan", lambda: state["count"], restart, timeout=5.0, startup=30.0,
+                       failed=lambda: state["error"] is not None)
+    for i in range(250):  # 25 s loading a model: no output yet, no restart
+        assert not watch.tick(i * 0.1)
+    state["count"] = 1
+    watch.tick(25.0)
+    state["error"] = "image generator process exited with code 1"
+    assert watch.tick(25.1) is False  # dead: restarted once the short wait has passed
+    assert watch.tick(30.2) is True and state["restarts"] == 1
+
+
 def test_supervision_thread_serves_health_and_restarts_a_stalled_gan(notify_socket):
     """The supervisor thread: /healthz on a free port, READY over sd_notify, and a GAN worker whose
     keyframe counter stops is restarted (and reported) while the engine keeps running."""
@@ -223,10 +242,12 @@ def test_supervision_thread_serves_health_and_restarts_a_stalled_gan(notify_sock
             self.count = 0
             self.restarts = 0
             self.stuck = True
+            self.error = "image generator stopped: RuntimeError"
 
         def restart(self) -> None:
             self.restarts += 1
             self.stuck = False
+            self.error = None
 
     eng = FakeEngine()
     eng.gan = Gan()
