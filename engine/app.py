@@ -98,16 +98,20 @@ class Engine:
         self.scheduler: Any = None
         self.healthz: Any = None
         self.patch = patch
-        apply_patch_params(self.store, patch)
-        if options.audio and patch.audio.output != "none":
-            self.patch = checked_model("audio", self.patch, self.report)
-            self._start_audio()
-        if options.window:
-            self.patch = checked_model("image", self.patch, self.report)
-        if options.control:
-            self._start_control()
-        if options.installation or self.patch.schedule.enabled:
-            self._start_scheduler()
+        try:
+            apply_patch_params(self.store, patch)
+            if options.audio and patch.audio.output != "none":
+                self.patch = checked_model("audio", self.patch, self.report)
+                self._start_audio()
+            if options.window:
+                self.patch = checked_model("image", self.patch, self.report)
+            if options.control:
+                self._start_control()
+            if options.installation or self.patch.schedule.enabled:
+                self._start_scheduler()
+        except BaseException:
+            self.close()
+            raise
 
     # — construction —
     def _start_audio(self) -> None:
