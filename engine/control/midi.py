@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import mido
@@ -172,11 +173,17 @@ class MidiControl:
     writer:  where MIDI learn writes new mappings (the patch file); None keeps them in memory.
     source:  the patch file's name, for errors about its mappings.
     clock:   monotonic seconds (injected).
+    patch_path / engine: shortcuts: the writer for this patch file; the patch source of an
+             engine.app.Engine.
     """
 
     def __init__(self, config: MidiConfig, store: ParamStore, writer: PatchWriter | None = None,
                  source: str = "<patch>", clock: Callable[[], float] = time.monotonic,
-                 client_name: str = "ciel") -> None:
+                 client_name: str = "ciel", patch_path: str | Path | None = None, engine: Any = None) -> None:
+        if writer is None and patch_path is not None:
+            writer = PatchWriter(patch_path)
+        if engine is not None:
+            source = engine.patch.source
         self.config, self.store, self.writer, self.source = config, store, writer, source
         self.clock, self.client_name = clock, client_name
         self.counters = Counters()
@@ -185,6 +192,7 @@ class MidiControl:
         self.output: Any = None
         self.output_name = ""
         self.error = ""
+        self.api = config.api
         self._scanner: Any = None
         self._out_scanner: Any = None
         self._lock = threading.RLock()
@@ -278,6 +286,12 @@ class MidiControl:
                     _close(c)
             self.output = self._scanner = self._out_scanner = None
 
+    def stop(self) -> None:
+        self.close()
+
+    def status(self) -> dict[str, Any]:
+        return self.health()
+
     def __enter__(self) -> "MidiControl":
         return self.start()
 
@@ -301,7 +315,7 @@ class MidiControl:
     def health(self) -> dict[str, Any]:
         c = self.counters
         return {"ports": sorted(self.ports), "output": self.output_name or None, "error": self.error or None,
-                "learning": "/".join(map(str, self._learning)) if self._learning else None,
+                "api": self.api, "learning": _label(*self._learning) if self._learning else None,
                 "bpm": self.midi_clock.bpm, "messages": c.messages, "applied": c.applied, "unmapped": c.unmapped,
                 "malformed": c.malformed, "opened": c.opened, "vanished": c.vanished, "feedback": c.feedback,
                 "learned": c.learned, "mappings": len(self._bindings)}
@@ -317,6 +331,7 @@ class MidiControl:
         try:
             if self._scanner is None:
                 self._scanner = open_client(self.config.api, "in", f"{self.client_name}-scan")
+                self.api = _api_name(self._scanner)   # 'auto' resolved once: ports open on the same API
             names = self._scanner.get_ports()
         except MidiUnavailable as exc:
             if self.error != str(exc):
@@ -335,7 +350,7 @@ class MidiControl:
             if name in self.ports or not self._wanted(name):
                 continue
             try:
-                client = open_client(self.config.api, "in", self.client_name)
+                client = open_client(self.api, "in", self.client_name)
                 client.ignore_types(sysex=True, timing=not self.config.clock, active_sense=True)
                 client.open_port(i, "in")
             except Exception as exc:  # rtmidi raises several kinds when a port goes as it is opened
@@ -351,7 +366,7 @@ class MidiControl:
     def _scan_output(self) -> None:
         try:
             if self._out_scanner is None:
-                self._out_scanner = open_client(self.config.api, "out", f"{self.client_name}-scan-out")
+                self._out_scanner = open_client(self.api, "out", f"{self.client_name}-scan-out")
             names = self._out_scanner.get_ports()
         except MidiUnavailable:
             return
@@ -365,7 +380,7 @@ class MidiControl:
             self.output, self.output_name = None, ""
         if match:
             try:
-                out = open_client(self.config.api, "out", self.client_name)
+                out = open_client(self.api, "out", self.client_name)
                 out.open_port(match[0], "feedback")
             except Exception as exc:  # as for inputs
                 log.warning("MIDI output %r could not be opened: %s", names[match[0]], exc)
@@ -382,19 +397,12 @@ class MidiControl:
     def _drain(self) -> bool:
         """Read every queued message of every port; True if there were any."""
         got = False
-        with self._lock:
-            ports = list(self.ports.values())
-        for port in ports:
-            while True:
-                try:
-                    item = port.client.get_message()
-                except Exception:  # the port was closed under us by a rescan
-                    break
-                if item is None:
-                    break
-                got = True
-                port.messages += 1
-                self.handle(item[0], self.clock())
+        with self._lock:   # a rescan never closes a port while it is read
+            for port in list(self.ports.values()):
+                while (item := port.client.get_message()) is not None:
+                    got = True
+                    port.messages += 1
+                    self.handle(item[0], self.clock())
         return got
 
     # — messages —
@@ -566,7 +574,7 @@ class MidiControl:
         if not -1 <= index < p.size:
             raise ParamError(f"MIDI learn: {param} has no element {index}")
         self._learning = (param, index)
-        log.info("MIDI learn: move a control for %s%s", param, f"[{index}]" if index >= 0 else "")
+        log.info("MIDI learn: move a control for %s", _label(param, index))
         return param
 
     def cancel_learn(self) -> None:
@@ -621,9 +629,23 @@ def _feedback_bytes(b: Binding, x: float) -> list[list[int]]:
     return [[0xB0 | ch, b.m.number, round(x * 127)]]
 
 
+def _api_name(client: Any) -> str:
+    import rtmidi
+
+    names = {getattr(rtmidi, f"API_{a}"): a for a in APIS[1:]}
+    return names.get(client.get_current_api(), "auto")
+
+
+def _label(param: str, index: int) -> str:
+    return f"{param}[{index}]" if index >= 0 else param
+
+
 def _close(client: Any) -> None:
     try:
         client.close_port()
     except Exception:  # closing a port that is gone is not a problem
         pass
     client.delete()
+
+
+MidiInput = MidiControl  # the name engine.app uses

@@ -87,7 +87,10 @@ class OscQueryServer:
     osc_port:  the UDP port of the OSC server, given in HOST_INFO and the `_osc._udp` record.
     """
 
-    def __init__(self, config: OscQueryConfig, store: ParamStore, osc_port: int, osc_host: str = "127.0.0.1") -> None:
+    def __init__(self, config: OscQueryConfig, store: ParamStore, osc_port: int, osc_host: str = "127.0.0.1",
+                 engine: Any = None) -> None:
+        if engine is not None and getattr(engine, "osc", None) is not None:
+            osc_host = engine.osc.host
         self.config, self.store, self.osc_port, self.osc_host = config, store, osc_port, osc_host
         self.registry: Registry = store.registry
         self.requests = 0
@@ -154,6 +157,12 @@ class OscQueryServer:
             zc = self._zc
         if zc is not None:
             zc.close()  # says goodbye for the registered services; a registration under way ends with an error
+
+    def stop(self) -> None:
+        self.close()
+
+    def status(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "requests": self.requests, "advertised": bool(self._infos)}
 
     def __enter__(self) -> "OscQueryServer":
         return self.start()
