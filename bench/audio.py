@@ -99,6 +99,19 @@ def start_load(kind: str, seconds: float) -> tuple[subprocess.Popen | None, str]
     return proc, what
 
 
+def realtime_server(proc: subprocess.Popen | None) -> str:
+    """Give the JACK server we started the realtime priority `jackd -R` would have (engine.parts
+    starts it with --no-realtime so that it also runs for users without rtprio)."""
+    if proc is None:
+        return "jackd already running (priority left alone)"
+    try:
+        for tid in os.listdir(f"/proc/{proc.pid}/task"):
+            os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(70))
+        return "jackd dummy at SCHED_FIFO 70"
+    except (OSError, AttributeError):
+        return "jackd dummy at normal priority (no realtime permission)"
+
+
 def flood(port: int, rate: float, stop: threading.Event, sent: list[int]) -> None:
     """Send `rate` OSC messages per second to parameters other than the probe (walk speed, offsets)."""
     from pythonosc.udp_client import SimpleUDPClient
@@ -145,7 +158,8 @@ def main(argv: list[str]) -> dict:
     rtf = offline_rtf(5 if args.quick else 20)
     cfg = AudioConfig(model=str(MODEL), samplerate=args.samplerate, blocksize=args.blocksize,
                       **({"ahead_ms": args.ahead_ms} if args.ahead_ms else {}), seed=1)
-    with parts.jackd(rate=args.samplerate, period=args.blocksize):
+    with parts.jackd(rate=args.samplerate, period=args.blocksize) as server:
+        server_what = realtime_server(server)
         snapshot = SharedSnapshot(REGISTRY.size)
         store = ParamStore(snapshot=snapshot)
         osc = OscServer(OscConfig(port=0, heartbeat=0.0), store)
@@ -208,6 +222,7 @@ def main(argv: list[str]) -> dict:
         beside.append(f"OSC flood {sent[0] / max(elapsed, 1e-9):.0f} msg/s")
     if missed:
         beside.append(f"{missed} probes never arrived")
+    beside.append(server_what)
     beside.append(f"device {end.device}, {end.samplerate} Hz, block {end.blocksize}, ahead {cfg.ahead_ms} ms, "
                   f"ring underflows {end.underflows - base.underflows}, PortAudio xruns {end.xruns - base.xruns}, "
                   f"restarts {end.restarts}")
