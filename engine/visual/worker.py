@@ -22,9 +22,8 @@ import math
 import multiprocessing as mp
 import os
 import time
-from multiprocessing import shared_memory
 from dataclasses import dataclass
-from typing import Callable
+from multiprocessing import shared_memory
 
 import numpy as np
 import torch
@@ -119,13 +118,11 @@ class ImagePath:
 @dataclass(frozen=True)
 class Keyframe:
     """One generated picture. `image` (R, R, 3) uint8; `back` the image behind (mapping 1) or None.
-    `seq` counts keyframes from 1; `t` is the worker clock when its latent was taken."""
+    `seq` counts the worker's keyframes from 1 (gaps are keyframes nobody took: newest wins)."""
 
     image: np.ndarray
     back: np.ndarray | None
     seq: int
-    t: float
-    ms: float
 
 
 def make_paths(model: ImageModel, seed: int, registry: Registry = REGISTRY) -> tuple[ImagePath, ImagePath]:
@@ -245,7 +242,7 @@ class GanWorker:
         if int(ctl[_SLOT_SEQ + k]) != seq:  # overwritten while copying: take the next one
             return None
         self._taken = seq
-        return Keyframe(front, back, seq, 0.0, 0.0)
+        return Keyframe(front, back, seq)
 
     @property
     def count(self) -> int:
