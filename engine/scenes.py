@@ -256,11 +256,10 @@ class BakedImageWorker:
     two-hemisphere mapping turns from one to the next).
     """
 
-    def __init__(self, scheduler, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, scheduler) -> None:
         from .visual.worker import Keyframe
 
         self._keyframe = Keyframe
-        self.clock = clock
         self.count = 0
         self.error: str | None = None
         self.times_ms: list[float] = []
@@ -288,8 +287,8 @@ class BakedImageWorker:
         ms = 1000.0 * (time.perf_counter() - t0)
         self.times_ms.append(ms)
         del self.times_ms[:-512]
-        self._latest = self._keyframe(image, back if back is not None and back.shape == image.shape else None,
-                                      self.count, self.clock(), ms)
+        self._latest = self._keyframe(image=image, seq=self.count,
+                                      back=back if back is not None and back.shape == image.shape else None)
 
     def start(self) -> None:
         """Nothing to start: images arrive with the scenes."""
