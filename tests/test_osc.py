@@ -231,6 +231,11 @@ def test_allow_list_refuses_other_addresses():
     assert store.get1("audio/gain") == -6.0
 
 
+def test_bad_allow_list_entry_is_a_clear_error():
+    with pytest.raises(CielError, match="allow: 'localhost' is not an IP address"):
+        OscServer(OscConfig(port=0, allow=("localhost",)), ParamStore())
+
+
 def test_busy_port_is_a_clear_error():
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))

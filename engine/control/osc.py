@@ -166,7 +166,7 @@ class OscServer:
         self.counters = dict.fromkeys(
             ("datagrams", "messages", "handled", "malformed", "unknown", "denied", "clamped",
              "sent", "send_errors", "errors"), 0)
-        self._allow = [ipaddress.ip_network(a, strict=False) for a in config.allow]
+        self._allow = [_network(a) for a in config.allow]
         self._warn = RateLimitedLog(log)
         self._subs: dict[Address, Subscriber] = {}
         self._subs_lock = threading.Lock()
@@ -467,6 +467,13 @@ class OscServer:
             subs = list(self._subs.values())
         for sub in subs:
             self._send(data, sub.target)
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise CielError(f"[osc] allow: {text!r} is not an IP address or network (e.g. '192.168.1.0/24')") from None
 
 
 def _source(addr: Address) -> str:
