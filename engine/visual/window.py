@@ -183,7 +183,8 @@ def screenshot(ctx: moderngl.Context, width: int, height: int, folder: Path) -> 
 
 @dataclass(frozen=True)
 class WindowReport:
-    """What a window session did: GL renderer, keyframes made, generator times (ms), sky scale."""
+    """What a window session did: GL renderer, keyframes made and their rate, generator times (ms),
+    the sky's render scale, the worker's error and when its first keyframe came."""
 
     renderer: str
     keyframes: int
@@ -191,31 +192,37 @@ class WindowReport:
     gan_ms: tuple[float, ...]
     render_scale: float
     worker_error: str | None
+    first_keyframe_at: float | None  # time.monotonic() of the worker's first keyframe
 
 
 def run_window(engine: Any, deadline: float = math.inf) -> WindowReport:
     """Open the window, start the generator worker and run the render loop until quit or `deadline`
     (engine clock seconds). Main thread. Raises DisplayError when no window can be opened."""
     cfg: VisualConfig = engine.patch.visual
-    pygame, ctx = open_window(cfg)
     model = load_image_model(cfg.model)
     seed = cfg.seed or int(time.time()) & 0x7FFFFFFF
+    pygame, ctx = open_window(cfg)
+    renderer = gl_renderer(ctx)
     worker = GanWorker(model, seed, cfg.keyframes_per_s, cfg.threads, cfg.compile)
     worker.start()
-    width, height = pygame.display.get_window_size()
-    sky = SkyRenderer(ctx, width, height, model.resolution, resolve_render_scale(cfg.render_scale, ctx))
-    overlay = Overlay(ctx, pygame, width, height)
-    log.info("window %dx%d on %s, sky at %.2f of the resolution", width, height, gl_renderer(ctx), sky.render_scale)
-    # the first picture comes from this process (a few ms) while the worker process starts
-    sky.upload(*render_keyframe(model, make_paths(model, seed), engine.store.values, 0.0, True))
+    sky: SkyRenderer | None = None
+    overlay: Overlay | None = None
     try:
+        width, height = pygame.display.get_window_size()
+        sky = SkyRenderer(ctx, width, height, model.resolution, resolve_render_scale(cfg.render_scale, ctx))
+        overlay = Overlay(ctx, pygame, width, height)
+        log.info("window %dx%d on %s, sky at %.2f of the resolution", width, height, renderer, sky.render_scale)
+        # the first picture comes from this process (a few ms) while the worker process starts
+        sky.upload(*render_keyframe(model, make_paths(model, seed), engine.store.values, 0.0, True))
         _loop(engine, pygame, ctx, sky, overlay, worker, cfg, deadline)
     finally:
         worker.stop()
-        overlay.release()
-        sky.release()
+        for part in (overlay, sky):
+            if part is not None:
+                part.release()
         pygame.display.quit()
-    return WindowReport(gl_renderer(ctx), worker.count, worker.rate, tuple(worker.times_ms), sky.render_scale, worker.error)
+    return WindowReport(renderer, worker.count, worker.rate, tuple(worker.times_ms), sky.render_scale,
+                        worker.error, worker.first_at)
 
 
 def _loop(engine: Any, pygame: Any, ctx: moderngl.Context, sky: SkyRenderer, overlay: Overlay,

@@ -217,7 +217,7 @@ class GanWorker:
         self.block.set_error("")
         self._proc: mp.process.BaseProcess | None = None
         self._taken = 0
-        self._final: tuple[int, list[float], str | None, float] | None = None  # stats kept after stop()
+        self._final: tuple[int, list[float], str | None, float, float | None] | None = None  # stats kept after stop()
 
     def start(self) -> None:
         ctx = mp.get_context("spawn")
@@ -258,6 +258,13 @@ class GanWorker:
         return [float(x) for x in self.block.ctl[_RING_AT:_RING_AT + n]]
 
     @property
+    def first_at(self) -> float | None:
+        """time.monotonic() when the worker published its first keyframe (None before)."""
+        if self._final:
+            return self._final[4]
+        return float(self.block.ctl[_FIRST_T]) if self.count > 0 else None
+
+    @property
     def rate(self) -> float:
         """Keyframes per second since the first one (0 before the second)."""
         if self._final:
@@ -283,7 +290,7 @@ class GanWorker:
     def stop(self, timeout: float = 5.0) -> None:
         if self._final:
             return
-        self._final = (self.count, self.times_ms, self.error, self.rate)
+        self._final = (self.count, self.times_ms, self.error, self.rate, self.first_at)
         self.block.ctl[_STOP] = 1.0
         if self._proc is not None:
             self._proc.join(timeout)
