@@ -9,7 +9,6 @@ import os
 import socket
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
