@@ -1,16 +1,14 @@
-// Upscales the sky layer (sky.frag with uLayer = 1, drawn at a fraction of the window size) and
-// adds at full resolution what must stay sharp: the antialiased oval edge, grain, the note
-// circle and the master fade. Source = version header + projection.glsl + noise.glsl + this file.
+// Upscales the sky layer (sky.frag with uLayer = 1, drawn at a fraction of the window size, grain
+// included) and adds at full resolution what must stay sharp: the antialiased oval edge and the
+// note circle; then the master fade. Source = version header + projection.glsl + this file.
 
 uniform sampler2D uSky;      // the sky layer, bilinear
 uniform vec2 uResolution;    // window size, pixels
 uniform vec2 uCentre;        // oval centre, pixels (full resolution)
 uniform float uScale;        // pixels per plane unit (full resolution)
-uniform float uGrain;
 uniform float uFade;
 uniform vec3 uBackground;
 uniform vec4 uNote;
-uniform int uFrame;
 
 out vec4 fragColor;
 
@@ -21,8 +19,7 @@ void main() {
     float inside = clamp((1.0 - r) / fw + 0.5, 0.0, 1.0);
     vec3 col = uBackground;
     if (inside > 0.0) {
-        vec3 sky = texture(uSky, frag / uResolution).rgb;
-        col = mix(uBackground, clamp(sky + uGrain * 0.1 * ciel_grain(frag, uFrame), 0.0, 1.0), inside);
+        col = mix(uBackground, texture(uSky, frag / uResolution).rgb, inside);
     }
     if (uNote.z > 0.0) {
         float d = length(frag - uNote.xy);

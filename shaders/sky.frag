@@ -22,7 +22,7 @@ uniform float uFade;         // master fade of the whole picture (0 = black)
 uniform vec3 uBackground;    // colour outside the oval, linear 0..1
 uniform vec4 uNote;          // note circle: centre x, y, radius (pixels; 0 hides), shown (0/1)
 uniform int uFrame;          // frame counter (noise seed)
-uniform int uLayer;          // 0 = the whole picture; 1 = sky layer only, for composite.frag to upscale
+uniform int uLayer;          // 0 = the whole picture; 1 = sky layer (no edge, note, fade) for composite.frag
 
 out vec4 fragColor;
 
@@ -105,10 +105,9 @@ void main() {
         img *= uBrightness;
         float line = max(ciel_graticule(ll), 1.0 - clamp(abs(1.0 - r) / fw - 0.5, 0.0, 1.0));
         img = clamp(mix(img, vec3(0.92, 0.94, 1.0), uGraticule * line * 0.8), 0.0, 1.0);
-        col = img;
+        col = clamp(img + uGrain * 0.1 * ciel_grain(frag, uFrame), 0.0, 1.0);
         if (uLayer == 0) {
-            float inside = clamp((1.0 - r) / fw + 0.5, 0.0, 1.0);
-            col = mix(uBackground, clamp(img + uGrain * 0.1 * ciel_grain(frag, uFrame), 0.0, 1.0), inside);
+            col = mix(uBackground, col, clamp((1.0 - r) / fw + 0.5, 0.0, 1.0));
         }
     }
     if (uLayer == 0) {

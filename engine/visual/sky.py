@@ -34,8 +34,10 @@ def vertex_source(header: str = DESKTOP_HEADER) -> str:
 
 
 def fragment_source(name: str = "sky.frag", header: str = DESKTOP_HEADER) -> str:
-    """Header + projection.glsl + noise.glsl + `name` (sky.frag or composite.frag)."""
-    return "\n".join((header + shader_text("projection.glsl"), shader_text("noise.glsl"), shader_text(name)))
+    """sky.frag: header + projection.glsl + noise.glsl + sky.frag;
+    composite.frag: header + projection.glsl + composite.frag."""
+    parts = ("projection.glsl", "noise.glsl", name) if name == "sky.frag" else ("projection.glsl", name)
+    return header + "\n".join(shader_text(p) for p in parts)
 
 
 SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swiftshader", "software")
@@ -113,7 +115,7 @@ class SkyRenderer:
             self._layer = None
         if self.render_scale < 1.0:
             size = (max(1, round(self.width * self.render_scale)), max(1, round(self.height * self.render_scale)))
-            tex = self.ctx.texture(size, 3)
+            tex = self.ctx.texture(size, 4)  # RGBA: aligned texels sample fastest in software GL
             tex.filter = (moderngl.LINEAR, moderngl.LINEAR)
             tex.repeat_x = tex.repeat_y = False
             self._layer = self.ctx.framebuffer(color_attachments=[tex])
