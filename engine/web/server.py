@@ -24,6 +24,7 @@ import math
 import mimetypes
 import re
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -263,6 +264,14 @@ class Server(ThreadingHTTPServer):
                 return False
             self.listeners += 1
             return True
+
+    def handle_error(self, request: object, client_address: tuple) -> None:
+        """A visitor's connection that broke is routine (debug log); anything else is logged with its traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.debug("connection from %s ended: %s", client_address, exc)
+        else:
+            log.exception("error answering %s", client_address)
 
     def server_close(self) -> None:
         """Stop listening and end every open connection (visitors' pages reconnect by themselves)."""

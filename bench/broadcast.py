@@ -1,0 +1,177 @@
+"""Load test of `ciel broadcast`: many listeners on 127.0.0.1 holding /events and polling /scene.json.
+
+Starts the real command (`python -m engine.cli broadcast --baked DIR --port 0`) on a small baked
+folder of noise scenes, then runs `--listeners` asyncio clients in this process for `--seconds`:
+each holds one Server-Sent Events stream and, on a second keep-alive connection, fetches
+/scene.json every `--interval` seconds (jittered). Every request goes to 127.0.0.1 only; the run
+is bounded in listeners and time and stops the server at the end.
+
+Keys: listeners (clients that ran), scene_json_ms_p99 (request sent → body read, 99th percentile),
+errors (failed or non-200 requests, broken or silent event streams, scene changes an event stream
+missed), server_cpu_percent (the server process's CPU time over the load phase, % of one core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import machine_load, percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_LISTENERS = 1000
+
+
+def write_noise_scenes(folder: Path, count: int = 3, seconds: float = 2.0) -> None:
+    """A baked folder (engine/scenes.py format) of noise sounds and noise images."""
+    from engine import scenes
+
+    rng = np.random.default_rng(0)
+    entries = []
+    for i in range(count):
+        sound = (0.2 * rng.standard_normal((int(seconds * 48000), 2))).astype(np.float32)
+        image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        sid = f"s{i + 1:04d}"
+        entries.append({"id": sid, "seed": i, "seconds": seconds,
+                        **scenes.write_scene_files(folder, sid, sound, image, 48000, wav=False)})
+    scenes.write_index(folder, entries, "bench", 48000, 64)
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.latencies_ms: list[float] = []
+        self.errors: list[str] = []
+        self.events: dict[int, set[int]] = {}  # listener → scene ids received over SSE
+
+    def error(self, what: str) -> None:
+        self.errors.append(what)
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    m = re.search(rb"(?i)content-length:\s*(\d+)", head)
+    body = await reader.readexactly(int(m.group(1))) if m else b""
+    return status, body
+
+
+async def poller(n: int, port: int, until: float, interval: float, tally: Tally) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = b"GET /scene.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    try:
+        await asyncio.sleep(random.uniform(0, interval))
+        while time.monotonic() < until:
+            t0 = time.perf_counter()
+            try:
+                writer.write(request)
+                status, body = await asyncio.wait_for(read_response(reader), timeout=10)
+                tally.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                if status != 200 or "id" not in json.loads(body):
+                    tally.error(f"poller {n}: HTTP {status}")
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+                tally.error(f"poller {n}: {exc!r}")
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+    finally:
+        writer.close()
+
+
+async def listener(n: int, port: int, until: float, tally: Tally) -> None:
+    seen = tally.events.setdefault(n, set())
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            tally.error(f"listener {n}: {head.splitlines()[0]!r}")
+            return
+        while True:
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                block = await asyncio.wait_for(reader.readuntil(b"\n\n"), timeout=left)
+            except asyncio.TimeoutError:
+                break
+            for line in block.split(b"\n"):
+                if line.startswith(b"data: "):
+                    seen.add(json.loads(line[6:])["id"])
+        writer.close()
+    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
+        tally.error(f"listener {n}: {exc!r}")
+
+
+async def load(port: int, listeners: int, seconds: float, interval: float) -> Tally:
+    tally = Tally()
+    until = time.monotonic() + seconds
+    tasks = []
+    for n in range(listeners):
+        tasks.append(asyncio.create_task(listener(n, port, until, tally)))
+        tasks.append(asyncio.create_task(poller(n, port, until, interval, tally)))
+        if n % 20 == 19:
+            await asyncio.sleep(0.05)  # open connections in small bursts, as visitors arrive
+    await asyncio.gather(*tasks)
+    return tally
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main(argv: list[str]) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m bench broadcast")
+    ap.add_argument("--quick", action="store_true", help="20 s of load instead of 60 s")
+    ap.add_argument("--listeners", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--interval", type=float, default=1.0, help="seconds between a listener's /scene.json polls")
+    ap.add_argument("--period", type=float, default=5.0, help="scene period of the server (s)")
+    args = ap.parse_args(argv)
+    listeners = max(1, min(args.listeners, MAX_LISTENERS))
+    seconds = min(args.seconds or (20.0 if args.quick else 60.0), 600.0)
+    with tempfile.TemporaryDirectory(prefix="ciel-bench-broadcast-") as tmp:
+        write_noise_scenes(Path(tmp))
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "broadcast", "--baked", tmp, "--port", "0",
+                                 "--host", "127.0.0.1", "--period", str(args.period), "--log-level", "warning"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            line = proc.stdout.readline()
+            m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+            if not m:
+                raise SystemExit(f"bench broadcast: the server did not start: {line}{proc.stderr.read()}")
+            port = int(m.group(1))
+            cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+            tally = asyncio.run(load(port, listeners, seconds, args.interval))
+            cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0) * 100
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    # Every stream should have seen every scene from its first one on (a missed change is an error).
+    for n, ids in tally.events.items():
+        if not ids:
+            tally.error(f"listener {n}: no scene event")
+        elif len(ids) != max(ids) - min(ids) + 1:
+            tally.error(f"listener {n}: missed scene changes ({sorted(ids)})")
+    for e in tally.errors[:5]:
+        print("bench broadcast:", e, file=sys.stderr)
+    print(f"bench broadcast: {len(tally.latencies_ms)} scene.json requests in {seconds:g} s, "
+          f"p50 {percentile(tally.latencies_ms, 50)} ms; {machine_load()}", file=sys.stderr)
+    return {"listeners": listeners, "scene_json_ms_p99": percentile(tally.latencies_ms, 99),
+            "errors": len(tally.errors), "server_cpu_percent": round(cpu, 1)}
