@@ -16,7 +16,7 @@ from ..errors import DisplayError
 from ..params import REGISTRY, Registry
 from .config import VisualConfig
 from .model import ImageModel, load_image_model
-from .sky import SkyRenderer, resolve_render_scale
+from .sky import SkyRenderer
 from .worker import make_paths, render_keyframe
 
 
@@ -42,8 +42,9 @@ class FrameRenderer:
         self._mapping = registry.index("sky/mapping")
         self.fbo = self.ctx.framebuffer(color_attachments=[self.ctx.texture((self.width, self.height), 3)])
         self.fbo.use()
+        # offline there is no frame budget: full resolution unless the patch asks for less
         self.sky = SkyRenderer(self.ctx, self.width, self.height, self.model.resolution,
-                               resolve_render_scale(visual.render_scale, self.ctx), registry)
+                               visual.render_scale or 1.0, registry)
         self._next_key: int = 0  # index of the next keyframe on the render-time grid
         self._out = np.empty((self.height, self.width, 3), np.uint8)
 
