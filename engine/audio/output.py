@@ -65,7 +65,9 @@ NO_DEVICE = "no audio output device: start JACK (jackd -d dummy -r 48000 -p 128 
 
 @dataclass(frozen=True)
 class AudioStatus:
-    """What the audio process reports (read from shared memory; cheap, any thread)."""
+    """What the audio process reports (read from shared memory; cheap, any thread). Counters add
+    up over restarts; heartbeat_age_s is -1 before the first heartbeat; peak_db is the output peak
+    over about half a second (-200 before the first callback)."""
 
     running: bool
     pid: int
@@ -503,7 +505,7 @@ class AudioProcess:
 
     def status(self) -> AudioStatus:
         if self._shm is None:
-            return AudioStatus(False, 0, "", 0, 0, 0, 0, 0, 0, self.restarts, math.inf, -200.0, 0.0, 0.0, "stopped")
+            return AudioStatus(False, 0, "", 0, 0, 0, 0, 0, 0, self.restarts, -1.0, -200.0, 0.0, 0.0, "stopped")
         st = self._st
         rate = st[_S_RATE] or self.config.samplerate
         hb = st[_S_HEARTBEAT]
@@ -512,7 +514,7 @@ class AudioProcess:
             pid=self.pid, device=_text(self._shm.buf, 0), samplerate=int(st[_S_RATE]), blocksize=int(st[_S_BLOCK]),
             callbacks=int(st[_S_CALLBACKS]), underflows=int(st[_S_UNDERFLOWS]), xruns=int(st[_S_XRUNS]),
             stalls=int(st[_S_STALLS]), restarts=self.restarts,
-            heartbeat_age_s=round(time.monotonic() - float(hb), 3) if hb else math.inf,
+            heartbeat_age_s=round(time.monotonic() - float(hb), 3) if hb else -1.0,
             peak_db=round(float(st[_S_PEAK]), 2) if st[_S_CALLBACKS] else -200.0,
             fill_ms=round(1000.0 * float(st[_S_FILL]) / float(rate), 2),
             output_latency_ms=round(float(st[_S_LATENCY]), 2),
