@@ -1,6 +1,8 @@
 // Upscales the sky layer (sky.frag with uLayer = 1, drawn at a fraction of the window size, grain
 // included) and adds at full resolution what must stay sharp: the antialiased oval edge and the
 // note circle; then the master fade. Source = version header + projection.glsl + this file.
+// Drawn over geometry (composite.vert) after the window is cleared to the background: the
+// interior with uInterior = 1 (texture only), the edge band and the note square with 0.
 
 uniform sampler2D uSky;      // the sky layer, bilinear
 uniform vec2 uResolution;    // window size, pixels
@@ -9,11 +11,16 @@ uniform float uScale;        // pixels per plane unit (full resolution)
 uniform float uFade;
 uniform vec3 uBackground;
 uniform vec4 uNote;
+uniform int uInterior;       // 1: well inside the oval, no edge or note to draw
 
 out vec4 fragColor;
 
 void main() {
     vec2 frag = gl_FragCoord.xy;
+    if (uInterior == 1) {
+        fragColor = vec4(texture(uSky, frag / uResolution).rgb * uFade, 1.0);
+        return;
+    }
     float r = ciel_oval(ciel_plane(frag, uCentre, uScale));
     float fw = max(fwidth(r), 1e-6);
     float inside = clamp((1.0 - r) / fw + 0.5, 0.0, 1.0);

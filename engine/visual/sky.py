@@ -17,7 +17,7 @@ import moderngl
 import numpy as np
 
 from ..params import REGISTRY, Registry, Smoother
-from .projection import layout, rotation_matrix
+from .projection import Layout, layout, rotation_matrix
 
 SHADERS = Path(__file__).resolve().parent.parent.parent / "shaders"
 DESKTOP_HEADER = "#version 330\n"
@@ -71,8 +71,11 @@ class SkyRenderer:
         self.render_scale = float(min(max(render_scale, 0.1), 1.0))
         self.prog = ctx.program(vertex_shader=vertex_source(), fragment_shader=fragment_source("sky.frag"))
         self.vao = ctx.vertex_array(self.prog, [])
-        self.composite = ctx.program(vertex_shader=vertex_source(), fragment_shader=fragment_source("composite.frag"))
-        self.composite_vao = ctx.vertex_array(self.composite, [])
+        self.composite = ctx.program(vertex_shader=DESKTOP_HEADER + shader_text("composite.vert"),
+                                     fragment_shader=fragment_source("composite.frag"))
+        self._geometry = ctx.buffer(reserve=8 * 6 * 512)
+        self._n_inner = self._n_all = 0
+        self.composite_vao = ctx.vertex_array(self.composite, [(self._geometry, "2f", "aPos")])
         self._layer: moderngl.Framebuffer | None = None
         self.smoother = Smoother(registry)
         self._slots = {name: registry.index(name) for name in (
@@ -119,6 +122,11 @@ class SkyRenderer:
             tex.filter = (moderngl.LINEAR, moderngl.LINEAR)
             tex.repeat_x = tex.repeat_y = False
             self._layer = self.ctx.framebuffer(color_attachments=[tex])
+            tris, self._n_inner = composite_geometry(self.layout)
+            if tris.nbytes > self._geometry.size:
+                self._geometry.orphan(tris.nbytes)
+            self._geometry.write(tris.tobytes())
+            self._n_all = len(tris)
 
     def upload(self, image: np.ndarray, back: np.ndarray | None = None) -> None:
         """A new keyframe (H, W, 3) uint8, top row first; `back` is the image behind (mapping 1).
@@ -190,11 +198,17 @@ class SkyRenderer:
                                                     "uScale": lay.scale * min(sx, sy), "uLayer": 1})
             self.vao.render(moderngl.TRIANGLES, vertices=3)
             target.use()
+            self.ctx.viewport = (0, 0, self.width, self.height)
+            fade = common["uFade"]
+            self.ctx.clear(*(c * fade for c in common["uBackground"]))  # outside the oval: a memset
             self._layer.color_attachments[0].use(4)
             _set_uniforms(self.composite, common, {"uSky": 4, "uResolution": (float(self.width), float(self.height)),
                                                    "uCentre": (lay.cx, lay.cy), "uScale": lay.scale})
-            self.ctx.viewport = (0, 0, self.width, self.height)
-            self.composite_vao.render(moderngl.TRIANGLES, vertices=3)
+            # interior: texture only; edge band and note square: the full composite shader
+            self.composite["uInterior"].value = 1
+            self.composite_vao.render(moderngl.TRIANGLES, vertices=self._n_inner, first=0)
+            self.composite["uInterior"].value = 0
+            self.composite_vao.render(moderngl.TRIANGLES, vertices=self._n_all - self._n_inner, first=self._n_inner)
         self.frame += 1
 
     def release(self) -> None:
@@ -202,8 +216,49 @@ class SkyRenderer:
         if self._layer is not None:
             self._layer.color_attachments[0].release()
             self._layer.release()
-        for obj in (*self.textures, self.vao, self.prog, self.composite_vao, self.composite):
+        for obj in (*self.textures, self.vao, self.prog, self.composite_vao, self.composite, self._geometry):
             obj.release()
+
+
+def composite_geometry(lay: Layout, band_px: int = 16, margin_px: float = 2.0) -> tuple[np.ndarray, int]:
+    """Pixel-space triangles (N, 2) float32 for the composite pass and the count of interior ones.
+
+    The oval is cut into horizontal bands of `band_px` rows. In each band an axis-aligned rectangle
+    lies at least `margin_px` inside the edge (drawn with the texture-only shader); the two
+    rectangles beside it reach `margin_px` beyond the edge (drawn with the edge shader), as does a
+    square around the note circle. Big rectangles rasterise fast in software GL; a fan of thin
+    triangles from the centre was slower than the full-window pass it replaced.
+    """
+    a, b = 2 * math.sqrt(2) * lay.scale, math.sqrt(2) * lay.scale  # semi-axes in pixels
+
+    def half_width(dy: float) -> float:
+        return a * math.sqrt(max(0.0, 1.0 - (dy / b) ** 2))
+
+    inner: list[tuple[float, float, float, float]] = []
+    edge: list[tuple[float, float, float, float]] = []
+    y = lay.cy - b - margin_px
+    top = lay.cy + b + margin_px
+    while y < top:
+        y1 = min(y + band_px, top)
+        d_near = 0.0 if y <= lay.cy <= y1 else min(abs(y - lay.cy), abs(y1 - lay.cy))
+        d_far = max(abs(y - lay.cy), abs(y1 - lay.cy))
+        outer = half_width(d_near) + margin_px
+        inside = half_width(d_far + margin_px) - margin_px
+        if inside > 0:
+            inner.append((lay.cx - inside, y, lay.cx + inside, y1))
+            edge.append((lay.cx - outer, y, lay.cx - inside, y1))
+            edge.append((lay.cx + inside, y, lay.cx + outer, y1))
+        else:
+            edge.append((lay.cx - outer, y, lay.cx + outer, y1))
+        y = y1
+    r = lay.note_r + margin_px
+    edge.append((lay.note_x - r, lay.note_y - r, lay.note_x + r, lay.note_y + r))
+
+    def triangles(rects: list[tuple[float, float, float, float]]) -> np.ndarray:
+        out = [((x0, y0), (x1, y0), (x0, y1), (x0, y1), (x1, y0), (x1, y1)) for x0, y0, x1, y1 in rects]
+        return np.asarray(out, np.float32).reshape(-1, 2)
+
+    return np.concatenate([triangles(inner), triangles(edge)]), 6 * len(inner)
 
 
 def _set_uniforms(prog: moderngl.Program, *tables: dict[str, object]) -> None:
