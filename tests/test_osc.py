@@ -147,6 +147,15 @@ def test_subscribers_get_other_sources_changes_but_not_their_own(osc):
         b.close()
 
 
+def test_renewed_subscription_does_not_resend_everything(osc):
+    server, store, c = osc
+    c.send("/ciel/subscribe", c.port)
+    assert c.wait_for("/ciel/master/fade") is not None
+    c.send("/ciel/subscribe", c.port)     # the example patches renew every two seconds
+    assert c.wait_for("/ciel/master/fade", 0.3) is None
+    assert len(server.health()["subscribers"]) == 1
+
+
 def test_bundles_apply_at_once_whatever_their_time_tag(osc):
     server, store, c = osc
     bundle = OscBundleBuilder(time.time() + 3600)   # an hour ahead: must not stall anything

@@ -40,6 +40,8 @@ log = logging.getLogger("ciel.midi")
 
 APIS = ("auto", "UNIX_JACK", "LINUX_ALSA", "MACOSX_CORE", "WINDOWS_MM")
 SOURCE = "midi"
+# Sources whose changes are not "the parameter the performer touched last" (for learn from a key).
+NOT_TOUCHED = frozenset({SOURCE, "midi-clock", "schedule", "patch", "preset"})
 CURVE_K = 4.0  # steepness of the exp/log curves: exp(4x) spans 1..55
 
 
@@ -533,7 +535,7 @@ class MidiControl:
     # — store changes from other sources: re-arm takeover, queue feedback —
     def _on_change(self, name: str, values: tuple[float, ...], source: str) -> None:
         bindings = self._by_param.get(name)
-        if source != SOURCE:
+        if source not in NOT_TOUCHED:
             self._last_touched = (name, -1)
         if not bindings:
             return

@@ -346,12 +346,15 @@ class OscServer:
         port = int(_number(args[0])) if args else self.config.feedback_port
         if not 0 < port < 65536:
             raise ValueError(f"port {port} outside 1..65535")
+        sub = Subscriber(addr, (addr[0], port))
         with self._subs_lock:
             if addr not in self._subs and len(self._subs) >= self.config.max_subscribers:
                 raise ValueError(f"too many subscribers ({self.config.max_subscribers}, see [osc] max_subscribers)")
-            self._subs[addr] = Subscriber(addr, (addr[0], port))
-        log.info("OSC: %s:%d subscribed, feedback to port %d", addr[0], addr[1], port)
-        self._get((), addr)  # a new subscriber starts in sync
+            renewed = self._subs.get(addr) == sub
+            self._subs[addr] = sub
+        if not renewed:  # a new subscriber starts in sync; a renewal (patches repeat it) changes nothing
+            log.info("OSC: %s:%d subscribed, feedback to port %d", addr[0], addr[1], port)
+            self._get((), addr)
 
     def _unsubscribe(self, args: tuple[Any, ...], addr: Address) -> None:
         port = int(_number(args[0])) if args else None

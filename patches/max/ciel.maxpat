@@ -74,6 +74,24 @@
    {
     "box": {
      "id": "obj-4",
+     "maxclass": "newobj",
+     "patching_rect": [
+      100,
+      40,
+      80,
+      22
+     ],
+     "text": "metro 2000",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ]
+    }
+   },
+   {
+    "box": {
+     "id": "obj-5",
      "maxclass": "message",
      "patching_rect": [
       20,
@@ -91,7 +109,7 @@
    },
    {
     "box": {
-     "id": "obj-5",
+     "id": "obj-6",
      "maxclass": "message",
      "patching_rect": [
       200,
@@ -109,7 +127,7 @@
    },
    {
     "box": {
-     "id": "obj-6",
+     "id": "obj-7",
      "maxclass": "message",
      "patching_rect": [
       370,
@@ -127,7 +145,7 @@
    },
    {
     "box": {
-     "id": "obj-7",
+     "id": "obj-8",
      "maxclass": "message",
      "patching_rect": [
       540,
@@ -145,7 +163,7 @@
    },
    {
     "box": {
-     "id": "obj-8",
+     "id": "obj-9",
      "maxclass": "message",
      "patching_rect": [
       710,
@@ -163,7 +181,7 @@
    },
    {
     "box": {
-     "id": "obj-9",
+     "id": "obj-10",
      "maxclass": "comment",
      "patching_rect": [
       20,
@@ -178,7 +196,7 @@
    },
    {
     "box": {
-     "id": "obj-10",
+     "id": "obj-11",
      "maxclass": "slider",
      "patching_rect": [
       20,
@@ -200,7 +218,7 @@
    },
    {
     "box": {
-     "id": "obj-11",
+     "id": "obj-12",
      "maxclass": "newobj",
      "patching_rect": [
       190,
@@ -218,7 +236,7 @@
    },
    {
     "box": {
-     "id": "obj-12",
+     "id": "obj-13",
      "maxclass": "comment",
      "patching_rect": [
       380,
@@ -233,7 +251,7 @@
    },
    {
     "box": {
-     "id": "obj-13",
+     "id": "obj-14",
      "maxclass": "slider",
      "patching_rect": [
       380,
@@ -255,7 +273,7 @@
    },
    {
     "box": {
-     "id": "obj-14",
+     "id": "obj-15",
      "maxclass": "newobj",
      "patching_rect": [
       550,
@@ -273,7 +291,7 @@
    },
    {
     "box": {
-     "id": "obj-15",
+     "id": "obj-16",
      "maxclass": "comment",
      "patching_rect": [
       740,
@@ -288,7 +306,7 @@
    },
    {
     "box": {
-     "id": "obj-16",
+     "id": "obj-17",
      "maxclass": "slider",
      "patching_rect": [
       740,
@@ -310,7 +328,7 @@
    },
    {
     "box": {
-     "id": "obj-17",
+     "id": "obj-18",
      "maxclass": "newobj",
      "patching_rect": [
       910,
@@ -328,7 +346,7 @@
    },
    {
     "box": {
-     "id": "obj-18",
+     "id": "obj-19",
      "maxclass": "comment",
      "patching_rect": [
       20,
@@ -343,7 +361,7 @@
    },
    {
     "box": {
-     "id": "obj-19",
+     "id": "obj-20",
      "maxclass": "slider",
      "patching_rect": [
       20,
@@ -365,7 +383,7 @@
    },
    {
     "box": {
-     "id": "obj-20",
+     "id": "obj-21",
      "maxclass": "newobj",
      "patching_rect": [
       190,
@@ -383,7 +401,7 @@
    },
    {
     "box": {
-     "id": "obj-21",
+     "id": "obj-22",
      "maxclass": "comment",
      "patching_rect": [
       380,
@@ -398,7 +416,7 @@
    },
    {
     "box": {
-     "id": "obj-22",
+     "id": "obj-23",
      "maxclass": "slider",
      "patching_rect": [
       380,
@@ -420,7 +438,7 @@
    },
    {
     "box": {
-     "id": "obj-23",
+     "id": "obj-24",
      "maxclass": "newobj",
      "patching_rect": [
       550,
@@ -438,7 +456,7 @@
    },
    {
     "box": {
-     "id": "obj-24",
+     "id": "obj-25",
      "maxclass": "comment",
      "patching_rect": [
       740,
@@ -453,7 +471,7 @@
    },
    {
     "box": {
-     "id": "obj-25",
+     "id": "obj-26",
      "maxclass": "slider",
      "patching_rect": [
       740,
@@ -475,7 +493,7 @@
    },
    {
     "box": {
-     "id": "obj-26",
+     "id": "obj-27",
      "maxclass": "newobj",
      "patching_rect": [
       910,
@@ -493,7 +511,7 @@
    },
    {
     "box": {
-     "id": "obj-27",
+     "id": "obj-28",
      "maxclass": "comment",
      "patching_rect": [
       20,
@@ -508,7 +526,7 @@
    },
    {
     "box": {
-     "id": "obj-28",
+     "id": "obj-29",
      "maxclass": "slider",
      "patching_rect": [
       20,
@@ -530,7 +548,7 @@
    },
    {
     "box": {
-     "id": "obj-29",
+     "id": "obj-30",
      "maxclass": "newobj",
      "patching_rect": [
       190,
@@ -548,7 +566,7 @@
    },
    {
     "box": {
-     "id": "obj-30",
+     "id": "obj-31",
      "maxclass": "comment",
      "patching_rect": [
       380,
@@ -563,7 +581,7 @@
    },
    {
     "box": {
-     "id": "obj-31",
+     "id": "obj-32",
      "maxclass": "slider",
      "patching_rect": [
       380,
@@ -585,7 +603,7 @@
    },
    {
     "box": {
-     "id": "obj-32",
+     "id": "obj-33",
      "maxclass": "newobj",
      "patching_rect": [
       550,
@@ -603,7 +621,7 @@
    },
    {
     "box": {
-     "id": "obj-33",
+     "id": "obj-34",
      "maxclass": "comment",
      "patching_rect": [
       740,
@@ -618,7 +636,7 @@
    },
    {
     "box": {
-     "id": "obj-34",
+     "id": "obj-35",
      "maxclass": "slider",
      "patching_rect": [
       740,
@@ -640,7 +658,7 @@
    },
    {
     "box": {
-     "id": "obj-35",
+     "id": "obj-36",
      "maxclass": "newobj",
      "patching_rect": [
       910,
@@ -658,7 +676,7 @@
    },
    {
     "box": {
-     "id": "obj-36",
+     "id": "obj-37",
      "maxclass": "comment",
      "patching_rect": [
       20,
@@ -673,7 +691,7 @@
    },
    {
     "box": {
-     "id": "obj-37",
+     "id": "obj-38",
      "maxclass": "slider",
      "patching_rect": [
       20,
@@ -695,7 +713,7 @@
    },
    {
     "box": {
-     "id": "obj-38",
+     "id": "obj-39",
      "maxclass": "newobj",
      "patching_rect": [
       190,
@@ -713,7 +731,7 @@
    },
    {
     "box": {
-     "id": "obj-39",
+     "id": "obj-40",
      "maxclass": "comment",
      "patching_rect": [
       380,
@@ -728,7 +746,7 @@
    },
    {
     "box": {
-     "id": "obj-40",
+     "id": "obj-41",
      "maxclass": "slider",
      "patching_rect": [
       380,
@@ -750,7 +768,7 @@
    },
    {
     "box": {
-     "id": "obj-41",
+     "id": "obj-42",
      "maxclass": "newobj",
      "patching_rect": [
       550,
@@ -768,7 +786,7 @@
    },
    {
     "box": {
-     "id": "obj-42",
+     "id": "obj-43",
      "maxclass": "comment",
      "patching_rect": [
       740,
@@ -783,7 +801,7 @@
    },
    {
     "box": {
-     "id": "obj-43",
+     "id": "obj-44",
      "maxclass": "slider",
      "patching_rect": [
       740,
@@ -805,7 +823,7 @@
    },
    {
     "box": {
-     "id": "obj-44",
+     "id": "obj-45",
      "maxclass": "newobj",
      "patching_rect": [
       910,
@@ -823,7 +841,7 @@
    },
    {
     "box": {
-     "id": "obj-45",
+     "id": "obj-46",
      "maxclass": "comment",
      "patching_rect": [
       20,
@@ -838,7 +856,7 @@
    },
    {
     "box": {
-     "id": "obj-46",
+     "id": "obj-47",
      "maxclass": "slider",
      "patching_rect": [
       20,
@@ -860,7 +878,7 @@
    },
    {
     "box": {
-     "id": "obj-47",
+     "id": "obj-48",
      "maxclass": "newobj",
      "patching_rect": [
       190,
@@ -878,7 +896,7 @@
    },
    {
     "box": {
-     "id": "obj-48",
+     "id": "obj-49",
      "maxclass": "comment",
      "patching_rect": [
       380,
@@ -893,7 +911,7 @@
    },
    {
     "box": {
-     "id": "obj-49",
+     "id": "obj-50",
      "maxclass": "slider",
      "patching_rect": [
       380,
@@ -915,7 +933,7 @@
    },
    {
     "box": {
-     "id": "obj-50",
+     "id": "obj-51",
      "maxclass": "newobj",
      "patching_rect": [
       550,
@@ -933,7 +951,7 @@
    },
    {
     "box": {
-     "id": "obj-51",
+     "id": "obj-52",
      "maxclass": "comment",
      "patching_rect": [
       740,
@@ -948,7 +966,7 @@
    },
    {
     "box": {
-     "id": "obj-52",
+     "id": "obj-53",
      "maxclass": "slider",
      "patching_rect": [
       740,
@@ -970,7 +988,7 @@
    },
    {
     "box": {
-     "id": "obj-53",
+     "id": "obj-54",
      "maxclass": "newobj",
      "patching_rect": [
       910,
@@ -988,7 +1006,7 @@
    },
    {
     "box": {
-     "id": "obj-54",
+     "id": "obj-55",
      "maxclass": "comment",
      "patching_rect": [
       20,
@@ -1003,7 +1021,7 @@
    },
    {
     "box": {
-     "id": "obj-55",
+     "id": "obj-56",
      "maxclass": "slider",
      "patching_rect": [
       20,
@@ -1025,7 +1043,7 @@
    },
    {
     "box": {
-     "id": "obj-56",
+     "id": "obj-57",
      "maxclass": "newobj",
      "patching_rect": [
       190,
@@ -1043,7 +1061,7 @@
    },
    {
     "box": {
-     "id": "obj-57",
+     "id": "obj-58",
      "maxclass": "comment",
      "patching_rect": [
       380,
@@ -1058,7 +1076,7 @@
    },
    {
     "box": {
-     "id": "obj-58",
+     "id": "obj-59",
      "maxclass": "slider",
      "patching_rect": [
       380,
@@ -1080,7 +1098,7 @@
    },
    {
     "box": {
-     "id": "obj-59",
+     "id": "obj-60",
      "maxclass": "newobj",
      "patching_rect": [
       550,
@@ -1098,7 +1116,7 @@
    },
    {
     "box": {
-     "id": "obj-60",
+     "id": "obj-61",
      "maxclass": "comment",
      "patching_rect": [
       740,
@@ -1113,7 +1131,7 @@
    },
    {
     "box": {
-     "id": "obj-61",
+     "id": "obj-62",
      "maxclass": "slider",
      "patching_rect": [
       740,
@@ -1135,7 +1153,7 @@
    },
    {
     "box": {
-     "id": "obj-62",
+     "id": "obj-63",
      "maxclass": "newobj",
      "patching_rect": [
       910,
@@ -1153,7 +1171,7 @@
    },
    {
     "box": {
-     "id": "obj-63",
+     "id": "obj-64",
      "maxclass": "comment",
      "patching_rect": [
       20,
@@ -1168,7 +1186,7 @@
    },
    {
     "box": {
-     "id": "obj-64",
+     "id": "obj-65",
      "maxclass": "toggle",
      "patching_rect": [
       20,
@@ -1186,7 +1204,7 @@
    },
    {
     "box": {
-     "id": "obj-65",
+     "id": "obj-66",
      "maxclass": "newobj",
      "patching_rect": [
       20,
@@ -1204,7 +1222,7 @@
    },
    {
     "box": {
-     "id": "obj-66",
+     "id": "obj-67",
      "maxclass": "comment",
      "patching_rect": [
       190,
@@ -1219,7 +1237,7 @@
    },
    {
     "box": {
-     "id": "obj-67",
+     "id": "obj-68",
      "maxclass": "toggle",
      "patching_rect": [
       190,
@@ -1237,7 +1255,7 @@
    },
    {
     "box": {
-     "id": "obj-68",
+     "id": "obj-69",
      "maxclass": "newobj",
      "patching_rect": [
       190,
@@ -1255,7 +1273,7 @@
    },
    {
     "box": {
-     "id": "obj-69",
+     "id": "obj-70",
      "maxclass": "comment",
      "patching_rect": [
       360,
@@ -1270,7 +1288,7 @@
    },
    {
     "box": {
-     "id": "obj-70",
+     "id": "obj-71",
      "maxclass": "toggle",
      "patching_rect": [
       360,
@@ -1288,7 +1306,7 @@
    },
    {
     "box": {
-     "id": "obj-71",
+     "id": "obj-72",
      "maxclass": "newobj",
      "patching_rect": [
       360,
@@ -1306,7 +1324,7 @@
    },
    {
     "box": {
-     "id": "obj-72",
+     "id": "obj-73",
      "maxclass": "comment",
      "patching_rect": [
       530,
@@ -1321,7 +1339,7 @@
    },
    {
     "box": {
-     "id": "obj-73",
+     "id": "obj-74",
      "maxclass": "toggle",
      "patching_rect": [
       530,
@@ -1339,7 +1357,7 @@
    },
    {
     "box": {
-     "id": "obj-74",
+     "id": "obj-75",
      "maxclass": "newobj",
      "patching_rect": [
       530,
@@ -1357,7 +1375,7 @@
    },
    {
     "box": {
-     "id": "obj-75",
+     "id": "obj-76",
      "maxclass": "comment",
      "patching_rect": [
       700,
@@ -1372,7 +1390,7 @@
    },
    {
     "box": {
-     "id": "obj-76",
+     "id": "obj-77",
      "maxclass": "toggle",
      "patching_rect": [
       700,
@@ -1390,7 +1408,7 @@
    },
    {
     "box": {
-     "id": "obj-77",
+     "id": "obj-78",
      "maxclass": "newobj",
      "patching_rect": [
       700,
@@ -1408,7 +1426,7 @@
    },
    {
     "box": {
-     "id": "obj-78",
+     "id": "obj-79",
      "maxclass": "button",
      "patching_rect": [
       20,
@@ -1426,7 +1444,7 @@
    },
    {
     "box": {
-     "id": "obj-79",
+     "id": "obj-80",
      "maxclass": "message",
      "patching_rect": [
       20,
@@ -1444,7 +1462,7 @@
    },
    {
     "box": {
-     "id": "obj-80",
+     "id": "obj-81",
      "maxclass": "button",
      "patching_rect": [
       190,
@@ -1462,7 +1480,7 @@
    },
    {
     "box": {
-     "id": "obj-81",
+     "id": "obj-82",
      "maxclass": "message",
      "patching_rect": [
       190,
@@ -1480,7 +1498,7 @@
    },
    {
     "box": {
-     "id": "obj-82",
+     "id": "obj-83",
      "maxclass": "button",
      "patching_rect": [
       360,
@@ -1498,7 +1516,7 @@
    },
    {
     "box": {
-     "id": "obj-83",
+     "id": "obj-84",
      "maxclass": "message",
      "patching_rect": [
       360,
@@ -1516,7 +1534,7 @@
    },
    {
     "box": {
-     "id": "obj-84",
+     "id": "obj-85",
      "maxclass": "button",
      "patching_rect": [
       530,
@@ -1534,7 +1552,7 @@
    },
    {
     "box": {
-     "id": "obj-85",
+     "id": "obj-86",
      "maxclass": "message",
      "patching_rect": [
       530,
@@ -1552,7 +1570,7 @@
    },
    {
     "box": {
-     "id": "obj-86",
+     "id": "obj-87",
      "maxclass": "comment",
      "patching_rect": [
       20,
@@ -1567,7 +1585,7 @@
    },
    {
     "box": {
-     "id": "obj-87",
+     "id": "obj-88",
      "maxclass": "newobj",
      "patching_rect": [
       20,
@@ -1585,7 +1603,7 @@
    },
    {
     "box": {
-     "id": "obj-88",
+     "id": "obj-89",
      "maxclass": "newobj",
      "patching_rect": [
       20,
@@ -1627,28 +1645,10 @@
    },
    {
     "box": {
-     "id": "obj-89",
-     "maxclass": "newobj",
-     "patching_rect": [
-      20,
-      730,
-      90,
-      22
-     ],
-     "text": "prepend set",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ]
-    }
-   },
-   {
-    "box": {
      "id": "obj-90",
      "maxclass": "newobj",
      "patching_rect": [
-      150,
+      20,
       730,
       90,
       22
@@ -1666,7 +1666,7 @@
      "id": "obj-91",
      "maxclass": "newobj",
      "patching_rect": [
-      280,
+      150,
       730,
       90,
       22
@@ -1684,7 +1684,7 @@
      "id": "obj-92",
      "maxclass": "newobj",
      "patching_rect": [
-      410,
+      280,
       730,
       90,
       22
@@ -1702,7 +1702,7 @@
      "id": "obj-93",
      "maxclass": "newobj",
      "patching_rect": [
-      540,
+      410,
       730,
       90,
       22
@@ -1720,7 +1720,7 @@
      "id": "obj-94",
      "maxclass": "newobj",
      "patching_rect": [
-      670,
+      540,
       730,
       90,
       22
@@ -1738,7 +1738,7 @@
      "id": "obj-95",
      "maxclass": "newobj",
      "patching_rect": [
-      800,
+      670,
       730,
       90,
       22
@@ -1756,7 +1756,7 @@
      "id": "obj-96",
      "maxclass": "newobj",
      "patching_rect": [
-      930,
+      800,
       730,
       90,
       22
@@ -1774,8 +1774,8 @@
      "id": "obj-97",
      "maxclass": "newobj",
      "patching_rect": [
-      20,
-      790,
+      930,
+      730,
       90,
       22
      ],
@@ -1792,7 +1792,7 @@
      "id": "obj-98",
      "maxclass": "newobj",
      "patching_rect": [
-      150,
+      20,
       790,
       90,
       22
@@ -1810,7 +1810,7 @@
      "id": "obj-99",
      "maxclass": "newobj",
      "patching_rect": [
-      280,
+      150,
       790,
       90,
       22
@@ -1828,7 +1828,7 @@
      "id": "obj-100",
      "maxclass": "newobj",
      "patching_rect": [
-      410,
+      280,
       790,
       90,
       22
@@ -1846,7 +1846,7 @@
      "id": "obj-101",
      "maxclass": "newobj",
      "patching_rect": [
-      540,
+      410,
       790,
       90,
       22
@@ -1864,7 +1864,7 @@
      "id": "obj-102",
      "maxclass": "newobj",
      "patching_rect": [
-      670,
+      540,
       790,
       90,
       22
@@ -1882,7 +1882,7 @@
      "id": "obj-103",
      "maxclass": "newobj",
      "patching_rect": [
-      800,
+      670,
       790,
       90,
       22
@@ -1900,7 +1900,7 @@
      "id": "obj-104",
      "maxclass": "newobj",
      "patching_rect": [
-      930,
+      800,
       790,
       90,
       22
@@ -1918,8 +1918,8 @@
      "id": "obj-105",
      "maxclass": "newobj",
      "patching_rect": [
-      20,
-      850,
+      930,
+      790,
       90,
       22
      ],
@@ -1936,7 +1936,7 @@
      "id": "obj-106",
      "maxclass": "newobj",
      "patching_rect": [
-      150,
+      20,
       850,
       90,
       22
@@ -1954,7 +1954,7 @@
      "id": "obj-107",
      "maxclass": "newobj",
      "patching_rect": [
-      280,
+      150,
       850,
       90,
       22
@@ -1972,7 +1972,7 @@
      "id": "obj-108",
      "maxclass": "newobj",
      "patching_rect": [
-      410,
+      280,
       850,
       90,
       22
@@ -1990,7 +1990,7 @@
      "id": "obj-109",
      "maxclass": "newobj",
      "patching_rect": [
-      540,
+      410,
       850,
       90,
       22
@@ -2008,7 +2008,7 @@
      "id": "obj-110",
      "maxclass": "newobj",
      "patching_rect": [
-      670,
+      540,
       850,
       90,
       22
@@ -2026,7 +2026,7 @@
      "id": "obj-111",
      "maxclass": "newobj",
      "patching_rect": [
-      800,
+      670,
       850,
       90,
       22
@@ -2042,6 +2042,24 @@
    {
     "box": {
      "id": "obj-112",
+     "maxclass": "newobj",
+     "patching_rect": [
+      800,
+      850,
+      90,
+      22
+     ],
+     "text": "prepend set",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ]
+    }
+   },
+   {
+    "box": {
+     "id": "obj-113",
      "maxclass": "newobj",
      "patching_rect": [
       930,
@@ -2076,7 +2094,7 @@
       0
      ],
      "destination": [
-      "obj-2",
+      "obj-5",
       0
      ]
     }
@@ -2132,35 +2150,35 @@
    {
     "patchline": {
      "source": [
-      "obj-10",
+      "obj-9",
       0
      ],
      "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-11",
       0
+     ],
+     "destination": [
+      "obj-12",
+      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-11",
+      "obj-12",
       0
      ],
      "destination": [
       "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-13",
-      0
-     ],
-     "destination": [
-      "obj-14",
       0
      ]
     }
@@ -2172,6 +2190,18 @@
       0
      ],
      "destination": [
+      "obj-15",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-15",
+      0
+     ],
+     "destination": [
       "obj-2",
       0
      ]
@@ -2180,35 +2210,23 @@
    {
     "patchline": {
      "source": [
-      "obj-16",
-      0
-     ],
-     "destination": [
       "obj-17",
       0
+     ],
+     "destination": [
+      "obj-18",
+      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-17",
+      "obj-18",
       0
      ],
      "destination": [
       "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-19",
-      0
-     ],
-     "destination": [
-      "obj-20",
       0
      ]
     }
@@ -2220,6 +2238,18 @@
       0
      ],
      "destination": [
+      "obj-21",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      0
+     ],
+     "destination": [
       "obj-2",
       0
      ]
@@ -2228,35 +2258,23 @@
    {
     "patchline": {
      "source": [
-      "obj-22",
-      0
-     ],
-     "destination": [
       "obj-23",
       0
+     ],
+     "destination": [
+      "obj-24",
+      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-23",
+      "obj-24",
       0
      ],
      "destination": [
       "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-25",
-      0
-     ],
-     "destination": [
-      "obj-26",
       0
      ]
     }
@@ -2268,6 +2286,18 @@
       0
      ],
      "destination": [
+      "obj-27",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-27",
+      0
+     ],
+     "destination": [
       "obj-2",
       0
      ]
@@ -2276,35 +2306,23 @@
    {
     "patchline": {
      "source": [
-      "obj-28",
-      0
-     ],
-     "destination": [
       "obj-29",
       0
+     ],
+     "destination": [
+      "obj-30",
+      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-29",
+      "obj-30",
       0
      ],
      "destination": [
       "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-31",
-      0
-     ],
-     "destination": [
-      "obj-32",
       0
      ]
     }
@@ -2316,6 +2334,18 @@
       0
      ],
      "destination": [
+      "obj-33",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-33",
+      0
+     ],
+     "destination": [
       "obj-2",
       0
      ]
@@ -2324,35 +2354,23 @@
    {
     "patchline": {
      "source": [
-      "obj-34",
-      0
-     ],
-     "destination": [
       "obj-35",
       0
+     ],
+     "destination": [
+      "obj-36",
+      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-35",
+      "obj-36",
       0
      ],
      "destination": [
       "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-37",
-      0
-     ],
-     "destination": [
-      "obj-38",
       0
      ]
     }
@@ -2364,6 +2382,18 @@
       0
      ],
      "destination": [
+      "obj-39",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-39",
+      0
+     ],
+     "destination": [
       "obj-2",
       0
      ]
@@ -2372,35 +2402,23 @@
    {
     "patchline": {
      "source": [
-      "obj-40",
-      0
-     ],
-     "destination": [
       "obj-41",
       0
+     ],
+     "destination": [
+      "obj-42",
+      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-41",
+      "obj-42",
       0
      ],
      "destination": [
       "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-43",
-      0
-     ],
-     "destination": [
-      "obj-44",
       0
      ]
     }
@@ -2412,6 +2430,18 @@
       0
      ],
      "destination": [
+      "obj-45",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-45",
+      0
+     ],
+     "destination": [
       "obj-2",
       0
      ]
@@ -2420,35 +2450,23 @@
    {
     "patchline": {
      "source": [
-      "obj-46",
-      0
-     ],
-     "destination": [
       "obj-47",
       0
+     ],
+     "destination": [
+      "obj-48",
+      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-47",
+      "obj-48",
       0
      ],
      "destination": [
       "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-49",
-      0
-     ],
-     "destination": [
-      "obj-50",
       0
      ]
     }
@@ -2460,6 +2478,18 @@
       0
      ],
      "destination": [
+      "obj-51",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-51",
+      0
+     ],
+     "destination": [
       "obj-2",
       0
      ]
@@ -2468,35 +2498,23 @@
    {
     "patchline": {
      "source": [
-      "obj-52",
-      0
-     ],
-     "destination": [
       "obj-53",
       0
+     ],
+     "destination": [
+      "obj-54",
+      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-53",
+      "obj-54",
       0
      ],
      "destination": [
       "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-55",
-      0
-     ],
-     "destination": [
-      "obj-56",
       0
      ]
     }
@@ -2508,6 +2526,18 @@
       0
      ],
      "destination": [
+      "obj-57",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-57",
+      0
+     ],
+     "destination": [
       "obj-2",
       0
      ]
@@ -2516,35 +2546,23 @@
    {
     "patchline": {
      "source": [
-      "obj-58",
-      0
-     ],
-     "destination": [
       "obj-59",
       0
+     ],
+     "destination": [
+      "obj-60",
+      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-59",
+      "obj-60",
       0
      ],
      "destination": [
       "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-61",
-      0
-     ],
-     "destination": [
-      "obj-62",
       0
      ]
     }
@@ -2556,6 +2574,18 @@
       0
      ],
      "destination": [
+      "obj-63",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-63",
+      0
+     ],
+     "destination": [
       "obj-2",
       0
      ]
@@ -2564,35 +2594,23 @@
    {
     "patchline": {
      "source": [
-      "obj-64",
-      0
-     ],
-     "destination": [
       "obj-65",
       0
+     ],
+     "destination": [
+      "obj-66",
+      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-65",
+      "obj-66",
       0
      ],
      "destination": [
       "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-67",
-      0
-     ],
-     "destination": [
-      "obj-68",
       0
      ]
     }
@@ -2604,6 +2622,18 @@
       0
      ],
      "destination": [
+      "obj-69",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-69",
+      0
+     ],
+     "destination": [
       "obj-2",
       0
      ]
@@ -2612,35 +2642,23 @@
    {
     "patchline": {
      "source": [
-      "obj-70",
-      0
-     ],
-     "destination": [
       "obj-71",
       0
+     ],
+     "destination": [
+      "obj-72",
+      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-71",
+      "obj-72",
       0
      ],
      "destination": [
       "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-73",
-      0
-     ],
-     "destination": [
-      "obj-74",
       0
      ]
     }
@@ -2652,6 +2670,18 @@
       0
      ],
      "destination": [
+      "obj-75",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-75",
+      0
+     ],
+     "destination": [
       "obj-2",
       0
      ]
@@ -2660,23 +2690,11 @@
    {
     "patchline": {
      "source": [
-      "obj-76",
-      0
-     ],
-     "destination": [
-      "obj-77",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
       "obj-77",
       0
      ],
      "destination": [
-      "obj-2",
+      "obj-78",
       0
      ]
     }
@@ -2688,7 +2706,7 @@
       0
      ],
      "destination": [
-      "obj-79",
+      "obj-2",
       0
      ]
     }
@@ -2700,7 +2718,7 @@
       0
      ],
      "destination": [
-      "obj-2",
+      "obj-80",
       0
      ]
     }
@@ -2712,7 +2730,7 @@
       0
      ],
      "destination": [
-      "obj-81",
+      "obj-2",
       0
      ]
     }
@@ -2724,7 +2742,7 @@
       0
      ],
      "destination": [
-      "obj-2",
+      "obj-82",
       0
      ]
     }
@@ -2736,7 +2754,7 @@
       0
      ],
      "destination": [
-      "obj-83",
+      "obj-2",
       0
      ]
     }
@@ -2748,7 +2766,7 @@
       0
      ],
      "destination": [
-      "obj-2",
+      "obj-84",
       0
      ]
     }
@@ -2760,7 +2778,7 @@
       0
      ],
      "destination": [
-      "obj-85",
+      "obj-2",
       0
      ]
     }
@@ -2769,6 +2787,18 @@
     "patchline": {
      "source": [
       "obj-85",
+      0
+     ],
+     "destination": [
+      "obj-86",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-86",
       0
      ],
      "destination": [
@@ -2780,18 +2810,6 @@
    {
     "patchline": {
      "source": [
-      "obj-87",
-      0
-     ],
-     "destination": [
-      "obj-88",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
       "obj-88",
       0
      ],
@@ -2808,7 +2826,7 @@
       0
      ],
      "destination": [
-      "obj-10",
+      "obj-90",
       0
      ]
     }
@@ -2816,11 +2834,23 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-90",
+      0
+     ],
+     "destination": [
+      "obj-11",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-89",
       1
      ],
      "destination": [
-      "obj-90",
+      "obj-91",
       0
      ]
     }
@@ -2828,11 +2858,11 @@
    {
     "patchline": {
      "source": [
-      "obj-90",
+      "obj-91",
       0
      ],
      "destination": [
-      "obj-13",
+      "obj-14",
       0
      ]
     }
@@ -2840,11 +2870,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       2
      ],
      "destination": [
-      "obj-91",
+      "obj-92",
       0
      ]
     }
@@ -2852,11 +2882,11 @@
    {
     "patchline": {
      "source": [
-      "obj-91",
+      "obj-92",
       0
      ],
      "destination": [
-      "obj-16",
+      "obj-17",
       0
      ]
     }
@@ -2864,11 +2894,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       3
      ],
      "destination": [
-      "obj-92",
+      "obj-93",
       0
      ]
     }
@@ -2876,11 +2906,11 @@
    {
     "patchline": {
      "source": [
-      "obj-92",
+      "obj-93",
       0
      ],
      "destination": [
-      "obj-19",
+      "obj-20",
       0
      ]
     }
@@ -2888,11 +2918,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       4
      ],
      "destination": [
-      "obj-93",
+      "obj-94",
       0
      ]
     }
@@ -2900,11 +2930,11 @@
    {
     "patchline": {
      "source": [
-      "obj-93",
+      "obj-94",
       0
      ],
      "destination": [
-      "obj-22",
+      "obj-23",
       0
      ]
     }
@@ -2912,11 +2942,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       5
      ],
      "destination": [
-      "obj-94",
+      "obj-95",
       0
      ]
     }
@@ -2924,11 +2954,11 @@
    {
     "patchline": {
      "source": [
-      "obj-94",
+      "obj-95",
       0
      ],
      "destination": [
-      "obj-25",
+      "obj-26",
       0
      ]
     }
@@ -2936,11 +2966,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       6
      ],
      "destination": [
-      "obj-95",
+      "obj-96",
       0
      ]
     }
@@ -2948,11 +2978,11 @@
    {
     "patchline": {
      "source": [
-      "obj-95",
+      "obj-96",
       0
      ],
      "destination": [
-      "obj-28",
+      "obj-29",
       0
      ]
     }
@@ -2960,11 +2990,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       7
      ],
      "destination": [
-      "obj-96",
+      "obj-97",
       0
      ]
     }
@@ -2972,11 +3002,11 @@
    {
     "patchline": {
      "source": [
-      "obj-96",
+      "obj-97",
       0
      ],
      "destination": [
-      "obj-31",
+      "obj-32",
       0
      ]
     }
@@ -2984,11 +3014,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       8
      ],
      "destination": [
-      "obj-97",
+      "obj-98",
       0
      ]
     }
@@ -2996,11 +3026,11 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
+      "obj-98",
       0
      ],
      "destination": [
-      "obj-34",
+      "obj-35",
       0
      ]
     }
@@ -3008,11 +3038,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       9
      ],
      "destination": [
-      "obj-98",
+      "obj-99",
       0
      ]
     }
@@ -3020,11 +3050,11 @@
    {
     "patchline": {
      "source": [
-      "obj-98",
+      "obj-99",
       0
      ],
      "destination": [
-      "obj-37",
+      "obj-38",
       0
      ]
     }
@@ -3032,11 +3062,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       10
      ],
      "destination": [
-      "obj-99",
+      "obj-100",
       0
      ]
     }
@@ -3044,11 +3074,11 @@
    {
     "patchline": {
      "source": [
-      "obj-99",
+      "obj-100",
       0
      ],
      "destination": [
-      "obj-40",
+      "obj-41",
       0
      ]
     }
@@ -3056,11 +3086,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       11
      ],
      "destination": [
-      "obj-100",
+      "obj-101",
       0
      ]
     }
@@ -3068,11 +3098,11 @@
    {
     "patchline": {
      "source": [
-      "obj-100",
+      "obj-101",
       0
      ],
      "destination": [
-      "obj-43",
+      "obj-44",
       0
      ]
     }
@@ -3080,11 +3110,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       12
      ],
      "destination": [
-      "obj-101",
+      "obj-102",
       0
      ]
     }
@@ -3092,11 +3122,11 @@
    {
     "patchline": {
      "source": [
-      "obj-101",
+      "obj-102",
       0
      ],
      "destination": [
-      "obj-46",
+      "obj-47",
       0
      ]
     }
@@ -3104,11 +3134,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       13
      ],
      "destination": [
-      "obj-102",
+      "obj-103",
       0
      ]
     }
@@ -3116,11 +3146,11 @@
    {
     "patchline": {
      "source": [
-      "obj-102",
+      "obj-103",
       0
      ],
      "destination": [
-      "obj-49",
+      "obj-50",
       0
      ]
     }
@@ -3128,11 +3158,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       14
      ],
      "destination": [
-      "obj-103",
+      "obj-104",
       0
      ]
     }
@@ -3140,11 +3170,11 @@
    {
     "patchline": {
      "source": [
-      "obj-103",
+      "obj-104",
       0
      ],
      "destination": [
-      "obj-52",
+      "obj-53",
       0
      ]
     }
@@ -3152,11 +3182,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       15
      ],
      "destination": [
-      "obj-104",
+      "obj-105",
       0
      ]
     }
@@ -3164,11 +3194,11 @@
    {
     "patchline": {
      "source": [
-      "obj-104",
+      "obj-105",
       0
      ],
      "destination": [
-      "obj-55",
+      "obj-56",
       0
      ]
     }
@@ -3176,11 +3206,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       16
      ],
      "destination": [
-      "obj-105",
+      "obj-106",
       0
      ]
     }
@@ -3188,11 +3218,11 @@
    {
     "patchline": {
      "source": [
-      "obj-105",
+      "obj-106",
       0
      ],
      "destination": [
-      "obj-58",
+      "obj-59",
       0
      ]
     }
@@ -3200,11 +3230,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       17
      ],
      "destination": [
-      "obj-106",
+      "obj-107",
       0
      ]
     }
@@ -3212,11 +3242,11 @@
    {
     "patchline": {
      "source": [
-      "obj-106",
+      "obj-107",
       0
      ],
      "destination": [
-      "obj-61",
+      "obj-62",
       0
      ]
     }
@@ -3224,11 +3254,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       18
      ],
      "destination": [
-      "obj-107",
+      "obj-108",
       0
      ]
     }
@@ -3236,11 +3266,11 @@
    {
     "patchline": {
      "source": [
-      "obj-107",
+      "obj-108",
       0
      ],
      "destination": [
-      "obj-64",
+      "obj-65",
       0
      ]
     }
@@ -3248,11 +3278,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       19
      ],
      "destination": [
-      "obj-108",
+      "obj-109",
       0
      ]
     }
@@ -3260,11 +3290,11 @@
    {
     "patchline": {
      "source": [
-      "obj-108",
+      "obj-109",
       0
      ],
      "destination": [
-      "obj-67",
+      "obj-68",
       0
      ]
     }
@@ -3272,11 +3302,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       20
      ],
      "destination": [
-      "obj-109",
+      "obj-110",
       0
      ]
     }
@@ -3284,11 +3314,11 @@
    {
     "patchline": {
      "source": [
-      "obj-109",
+      "obj-110",
       0
      ],
      "destination": [
-      "obj-70",
+      "obj-71",
       0
      ]
     }
@@ -3296,11 +3326,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       21
      ],
      "destination": [
-      "obj-110",
+      "obj-111",
       0
      ]
     }
@@ -3308,11 +3338,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
+      "obj-111",
       0
      ],
      "destination": [
-      "obj-73",
+      "obj-74",
       0
      ]
     }
@@ -3320,11 +3350,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       22
      ],
      "destination": [
-      "obj-111",
+      "obj-112",
       0
      ]
     }
@@ -3332,11 +3362,11 @@
    {
     "patchline": {
      "source": [
-      "obj-111",
+      "obj-112",
       0
      ],
      "destination": [
-      "obj-76",
+      "obj-77",
       0
      ]
     }
@@ -3344,11 +3374,11 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
+      "obj-89",
       23
      ],
      "destination": [
-      "obj-112",
+      "obj-113",
       0
      ]
     }

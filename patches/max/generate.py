@@ -4,7 +4,7 @@ The same controls as the Pd patch (patches/pd/generate.py lists them): a slider 
 parameter, toggles for switches, buttons for triggers, preset recall/store; every control goes
 through [prepend /ciel/…] to [udpsend 127.0.0.1 9000]. [udpreceive 9001] → [route /ciel/…] →
 [prepend set] moves the controls with feedback without sending it back; /ciel/subscribe 9001 is
-sent when the patch opens.
+sent when the patch opens and every two seconds after, so it finds an engine started later.
 """
 
 from __future__ import annotations
@@ -62,8 +62,10 @@ def build() -> str:
                        "feedback on 9001.", 700)
     send = mx.obj(900, 40, "udpsend 127.0.0.1 9000", 1, 0)
     lb = mx.obj(20, 40, "loadbang", 1, 1, 70)
+    renew = mx.obj(100, 40, "metro 2000", 2, 1, 80)   # subscribe again every 2 s: the engine may start later
     sub = mx.msg(20, 70, "/ciel/subscribe 9001")
-    mx.wire(lb, sub)
+    mx.wire(lb, renew)
+    mx.wire(renew, sub)
     mx.wire(sub, send)
     for i, text in enumerate(("/ciel/ping", "/ciel/get", "/ciel/preset/recall 1", "/ciel/preset/store 1")):
         m = mx.msg(200 + i * 170, 70, text)

@@ -6,7 +6,8 @@ sliders for the first audio latent offsets (sent with /ciel/audio/offset/at), an
 receiver ([netreceive -u -b] → [oscparse] → [route …]) that moves the sliders without sending.
 Every slider also listens on `ciel-<name>` (moves and sends) and every feedback value is sent to
 `ciel-fb-<name>`, so other patches (and tests) can drive and watch it. `ciel-connect HOST PORT`,
-`ciel-listen PORT` and `ciel-subscribe` change where it sends and listens.
+`ciel-listen PORT` and `ciel-subscribe` change where it sends and listens; it subscribes again
+every two seconds, so it finds an engine started after it.
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ def build() -> str:
     pd.wire(tl, port, 0, 1)
     pd.wire(rs, port)
     pd.wire(port, sub)
+    renew = pd.obj(960, 40, "metro 2000")   # subscribe again every 2 s: the engine may start later
+    pd.wire(lb, renew)
+    pd.wire(renew, port)
 
     # — controls —
     pd.text(20, 170, "sliders: drag to send / feedback moves them without sending")
