@@ -5,7 +5,8 @@ builds the engine from patches/installation.toml (fullscreen, always open, a sce
 drives it with the window's render loop, and samples once a second: /healthz (frames, audio
 callbacks, underflows, restarts, scene) and the memory and open files of ciel's processes (the
 main process and its children: the audio process). `--quick` runs one minute. `--real` uses the
-current $DISPLAY and the default sound device instead of starting Xvfb and JACK.
+current $DISPLAY and the default sound device instead of starting Xvfb and JACK; `--no-control`
+leaves out OSC, OSCQuery and MIDI.
 
 Keys: minutes, scenes, cadence_error_ms_max, rss_mb_start, rss_mb_end, fds_start, fds_end,
 underflows, restarts, fps_p5. The start values are taken after a warm-up (10 % of the run, 15 s
@@ -185,7 +186,7 @@ class Sampler:
         return self.last or self._sample()
 
 
-def run(minutes: float, period: float, real: bool) -> dict:
+def run(minutes: float, period: float, real: bool, control: bool = True) -> dict:
     from engine.app import Engine, RunOptions
     from engine.commands import check_display
     from engine.health import Supervision, setup_file_logging
@@ -203,7 +204,7 @@ def run(minutes: float, period: float, real: bool) -> dict:
         handler = setup_file_logging(tmp, logging.INFO)
         stack.callback(lambda: (logging.getLogger().removeHandler(handler), handler.close()))
         patch = soak_patch(period, tmp)
-        engine = Engine(patch, INSTALLATION_PATCH, RunOptions(installation=True))
+        engine = Engine(patch, INSTALLATION_PATCH, RunOptions(installation=True, control=control))
         stack.callback(engine.close)
         sup = engine.healthz if isinstance(engine.healthz, Supervision) else None
         if sup is None:
@@ -238,6 +239,7 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--period", type=float, default=1.0, help="seconds between scenes (default 1)")
     ap.add_argument("--quick", action="store_true", help="one minute")
     ap.add_argument("--real", action="store_true", help="use $DISPLAY and the default sound device")
+    ap.add_argument("--no-control", action="store_true", help="without OSC, OSCQuery and MIDI")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return run(1.0 if args.quick else args.minutes, args.period, args.real)
+    return run(1.0 if args.quick else args.minutes, args.period, args.real, control=not args.no_control)
