@@ -10,7 +10,7 @@ import mido
 import pytest
 
 from engine.control.config import MidiConfig, MidiMapping, PatchWriter
-from engine.control.midi import MidiControl
+from engine.control.midi import MidiControl, list_ports
 from engine.params import ParamStore
 from engine.patch import DEFAULT_PATCH, load_patch
 
@@ -133,3 +133,12 @@ def test_values_changed_elsewhere_are_sent_back_to_the_controller(backend):
         midi.close()
         out.close()
         lights.close()
+
+
+def test_ports_are_listed_for_ciel_devices(backend):
+    out = controller(backend, "list")
+    try:
+        ins, outs = list_ports("UNIX_JACK")
+        assert any(f"ciel-test-list-{os.getpid()}" in name for name in ins), ins
+    finally:
+        out.close()

@@ -73,6 +73,20 @@ def open_client(api: str, kind: str = "in", name: str = "ciel") -> Any:
                           "or load snd-seq, or set [midi] enabled = false")
 
 
+def list_ports(api: str = "auto") -> tuple[list[str], list[str]]:
+    """(input port names, output port names) as `[midi] inputs` / `output` match them (`ciel devices`).
+    Raises MidiUnavailable when no MIDI API opens."""
+    ins = open_client(api, "in", "ciel-devices")
+    try:
+        outs = open_client(_api_name(ins), "out", "ciel-devices")
+        try:
+            return list(ins.get_ports()), list(outs.get_ports())
+        finally:
+            outs.delete()
+    finally:
+        ins.delete()
+
+
 def curve(x: float, kind: str) -> float:
     """Controller position 0..1 → 0..1 along the curve ('exp' slow at first, 'log' fast at first)."""
     if kind == "exp":
