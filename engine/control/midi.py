@@ -353,7 +353,7 @@ class MidiControl:
             if self.error != str(exc):
                 log.warning("%s", exc)
             self.error = str(exc)
-            self._next_scan = now + max(5.0, self.config.rescan)
+            self._next_scan = now + max(30.0, self.config.rescan)   # the C libraries print each failed try
             return
         self.error = ""
         present = set(names)
