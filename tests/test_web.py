@@ -262,3 +262,22 @@ def test_ciel_broadcast_command_serves_and_stops_on_sigterm(baked, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
+
+
+def test_live_scenes_come_from_the_models_and_repeat_for_the_same_id():
+    from engine.patch import load_patch
+    from engine.web.source import LiveScenes
+
+    live = LiveScenes(load_patch(), seconds=1.0, seed=7)
+    try:
+        a, b, a_again = live.prepare(10), live.prepare(11), live.prepare(10)
+    finally:
+        live.close()
+    assert a.name == "live10 (seed 17)" and a.sound.ctype == "audio/ogg" and a.image.ctype == "image/png"
+    samples, rate, channels = decode(a.sound.data)
+    assert rate == 48000 and abs(samples.shape[1] / rate - 1.0) < 0.05
+    assert np.sqrt(np.mean(samples ** 2)) > 1e-4 and np.abs(samples).max() <= 1.0  # sound, not silence or clipping
+    img = np.asarray(Image.open(io.BytesIO(a.image.data)))
+    assert img.ndim == 3 and img.shape[0] == img.shape[1] >= 64 and img.std() > 1.0
+    assert a_again.image.data == a.image.data  # same scene id, same seed, same picture for every visitor
+    assert b.image.data != a.image.data

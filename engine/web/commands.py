@@ -94,7 +94,7 @@ def cmd_broadcast(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         log.info("preparing the first scene (%s)", f"baked: {web.baked}" if web.baked else "generated live")
-        broadcast.start()
+        broadcast.start(with_next=bool(web.baked))  # a live scene takes seconds: serve as soon as one is ready
         print(f"ciel: broadcasting on {server.url} (scene every {web.period:g} s)", flush=True)
         server.serve_forever(poll_interval=0.5)
     finally:

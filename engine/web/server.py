@@ -114,14 +114,15 @@ class Broadcast:
         self.prepare_errors = 0
 
     # -- threads -------------------------------------------------------------------------
-    def start(self, wait_first: float = 120.0) -> None:
-        """Prepare the current and next scene (retrying the current one up to `wait_first` s),
-        then start both threads."""
+    def start(self, wait_first: float = 120.0, with_next: bool = True) -> None:
+        """Prepare the current scene (retrying up to `wait_first` s) and, `with_next`, the next one
+        (so the first answers already announce it), then start both threads."""
         now_id = self.clock.id_at(self.clock.now())
         deadline = time.monotonic() + wait_first
         while not self._prepare(now_id) and time.monotonic() < deadline:
             time.sleep(0.5)
-        self._prepare(now_id + 1)  # so the first answers already announce the next scene
+        if with_next:
+            self._prepare(now_id + 1)
         self.publish()
         for target in (self._ticker, self._preparer):
             t = threading.Thread(target=target, name=f"ciel-web-{target.__name__.strip('_')}", daemon=True)
