@@ -46,18 +46,20 @@ class ImageTrainConfig:
     """`ciel train image` settings (saved as RUN/train.toml and in the model card)."""
 
     run: RunConfig = RunConfig()
-    resolution: int = field(256, choices=(64, 128, 256), doc="Side of the generated images (pixels).")
+    resolution: int = field(128, choices=(64, 128, 256), doc="Side of the generated images (pixels); 128 trains in minutes on a laptop CPU.")
     latent_dim: int = field(128, minimum=1, maximum=1024, doc="Size of the generator's latent vector.")
     channels: int = field(256, minimum=8, maximum=2048, doc="Generator width at 4x4 (halves at each doubling).")
     min_channels: int = field(16, minimum=4, maximum=1024, doc="Narrowest generator layer.")
     d_channels: int = field(16, minimum=4, maximum=1024, doc="Discriminator width at full resolution (doubles as it shrinks).")
     d_max_channels: int = field(256, minimum=8, maximum=2048, doc="Widest discriminator layer.")
     batch: int = field(16, minimum=1, maximum=4096, doc="Photos per step (per process under torchrun).")
-    lr_g: float = field(2e-4, minimum=0.0, maximum=1.0, doc="Generator learning rate (Adam).")
-    lr_d: float = field(2e-4, minimum=0.0, maximum=1.0, doc="Discriminator learning rate (Adam).")
-    beta1: float = field(0.5, minimum=0.0, maximum=0.9999, doc="Adam beta1.")
+    lr_g: float = field(1e-3, minimum=0.0, maximum=1.0, doc="Generator learning rate (Adam).")
+    lr_d: float = field(1e-3, minimum=0.0, maximum=1.0, doc="Discriminator learning rate (Adam).")
+    beta1: float = field(0.0, minimum=0.0, maximum=0.9999, doc="Adam beta1.")
     beta2: float = field(0.99, minimum=0.0, maximum=0.99999, doc="Adam beta2.")
     ema: float = field(0.999, minimum=0.0, maximum=0.999999, doc="EMA decay of the generator weights.")
+    loss: str = field("hinge", choices=("hinge", "logistic"), doc="GAN loss: hinge, or the non-saturating logistic loss.")
+    mbstd_group: int = field(4, minimum=0, maximum=64, doc="Minibatch-stddev group size in the discriminator (0 = off; must divide the batch).")
     augment: str = field("color,translation,cutout", doc="DiffAugment policy: comma-separated from color, translation, cutout ('' = none).")
     flip: bool = field(True, doc="Mirror real photos left-right at random.")
     preview_images: int = field(16, minimum=1, maximum=256, doc="Images in the preview grid.")
@@ -68,9 +70,12 @@ class ImageTrainConfig:
 
 
 class Discriminator(nn.Module):
-    """(B, 3, R, R) → (B,) logits. Spectral-normalised 4x4 stride-2 convolutions down to 4x4."""
+    """(B, 3, R, R) → (B,) logits. Spectral-normalised 4x4 stride-2 convolutions down to 4x4, then
+    (with `mbstd_group`) the minibatch standard deviation over groups of consecutive images as one
+    more channel (Karras et al.): a batch of look-alike fakes is easy to tell, so the generator
+    is pushed to use its latent instead of collapsing to one picture."""
 
-    def __init__(self, resolution: int, channels: int = 16, max_channels: int = 256) -> None:
+    def __init__(self, resolution: int, channels: int = 16, max_channels: int = 256, mbstd_group: int = 4) -> None:
         super().__init__()
         steps = int(math.log2(resolution // 4))
         widths = [min(max_channels, channels << i) for i in range(steps)]
@@ -80,10 +85,18 @@ class Discriminator(nn.Module):
             layers += [spectral_norm(nn.Conv2d(cin, cout, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
             cin = cout
         self.features = nn.Sequential(*layers)
-        self.head = spectral_norm(nn.Conv2d(cin, 1, 4, 1, 0))
+        self.group = mbstd_group
+        self.head = spectral_norm(nn.Conv2d(cin + (1 if mbstd_group > 1 else 0), 1, 4, 1, 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)).flatten()
+        h = self.features(x)
+        if self.group > 1:
+            b, c, hh, ww = h.shape
+            g = self.group if b % self.group == 0 else 1
+            std = h.view(b // g, g, c, hh, ww).std(dim=1, unbiased=False).mean(dim=(1, 2, 3)) if g > 1 \
+                else h.new_zeros(b)
+            h = torch.cat([h, std.repeat_interleave(g).view(b, 1, 1, 1).expand(b, 1, hh, ww)], dim=1)
+        return self.head(h).flatten()
 
 
 def diff_augment(x: torch.Tensor, policy: tuple[str, ...], g: torch.Generator) -> torch.Tensor:
@@ -155,7 +168,7 @@ class ImageTask:
         self.summary = dict(data.summary) if data else {}
         torch.manual_seed(cfg.run.seed)
         self.gen = Generator(cfg.generator_config()).to(env.device)
-        self.disc = Discriminator(cfg.resolution, cfg.d_channels, cfg.d_max_channels).to(env.device)
+        self.disc = Discriminator(cfg.resolution, cfg.d_channels, cfg.d_max_channels, cfg.mbstd_group).to(env.device)
         self.ema = copy.deepcopy(self.gen).eval()
         for p in self.ema.parameters():
             p.requires_grad_(False)
@@ -197,7 +210,8 @@ class ImageTask:
         fake = self.gen_ddp(z)
         # generator update through a frozen discriminator (its plain module: no DDP gradient sync)
         self.disc.requires_grad_(False)
-        loss_g = -self.disc(diff_augment(fake, self.policy, g)).mean()
+        logits_g = self.disc(diff_augment(fake, self.policy, g))
+        loss_g = F.softplus(-logits_g).mean() if cfg.loss == "logistic" else -logits_g.mean()
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -205,7 +219,10 @@ class ImageTask:
         # discriminator update on real and detached fake photos in one call
         logits = self.disc_ddp(diff_augment(torch.cat([real, fake.detach()]), self.policy, g))
         d_real, d_fake = logits[: cfg.batch], logits[cfg.batch:]
-        loss_d = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+        if cfg.loss == "logistic":
+            loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        else:
+            loss_d = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
