@@ -2,7 +2,7 @@
 audio underflows while OSC floods the engine.
 
 `python -m bench control [--quick]` starts a JACK dummy server (engine.parts.jackd, 48 kHz,
-128-frame periods), an OscServer and a MidiControl on a ParamStore that publishes to a
+128-frame periods, raised to real-time priority as bench/audio.py does), an OscServer and a MidiControl on a ParamStore that publishes to a
 SharedSnapshot, and the real audio process (engine.audio.output.AudioProcess) reading it.
 
 - osc_msgs_per_s: a sender process paces set messages at rising rates (5k, 10k, 20k, 40k, 80k
@@ -193,7 +193,10 @@ def main(argv: list[str]) -> dict:
     from engine.control.osc import OscServer
     from engine.params import REGISTRY, ParamStore, SharedSnapshot
 
-    with parts.jackd(rate=48000, period=128):
+    from bench.audio import realtime_server
+
+    with parts.jackd(rate=48000, period=128) as server:
+        server_what = realtime_server(server)
         snapshot = SharedSnapshot(REGISTRY.size)
         store = ParamStore(snapshot=snapshot)
         osc = OscServer(OscConfig(port=0, heartbeat=0.0), store).start()
@@ -209,7 +212,7 @@ def main(argv: list[str]) -> dict:
             snapshot.close()
     print(f"control: {machine_load()}; osc p50 {percentile(osc_ms, 50)} ms over {len(osc_ms)}, midi p50 "
           f"{percentile(midi_ms, 50)} ms over {len(midi_ms)}; lossless ladder (sent rate: handled/sent) {ladder}; "
-          f"kernel drops {kernel_drops}; {audio_note}", file=sys.stderr)
+          f"kernel drops {kernel_drops}; {audio_note}; {server_what}", file=sys.stderr)
     return {
         "osc_msgs_per_s": int(best),
         "osc_to_param_ms_p99": percentile(osc_ms, 99),
