@@ -17,7 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import moderngl
 import numpy as np
@@ -195,9 +195,11 @@ class WindowReport:
     first_keyframe_at: float | None  # time.monotonic() of the worker's first keyframe
 
 
-def run_window(engine: Any, deadline: float = math.inf) -> WindowReport:
+def run_window(engine: Any, deadline: float = math.inf,
+               on_worker: Callable[[GanWorker], None] | None = None) -> WindowReport:
     """Open the window, start the generator worker and run the render loop until quit or `deadline`
-    (engine clock seconds). Main thread. Raises DisplayError when no window can be opened."""
+    (engine clock seconds). Main thread. Raises DisplayError when no window can be opened.
+    `on_worker` is called once with the started worker (benchmarks watch its progress)."""
     cfg: VisualConfig = engine.patch.visual
     model = load_image_model(cfg.model)
     seed = cfg.seed or int(time.time()) & 0x7FFFFFFF
@@ -205,6 +207,8 @@ def run_window(engine: Any, deadline: float = math.inf) -> WindowReport:
     renderer = gl_renderer(ctx)
     worker = GanWorker(model, seed, cfg.keyframes_per_s, cfg.threads, cfg.compile)
     worker.start()
+    if on_worker is not None:
+        on_worker(worker)
     sky: SkyRenderer | None = None
     overlay: Overlay | None = None
     try:
