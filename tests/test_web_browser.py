@@ -72,11 +72,21 @@ def site(baked):
         broadcast.stop()
 
 
-def open_page(browser, url):
-    page = browser.page(url)
-    page.wait_for("window.ciel && window.ciel.skyReady && window.ciel.sceneId !== null && window.ciel.frames > 2",
-                  timeout=60)
-    return page
+@pytest.fixture()
+def pages(browser):
+    """Open pages through this; they are closed after the test (an open tab keeps drawing)."""
+    opened = []
+
+    def open_page(url):
+        page = browser.page(url)
+        opened.append(page)
+        page.wait_for("window.ciel && window.ciel.skyReady && window.ciel.sceneId !== null && window.ciel.frames > 2",
+                      timeout=60)
+        return page
+
+    yield open_page
+    for page in opened:
+        page.close()
 
 
 def pixels(page) -> np.ndarray:
@@ -90,10 +100,11 @@ def at(img: np.ndarray, x: float, y: float, r: int = 0) -> np.ndarray:
     return img[py - r:py + r + 1, px - r:px + r + 1].reshape(-1, 3).mean(axis=0)
 
 
-def test_page_draws_the_oval_and_plays_after_start(browser, site):
-    page = open_page(browser, site.url)
+def test_page_draws_the_oval_and_plays_after_start(pages, site):
+    page = pages(site.url)
     assert page.evaluate("window.ciel.audio") is None  # nothing plays before start
-    assert page.evaluate("document.getElementById('intro').hidden") is False
+    assert page.evaluate("getComputedStyle(document.getElementById('intro')).display") != "none"
+    assert page.evaluate("getComputedStyle(document.getElementById('controls')).display") == "none"
     # Start from the keyboard: focus the button and press Enter.
     page.evaluate("document.getElementById('start').focus()")
     page.key("Enter", "Enter", 13, "\r")
@@ -128,9 +139,9 @@ def test_page_draws_the_oval_and_plays_after_start(browser, site):
     assert page.console_errors == []
 
 
-def test_scene_changes_after_one_period_and_visitors_agree(browser, site):
-    first = open_page(browser, site.url)
-    second = open_page(browser, site.url)  # a new browser context: no shared cache or state
+def test_scene_changes_after_one_period_and_visitors_agree(pages, site):
+    first = pages(site.url)
+    second = pages(site.url)  # a new browser context: no shared cache or state
     first.click("#start")
     scene = first.evaluate("window.ciel.sceneId")
     before = at(pixels(first), 0.5, 0.0, r=4)
@@ -151,8 +162,8 @@ def test_scene_changes_after_one_period_and_visitors_agree(browser, site):
     assert first.console_errors == [] and second.console_errors == []
 
 
-def test_grey_circle_opens_the_program_note(browser, site):
-    page = open_page(browser, site.url)
+def test_grey_circle_opens_the_program_note(pages, site):
+    page = pages(site.url)
     page.click("#circle")
     page.wait_for("document.getElementById('note').open")
     text = page.evaluate("document.getElementById('note').innerText")
@@ -165,11 +176,11 @@ def test_grey_circle_opens_the_program_note(browser, site):
     assert page.console_errors == []
 
 
-def test_page_reconnects_after_the_server_restarts(browser, baked):
+def test_page_reconnects_after_the_server_restarts(pages, baked):
     server, broadcast = start_site(baked)
     port = server.server_address[1]
     try:
-        page = open_page(browser, server.url)
+        page = pages(server.url)
         page.wait_for("window.ciel.connected")
         stop_site(server)
         page.wait_for("!window.ciel.connected", timeout=30)

@@ -151,7 +151,7 @@ class Chromium:
             params["browserContextId"] = self.call("Target.createBrowserContext")["browserContextId"]
         target = self.call("Target.createTarget", params)["targetId"]
         session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        page = Page(self, target, session)
+        page = Page(self, target, session, params.get("browserContextId"))
         for domain in ("Runtime.enable", "Log.enable", "Page.enable"):
             self.call(domain, session=session)
         self.call("Emulation.setDeviceMetricsOverride", {"width": self.width, "height": self.height,
@@ -183,8 +183,20 @@ class Chromium:
 class Page:
     """One tab: evaluate JavaScript, wait for a condition, click, take a screenshot."""
 
-    def __init__(self, browser: Chromium, target: str, session: str) -> None:
-        self.browser, self.target, self.session = browser, target, session
+    def __init__(self, browser: Chromium, target: str, session: str, context: str | None = None) -> None:
+        self.browser, self.target, self.session, self.context = browser, target, session, context
+
+    def __enter__(self) -> "Page":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the tab (and its browser context): it stops drawing and its connections end."""
+        self.browser.call("Target.closeTarget", {"targetId": self.target})
+        if self.context:
+            self.browser.call("Target.disposeBrowserContext", {"browserContextId": self.context})
 
     @property
     def console_errors(self) -> list[str]:

@@ -326,6 +326,7 @@ class Handler(BaseHTTPRequestHandler):
     """One request. Keep-alive (HTTP/1.1); errors are short plain-text answers."""
 
     protocol_version = "HTTP/1.1"
+    timeout = 60  # seconds a quiet connection is kept (SSE streams send a comment every 15 s)
     server: Server
     server_version = "ciel"
     sys_version = ""

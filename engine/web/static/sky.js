@@ -65,7 +65,8 @@ export class Sky {
 
   constructor(canvas, gl, program, settings, clock) {
     Object.assign(this, { canvas, gl, program, clock });
-    this.sky = settings.sky || {};
+    this.sky = { ...(settings.sky || {}) };
+    if (window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches) this.sky.spin = 0;
     this.glide = Math.max(0.05, settings.glide ?? 2);
     this.frames = 0;
     this.lastDraw = 0;
