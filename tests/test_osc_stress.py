@@ -191,7 +191,7 @@ def test_flood_10k_per_second_audio_keeps_running_and_ping_answered(jackd):
           f"{end.callbacks - base.callbacks} audio callbacks, {end.underflows - base.underflows} underflows, "
           f"{end.xruns - base.xruns} xruns")
     assert sent >= 90_000
-    assert lost == 0 and len(rtts) >= 50
+    assert lost == 0 and len(rtts) >= 30
     assert end.running and end.restarts == 0, "the audio process stopped during the flood"
     assert in_range(store) == []
     callbacks, expected = end.callbacks - base.callbacks, 10.5 * 48000 / end.blocksize

@@ -156,7 +156,9 @@ class OscQueryServer:
             self._closing = True
             zc = self._zc
         if zc is not None:
-            zc.close()  # says goodbye for the registered services; a registration under way ends with an error
+            if self._threads[-1].name == "ciel-zeroconf":
+                self._threads[-1].join(timeout=4.0)   # a registration under way (right after start)
+            zc.close()  # says goodbye for the registered services
 
     def stop(self) -> None:
         self.close()
