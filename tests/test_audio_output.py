@@ -1,4 +1,9 @@
-"""The audio process through a real JACK server (dummy driver): sound, restarts, clear errors."""
+"""The audio process through a real JACK server (dummy driver): sound, restarts, clear errors.
+
+Each module run starts JACK servers of its own (`jackd -n NAME`, chosen through
+$JACK_DEFAULT_SERVER, which PortAudio's JACK backend honours), so tests that kill or restart a
+server never touch a server someone else is using, and nobody else can stop ours mid-test.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import pytest
 import soundfile as sf
 
 from conftest import missing
+from engine import parts
 from engine.audio.config import AudioConfig
 from engine.audio.output import AudioProcess, list_devices
 from engine.errors import AudioDeviceError, ModelError
@@ -29,6 +35,31 @@ def store() -> Iterator[ParamStore]:
     snap = SharedSnapshot(REGISTRY.size)
     yield ParamStore(snapshot=snap)
     snap.close()
+
+
+def _private_jackd(name: str) -> subprocess.Popen:
+    exe = shutil.which("jackd")
+    if exe is None:
+        missing("jackd not found (Debian package jackd2)")
+    proc = subprocess.Popen([exe, "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "128"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(os.environ, JACK_NO_AUDIO_RESERVATION="1"))
+    ok = wait_for(lambda: subprocess.run(["jack_lsp", "-s", name], capture_output=True).returncode == 0, 10)
+    if not ok:
+        proc.kill()
+        missing("jackd did not start")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def jack_server() -> Iterator[str]:
+    """A JACK dummy server (48 kHz, 128 frames) of this module's own, made the default server."""
+    name = f"ciel-audio-test-{os.getpid()}"
+    server = _private_jackd(name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JACK_DEFAULT_SERVER", name)
+        yield name
+    parts.stop(server)
 
 
 def wait_for(cond, timeout: float, poll: AudioProcess | None = None) -> bool:
@@ -46,7 +77,7 @@ def level_db(x: np.ndarray) -> float:
     return 20 * np.log10(max(float(np.sqrt(np.mean(x ** 2))), 1e-12))
 
 
-def test_plays_audible_non_clipping_sound_through_jack(jackd, store: ParamStore, tmp_path: Path) -> None:
+def test_plays_audible_non_clipping_sound_through_jack(jack_server: str, store: ParamStore, tmp_path: Path) -> None:
     rec = tmp_path / "out.wav"
     audio = AudioProcess(AudioConfig(model=MODEL, record=str(rec)), store.snapshot.name)
     try:
@@ -68,7 +99,7 @@ def test_plays_audible_non_clipping_sound_through_jack(jackd, store: ParamStore,
     assert np.abs(sound[-240:]).max() < np.abs(sound).max()  # faded out at stop
 
 
-def test_killed_audio_process_comes_back_with_a_fade_in(jackd, store: ParamStore, tmp_path: Path) -> None:
+def test_killed_audio_process_comes_back_with_a_fade_in(jack_server: str, store: ParamStore, tmp_path: Path) -> None:
     rec = tmp_path / "rec.wav"
     audio = AudioProcess(AudioConfig(model=MODEL, record=str(rec)), store.snapshot.name)
     try:
@@ -88,7 +119,7 @@ def test_killed_audio_process_comes_back_with_a_fade_in(jackd, store: ParamStore
     assert later > 0.01 and first < 0.2 * later
 
 
-def test_unknown_device_is_one_clear_line(jackd, store: ParamStore) -> None:
+def test_unknown_device_is_one_clear_line(jack_server: str, store: ParamStore) -> None:
     audio = AudioProcess(AudioConfig(model=MODEL, device="no-such-device-xyz"), store.snapshot.name)
     try:
         with pytest.raises(AudioDeviceError) as info:
@@ -114,7 +145,7 @@ def test_no_jack_server_is_one_clear_line(store: ParamStore, monkeypatch: pytest
     assert "\n" not in message
 
 
-def test_corrupt_model_is_a_model_error_naming_the_file(store: ParamStore, tmp_path: Path) -> None:
+def test_corrupt_model_is_a_model_error_naming_the_file(jack_server: str, store: ParamStore, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(MODEL, bad)
     (bad / "model.safetensors").write_bytes(b"garbage" * 50)
@@ -125,20 +156,6 @@ def test_corrupt_model_is_a_model_error_naming_the_file(store: ParamStore, tmp_p
     finally:
         audio.stop()
     assert str(bad / "model.safetensors") in str(info.value)
-
-
-def _private_jackd(name: str) -> subprocess.Popen:
-    exe = shutil.which("jackd")
-    if exe is None:
-        missing("jackd not found (Debian package jackd2)")
-    proc = subprocess.Popen([exe, "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "128"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env=dict(os.environ, JACK_NO_AUDIO_RESERVATION="1"))
-    ok = wait_for(lambda: subprocess.run(["jack_lsp", "-s", name], capture_output=True).returncode == 0, 10)
-    if not ok:
-        proc.kill()
-        missing("jackd did not start")
-    return proc
 
 
 def test_sound_returns_when_jack_is_restarted(store: ParamStore, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -240,6 +240,16 @@ def _wait_for_device(sd: Any, name: str, st: np.ndarray, buf: memoryview, wait: 
 
 def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memoryview, seed: int,
                fade_in_s: float, wait_for_device: bool) -> None:
+    try:
+        import sounddevice as sd
+    except OSError as exc:
+        raise AudioDeviceError(f"PortAudio not available ({exc}): install libportaudio2 or run with --audio none") from None
+    found = _wait_for_device(sd, cfg.device, st, buf, wait_for_device)  # first: the quickest error
+    if found is None:
+        return
+    index, label = found
+    _set_text(buf, 1, "")
+
     import torch
 
     from ..params import SharedSnapshot
@@ -249,15 +259,6 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
     torch.set_num_threads(cfg.threads)
     sys.setswitchinterval(0.0005)  # the callback thread waits at most this long for the GIL
     model = load_audio_model(cfg.model)
-    try:
-        import sounddevice as sd
-    except OSError as exc:
-        raise AudioDeviceError(f"PortAudio not available ({exc}): install libportaudio2 or run with --audio none") from None
-    found = _wait_for_device(sd, cfg.device, st, buf, wait_for_device)
-    if found is None:
-        return
-    index, label = found
-    _set_text(buf, 1, "")
     snapshot = SharedSnapshot(REGISTRY.size, name=snapshot_name, create=False)
     values = np.empty(REGISTRY.size, np.float64)
     if not snapshot.read_into(values):
