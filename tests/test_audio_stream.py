@@ -138,6 +138,15 @@ def test_panic_mutes_at_once_and_mute_zero_brings_sound_back_with_a_fade(model) 
     assert envelope[0] < envelope[1]                   # fades in, no jump to full level
 
 
+def test_a_panic_outlives_a_restart_of_the_synth(model) -> None:
+    v = values(audio__mute=1.0)
+    synth = AudioSynth(model, RATE, seed=2)   # a new audio process after a crash, told of the panic
+    synth.panic()
+    assert np.all(synth.process(v, 9600) == 0.0)
+    v[REGISTRY.index("audio/mute")] = 0
+    assert np.abs(synth.process(v, 9600)).max() > 1e-3
+
+
 def test_gain_change_ramps_per_sample_without_a_click(model) -> None:
     synth = AudioSynth(model, RATE, seed=4)
     v = values(audio__gain=-60.0)

@@ -51,7 +51,7 @@ log = logging.getLogger("ciel.audio")
 _S_HEARTBEAT, _S_STATE, _S_PID, _S_CALLBACKS, _S_UNDERFLOWS, _S_STALLS = 0, 1, 2, 3, 4, 5
 _S_PEAK, _S_FILL, _S_RATE, _S_BLOCK, _S_LATENCY, _S_XRUNS = 6, 7, 8, 9, 10, 11
 _S_MARK_POS, _S_MARK_SEQ, _S_MARK_TIME, _S_PROBE, _S_STOP, _S_ERRKIND = 12, 13, 14, 15, 16, 17
-_S_READ, _S_WRITTEN, _S_STEPS, _S_CB_TIME, _S_FIRST_SOUND = 18, 19, 20, 21, 22
+_S_READ, _S_WRITTEN, _S_STEPS, _S_CB_TIME, _S_PANIC = 18, 19, 20, 21, 22
 _S_STEP_TIMES = 64             # ring of decode-step durations (ms)
 _N_STEP_TIMES = 4096
 _TEXT = (_S_STEP_TIMES + _N_STEP_TIMES) * 8   # byte offset of the text fields
@@ -270,6 +270,8 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
     except sd.PortAudioError:
         rate = int(sd.query_devices(index)["default_samplerate"])  # e.g. JACK runs at its own rate
     synth = AudioSynth(model, rate, seed, fade_in_s=fade_in_s)
+    if st[_S_PANIC] > 0:  # a panic outlives a restart of the audio process
+        synth.panic()
     ahead = max(int(cfg.ahead_ms * rate / 1000), 1)
     ring = _Ring(ahead + 8 * cfg.blocksize + 4 * model.hop * rate // model.sample_rate + 1024)
     rb, mask, pos = ring.buf, ring.mask, ring.pos
@@ -328,6 +330,7 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
             st[_S_MARK_TIME] = 0.0
             st[_S_MARK_SEQ] = seq
             st[_S_MARK_POS] = out_index
+        st[_S_PANIC] = 1.0 if synth.panicked else 0.0
         ring.write(block)
         if rec_q is not None:
             rec_q.put(block)

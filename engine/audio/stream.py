@@ -163,28 +163,27 @@ class AudioSynth:
     def panicked(self) -> bool:
         return self._panic
 
+    def panic(self) -> None:
+        """Silence from the next sample out until `audio/mute` goes 1 and then 0 (also called by
+        the audio process when it restarts after a panic, so a crash never unmutes)."""
+        self._panic = True
+        self._panic_saw_mute = False
+        self._mute = 0.0
+        self.limiter.panic()
+
     # — one latent frame —
     def _triggers(self, v: np.ndarray) -> None:
         last = self._last
         assert last is not None
         i = self._i
         if v[i["panic"]] != last[i["panic"]]:
-            self._panic = True
-            self._panic_saw_mute = False
-            self._mute = 0.0
-            self.limiter.panic()
+            self.panic()
         if v[i["audio/jump"]] != last[i["audio/jump"]] or v[i["scene/next"]] != last[i["scene/next"]]:
             self._from = self.centre.copy()
             self._to = self.rng.standard_normal(self.D)
             self._glide_t, self._glide_T = 0.0, float(v[i["audio/glide"]])
             if self._glide_T <= 0.0:
                 self.centre = self._to.copy()
-        if self._panic:  # released by audio/mute 1 then 0 ("after checking levels")
-            if v[i["audio/mute"]] >= 0.5:
-                self._panic_saw_mute = True
-            elif self._panic_saw_mute:
-                self._panic = False
-                self.limiter.release_panic()
 
     def _navigate(self, s: np.ndarray) -> np.ndarray:
         """Advance the latent path by one frame; returns knob coordinates (D,)."""
@@ -239,6 +238,12 @@ class AudioSynth:
             self.change_pos = self.next_out_index
             self._triggers(v)
             self._last[:] = v
+        if self._panic:  # released by audio/mute 1 then 0 ("after checking levels")
+            if v[i["audio/mute"]] >= 0.5:
+                self._panic_saw_mute = True
+            elif self._panic_saw_mute:
+                self._panic = False
+                self.limiter.release_panic()
         s = self.smoother.step(v, self.dt)
         u = self._navigate(s)
         self.latent[:] = u
