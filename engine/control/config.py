@@ -3,14 +3,19 @@ which writes MIDI-learned mappings and stored presets back into the patch file."
 
 from __future__ import annotations
 
+import sys
 import threading
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from ..configio import atomic_write, build, dumps_toml, field, read_toml, to_table
 from ..errors import PatchError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
