@@ -228,9 +228,11 @@ def compile_generator(gen: nn.Module, latent_dim: int) -> tuple[nn.Module, bool]
         return gen, False
 
 
-def calibrate(gen: Generator, seed: int, batches: int = 8, batch_size: int = 32, contrast: float = 0.8) -> None:
+def calibrate(gen: Generator, seed: int, batches: int = 8, batch_size: int = 32, contrast: float = 0.8,
+              desaturate: float = 0.0) -> None:
     """Set batch-norm statistics from random latents (no data), then centre each colour channel of
-    the last layer and scale it to a pre-tanh standard deviation of `contrast`."""
+    the last layer and scale it to a pre-tanh standard deviation of `contrast`; `desaturate` (0..1)
+    mixes the colour channels towards their mean."""
     g = torch.Generator().manual_seed(seed)
     for m in gen.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -249,6 +251,10 @@ def calibrate(gen: Generator, seed: int, batches: int = 8, batch_size: int = 32,
         scale = contrast / std  # each colour channel centred, with the same spread
         last.weight.mul_(scale[None, :, None, None])
         last.bias.copy_((last.bias - mean) * scale)
+        # pull the channels towards their mean: muted colours, like a photographic sky survey
+        mix = (1 - desaturate) * torch.eye(3) + desaturate / 3 * torch.ones(3, 3)
+        last.weight.copy_(torch.einsum("oc,ickl->iokl", mix, last.weight))
+        last.bias.copy_(mix @ last.bias)
 
 
 def smooth_init(gen: Generator, detail: float = 0.03) -> None:
@@ -279,7 +285,7 @@ def make_default_image_model(folder: str | Path, seed: int = 0, cfg: GeneratorCo
     torch.manual_seed(seed)
     gen = Generator(cfg)
     smooth_init(gen)
-    calibrate(gen, seed)
+    calibrate(gen, seed, contrast=0.8, desaturate=0.8)
     card = {"description": "UNTRAINED default image generator: random initialisation (smooth upsampling "
                            f"kernels, channel mixes from seed {seed}), batch norm calibrated on random latents. "
                            "It makes abstract colour clouds, not pictures learned from data; train one on "
