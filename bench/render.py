@@ -5,7 +5,7 @@ through a JACK dummy server.
 Keys: fps_1080p (frames per second of the window loop), frame_ms_p99 (99th percentile of the time
 between flips), gan_keyframes_per_s (keyframes made per second during the run), gan_ms_p50
 (median generator time per 256x256 keyframe), renderer (GL renderer string), load (cores, load
-average, what else ran). Timed from the generator's first keyframe on. `--quick`: 20 s instead of 45. `--no-audio`: without the audio process.
+average, what else ran). Timed from the generator's first keyframe on. `--quick`: 12 s instead of 45. `--no-audio`: without the audio process.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ STARTUP_LIMIT_S = 90.0  # time the generator process may take to make its first 
 
 def main(argv: list[str]) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench render")
-    ap.add_argument("--quick", action="store_true", help="20 s instead of 45 s")
+    ap.add_argument("--quick", action="store_true", help="12 s instead of 45 s")
     ap.add_argument("--no-audio", action="store_true", help="do not run the audio process")
     ap.add_argument("--seconds", type=float, default=None)
     args = ap.parse_args(argv)
-    seconds = args.seconds or (20.0 if args.quick else 45.0)
+    seconds = args.seconds or (12.0 if args.quick else 45.0)
     warmup = 2.0
     audio = not args.no_audio and (ROOT / "engine" / "audio" / "output.py").is_file()
 
