@@ -3,9 +3,10 @@ worker makes 256x256 keyframes and, when the audio stage is present, the audio p
 through a JACK dummy server.
 
 Keys: fps_1080p (frames per second of the window loop), frame_ms_p99 (99th percentile of the time
-between flips), gan_keyframes_per_s (keyframes made per second during the run), gan_ms_p50
-(median generator time per 256x256 keyframe), renderer (GL renderer string), load (cores, load
-average, what else ran). Timed from the generator's first keyframe on. `--quick`: 12 s instead of 45. `--no-audio`: without the audio process.
+between flips), gan_keyframes_per_s (keyframes made per second), gan_ms_p50 (median generator time
+per 256x256 keyframe), renderer (GL renderer string), load (cores, load average, what else ran).
+Timed from the generator's first keyframe on (its process takes seconds to import torch).
+`--quick`: 12 s instead of 45; `--no-audio`: without the audio process.
 """
 
 from __future__ import annotations
