@@ -46,8 +46,8 @@ def _private_jackd(name: str) -> subprocess.Popen:
                             env=dict(os.environ, JACK_NO_AUDIO_RESERVATION="1"))
     ok = wait_for(lambda: subprocess.run(["jack_lsp", "-s", name], capture_output=True).returncode == 0, 10)
     if not ok:
-        proc.kill()
-        missing("jackd did not start")
+        parts.stop(proc)
+        missing(f"jackd -n {name} did not start (JACK allows 8 servers at a time)")
     return proc
 
 
@@ -166,8 +166,7 @@ def test_sound_returns_when_jack_is_restarted(store: ParamStore, monkeypatch: py
     try:
         audio.start()
         assert wait_for(lambda: audio.status().callbacks > 100, 20)
-        server.kill()
-        server.wait()
+        parts.stop(server)  # SIGTERM: a killed jackd would keep its slot in JACK's server registry
         assert wait_for(lambda: "waiting" in audio.status().error, 15, poll=audio)
         server = _private_jackd(name)
         before = audio.status().callbacks
@@ -175,5 +174,4 @@ def test_sound_returns_when_jack_is_restarted(store: ParamStore, monkeypatch: py
         assert audio.status().peak_db > -60
     finally:
         audio.stop()
-        server.kill()
-        server.wait()
+        parts.stop(server)
