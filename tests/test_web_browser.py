@@ -126,7 +126,8 @@ def test_page_draws_the_oval_and_plays_after_start(pages, site):
     grey = img[int(H - lay.note_y), int(lay.note_x)]
     assert np.all(np.abs(grey - 128) < 20), f"grey circle missing: {grey}"
 
-    # Never louder than the file: at full volume the output peak stays at or below the file's.
+    # Never louder than the file: at full volume the output peak is the file's (the limiter's
+    # makeup gain is trimmed away), whatever the volume was during the start fade.
     page.evaluate("(v => { v.value = '1'; v.dispatchEvent(new Event('input')); })(document.getElementById('volume'))")
     time.sleep(3.5)  # the start fade-in
     peaks = []
@@ -135,7 +136,7 @@ def test_page_draws_the_oval_and_plays_after_start(pages, site):
         peaks.append((level["peak"], level["filePeak"]))
         time.sleep(0.1)
     out, file_peak = max(p for p, _ in peaks), min(f for _, f in peaks)
-    assert 0.3 < out <= file_peak * 1.01, peaks
+    assert 0.9 * file_peak < out <= 1.01 * file_peak, peaks
     assert page.console_errors == []
 
 

@@ -42,9 +42,13 @@ export class Sound {
     g.linearRampToValueAtTime(this.volume, t + START_S);
   }
 
+  /** A new volume (0..1) glides in at once, cutting short the start fade if it is still running. */
   setVolume(v) {
     this.volume = Math.min(1, Math.max(0, v));
-    this.master.gain.setTargetAtTime(this.volume, this.ctx.currentTime, 0.05);
+    const g = this.master.gain, t = this.ctx.currentTime;
+    g.cancelScheduledValues(t);
+    g.setValueAtTime(g.value, t);
+    g.setTargetAtTime(this.volume, t, 0.05);
   }
 
   /** Fetch and decode a sound (kept for the current and next scene). */
