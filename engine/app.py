@@ -34,6 +34,7 @@ class RunOptions:
     window: bool = True         # False: --headless
     control: bool = True        # OSC, OSCQuery, MIDI
     installation: bool = False  # scheduler on, fullscreen, health endpoint, systemd notify
+    t0: float = dataclasses.field(default_factory=time.monotonic)  # when the command started
 
 
 def apply_patch_params(store: ParamStore, patch: Patch, source: str = "patch") -> None:
@@ -119,6 +120,11 @@ class Engine:
 
         self.audio = AudioProcess(self.patch.audio, self.snapshot.name)
         self.audio.start()
+        deadline = time.monotonic() + 2.0
+        while self.audio.status().callbacks == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self.first_sound_s = time.monotonic() - self.options.t0
+        log.info("first sound after %.2f s", self.first_sound_s)
 
     def _start_control(self) -> None:
         """OSC, OSCQuery and MIDI. A port in use or a missing MIDI API is reported, not fatal."""
@@ -165,11 +171,6 @@ class Engine:
                     part.poll()
             except CielError as exc:
                 self.report(name, str(exc))
-        if self.first_sound_s is None and self.audio is not None:
-            status = self.audio.status()
-            if status.callbacks > 0 and status.peak_db > -60.0:
-                self.first_sound_s = now - self.started
-                log.info("first sound after %.2f s", self.first_sound_s)
 
     def frame_done(self, now: float) -> None:
         """Main thread, after each flip: frame counters for the overlay, /healthz and the watchdog."""

@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import time
 from typing import Callable, Sequence
 
 from . import __version__
 from .errors import CielError
+
+STARTED = time.monotonic()  # when the command started: the time-to-first-sound line counts from here
 
 # Modules that add sub-commands: each has `register(sub: argparse._SubParsersAction) -> None`
 # and sets `func` on its parsers.
@@ -37,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.t0 = STARTED
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -115,13 +115,15 @@ def check_display() -> None:
 
 
 def run_engine(patch: Patch, patch_path: Path | None, *, window: bool = True, installation: bool = False,
-               seconds: float = 0.0) -> int:
-    """Build an Engine and run it until quit (Esc, SIGTERM, SIGINT or `seconds`). Returns an exit code."""
+               seconds: float = 0.0, t0: float | None = None) -> int:
+    """Build an Engine and run it until quit (Esc, SIGTERM, SIGINT, or `seconds` after it is up).
+    `t0` is when the command started (monotonic), for the time-to-first-sound line. Returns an exit code."""
+    t0 = time.monotonic() if t0 is None else t0
     from .app import Engine, RunOptions
 
     if window:
         check_display()
-    options = RunOptions(audio=patch.audio.output != "none", window=window, installation=installation)
+    options = RunOptions(audio=patch.audio.output != "none", window=window, installation=installation, t0=t0)
     engine = Engine(patch, patch_path, options)
 
     def stop(signum: int, frame: object) -> None:
@@ -129,7 +131,7 @@ def run_engine(patch: Patch, patch_path: Path | None, *, window: bool = True, in
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    deadline = engine.started + seconds if seconds > 0 else float("inf")
+    deadline = engine.clock() + seconds if seconds > 0 else float("inf")
     try:
         if window:
             from .visual.window import run_window
@@ -151,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     patch = patch_from_args(args)
     try:
         return run_engine(patch, args.patch, window=not args.headless, installation=args.installation,
-                          seconds=args.seconds)
+                          seconds=args.seconds, t0=getattr(args, "t0", None))
     except AudioDeviceError as exc:
         hint = "" if "--audio none" in str(exc) else " (or run with --audio none)"
         raise AudioDeviceError(f"{exc}{hint}") from None
