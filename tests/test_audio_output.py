@@ -111,12 +111,22 @@ def test_killed_audio_process_comes_back_with_a_fade_in(jack_server: str, store:
         assert wait_for(lambda: audio.status().running and audio.pid != old
                         and audio.status().callbacks > before + 300, 30, poll=audio)
         assert audio.status().restarts == 1
+        # a panic holds through a crash: the next audio process starts silent
+        store.trigger("panic")
+        time.sleep(0.3)
+        old = audio.pid
+        os.kill(old, signal.SIGKILL)
+        before = audio.status().callbacks
+        assert wait_for(lambda: audio.status().running and audio.pid != old
+                        and audio.status().callbacks > before + 200, 30, poll=audio)
     finally:
         audio.stop()
     sound, rate = sf.read(tmp_path / "rec-1.wav")
     first = np.abs(sound[:int(0.01 * rate), 0]).max()
     later = np.abs(sound[int(0.4 * rate):int(0.8 * rate), 0]).max()
     assert later > 0.01 and first < 0.2 * later
+    after_panic, _ = sf.read(tmp_path / "rec-2.wav")
+    assert len(after_panic) > rate // 4 and np.all(after_panic == 0.0)
 
 
 def test_unknown_device_is_one_clear_line(jack_server: str, store: ParamStore) -> None:

@@ -353,6 +353,7 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
     st[_S_STATE] = RUNNING
     last_cb, last_cb_change = -1.0, time.monotonic()
     stopping = False
+    busy = 0
     parent = os.getppid()
     try:
         while True:
@@ -373,7 +374,12 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
                 if fill < cfg.blocksize and steps > 0 and st[_S_CALLBACKS] > 0:
                     st[_S_STALLS] += 1  # decoding fell behind: the next callback may underflow
                 decode_step()
+                busy += 1
+                if busy > 250:  # a second of audio without catching up: let the machine breathe
+                    time.sleep(0.002)
+                    busy = 0
             else:
+                busy = 0
                 time.sleep(max(0.0003, (fill - ahead) / rate))
     finally:
         try:
