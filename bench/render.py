@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def main(argv: list[str]) -> dict:
         engine = Engine(patch, None, RunOptions(audio=audio, window=True, control=False))
         stack.callback(engine.close)
         flips: list[float] = []
+        cpu: list[float] = []  # CPU seconds of this process, all threads (llvmpipe's included)
         done = engine.frame_done
         # Time from the generator's first keyframe on: its process takes seconds to import torch.
         workers: list[GanWorker] = []
@@ -61,6 +63,7 @@ def main(argv: list[str]) -> dict:
         def frame_done(now: float) -> None:
             t = time.monotonic()
             flips.append(t)
+            cpu.append(time.process_time())
             done(now)
             first = workers[0].first_at if workers else None
             if first is not None and t > first + warmup + seconds:
@@ -76,10 +79,14 @@ def main(argv: list[str]) -> dict:
         raise RuntimeError(f"the generator made no keyframe in {seconds + STARTUP_LIMIT_S:g} s "
                            f"({report.worker_error or 'no error'})")
     times = np.asarray(flips)
-    times = times[(times >= report.first_keyframe_at + warmup) & (times <= report.first_keyframe_at + warmup + seconds)]
+    keep = (times >= report.first_keyframe_at + warmup) & (times <= report.first_keyframe_at + warmup + seconds)
+    times, cpu_s = times[keep], np.asarray(cpu)[keep]
     gaps_ms = np.diff(times) * 1000.0
     fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
     gan = list(report.gan_ms)
+    if len(cpu_s) > 1:
+        print(f"render: {1000 * (cpu_s[-1] - cpu_s[0]) / (len(cpu_s) - 1):.1f} CPU-ms per frame in the window "
+              f"process (all threads; Xvfb's copy to the screen not included)", file=sys.stderr)
     other = "audio process + JACK dummy" if audio else "no audio"
     if underflows is not None:
         other += f" ({underflows} underflows)"
