@@ -27,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import os
 import socket
 import struct
 import threading
@@ -188,6 +189,7 @@ class OscServer:
         self.sock.settimeout(0.2)
         self.host, self.port = self.sock.getsockname()[:2]
         self._threads: list[threading.Thread] = []
+        self.priority = "normal"
         store.add_listener(self._on_change)
         logging.getLogger().addFilter(_quiet_parser)
 
@@ -225,11 +227,12 @@ class OscServer:
         """Counters, subscribers and the kernel's drop count for this socket (JSON-able)."""
         with self._subs_lock:
             subs = [f"{s.target[0]}:{s.target[1]}" for s in self._subs.values()]
-        return {"host": self.host, "port": self.port, "subscribers": subs,
+        return {"host": self.host, "port": self.port, "subscribers": subs, "priority": self.priority,
                 "kernel_drops": udp_drops(self.port), **self.counters}
 
     # — receiving (server thread) —
     def _serve(self) -> None:
+        self.priority = _raise_priority()
         while not self._stop.is_set():
             try:
                 data, addr = self.sock.recvfrom(65536)
@@ -470,6 +473,16 @@ class OscServer:
             subs = list(self._subs.values())
         for sub in subs:
             self._send(data, sub.target)
+
+
+def _raise_priority(nice: int = -5) -> str:
+    """Give the calling thread a little more CPU than the render loop when the machine is busy
+    (Linux, where allowed): it is light, and control that lags is felt at once."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        return f"nice {nice}"
+    except (OSError, AttributeError):
+        return "normal"
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
