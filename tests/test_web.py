@@ -181,6 +181,17 @@ def test_a_scene_that_cannot_be_prepared_holds_the_last_one(baked):
         broadcast.stop()
 
 
+def test_a_broadcast_whose_first_scene_fails_says_why():
+    class Broken:
+        def prepare(self, scene_id: int) -> SceneMedia:
+            raise OSError("s0001.ogg: permission denied")
+
+    broadcast = Broadcast(Broken(), SceneClock(10.0), ahead=1)
+    with pytest.raises(ConfigError, match="first scene could not be prepared: s0001.ogg: permission denied"):
+        broadcast.start(wait_first=0.2)
+    assert broadcast.prepare_errors >= 1
+
+
 def test_page_has_the_note_escaped_and_no_third_party_requests(site):
     server, broadcast, clock = site
     status, headers, page = get(server, "/")
@@ -221,7 +232,8 @@ def test_listeners_beyond_the_limit_are_told_to_come_back(baked):
     try:
         first = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
         first.request("GET", "/events")
-        assert first.getresponse().status == 200
+        stream = first.getresponse()  # kept: dropping the response would close the stream
+        assert stream.status == 200 and stream.fp.readline() == b"retry: 2000\n"
         status, headers, _ = get(server, "/events")
         assert status == 503 and headers["retry-after"] == "10"
         first.close()

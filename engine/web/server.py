@@ -33,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Protocol
 
+from ..errors import CielError, ConfigError
 from .media import Media, MediaStore
 
 log = logging.getLogger("ciel.web")
@@ -102,13 +103,15 @@ class Broadcast:
         self.source, self.clock, self.ahead = source, clock, ahead
         self.store = MediaStore(max_items=6 * (ahead + 3))
         self._scenes: dict[int, SceneMedia] = {}
+        self._failed: set[int] = set()
+        self._last_error: BaseException | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self.current_id = -1
         self._key: tuple[int, bool, bool] = (-1, False, False)
-        self._static = b"{}"
+        self._static = b'{"id":null}'
         self.etag = '""'
         self.version = 0
         self.prepare_errors = 0
@@ -119,7 +122,12 @@ class Broadcast:
         (so the first answers already announce it), then start both threads."""
         now_id = self.clock.id_at(self.clock.now())
         deadline = time.monotonic() + wait_first
-        while not self._prepare(now_id) and time.monotonic() < deadline:
+        while not self._prepare(now_id, retry=True):
+            if time.monotonic() > deadline:
+                exc = self._last_error
+                if isinstance(exc, CielError):
+                    raise exc
+                raise ConfigError("broadcast", "", f"the first scene could not be prepared: {exc}")
             time.sleep(0.5)
         if with_next:
             self._prepare(now_id + 1)
@@ -137,14 +145,20 @@ class Broadcast:
         for t in self._threads:
             t.join(timeout=5)
 
-    def _prepare(self, scene_id: int) -> bool:
+    def _prepare(self, scene_id: int, retry: bool = False) -> bool:
+        """Make scene `scene_id` ready; False if it failed (then, unless `retry`, it is not tried again)."""
         if scene_id in self._scenes:
             return True
+        if scene_id in self._failed and not retry:
+            return False
         try:
             scene = self.source.prepare(scene_id)
-        except Exception as exc:  # a bad file or a generator failure becomes data: logged, scene held
+        except Exception as exc:  # a bad file or a generator failure becomes data: logged once, scene held
             self.prepare_errors += 1
-            log.error("scene %d could not be prepared: %s", scene_id, exc)
+            self._last_error = exc
+            if scene_id not in self._failed:
+                log.error("scene %d could not be prepared (the previous one is held): %s", scene_id, exc)
+            self._failed.add(scene_id)
             return False
         for media in (scene.sound, scene.image, scene.sound_fallback):
             if media is not None:
@@ -153,6 +167,7 @@ class Broadcast:
             self._scenes[scene_id] = scene
             for old in [k for k in self._scenes if k < scene_id - self.ahead - 2]:
                 del self._scenes[old]
+        self._failed = {k for k in self._failed if k >= scene_id - self.ahead - 2}
         return True
 
     def _preparer(self) -> None:
