@@ -193,3 +193,36 @@ def test_page_reconnects_after_the_server_restarts(pages, baked):
     finally:
         stop_site(server)
         broadcast.stop()
+
+
+def test_a_late_scene_is_held_then_shown_when_ready(pages, baked):
+    class Slow:
+        """Baked scenes, but every scene after the first waits for `ready` (a slow generator)."""
+
+        def __init__(self) -> None:
+            self.inner, self.ready, self.first = BakedScenes(baked), threading.Event(), None
+
+        def prepare(self, scene_id: int):
+            if self.first is None:
+                self.first = scene_id
+            elif scene_id > self.first:
+                self.ready.wait(timeout=60)
+            return self.inner.prepare(scene_id)
+
+    source = Slow()
+    broadcast = Broadcast(source, SceneClock(PERIOD), ahead=1)
+    broadcast.start(with_next=False)
+    server, _ = start_site(baked, broadcast=broadcast)
+    try:
+        page = pages(server.url)
+        held = page.wait_for("window.ciel.scene.held && window.ciel.scene", timeout=PERIOD + 20)
+        # The late scene's time has come: the page shows its id with the previous scene's files.
+        assert held["id"] == source.first + 1 and held["image"] == source.inner.prepare(source.first).image.url
+        source.ready.set()
+        real = page.wait_for("!window.ciel.scene.held && window.ciel.scene", timeout=PERIOD + 20)
+        assert real["id"] >= source.first + 1 and real["image"] != held["image"]
+        assert page.console_errors == []
+    finally:
+        source.ready.set()
+        stop_site(server)
+        broadcast.stop()

@@ -12,7 +12,7 @@ const state = {
   offset: 0,          // server clock - local clock, seconds
   latest: null,       // newest scene description from the server
   shown: null,        // the scene on screen (and in the ears, once started)
-  showing: 0,         // id being switched to
+  pending: null,      // the scene being switched to (its files loading)
   started: false,
   connected: false,
   backoff: 1,
@@ -58,13 +58,18 @@ function prefetch(scene) {
   if (sound) sound.load(soundUrl(scene)).catch(() => {});
 }
 
+/** True if `scene` should replace `than`: a later scene, or the real files of a held one. */
+function newer(scene, than) {
+  return !than || scene.id > than.id || (scene.id === than.id && than.held && !scene.held);
+}
+
 /** Switch to `scene` once its image (and sound, if started) are ready. Older scenes are ignored. */
 async function show(scene) {
-  if (!scene || scene.id <= Math.max(state.showing, state.shown ? state.shown.id : -Infinity)) return;
-  state.showing = scene.id;
+  if (!scene || !newer(scene, state.pending || state.shown)) return;
+  state.pending = scene;
   try {
     const [bitmap, buffer] = await Promise.all([image(scene.image), sound ? sound.load(soundUrl(scene)) : null]);
-    if (state.shown && scene.id <= state.shown.id) return;
+    if (!newer(scene, state.shown)) return;
     if (sky) sky.setImage(bitmap);
     if (sound && buffer) sound.play(buffer, serverNow() - scene.starts_at);
     state.shown = scene;
@@ -72,7 +77,7 @@ async function show(scene) {
   } catch (err) {
     fail("scene", err);
   } finally {
-    if (state.showing === scene.id) state.showing = 0;
+    if (state.pending === scene) state.pending = null;
   }
 }
 
@@ -201,6 +206,7 @@ function setup() {
 
 window.ciel = {
   get sceneId() { return state.shown ? state.shown.id : null; },
+  get scene() { return state.shown; },
   get serverSceneId() { return state.latest ? state.latest.id : null; },
   get timeToNext() { return state.latest ? state.latest.ends_at - serverNow() : null; },
   get started() { return state.started; },
