@@ -90,6 +90,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     from .commands import run_engine, setup_logging
     from .health import setup_file_logging
 
+    t0 = time.monotonic()
     setup_logging(args.log_level)
     patch = installation_patch(args)
     folder = Path(args.log_dir or patch.schedule.log_dir or default_log_dir()).expanduser()
@@ -100,7 +101,8 @@ def cmd_install(args: argparse.Namespace) -> int:
         print(f"ciel: cannot create the log folder {folder}: {exc} (logging to stderr only)", file=sys.stderr)
     log.info("installation: patch %s, a scene every %g s%s", patch.source, patch.schedule.period,
              f", baked scenes from {patch.schedule.baked}" if patch.schedule.baked else "")
-    return run_engine(patch, Path(patch.source), window=not args.headless, installation=True, seconds=args.seconds)
+    return run_engine(patch, Path(patch.source), window=not args.headless, installation=True, seconds=args.seconds,
+                      t0=t0)
 
 
 def cmd_bake(args: argparse.Namespace) -> int:
