@@ -14,41 +14,51 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-JACK_SERVER_NAME = "default"
-
-
-def jack_running() -> bool:
-    """True if a JACK server answers (jack_lsp exits 0)."""
+def jack_running(name: str | None = None) -> bool:
+    """True if the JACK server `name` (default: $JACK_DEFAULT_SERVER or "default") answers."""
     lsp = shutil.which("jack_lsp")
     if lsp is None:
         return False
+    env = dict(os.environ, JACK_NO_START_SERVER="1")
+    if name is not None:
+        env["JACK_DEFAULT_SERVER"] = name
     try:
-        return subprocess.run([lsp], capture_output=True, timeout=5).returncode == 0
+        return subprocess.run([lsp], capture_output=True, timeout=5, env=env).returncode == 0
     except subprocess.TimeoutExpired:
         return False
 
 
 @contextlib.contextmanager
-def jackd(rate: int = 48000, period: int = 128, nperiods: int = 2) -> Iterator[subprocess.Popen | None]:
-    """A JACK server with the dummy driver (or the one already running). Yields its process or None."""
-    if jack_running():
-        yield None
-        return
+def jackd(rate: int = 48000, period: int = 128, name: str | None = None) -> Iterator[subprocess.Popen]:
+    """A private JACK server with the dummy driver (a clocked sound card without hardware).
+
+    It runs under its own name (default "ciel-PID") and $JACK_DEFAULT_SERVER points this process
+    and its children at it while the context lasts, so tests and benchmarks neither use nor
+    disturb another JACK server on the machine. Yields the server's process.
+    """
     exe = shutil.which("jackd")
     if exe is None:
         raise FileNotFoundError("jackd not found: run `bash scripts/setup-system.sh` (Debian package jackd2)")
+    name = name or f"ciel-{os.getpid()}"
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
-    proc = subprocess.Popen([exe, "--no-realtime", "-d", "dummy", "-r", str(rate), "-p", str(period)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen([exe, "-n", name, "--no-realtime", "-d", "dummy", "-r", str(rate), "-p", str(period)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
     try:
         deadline = time.monotonic() + 10
-        while not jack_running():
+        while not jack_running(name):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"jackd did not start (exit code {proc.poll()})")
+                raise RuntimeError(f"jackd -n {name} did not start (exit code {proc.poll()})")
             time.sleep(0.1)
+        os.environ["JACK_DEFAULT_SERVER"] = name
+        os.environ["JACK_NO_START_SERVER"] = "1"
         yield proc
     finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         stop(proc)
 
 

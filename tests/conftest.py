@@ -28,9 +28,10 @@ def missing(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def jackd() -> Iterator[None]:
-    """A running JACK server (dummy driver, 48 kHz, 128-frame periods) for the whole session."""
+    """A private JACK server (dummy driver, 48 kHz, 128-frame periods) for the whole session;
+    $JACK_DEFAULT_SERVER points the tests and the processes they start at it."""
     try:
-        cm = parts.jackd(rate=48000, period=128)
+        cm = parts.jackd(rate=48000, period=128, name=f"ciel-test-{os.getpid()}")
         cm.__enter__()
     except (FileNotFoundError, RuntimeError) as exc:
         missing(str(exc))
