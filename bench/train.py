@@ -135,22 +135,22 @@ def main(argv: list[str]) -> dict:
     env = Env(device=torch.device("cpu"))
     rng = np.random.default_rng(0)
 
-    audio = torch.from_numpy(np.round(babble(60.0, rng) * 32767).astype(np.int16))
+    audio = torch.from_numpy(np.round(babble(20.0, rng) * 32767).astype(np.int16))
     acfg = AudioTrainConfig()
     atask = AudioTask(acfg, None, env, audio=audio, index=np.array([[0, audio.numel()]]), samplerate=16000)
-    audio_rate = steps_per_s(atask, 4 if q else 20)
+    audio_rate = steps_per_s(atask, 2 if q else 20)
 
     photos = torch.randint(0, 256, (64, 3, 256, 256), dtype=torch.uint8)
     icfg = ImageTrainConfig()
     itask = ImageTask(icfg, None, env, photos=photos)
-    image_rate = steps_per_s(itask, 3 if q else 15)
+    image_rate = steps_per_s(itask, 2 if q else 15)
 
     cfg64 = ImageTrainConfig(resolution=64, batch=64)
     ours64 = ImageTask(cfg64, None, env, photos=torch.nn.functional.interpolate(photos.float(), size=64).byte())
-    ours_rate, ref_rate = alternating(ours64, ReferenceDCGAN(64, 64), rounds=2 if q else 5, steps=2 if q else 4)
+    ours_rate, ref_rate = alternating(ours64, ReferenceDCGAN(64, 64), rounds=2 if q else 5, steps=1 if q else 4)
 
     with tempfile.TemporaryDirectory(prefix="ciel-bench-") as tmp:
-        archive = make_archive(Path(tmp) / "archive", audio_minutes=1.0 if q else 3.0, photos=10 if q else 40)
+        archive = make_archive(Path(tmp) / "archive", audio_minutes=0.5 if q else 3.0, photos=8 if q else 40)
         files = sum(1 for p in archive.rglob("*") if p.is_file())
         t0 = time.perf_counter()
         ingest(archive, Path(tmp) / "dataset", IngestConfig(), progress=False)

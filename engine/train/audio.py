@@ -44,9 +44,9 @@ class AudioTrainConfig:
 
     run: RunConfig = RunConfig()
     model: AudioModelConfig = AudioModelConfig()
-    batch: int = field(8, minimum=1, maximum=4096, doc="Windows per step (per process under torchrun).")
-    window: int = field(16384, minimum=256, maximum=1 << 22, doc="Samples per window (a multiple of the model's hop).")
-    lr: float = field(1e-3, minimum=0.0, maximum=1.0, doc="Adam learning rate.")
+    batch: int = field(4, minimum=1, maximum=4096, doc="Windows per step (per process under torchrun).")
+    window: int = field(8192, minimum=256, maximum=1 << 22, doc="Samples per window (a multiple of the model's hop; 8192 = 0.5 s at 16 kHz).")
+    lr: float = field(2e-3, minimum=0.0, maximum=1.0, doc="Adam learning rate.")
     grad_clip: float = field(10.0, minimum=0.0, doc="Gradient norm clip (0 = off).")
     beta: float = field(0.05, minimum=0.0, maximum=100.0, doc="Weight of the KL term.")
     free_bits: float = field(0.1, minimum=0.0, maximum=10.0, doc="Nats per latent dimension the KL term does not penalise.")
@@ -177,7 +177,10 @@ class AudioTask:
         lo = t.floor().long().clamp(max=anchors.shape[0] - 2)
         frac = (t - lo)[:, None]
         path = anchors[lo] * (1 - frac) + anchors[lo + 1] * frac  # (frames, D)
-        path = path + 0.5 * mu.std() * torch.randn(path.shape, generator=torch.Generator().manual_seed(7)).to(path.device)
+        # plus a smooth wander (new random point every 1/8 s) as wide as the latents move in time
+        knots = torch.randn(frames // int(sr / hop / 8) + 2, anchors.shape[1], generator=torch.Generator().manual_seed(7))
+        wander = F.interpolate(knots.T[None], size=frames, mode="linear", align_corners=True)[0].T.to(path.device)
+        path = path + wander * mu.std(dim=2).mean(dim=0)
         z = path.T[None]  # (1, D, frames)
         stream = self.vae.streaming(1)
         blocks = [stream(z[..., i:i + 4]) for i in range(0, frames, 4)]

@@ -21,6 +21,14 @@ COLOURS = ((230, 85, 60), (60, 140, 230), (90, 190, 90), (200, 160, 40), (170, 9
            (220, 110, 170), (130, 130, 130))
 
 
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's built-in font at `size` px (its bitmap font where FreeType is missing)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):
+        return ImageFont.load_default()
+
+
 def _png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
@@ -80,7 +88,7 @@ def spectrogram_sheet(clips: Sequence[np.ndarray], labels: Sequence[str], sample
     """Spectrograms stacked vertically, each with its label; all clips drawn to one time scale."""
     tiles = [spectrogram(c, samplerate) for c in clips]
     width = max(t.width for t in tiles) + 8
-    font = ImageFont.load_default()
+    font = _font(13)
     sheet = Image.new("RGB", (width, sum(t.height + 20 for t in tiles) + 4), (16, 16, 16))
     draw = ImageDraw.Draw(sheet)
     y = 4
@@ -97,7 +105,7 @@ def loss_plot(history: Sequence[dict[str, float]], title: str, size: tuple[int, 
     w, h = size
     img = Image.new("RGB", size, (250, 250, 248))
     draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
+    font = _font(13)
     left, right, top, bottom = 56, w - 12, 28, h - 40
     draw.text((left, 8), title, fill=(20, 20, 20), font=font)
     draw.rectangle((left, top, right, bottom), outline=(120, 120, 120))
@@ -113,6 +121,7 @@ def loss_plot(history: Sequence[dict[str, float]], title: str, size: tuple[int, 
         draw.line((x, bottom, x, bottom + 4), fill=(120, 120, 120))
         draw.text((x - 12, bottom + 6), f"{int(s)}", fill=(60, 60, 60), font=font)
     draw.text((right - 30, bottom + 22), "step", fill=(60, 60, 60), font=font)
+    legend: list[tuple[str, tuple[int, int, int]]] = []
     for i, key in enumerate(keys):
         colour = COLOURS[i % len(COLOURS)]
         v = np.array([p.get(key, math.nan) for p in history], dtype=np.float64)
@@ -129,6 +138,11 @@ def loss_plot(history: Sequence[dict[str, float]], title: str, size: tuple[int, 
         pts = [(float(a), float(b)) for a, b, k in zip(xs, ys, ok) if k]
         draw.line(pts, fill=colour, width=2)
         first, last = v[ok][0], v[ok][-1]
-        draw.text((left + 6, top + 4 + 12 * i), f"{key}: {first:.4g} -> {last:.4g}" + (" (log)" if log else ""),
-                  fill=colour, font=font)
+        legend.append((f"{key}: {first:.4g} -> {last:.4g}" + (" (log scale)" if log else ""), colour))
+    if legend:
+        box_w = max(int(draw.textlength(t, font=font)) for t, _ in legend) + 12
+        draw.rectangle((left + 4, top + 4, left + 4 + box_w, top + 8 + 16 * len(legend)), fill=(255, 255, 255),
+                       outline=(200, 200, 200))
+        for i, (text, colour) in enumerate(legend):
+            draw.text((left + 10, top + 6 + 16 * i), text, fill=colour, font=font)
     return img
