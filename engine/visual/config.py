@@ -19,12 +19,12 @@ class VisualConfig:
     vsync: bool = field(True, doc="Wait for vertical sync.")
     fps: float = field(60.0, minimum=1.0, maximum=240.0, doc="Frame rate cap.")
     keyframes_per_s: float = field(12.0, minimum=0.1, maximum=120.0, doc="Generator keyframes per second.")
-    compile: bool = field(True, doc="torch.compile (inductor, frozen) a generator slower than 20 ms per picture; "
-                                         "eager if compiling fails.")
+    compile: bool = field(True, doc="torch.compile (inductor, frozen) a generator slower than 20 ms per "
+                                    "picture; eager if compiling fails.")
     threads: int = field(1, minimum=1, maximum=64, doc="Torch threads of the generator process.")
     seed: int = field(0, minimum=0, doc="Seed of the image latent walk (0 = from the clock).")
     render_scale: float = field(0.0, minimum=0.0, maximum=1.0,
                                 doc="Fraction of the window resolution the sky is computed at, then upscaled "
-                                    "(edge, grain and note stay sharp). 0 = auto: 0.5 on a software renderer "
+                                    "(the oval edge and the note stay sharp). 0 = auto: 0.5 on a software renderer "
                                     "(llvmpipe), 1 on a GPU.")
     screenshots: str = field("screenshots", doc="Folder for screenshots (S or F12 in the window).")
