@@ -14,7 +14,8 @@ Keys:
   seconds        length of the run
   load           cores and load average, and what ran beside the audio process
 
-The OSC path is the real one: a python-osc client sends UDP to ciel's OSC server
+It runs its own JACK server (dummy driver, named ciel-bench-audio, at realtime priority). The OSC
+path is the real one: a python-osc client sends UDP to ciel's OSC server
 (engine.control.osc), which writes the ParamStore, which publishes to the shared snapshot that the
 audio process reads each decode step.
 """
@@ -156,6 +157,9 @@ def main(argv: list[str]) -> dict:
     from pythonosc.udp_client import SimpleUDPClient
 
     rtf = offline_rtf(5 if args.quick else 20)
+    # A JACK server of the benchmark's own (jackd and PortAudio both honour $JACK_DEFAULT_SERVER):
+    # a server shared with other programs could be stopped, or loaded by their clients, mid-run.
+    os.environ["JACK_DEFAULT_SERVER"] = "ciel-bench-audio"
     cfg = AudioConfig(model=str(MODEL), samplerate=args.samplerate, blocksize=args.blocksize,
                       **({"ahead_ms": args.ahead_ms} if args.ahead_ms else {}), seed=1)
     with parts.jackd(rate=args.samplerate, period=args.blocksize) as server:

@@ -2,11 +2,14 @@
 
 Each module run starts JACK servers of its own (`jackd -n NAME`, chosen through
 $JACK_DEFAULT_SERVER, which PortAudio's JACK backend honours), so tests that kill or restart a
-server never touch a server someone else is using, and nobody else can stop ours mid-test.
+server never touch a server someone else is using, and nobody else can stop ours mid-test. The
+names are fixed: JACK keeps at most 8 servers in its registry, and a server that dies without
+unregistering leaves its slot to the next server of the same name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -54,7 +57,7 @@ def _private_jackd(name: str) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def jack_server() -> Iterator[str]:
     """A JACK dummy server (48 kHz, 128 frames) of this module's own, made the default server."""
-    name = f"ciel-audio-test-{os.getpid()}"
+    name = "ciel-audio-test"
     server = _private_jackd(name)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JACK_DEFAULT_SERVER", name)
@@ -77,21 +80,50 @@ def level_db(x: np.ndarray) -> float:
     return 20 * np.log10(max(float(np.sqrt(np.mean(x ** 2))), 1e-12))
 
 
-def test_plays_audible_non_clipping_sound_through_jack(jack_server: str, store: ParamStore, tmp_path: Path) -> None:
-    rec = tmp_path / "out.wav"
-    audio = AudioProcess(AudioConfig(model=MODEL, record=str(rec)), store.snapshot.name)
+@contextlib.contextmanager
+def playing(store: ParamStore, **config: str) -> Iterator[AudioProcess]:
+    """An audio process that has started and called back 100 times; stopped afterwards."""
+    audio = AudioProcess(AudioConfig(model=MODEL, **config), store.snapshot.name)
     try:
         audio.start()
-        assert wait_for(lambda: audio.status().callbacks > 300, 20)
+        assert wait_for(lambda: audio.status().callbacks > 100, 20)
+        yield audio
+    finally:
+        audio.stop()
+
+
+def start_error(store: ParamStore, error: type[Exception], **config: str) -> str:
+    """The one-line message `start()` fails with."""
+    audio = AudioProcess(AudioConfig(**{"model": MODEL, **config}), store.snapshot.name)
+    try:
+        with pytest.raises(error) as info:
+            audio.start()
+    finally:
+        audio.stop()
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def kill_and_wait_for_restart(audio: AudioProcess, callbacks: int) -> None:
+    old = audio.pid
+    os.kill(old, signal.SIGKILL)
+    before = audio.status().callbacks
+    assert wait_for(lambda: audio.status().running and audio.pid != old
+                    and audio.status().callbacks > before + callbacks, 30, poll=audio)
+
+
+def test_plays_audible_non_clipping_sound_through_jack(jack_server: str, store: ParamStore, tmp_path: Path) -> None:
+    rec = tmp_path / "out.wav"
+    with playing(store, record=str(rec)) as audio:
         status = audio.status()
         assert status.running and "system" in status.device and status.samplerate == 48000
-        assert status.peak_db > -60
+        assert wait_for(lambda: audio.status().peak_db > -60, 5)
         store.set("audio/glide", 0.0)
         seq = store.snapshot.sequence
         store.trigger("audio/jump")
         assert wait_for(lambda: audio.marker()[0] >= seq and audio.marker()[2] > 0, 5), "jump never reached the output"
-    finally:
-        audio.stop()
+        time.sleep(0.5)
     sound, rate = sf.read(rec)
     assert rate == 48000 and sound.shape[1] == 2 and len(sound) > rate // 2
     assert level_db(sound[rate // 4:, 0]) > -45            # audible
@@ -100,27 +132,13 @@ def test_plays_audible_non_clipping_sound_through_jack(jack_server: str, store: 
 
 
 def test_killed_audio_process_comes_back_with_a_fade_in(jack_server: str, store: ParamStore, tmp_path: Path) -> None:
-    rec = tmp_path / "rec.wav"
-    audio = AudioProcess(AudioConfig(model=MODEL, record=str(rec)), store.snapshot.name)
-    try:
-        audio.start()
-        assert wait_for(lambda: audio.status().callbacks > 100, 20)
-        old = audio.pid
-        os.kill(old, signal.SIGKILL)
-        before = audio.status().callbacks
-        assert wait_for(lambda: audio.status().running and audio.pid != old
-                        and audio.status().callbacks > before + 300, 30, poll=audio)
+    with playing(store, record=str(tmp_path / "rec.wav")) as audio:
+        kill_and_wait_for_restart(audio, 300)
         assert audio.status().restarts == 1
         # a panic holds through a crash: the next audio process starts silent
         store.trigger("panic")
         time.sleep(0.3)
-        old = audio.pid
-        os.kill(old, signal.SIGKILL)
-        before = audio.status().callbacks
-        assert wait_for(lambda: audio.status().running and audio.pid != old
-                        and audio.status().callbacks > before + 200, 30, poll=audio)
-    finally:
-        audio.stop()
+        kill_and_wait_for_restart(audio, 200)
     sound, rate = sf.read(tmp_path / "rec-1.wav")
     first = np.abs(sound[:int(0.01 * rate), 0]).max()
     later = np.abs(sound[int(0.4 * rate):int(0.8 * rate), 0]).max()
@@ -130,58 +148,37 @@ def test_killed_audio_process_comes_back_with_a_fade_in(jack_server: str, store:
 
 
 def test_unknown_device_is_one_clear_line(jack_server: str, store: ParamStore) -> None:
-    audio = AudioProcess(AudioConfig(model=MODEL, device="no-such-device-xyz"), store.snapshot.name)
-    try:
-        with pytest.raises(AudioDeviceError) as info:
-            audio.start()
-    finally:
-        audio.stop()
-    message = str(info.value)
-    assert "no-such-device-xyz" in message and "not found" in message and "\n" not in message
+    message = start_error(store, AudioDeviceError, device="no-such-device-xyz")
+    assert "no-such-device-xyz" in message and "not found" in message
 
 
 def test_no_jack_server_is_one_clear_line(store: ParamStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JACK_DEFAULT_SERVER", f"ciel-absent-{os.getpid()}")
     if list_devices():
         pytest.skip("this machine has a sound card besides JACK")
-    audio = AudioProcess(AudioConfig(model=MODEL), store.snapshot.name)
-    try:
-        with pytest.raises(AudioDeviceError) as info:
-            audio.start()
-    finally:
-        audio.stop()
-    message = str(info.value)
+    message = start_error(store, AudioDeviceError)
     assert "no audio output device" in message and "--audio none" in message and "jackd" in message
-    assert "\n" not in message
 
 
 def test_corrupt_model_is_a_model_error_naming_the_file(jack_server: str, store: ParamStore, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(MODEL, bad)
     (bad / "model.safetensors").write_bytes(b"garbage" * 50)
-    audio = AudioProcess(AudioConfig(model=str(bad)), store.snapshot.name)
-    try:
-        with pytest.raises(ModelError) as info:
-            audio.start()
-    finally:
-        audio.stop()
-    assert str(bad / "model.safetensors") in str(info.value)
+    assert str(bad / "model.safetensors") in start_error(store, ModelError, model=str(bad))
 
 
 def test_sound_returns_when_jack_is_restarted(store: ParamStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    name = f"ciel-test-{os.getpid()}"
+    name = "ciel-audio-restart-test"
     monkeypatch.setenv("JACK_DEFAULT_SERVER", name)  # a server of our own: others keep theirs
     server = _private_jackd(name)
-    audio = AudioProcess(AudioConfig(model=MODEL), store.snapshot.name)
     try:
-        audio.start()
-        assert wait_for(lambda: audio.status().callbacks > 100, 20)
-        parts.stop(server)  # SIGTERM: a killed jackd would keep its slot in JACK's server registry
-        assert wait_for(lambda: "waiting" in audio.status().error, 15, poll=audio)
-        server = _private_jackd(name)
-        before = audio.status().callbacks
-        assert wait_for(lambda: audio.status().running and audio.status().callbacks > before + 100, 15, poll=audio)
-        assert audio.status().peak_db > -60
+        with playing(store) as audio:
+            parts.stop(server)  # SIGTERM: a killed jackd would keep its slot in JACK's server registry
+            assert wait_for(lambda: "waiting" in audio.status().error, 15, poll=audio)
+            server = _private_jackd(name)
+            before = audio.status().callbacks
+            assert wait_for(lambda: audio.status().running and audio.status().callbacks > before + 100, 15,
+                            poll=audio)
+            assert audio.status().peak_db > -60
     finally:
-        audio.stop()
         parts.stop(server)

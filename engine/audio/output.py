@@ -51,7 +51,7 @@ log = logging.getLogger("ciel.audio")
 _S_HEARTBEAT, _S_STATE, _S_PID, _S_CALLBACKS, _S_UNDERFLOWS, _S_STALLS = 0, 1, 2, 3, 4, 5
 _S_PEAK, _S_FILL, _S_RATE, _S_BLOCK, _S_LATENCY, _S_XRUNS = 6, 7, 8, 9, 10, 11
 _S_MARK_POS, _S_MARK_SEQ, _S_MARK_TIME, _S_PROBE, _S_STOP, _S_ERRKIND = 12, 13, 14, 15, 16, 17
-_S_READ, _S_WRITTEN, _S_STEPS, _S_CB_TIME, _S_PANIC = 18, 19, 20, 21, 22
+_S_READ, _S_WRITTEN, _S_STEPS, _S_PANIC = 18, 19, 20, 21
 _S_STEP_TIMES = 64             # ring of decode-step durations (ms)
 _N_STEP_TIMES = 4096
 _TEXT = (_S_STEP_TIMES + _N_STEP_TIMES) * 8   # byte offset of the text fields
@@ -166,7 +166,8 @@ class _Ring:
         self.pos[1] = w + n
 
 
-def _recorder(path: str, rate: int, q: "queue.Queue[np.ndarray | None]", status: np.ndarray, shm_buf: memoryview) -> None:
+def _recorder(path: str, rate: int, q: "queue.Queue[np.ndarray | None]", shm_buf: memoryview) -> None:
+    """Writer thread of the audio process: blocks from the decode loop to a 24-bit WAV file."""
     import soundfile as sf
 
     try:
@@ -179,7 +180,7 @@ def _recorder(path: str, rate: int, q: "queue.Queue[np.ndarray | None]", status:
 
 def _realtime(priority: int) -> str:
     """Raise the calling thread's scheduling priority: SCHED_FIFO if allowed, else a lower nice
-    value, else nothing. Returns what it did (for the status line)."""
+    value, else nothing. Returns what it did."""
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
         return f"SCHED_FIFO {priority}"
@@ -194,7 +195,8 @@ def _realtime(priority: int) -> str:
 
 def _child_main(cfg_table: dict, snapshot_name: str, status_name: str, seed: int, fade_in_s: float,
                 wait_for_device: bool) -> None:
-    """Entry point of the audio process (spawned). Exits 0 after a stop, 3 on errors (see status)."""
+    """Entry point of the audio process (spawned). How it ended is in the status block: STOPPED,
+    or FAILED with the kind of error and its one-line message."""
     status_shm = shared_memory.SharedMemory(name=status_name)
     st = np.ndarray((_S_STEP_TIMES + _N_STEP_TIMES,), np.float64, buffer=status_shm.buf)
     buf = status_shm.buf
@@ -234,8 +236,8 @@ def _wait_for_device(sd: Any, name: str, st: np.ndarray, buf: memoryview, wait: 
             if st[_S_STOP] > 0:
                 return None
             time.sleep(0.1)
-        sd._terminate()   # PortAudio lists devices only when it initialises
-        sd._initialize()
+        sd._terminate()   # PortAudio lists devices only when it initialises (sounddevice has
+        sd._initialize()  # no public call for this; no stream is open in this process yet)
 
 
 def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memoryview, seed: int,
@@ -300,18 +302,17 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
             st[_S_MARK_TIME] = time.monotonic()
         pos[0] = r + n
         st[_S_CALLBACKS] += 1
-        st[_S_CB_TIME] = time.monotonic()
 
     rec_q: queue.Queue[np.ndarray | None] | None = None
     rec_thread = None
     if cfg.record:
         rec_q = queue.Queue()
-        rec_thread = threading.Thread(target=_recorder, args=(cfg.record, rate, rec_q, st, buf), daemon=True)
+        rec_thread = threading.Thread(target=_recorder, args=(cfg.record, rate, rec_q, buf), daemon=True)
         rec_thread.start()
 
     probe = int(st[_S_PROBE]) if st[_S_PROBE] >= 0 else REGISTRY.index("audio/jump")
     last_probe = values[probe]
-    peak_decay = math.exp(-1.0 / (0.5 * rate / 192))
+    peak_decay = math.exp(-model.hop / (0.5 * model.sample_rate))  # per step: 0.5 s time constant
     peak = 0.0
     steps = 0
 

@@ -82,6 +82,11 @@ class Resampler:
         return y.astype(np.float32)
 
 
+def _toward(value: float, target: float, step: float) -> float:
+    """`value` moved towards `target` by at most `step` (a linear ramp)."""
+    return min(target, value + step) if target > value else max(target, value - step)
+
+
 class AudioSynth:
     """Latent navigation + streaming decoder + safety stage, at the device rate.
 
@@ -208,7 +213,7 @@ class AudioSynth:
             clips = self.model.clips
             want = 1.0 if (s[i["audio/replay"]] >= 0.5 and clips) else 0.0
             step = dt / self.REPLAY_S
-            self._replay = min(want, self._replay + step) if want > self._replay else max(want, self._replay - step)
+            self._replay = _toward(self._replay, want, step)
             if clips:
                 self._clip_pos += 1
         path = self.centre + self.walk
@@ -255,15 +260,13 @@ class AudioSynth:
         gain = self._ramp_to(self._gain, g)
         self._gain = g
         mute_to = 0.0 if (v[i["audio/mute"]] >= 0.5 or self._panic) else 1.0
-        m_step = self.dt / self.MUTE_S
-        m_new = min(mute_to, self._mute + m_step) if mute_to > self._mute else max(mute_to, self._mute - m_step)
+        m_new = _toward(self._mute, mute_to, self.dt / self.MUTE_S)
         gain *= self._ramp_to(self._mute, m_new)
         self._mute = m_new
         f = float(np.clip(s[i["master/fade"]], 0.0, 1.0))
         gain *= self._ramp_to(self._fade, f)
         self._fade = f
-        r_step = self._run_rate * self.hop
-        r_new = min(self._run_target, self._run + r_step) if self._run_target > self._run else max(self._run_target, self._run - r_step)
+        r_new = _toward(self._run, self._run_target, self._run_rate * self.hop)
         gain *= self._ramp_to(self._run, r_new)
         self._run = r_new
         y = self.resampler.process(x * gain)
