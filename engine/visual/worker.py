@@ -33,7 +33,7 @@ from .model import ImageModel, compile_generator, load_image_model
 
 log = logging.getLogger(__name__)
 
-WORKER_NICE = 10         # niceness added to the generator process
+WORKER_NICE = 5          # niceness added to the generator process (the display and sound win ties)
 COMPILE_AFTER = 5        # keyframes timed eagerly before deciding to compile
 COMPILE_ABOVE_MS = 20.0  # compile only a generator slower than this (the 256 px default takes ~4 ms)
 
