@@ -46,13 +46,13 @@ class ImageTrainConfig:
     """`ciel train image` settings (saved as RUN/train.toml and in the model card)."""
 
     run: RunConfig = RunConfig()
-    resolution: int = field(128, choices=(64, 128, 256), doc="Side of the generated images (pixels); 128 trains in minutes on a laptop CPU.")
+    resolution: int = field(256, choices=(64, 128, 256), doc="Side of the generated images (pixels).")
     latent_dim: int = field(128, minimum=1, maximum=1024, doc="Size of the generator's latent vector.")
     channels: int = field(256, minimum=8, maximum=2048, doc="Generator width at 4x4 (halves at each doubling).")
     min_channels: int = field(16, minimum=4, maximum=1024, doc="Narrowest generator layer.")
-    d_channels: int = field(16, minimum=4, maximum=1024, doc="Discriminator width at full resolution (doubles as it shrinks).")
+    d_channels: int = field(8, minimum=4, maximum=1024, doc="Discriminator width at full resolution (doubles as it shrinks).")
     d_max_channels: int = field(256, minimum=8, maximum=2048, doc="Widest discriminator layer.")
-    batch: int = field(16, minimum=1, maximum=4096, doc="Photos per step (per process under torchrun).")
+    batch: int = field(8, minimum=1, maximum=4096, doc="Photos per step (per process under torchrun).")
     lr_g: float = field(1e-3, minimum=0.0, maximum=1.0, doc="Generator learning rate (Adam).")
     lr_d: float = field(1e-3, minimum=0.0, maximum=1.0, doc="Discriminator learning rate (Adam).")
     beta1: float = field(0.0, minimum=0.0, maximum=0.9999, doc="Adam beta1.")
