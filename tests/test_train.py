@@ -88,7 +88,7 @@ def test_audio_budget_gives_a_model_that_plays(dataset: Path, tmp_path: Path) ->
     assert played.size >= rate * 0.9 and np.sqrt(np.mean(played ** 2)) > 1e-4
 
 
-def test_image_budget_gives_a_model_that_draws(dataset: Path, tmp_path: Path) -> None:
+def test_image_budget_gives_a_model_that_draws(dataset: Path, tmp_path: Path, gl_context: object) -> None:
     run = tmp_path / "run"
     assert cli.main(["train", "image", str(dataset), "-o", str(run), "--minutes", "0.05", "--checkpoint-steps", "3",
                      "--resolution", "64", "--batch", "4", "--threads", "1"]) == 0
@@ -103,6 +103,13 @@ def test_image_budget_gives_a_model_that_draws(dataset: Path, tmp_path: Path) ->
     assert grids and Image.open(grids[-1]).size[0] > 64 * 3
     assert (run / "previews" / "dataset.png").is_file()
     all_files_whole(run)
+    # `ciel render` draws the sky with it (the offscreen renderer of the engine, EGL)
+    patch = tmp_path / "patch.toml"
+    patch.write_text(f'[visual]\nmodel = "{run / "model"}"\n')
+    out = tmp_path / "render"
+    assert cli.main(["render", str(out), str(patch), "--seconds", "0.4", "--fps", "5", "--size", "160x90"]) == 0
+    frames = sorted((out / "frames").glob("*.png"))
+    assert len(frames) == 2 and np.asarray(Image.open(frames[-1])).std() > 1.0
     # a second run into the same folder without --resume is refused, naming the folder
     assert cli.main(["train", "image", str(dataset), "-o", str(run), "--steps", "1"]) == 2
 
