@@ -100,11 +100,9 @@ def start_load(kind: str, seconds: float) -> tuple[subprocess.Popen | None, str]
     return proc, what
 
 
-def realtime_server(proc: subprocess.Popen | None) -> str:
+def realtime_server(proc: subprocess.Popen) -> str:
     """Give the JACK server we started the realtime priority `jackd -R` would have (engine.parts
     starts it with --no-realtime so that it also runs for users without rtprio)."""
-    if proc is None:
-        return "jackd already running (priority left alone)"
     try:
         for tid in os.listdir(f"/proc/{proc.pid}/task"):
             os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(70))
@@ -157,12 +155,10 @@ def main(argv: list[str]) -> dict:
     from pythonosc.udp_client import SimpleUDPClient
 
     rtf = offline_rtf(5 if args.quick else 20)
-    # A JACK server of the benchmark's own (jackd and PortAudio both honour $JACK_DEFAULT_SERVER):
-    # a server shared with other programs could be stopped, or loaded by their clients, mid-run.
-    os.environ["JACK_DEFAULT_SERVER"] = "ciel-bench-audio"
     cfg = AudioConfig(model=str(MODEL), samplerate=args.samplerate, blocksize=args.blocksize,
                       **({"ahead_ms": args.ahead_ms} if args.ahead_ms else {}), seed=1)
-    with parts.jackd(rate=args.samplerate, period=args.blocksize) as server:
+    # a JACK server of the benchmark's own: nobody else can stop or load it mid-run
+    with parts.jackd(rate=args.samplerate, period=args.blocksize, name="ciel-bench-audio") as server:
         server_what = realtime_server(server)
         snapshot = SharedSnapshot(REGISTRY.size)
         store = ParamStore(snapshot=snapshot)

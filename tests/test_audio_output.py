@@ -1,10 +1,8 @@
 """The audio process through a real JACK server (dummy driver): sound, restarts, clear errors.
 
-Each module run starts JACK servers of its own (`jackd -n NAME`, chosen through
-$JACK_DEFAULT_SERVER, which PortAudio's JACK backend honours), so tests that kill or restart a
-server never touch a server someone else is using, and nobody else can stop ours mid-test. The
-names are fixed: JACK keeps at most 8 servers in its registry, and a server that dies without
-unregistering leaves its slot to the next server of the same name.
+The servers are private (`engine.parts.jackd`: `jackd -n NAME`, chosen through
+$JACK_DEFAULT_SERVER, which PortAudio's JACK backend honours), so the test that stops and
+restarts one never touches a server someone else is using.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
@@ -38,31 +35,6 @@ def store() -> Iterator[ParamStore]:
     snap = SharedSnapshot(REGISTRY.size)
     yield ParamStore(snapshot=snap)
     snap.close()
-
-
-def _private_jackd(name: str) -> subprocess.Popen:
-    exe = shutil.which("jackd")
-    if exe is None:
-        missing("jackd not found (Debian package jackd2)")
-    proc = subprocess.Popen([exe, "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "128"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env=dict(os.environ, JACK_NO_AUDIO_RESERVATION="1"))
-    ok = wait_for(lambda: subprocess.run(["jack_lsp", "-s", name], capture_output=True).returncode == 0, 10)
-    if not ok:
-        parts.stop(proc)
-        missing(f"jackd -n {name} did not start (JACK allows 8 servers at a time)")
-    return proc
-
-
-@pytest.fixture(scope="module")
-def jack_server() -> Iterator[str]:
-    """A JACK dummy server (48 kHz, 128 frames) of this module's own, made the default server."""
-    name = "ciel-audio-test"
-    server = _private_jackd(name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JACK_DEFAULT_SERVER", name)
-        yield name
-    parts.stop(server)
 
 
 def wait_for(cond, timeout: float, poll: AudioProcess | None = None) -> bool:
@@ -113,7 +85,7 @@ def kill_and_wait_for_restart(audio: AudioProcess, callbacks: int) -> None:
                     and audio.status().callbacks > before + callbacks, 30, poll=audio)
 
 
-def test_plays_audible_non_clipping_sound_through_jack(jack_server: str, store: ParamStore, tmp_path: Path) -> None:
+def test_plays_audible_non_clipping_sound_through_jack(jackd: None, store: ParamStore, tmp_path: Path) -> None:
     rec = tmp_path / "out.wav"
     with playing(store, record=str(rec)) as audio:
         status = audio.status()
@@ -131,7 +103,7 @@ def test_plays_audible_non_clipping_sound_through_jack(jack_server: str, store: 
     assert np.abs(sound[-240:]).max() < np.abs(sound).max()  # faded out at stop
 
 
-def test_killed_audio_process_comes_back_with_a_fade_in(jack_server: str, store: ParamStore, tmp_path: Path) -> None:
+def test_killed_audio_process_comes_back_with_a_fade_in(jackd: None, store: ParamStore, tmp_path: Path) -> None:
     with playing(store, record=str(tmp_path / "rec.wav")) as audio:
         kill_and_wait_for_restart(audio, 300)
         assert audio.status().restarts == 1
@@ -147,7 +119,7 @@ def test_killed_audio_process_comes_back_with_a_fade_in(jack_server: str, store:
     assert len(after_panic) > rate // 4 and np.all(after_panic == 0.0)
 
 
-def test_unknown_device_is_one_clear_line(jack_server: str, store: ParamStore) -> None:
+def test_unknown_device_is_one_clear_line(jackd: None, store: ParamStore) -> None:
     message = start_error(store, AudioDeviceError, device="no-such-device-xyz")
     assert "no-such-device-xyz" in message and "not found" in message
 
@@ -160,7 +132,7 @@ def test_no_jack_server_is_one_clear_line(store: ParamStore, monkeypatch: pytest
     assert "no audio output device" in message and "--audio none" in message and "jackd" in message
 
 
-def test_corrupt_model_is_a_model_error_naming_the_file(jack_server: str, store: ParamStore, tmp_path: Path) -> None:
+def test_corrupt_model_is_a_model_error_naming_the_file(jackd: None, store: ParamStore, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(MODEL, bad)
     (bad / "model.safetensors").write_bytes(b"garbage" * 50)
@@ -168,17 +140,22 @@ def test_corrupt_model_is_a_model_error_naming_the_file(jack_server: str, store:
 
 
 def test_sound_returns_when_jack_is_restarted(store: ParamStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    name = "ciel-audio-restart-test"
-    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)  # a server of our own: others keep theirs
-    server = _private_jackd(name)
+    name = "ciel-audio-restart-test"  # fixed: a server that dies unregistered leaves its slot to this name
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)  # also for audio processes started after a restart
+    server = parts.jackd(name=name)
+    try:
+        server.__enter__()
+    except (FileNotFoundError, RuntimeError) as exc:
+        missing(str(exc))
     try:
         with playing(store) as audio:
-            parts.stop(server)  # SIGTERM: a killed jackd would keep its slot in JACK's server registry
+            server.__exit__(None, None, None)  # SIGTERM: the server unregisters from JACK
             assert wait_for(lambda: "waiting" in audio.status().error, 15, poll=audio)
-            server = _private_jackd(name)
+            server = parts.jackd(name=name)
+            server.__enter__()
             before = audio.status().callbacks
             assert wait_for(lambda: audio.status().running and audio.status().callbacks > before + 100, 15,
                             poll=audio)
             assert audio.status().peak_db > -60
     finally:
-        parts.stop(server)
+        server.__exit__(None, None, None)
