@@ -40,6 +40,7 @@ def fragment_source(name: str = "sky.frag", header: str = DESKTOP_HEADER) -> str
     return header + "\n".join(shader_text(p) for p in parts)
 
 
+SKY_PX_PER_TEXEL = 1.25  # software GL: compute the sky at about the keyframes' own resolution
 SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swiftshader", "software")
 
 
@@ -49,11 +50,20 @@ def gl_renderer(ctx: moderngl.Context) -> str:
 
 
 def resolve_render_scale(configured: float, ctx: moderngl.Context) -> float:
-    """`configured` if > 0, else 0.5 on a software rasteriser and 1.0 on a GPU."""
+    """`configured` if > 0; on a GPU 1.0; on a software rasteriser 0.0, which SkyRenderer reads as
+    "match the keyframes": see `texture_matched_scale`."""
     if configured > 0:
         return configured
     name = gl_renderer(ctx).lower()
-    return 0.5 if any(s in name for s in SOFTWARE_RENDERERS) else 1.0
+    return 0.0 if any(s in name for s in SOFTWARE_RENDERERS) else 1.0
+
+
+def texture_matched_scale(lay: Layout, texture_size: int, height: int) -> float:
+    """Sky resolution at which the layer has about SKY_PX_PER_TEXEL pixels per keyframe texel: the
+    mirrored map spans 2 x texture_size texels across the oval's width (4√2 scale pixels)."""
+    oval_width = 4 * math.sqrt(2) * lay.scale
+    scale = SKY_PX_PER_TEXEL * 2 * texture_size / max(oval_width, 1.0)
+    return float(min(1.0, max(scale, 64.0 / max(height, 1))))
 
 
 class SkyRenderer:
@@ -62,12 +72,16 @@ class SkyRenderer:
     The renderer smooths them with each parameter's own time constant, integrates `sky/spin`, and
     crossfades from the previous to the newest keyframe over the measured keyframe interval, so a
     slow generator only slows the change of the picture, never the frame rate.
+
+    `render_scale` < 1 computes the sky in a smaller layer that `composite.frag` upscales;
+    0 follows the layout and the keyframe size (`texture_matched_scale`).
     """
 
     def __init__(self, ctx: moderngl.Context, width: int, height: int, texture_size: int = 256,
                  render_scale: float = 1.0, registry: Registry = REGISTRY) -> None:
         self.ctx = ctx
         self.registry = registry
+        self.auto_scale = render_scale <= 0.0  # follow the layout and the keyframe size
         self.render_scale = float(min(max(render_scale, 0.1), 1.0))
         self.prog = ctx.program(vertex_shader=vertex_source(), fragment_shader=fragment_source("sky.frag"))
         self.vao = ctx.vertex_array(self.prog, [])
@@ -112,6 +126,8 @@ class SkyRenderer:
         """New drawable size in pixels (window resize); remakes the sky layer if one is used."""
         self.width, self.height = int(width), int(height)
         self.layout = layout(self.width, self.height)
+        if self.auto_scale:
+            self.render_scale = texture_matched_scale(self.layout, self.texture_size, self.height)
         if self._layer is not None:
             self._layer.color_attachments[0].release()
             self._layer.release()
@@ -137,6 +153,8 @@ class SkyRenderer:
             raise ValueError(f"keyframe: expected a square (H, W, 3) uint8 image, got {image.shape}")
         if image.shape[0] != self.texture_size:
             self._make_textures(image.shape[0])
+            if self.auto_scale:
+                self.resize(self.width, self.height)
         first = self._key_t is None and not self._arrived
         for pair, img in ((self._front, image), (self._back, back if back is not None else image)):
             pair.reverse()
