@@ -295,12 +295,17 @@ class ParamStore:
         if p.kind != "trigger":
             raise ParamError(f"{name} is not a trigger")
         i = self.registry.index(name)
+        mute = self.registry.index("audio/mute") if name == "panic" and "audio/mute" in self.registry else None
         with self._lock:
             self.values[i] += 1.0
             stored = (float(self.values[i]),)
+            if mute is not None:  # panic stays on until someone unmutes on purpose
+                self.values[mute] = 1.0
             if self.snapshot is not None:
                 self.snapshot.write(self.values)
         self._notify(name, stored, source)
+        if mute is not None:
+            self._notify("audio/mute", (1.0,), source)
 
     def _notify(self, name: str, values: tuple[float, ...], source: str) -> None:
         for fn in tuple(self._listeners):

@@ -31,7 +31,7 @@ def jackd() -> Iterator[None]:
     """A private JACK server (dummy driver, 48 kHz, 128-frame periods) for the whole session;
     $JACK_DEFAULT_SERVER points the tests and the processes they start at it."""
     try:
-        cm = parts.jackd(rate=48000, period=128, name=f"ciel-test-{os.getpid()}")
+        cm = parts.jackd(rate=48000, period=128, name=parts.free_server_name("ciel-test"))
         cm.__enter__()
     except (FileNotFoundError, RuntimeError) as exc:
         missing(str(exc))

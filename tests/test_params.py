@@ -95,3 +95,14 @@ def test_smoother_glides_with_each_parameters_time_constant() -> None:
     for _ in range(100):
         v = sm.step(targets, tau)
     assert abs(v[gain]) < 1e-6
+
+
+def test_panic_leaves_the_sound_muted_until_unmuted() -> None:
+    store = ParamStore()
+    seen = []
+    store.add_listener(lambda name, values, source: seen.append((name, values)))
+    store.trigger("panic", "osc")
+    assert store.get1("audio/mute") == 1.0
+    assert ("audio/mute", (1.0,)) in seen
+    store.set("audio/mute", 0.0)
+    assert store.get1("audio/mute") == 0.0
