@@ -33,7 +33,6 @@ from .model import ImageModel, compile_generator, load_image_model
 
 log = logging.getLogger(__name__)
 
-WORKER_NICE = 5          # niceness added to the generator process (the display and sound win ties)
 COMPILE_AFTER = 5        # keyframes timed eagerly before deciding to compile
 COMPILE_ABOVE_MS = 20.0  # compile only a generator slower than this (the 256 px default takes ~4 ms)
 
@@ -311,7 +310,6 @@ def _worker_main(folder: str, resolution: int, seed: int, keyframes_per_s: float
     block = _Block(shm, resolution)
     snapshot: SharedSnapshot | None = None
     try:
-        os.nice(WORKER_NICE)  # background work: the display and the sound win the CPU
         torch.set_num_threads(threads)
         model = load_image_model(folder)
         snapshot = SharedSnapshot(REGISTRY.size, name=values_name, create=False)
