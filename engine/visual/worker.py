@@ -34,7 +34,7 @@ from .model import ImageModel, compile_generator, load_image_model
 log = logging.getLogger(__name__)
 
 COMPILE_AFTER = 5        # keyframes timed eagerly before deciding to compile
-COMPILE_ABOVE_MS = 20.0  # compile only a generator slower than this (the 256 px default takes ~4 ms)
+COMPILE_ABOVE_MS = 20.0  # compile only a generator needing more CPU per keyframe (default: ~4 ms)
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
@@ -335,13 +335,16 @@ def _produce(model: ImageModel, seed: int, keyframes_per_s: float, compile: bool
     ctl[_STATE] = 1.0
     next_t = time.monotonic()
     seq = 0
+    cpu_ms: list[float] = []  # CPU time of the first keyframes (torch runs on this thread)
     while ctl[_STOP] == 0.0 and os.getppid() == parent:
         snapshot.read_into(values)
         now = time.monotonic()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         m = values[mapping]
         front, back = render_keyframe(model, paths, values, now, 0.5 <= m < 1.5)
         ms = 1000.0 * (time.perf_counter() - t0)
+        if len(cpu_ms) < COMPILE_AFTER:
+            cpu_ms.append(1000.0 * (time.thread_time() - c0))
         if slow_s > 0:
             time.sleep(slow_s)
         seq += 1
@@ -363,8 +366,8 @@ def _produce(model: ImageModel, seed: int, keyframes_per_s: float, compile: bool
             ctl[_FIRST_T] = ctl[_LAST_T]
         if compile and seq == COMPILE_AFTER and not model.compiled:
             # compiling takes 10-20 s of CPU: worth it only for a generator too slow for the rate
-            times = sorted(ctl[_RING_AT:_RING_AT + seq])
-            if times[len(times) // 2] > COMPILE_ABOVE_MS:
+            # CPU time, not wall time: on a busy machine waiting for a core is not the model's cost
+            if min(cpu_ms) > COMPILE_ABOVE_MS:
                 model.generator, model.compiled = compile_generator(model.generator, model.latent_dim)
         next_t = max(next_t + period, time.monotonic())
         time.sleep(max(0.0, next_t - time.monotonic()))
