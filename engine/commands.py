@@ -190,17 +190,21 @@ def cmd_render(args: argparse.Namespace) -> int:
     n_frames = max(1, int(round(args.seconds * args.fps)))
     rate = args.samplerate
     chunks = []
-    for i in range(n_frames):
-        t = i / args.fps
-        if scheduler is not None:
-            clock_now[0] = t
-            scheduler.tick(t)
-        values = store.values.copy()
-        start, stop = int(round(i * rate / args.fps)), int(round((i + 1) * rate / args.fps))
-        chunks.append(synth.process(values, stop - start).copy())
+    try:
+        for i in range(n_frames):
+            t = i / args.fps
+            if scheduler is not None:
+                clock_now[0] = t
+                scheduler.tick(t)
+            values = store.values.copy()
+            start, stop = int(round(i * rate / args.fps)), int(round((i + 1) * rate / args.fps))
+            chunks.append(synth.process(values, stop - start).copy())
+            if frames is not None:
+                image = frames.frame(values, t)
+                Image.fromarray(image).save(out / "frames" / f"{i:06d}.png", optimize=False)
+    finally:
         if frames is not None:
-            image = frames.frame(values, t)
-            Image.fromarray(image).save(out / "frames" / f"{i:06d}.png", optimize=False)
+            frames.close()
     audio = np.concatenate(chunks)
     sf.write(out / "audio.wav", audio, rate, subtype="PCM_24")
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0

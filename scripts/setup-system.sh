@@ -4,7 +4,7 @@
 # exact command to run and exits non-zero only if something required is missing.
 set -euo pipefail
 
-PKGS=(libportaudio2 xvfb puredata-core libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libsndfile1 fonts-dejavu-core)
+PKGS=(libportaudio2 xvfb puredata-core libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libsndfile1 fonts-dejavu-core glslang-tools)
 NORECOMMENDS=(jackd2)
 OPTIONAL=(chromium)
 

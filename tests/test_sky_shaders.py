@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from conftest import missing
 from engine.visual.sky import DESKTOP_HEADER, SHADERS, WEBGL_HEADER, fragment_source, vertex_source
 
 
@@ -16,7 +17,7 @@ from engine.visual.sky import DESKTOP_HEADER, SHADERS, WEBGL_HEADER, fragment_so
 def test_shared_shaders_compile_for_desktop_and_webgl2(tmp_path, header, stage, name):
     exe = shutil.which("glslangValidator")
     if exe is None:
-        pytest.skip("glslangValidator not installed (Debian package glslang-tools)")
+        missing("glslangValidator not installed (Debian package glslang-tools)")
     source = vertex_source(header) if stage == "vert" else fragment_source(name, header)
     path = tmp_path / f"shader.{stage}"
     path.write_text(source)

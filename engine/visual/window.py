@@ -4,7 +4,7 @@
 `_loop`: tick → drain control (window events) → update (parameters, newest keyframe) → render →
 flip → frame_done. The generator runs in a `GanWorker` thread; the loop never waits for it.
 
-Keys: Esc quits · F11 fullscreen · S or F12 screenshot · N program note · Space next scene.
+Keys: Esc quits · F11 fullscreen · S or F12 screenshot · N program note · Space next scene · L MIDI learn (the parameter touched last).
 A click on the grey circle at the bottom opens or closes the note.
 """
 
@@ -22,7 +22,7 @@ from typing import Any, Callable
 import moderngl
 import numpy as np
 
-from ..errors import DisplayError
+from ..errors import CielError, DisplayError
 from .config import VisualConfig
 from .model import load_image_model
 from .sky import SkyRenderer, gl_renderer, resolve_render_scale, shader_text, DESKTOP_HEADER
@@ -229,6 +229,19 @@ def run_window(engine: Any, deadline: float = math.inf,
                         worker.error, worker.first_at)
 
 
+def midi_learn(engine: Any) -> str:
+    """The L key: bind the next MIDI control moved to the parameter touched last (main thread).
+    Returns the line shown on the overlay; a failure is reported, never raised."""
+    midi = getattr(engine, "midi", None)
+    if midi is None:
+        return "MIDI learn: MIDI is off"
+    try:
+        return f"MIDI learn: move a control for {midi.learn()}"
+    except CielError as exc:
+        engine.report("midi", str(exc))
+        return f"MIDI learn: {exc}"
+
+
 def _loop(engine: Any, pygame: Any, ctx: moderngl.Context, sky: SkyRenderer, overlay: Overlay,
           worker: GanWorker, cfg: VisualConfig, deadline: float) -> None:
     store = engine.store
@@ -262,6 +275,8 @@ def _loop(engine: Any, pygame: Any, ctx: moderngl.Context, sky: SkyRenderer, ove
                     store.set("note/show", 0.0 if store.get1("note/show") > 0.5 else 1.0, "window")
                 elif event.key == pygame.K_SPACE:
                     store.trigger("scene/next", "window")
+                elif event.key == pygame.K_l:
+                    status, status_until = midi_learn(engine), now + 5.0
             elif event.type == pygame.MOUSEBUTTONDOWN and event.button == 1:
                 if sky.note_hit(*event.pos):
                     store.set("note/show", 0.0 if store.get1("note/show") > 0.5 else 1.0, "window")
