@@ -57,7 +57,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
         k.add_argument("--threads", type=int, help="torch threads per process (0 = cores / processes)")
         k.add_argument("--seed", type=int, help="seed (default 0)")
         if kind == "image":
-            k.add_argument("--resolution", type=int, choices=(64, 128, 256), help="image side (default 128)")
+            k.add_argument("--resolution", type=int, choices=(64, 128, 256), help="image side (default 256)")
         k.add_argument("--resume", action="store_true", help="continue the run in -o from its newest checkpoint")
         k.add_argument("--export-to", type=Path, help="also export the final model to this folder (e.g. models/mine)")
         k.set_defaults(func=cmd_train)
