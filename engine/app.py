@@ -98,6 +98,7 @@ class Engine:
         self.midi: Any = None
         self.scheduler: Any = None
         self.healthz: Any = None
+        self.gan: Any = None  # the keyframe source, set by the window (watched by the supervisor)
         self.patch = patch
         try:
             apply_patch_params(self.store, patch)
@@ -110,6 +111,8 @@ class Engine:
                 self._start_control()
             if options.installation or self.patch.schedule.enabled:
                 self._start_scheduler()
+            if options.installation:
+                self._start_supervision()
         except BaseException:
             self.close()
             raise
@@ -145,7 +148,13 @@ class Engine:
         from .control.scheduler import Scheduler
 
         cfg = dataclasses.replace(self.patch.schedule, enabled=True)
-        self.scheduler = Scheduler(cfg, self.store, clock=self.clock)
+        self.scheduler = Scheduler(cfg, self.store, clock=self.clock, source=self.patch.source)
+
+    def _start_supervision(self) -> None:
+        """/healthz, the systemd watchdog and the generator watchdog, on their own thread."""
+        from .health import Supervision
+
+        self.healthz = self._guard("healthz", lambda: Supervision(self))
 
     def _guard(self, source: str, make: Callable[[], Any]) -> Any:
         try:
@@ -222,6 +231,8 @@ class Engine:
         self.running = False
         now = self.clock()
         log.info("stopped after %.1f s: %d frames, fps %.1f", now - self.started, self._frames, self._fps)
+        if self.scheduler is not None:
+            self.scheduler.close()
         for part in (self.healthz, self.midi, self.oscquery, self.osc, self.audio):
             if part is not None:
                 try:

@@ -319,6 +319,12 @@ class RestartableWorker:
     def stop(self, timeout: float = 5.0) -> None:
         self._worker.stop(timeout)
 
+    def __getattr__(self, name: str) -> Any:
+        """Anything else (`rate`, `first_at`…) is the current worker's."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._worker, name)
+
 
 class Supervision:
     """Installation-mode supervision of a running Engine on its own thread (every `interval` s):

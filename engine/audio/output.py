@@ -400,7 +400,8 @@ class AudioProcess:
     """Owns the audio child process. Methods are called from the main thread."""
 
     RESTART_BACKOFF_S = (0.5, 1.0, 2.0)
-    STALL_S = 2.0
+    STALL_S = 4.0          # no heartbeat for this long: the child is replaced
+    START_LIMIT_S = 20.0   # a child still starting after this long is replaced too
 
     def __init__(self, config: AudioConfig, snapshot_name: str, probe: str | None = None) -> None:
         self.config = config
@@ -415,6 +416,7 @@ class AudioProcess:
         self.restarts = 0
         self._failures = 0
         self._next_try = 0.0
+        self._spawned = 0.0
         self._stopped = False
 
     # — lifecycle —
@@ -433,6 +435,7 @@ class AudioProcess:
             args[0]["record"] = f"{stem}-{self.restarts}{ext or '.wav'}"
         self._proc = self._ctx.Process(target=_child_main, args=args, name="ciel-audio", daemon=True)
         self._proc.start()
+        self._spawned = time.monotonic()
 
     def start(self, timeout: float = 20.0) -> None:
         """Spawn the child and wait for sound. Raises AudioDeviceError / ModelError with one line."""
@@ -468,6 +471,8 @@ class AudioProcess:
         now = time.monotonic()
         state = st[_S_STATE]
         stalled = alive and st[_S_HEARTBEAT] > 0 and now - st[_S_HEARTBEAT] > self.STALL_S
+        stuck = alive and state == STARTING and now - self._spawned > self.START_LIMIT_S
+        stalled = stalled or stuck
         starting = state == STARTING and alive and not stalled
         if starting or (alive and state == RUNNING and not stalled):
             if state == RUNNING:
@@ -475,8 +480,12 @@ class AudioProcess:
             return
         if now < self._next_try:
             return
-        reason = (_text(self._shm.buf, 1) or f"exit code {self._proc.exitcode}") if not stalled else \
-            f"no heartbeat for {now - st[_S_HEARTBEAT]:.1f} s"
+        if stuck:
+            reason = f"still starting after {now - self._spawned:.0f} s"
+        elif stalled:
+            reason = f"no heartbeat for {now - st[_S_HEARTBEAT]:.1f} s"
+        else:
+            reason = _text(self._shm.buf, 1) or f"exit code {self._proc.exitcode}"
         log.warning("audio process %s (%s); restarting with a fade-in", "stalled" if stalled else "stopped", reason)
         self._kill()
         self.restarts += 1
@@ -486,10 +495,14 @@ class AudioProcess:
         self._spawn(fade_in_s=0.3, wait_for_device=True)
 
     def _kill(self) -> None:
+        """End the child: SIGTERM first (it closes its JACK client cleanly), SIGKILL if it hangs."""
         proc = self._proc
         if proc is not None and proc.is_alive():
-            proc.kill()
-            proc.join(2)
+            proc.terminate()
+            proc.join(0.5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(2)
 
     def stop(self, timeout: float = 3.0) -> None:
         """Fade out, end the child, free the status block. Safe to call twice."""

@@ -205,7 +205,7 @@ def run_window(engine: Any, deadline: float = math.inf,
     seed = cfg.seed or int(time.time()) & 0x7FFFFFFF
     pygame, ctx = open_window(cfg)
     renderer = gl_renderer(ctx)
-    worker = GanWorker(model, seed, cfg.keyframes_per_s, cfg.threads, cfg.compile)
+    worker = image_worker(engine, model, seed, cfg)
     worker.start()
     if on_worker is not None:
         on_worker(worker)
@@ -225,8 +225,24 @@ def run_window(engine: Any, deadline: float = math.inf,
             if part is not None:
                 part.release()
         pygame.display.quit()
-    return WindowReport(renderer, worker.count, worker.rate, tuple(worker.times_ms), sky.render_scale,
-                        worker.error, worker.first_at)
+    return WindowReport(renderer, worker.count, getattr(worker, "rate", 0.0), tuple(worker.times_ms),
+                        sky.render_scale, worker.error, getattr(worker, "first_at", None))
+
+
+def image_worker(engine: Any, model: Any, seed: int, cfg: VisualConfig) -> Any:
+    """The source of keyframes, made available as `engine.gan` for the supervisor: the images of
+    baked scenes when the scheduler plays a baked folder, else the generator process behind a
+    handle the supervisor can restart."""
+    from ..health import RestartableWorker
+    from ..scenes import BakedImageWorker
+
+    scheduler = getattr(engine, "scheduler", None)
+    if scheduler is not None and getattr(scheduler, "baked", None) is not None:
+        worker: Any = BakedImageWorker(scheduler)
+    else:
+        worker = RestartableWorker(lambda: GanWorker(model, seed, cfg.keyframes_per_s, cfg.threads, cfg.compile))
+    engine.gan = worker
+    return worker
 
 
 def midi_learn(engine: Any) -> str:
