@@ -84,11 +84,18 @@ def test_vae_shapes_and_training_step() -> None:
     assert all(p.grad is not None for p in vae.parameters())
 
 
-def test_default_model_is_untrained_fixed_seed_and_loads(tmp_path: Path) -> None:
+def test_bundled_default_loads_and_says_how_it_was_made() -> None:
     m = load_audio_model(DEFAULT)
+    assert m.card["trained"] is True
+    assert "nothing downloaded" in m.card["material"] and "make models" in m.card["rebuild"]
+
+
+def test_untrained_fallback_is_reproducible_and_says_so(tmp_path: Path) -> None:
+    make_default_audio_model(tmp_path / "a", seed=0)
+    make_default_audio_model(tmp_path / "b", seed=0)
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    m = load_audio_model(tmp_path / "a")
     assert m.card["trained"] is False and "UNTRAINED" in m.card["description"]
-    make_default_audio_model(tmp_path / "again", seed=0)
-    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (DEFAULT / "model.safetensors").read_bytes()
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "missing", "card", "shape", "nan"])
@@ -120,3 +127,20 @@ def test_bad_model_files_raise_model_error_naming_the_file(tmp_path: Path, damag
     with pytest.raises(ModelError) as info:
         load_audio_model(folder)
     assert str(name) in str(info.value)
+
+
+@pytest.mark.parametrize("overlap", [1, 2, 3])
+def test_streaming_equals_offline_with_overlapping_upsampling(overlap: int) -> None:
+    torch.manual_seed(overlap)
+    vae = AudioVAE(AudioModelConfig(overlap=overlap)).eval()
+    z = torch.randn(1, 16, 47) * 3
+    with torch.no_grad():
+        offline = vae.decode(z)
+        stream = vae.streaming()
+        sizes, i, parts = [1, 3, 1, 7, 2, 5, 28], 0, []
+        for n in sizes:
+            parts.append(stream(z[..., i:i + n]))
+            i += n
+    streamed = torch.cat(parts, dim=-1)
+    assert streamed.shape == offline.shape
+    assert (streamed - offline).abs().max().item() < 1e-4

@@ -67,6 +67,10 @@ class AudioModelConfig:
     kernel: int = 3
     dilations: tuple[int, ...] = (1, 3)
     leak: float = 0.2
+    # Upsampling kernels span `overlap` strides, so latent frames cross-fade. 1 = kernel == stride
+    # (no state, hard frame edges: fine untrained, a buzz at the frame rate once trained);
+    # `ciel train audio` uses 2.
+    overlap: int = 1
 
     def __post_init__(self) -> None:
         if len(self.channels) != len(self.strides) + 1:
@@ -75,6 +79,8 @@ class AudioModelConfig:
             raise ValueError("strides and channels must be positive")
         if self.kernel < 1 or any(d < 1 for d in self.dilations):
             raise ValueError("kernel and dilations must be positive")
+        if self.overlap < 1:
+            raise ValueError("overlap must be at least 1")
 
     @property
     def hop(self) -> int:
@@ -117,6 +123,42 @@ class CausalConv1d(nn.Conv1d):
         return super().forward(x)
 
 
+class Upsample(nn.ConvTranspose1d):
+    """Transposed conv with kernel = overlap * stride: each input step writes `overlap * stride`
+    outputs, so neighbouring latent frames cross-fade instead of meeting at a hard edge (a
+    kernel = stride upsampler leaves a buzz at the frame rate once trained).
+
+    Causal: output sample p depends on input steps <= p // stride only. The part of the last
+    step's stamp that falls beyond the block (`(overlap - 1) * stride` samples) is kept in the
+    StreamState and added to the next block, so blocks equal the offline run; offline, it is
+    dropped (the decode ends there). (B, C_in, T) -> (B, C_out, T * stride).
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, overlap: int) -> None:
+        super().__init__(cin, cout, stride * overlap, stride=stride)
+        self.step = stride
+        self.tail = (overlap - 1) * stride
+
+    def forward(self, x: Tensor, state: StreamState | None = None) -> Tensor:  # type: ignore[override]
+        y = F.conv_transpose1d(x, self.weight, None, stride=self.step)
+        n = x.shape[-1] * self.step
+        main = y[..., :n]
+        if self.tail and state is not None:
+            prev = state.cache.get(self)
+            if prev is not None:
+                k = min(self.tail, n)
+                main = torch.cat((main[..., :k] + prev[..., :k], main[..., k:]), dim=-1)
+                carry = prev[..., k:]
+            else:
+                carry = None
+            rest = y[..., n:]
+            if carry is not None and carry.shape[-1]:
+                rest = rest.clone()
+                rest[..., :carry.shape[-1]] += carry
+            state.cache[self] = rest
+        return main + self.bias[None, :, None]
+
+
 class ResUnit(nn.Module):
     """x + 1x1(act(dilated conv(act(x)))); causal when `causal`, centred otherwise."""
 
@@ -147,8 +189,7 @@ class Decoder(nn.Module):
         self.ups = nn.ModuleList()
         self.res.append(nn.ModuleList(ResUnit(ch[0], cfg.kernel, d, cfg.leak, True) for d in cfg.dilations))
         for i, s in enumerate(cfg.strides):
-            # kernel == stride: each latent step makes `s` outputs of its own; no overlap, no state.
-            self.ups.append(nn.ConvTranspose1d(ch[i], ch[i + 1], s, stride=s))
+            self.ups.append(Upsample(ch[i], ch[i + 1], s, cfg.overlap))
             self.res.append(nn.ModuleList(ResUnit(ch[i + 1], cfg.kernel, d, cfg.leak, True) for d in cfg.dilations))
         self.out = CausalConv1d(ch[-1], 1, 2 * cfg.kernel + 1)
 
@@ -157,7 +198,7 @@ class Decoder(nn.Module):
         for unit in self.res[0]:
             x = unit(x, state)
         for up, units in zip(self.ups, self.res[1:]):
-            x = up(F.leaky_relu(x, self.cfg.leak))
+            x = up(F.leaky_relu(x, self.cfg.leak), state)
             for unit in units:
                 x = unit(x, state)
         return torch.tanh(self.out(F.leaky_relu(x, self.cfg.leak), state))
