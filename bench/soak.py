@@ -21,79 +21,15 @@ import contextlib
 import dataclasses
 import logging
 import os
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 from bench.common import machine_load, percentile
 from engine import parts
 
 log = logging.getLogger("ciel.soak")
-
-
-class JackServer:
-    """A private JACK dummy server under its own name: clients find it through $JACK_DEFAULT_SERVER
-    (set by `start`, inherited by the audio process), so a soak or a fault test neither uses nor
-    disturbs another JACK server on the machine. `kill` is a crash (SIGKILL); starting again under
-    the same name takes the registration back; `stop` ends it cleanly."""
-
-    def __init__(self, name: str, rate: int = 48000, period: int = 256) -> None:
-        self.name, self.rate, self.period = name, rate, period
-        self.proc: subprocess.Popen | None = None
-
-    def answers(self) -> bool:
-        lsp = shutil.which("jack_lsp")
-        env = dict(os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1")
-        try:
-            return lsp is not None and subprocess.run([lsp], env=env, capture_output=True, timeout=5).returncode == 0
-        except subprocess.TimeoutExpired:
-            return False
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Start it and point this process's JACK clients at it. FileNotFoundError/RuntimeError if not."""
-        exe = shutil.which("jackd")
-        if exe is None:
-            raise FileNotFoundError("jackd not found: run `bash scripts/setup-system.sh` (Debian package jackd2)")
-        os.environ["JACK_DEFAULT_SERVER"] = self.name
-        os.environ["JACK_NO_START_SERVER"] = "1"
-        env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
-        self.proc = subprocess.Popen([exe, "-n", self.name, "--no-realtime", "-d", "dummy", "-r", str(self.rate),
-                                      "-p", str(self.period)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env=env, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while not self.answers():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.poll() is not None else ""
-                self.stop()
-                raise RuntimeError(f"jackd -n {self.name} did not start {err.strip()[-200:]}")
-            time.sleep(0.1)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
-        self.proc = None
-
-    def stop(self) -> None:
-        self.kill(signal.SIGTERM)
-
-    def __enter__(self) -> "JackServer":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def descendants(pid: int) -> list[int]:
@@ -198,7 +134,7 @@ def run(minutes: float, period: float, real: bool, control: bool = True) -> dict
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ciel-soak-"))
         if not real:
-            stack.enter_context(JackServer(f"ciel-soak-{os.getpid()}", period=128))
+            stack.enter_context(parts.JackServer(parts.free_server_name("ciel-soak"), period=128))
             os.environ["DISPLAY"] = stack.enter_context(parts.xvfb(size="1920x1080x24"))
         check_display()
         handler = setup_file_logging(tmp, logging.INFO)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -28,36 +29,68 @@ def jack_running(name: str | None = None) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def jackd(rate: int = 48000, period: int = 128, name: str | None = None) -> Iterator[subprocess.Popen]:
+class JackServer:
     """A private JACK server with the dummy driver (a clocked sound card without hardware).
 
-    It runs under its own name (default: the first free of "ciel", "ciel-2"…) at realtime priority
-    when allowed (as `jackd -R`), else at normal priority, and $JACK_DEFAULT_SERVER points this process
-    and its children at it while the context lasts, so tests and benchmarks neither use nor
-    disturb another JACK server on the machine. Yields the server's process.
+    It runs under its own name, and `start` points this process and its children at it through
+    $JACK_DEFAULT_SERVER, so tests, benchmarks and soaks neither use nor disturb another JACK
+    server on the machine. It runs at realtime priority when allowed (as `jackd -R`), else at
+    normal priority. `kill` is a crash (SIGKILL); starting again under the same name takes the
+    registration back; `stop` ends it cleanly (SIGTERM). Also a context manager.
     """
-    exe = shutil.which("jackd")
-    if exe is None:
-        raise FileNotFoundError("jackd not found: run `bash scripts/setup-system.sh` (Debian package jackd2)")
-    name = name or free_server_name("ciel")
-    saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
-    proc = _start_jackd(exe, name, rate, period, realtime=True)
-    if proc is None:  # no realtime permission here: a normal-priority server still keeps time
-        proc = _start_jackd(exe, name, rate, period, realtime=False)
-    if proc is None:
-        raise RuntimeError(f"jackd -n {name} did not start")
-    try:
-        os.environ["JACK_DEFAULT_SERVER"] = name
+
+    def __init__(self, name: str | None = None, rate: int = 48000, period: int = 128) -> None:
+        self.name = name or free_server_name("ciel")
+        self.rate, self.period = rate, period
+        self.proc: subprocess.Popen | None = None
+        self._saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
+
+    def answers(self) -> bool:
+        return jack_running(self.name)
+
+    def start(self) -> "JackServer":
+        """Start it; FileNotFoundError (no jackd) or RuntimeError (it would not start) if not."""
+        exe = shutil.which("jackd")
+        if exe is None:
+            raise FileNotFoundError("jackd not found: run `bash scripts/setup-system.sh` (Debian package jackd2)")
+        self.proc = _start_jackd(exe, self.name, self.rate, self.period, realtime=True)
+        if self.proc is None:  # no realtime permission here: a normal-priority server still keeps time
+            self.proc = _start_jackd(exe, self.name, self.rate, self.period, realtime=False)
+        if self.proc is None:
+            raise RuntimeError(f"jackd -n {self.name} did not start")
+        os.environ["JACK_DEFAULT_SERVER"] = self.name
         os.environ["JACK_NO_START_SERVER"] = "1"
-        yield proc
-    finally:
-        for key, value in saved.items():
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(sig)
+            stop(self.proc)
+        self.proc = None
+
+    def stop(self) -> None:
+        """End the server cleanly and point JACK clients back where they pointed before `start`."""
+        self.kill(signal.SIGTERM)
+        for key, value in self._saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        stop(proc)
+
+    def __enter__(self) -> "JackServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def jackd(rate: int = 48000, period: int = 128, name: str | None = None) -> Iterator[subprocess.Popen]:
+    """A `JackServer` for the length of a `with` block (default name: the first free of "ciel",
+    "ciel-2"…). Yields the server's process."""
+    with JackServer(name, rate, period) as server:
+        yield server.proc  # type: ignore[misc]
 
 
 def free_server_name(prefix: str) -> str:

@@ -21,11 +21,12 @@ from typing import Iterator
 
 import pytest
 
-from bench.soak import JackServer
 from conftest import missing
+from engine import parts
+from engine.parts import JackServer
 from engine.patch import ROOT, load_patch
 
-SERVER = f"ciel-faults-{os.getpid()}"
+SERVER = parts.free_server_name("ciel-faults")  # a fixed name: JACK keeps at most 8
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..configio import to_table
-from ..errors import AudioDeviceError, CielError, ModelError
+from ..errors import AudioDeviceError, ModelError
 from ..params import REGISTRY
 from .config import AudioConfig
 

@@ -194,7 +194,7 @@ class TruePeakLimiter:
     def process(self, x: np.ndarray) -> np.ndarray:
         """One block (n,) -> limited block (n,) float32, delayed by `self.delay` samples."""
         x = np.nan_to_num(np.asarray(x, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        S, W = self.S, self.W
+        S = self.S
         pending = np.concatenate((self._pending, x))
         nseg = len(pending) // S
         # Keep one complete segment back: its true peak needs the interpolator's lookahead.

@@ -21,7 +21,6 @@ new models replace the folders in `--out` only after they load with the engine's
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import shutil
 import subprocess
