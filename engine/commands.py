@@ -27,9 +27,9 @@ log = logging.getLogger("ciel")
 def register(sub: "argparse._SubParsersAction") -> None:
     run = sub.add_parser("run", help="play: sound through PortAudio, the oval sky in a window, OSC and MIDI control")
     add_patch_args(run)
-    run.add_argument("--headless", action="store_true", help="no window: sound and control only")
-    run.add_argument("--installation", action="store_true", help="installation mode: scheduler, fullscreen, /healthz")
-    run.add_argument("--seconds", type=float, default=0.0, help="quit after this many seconds (0 = run until closed)")
+    add_show_args(run)
+    run.add_argument("--installation", action="store_true", help="with the scheduler, /healthz and the watchdogs "
+                     "(`ciel install` also loads the installation patch and a rotating log)")
     run.set_defaults(func=cmd_run)
 
     render = sub.add_parser("render", help="offline: write a WAV and PNG frames with a clock instead of devices")
@@ -72,6 +72,12 @@ def add_patch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--osc-port", type=int, default=None, help="OSC UDP port (default 9000)")
     p.add_argument("--no-midi", action="store_true", help="do not open MIDI ports")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+
+def add_show_args(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that run the live engine (`run`, `install`)."""
+    p.add_argument("--headless", action="store_true", help="no window: sound and control only")
+    p.add_argument("--seconds", type=float, default=0.0, help="quit after this many seconds of show (0 = run until stopped)")
 
 
 def patch_from_args(args: argparse.Namespace) -> Patch:

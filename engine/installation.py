@@ -29,20 +29,19 @@ INSTALLATION_PATCH = PATCHES / "installation.toml"
 
 def register(sub: "argparse._SubParsersAction") -> None:
     """Add `install` and `bake` to the `ciel` parser."""
-    from .commands import add_patch_args
+    from .commands import add_patch_args, add_show_args
 
     inst = sub.add_parser("install", help="installation mode: fullscreen, a new scene every period, opening hours, /healthz")
     add_patch_args(inst)
     for action in inst._actions:  # same options as `ciel run`; only the default patch differs
         if action.dest == "patch":
             action.help = "patch file (default: patches/installation.toml)"
-    inst.add_argument("--headless", action="store_true", help="no window: sound and control only")
     inst.add_argument("--period", type=float, default=None, help="seconds between scenes (default: the patch's, 30)")
     inst.add_argument("--baked", default=None, help="play scenes from a folder written by `ciel bake`")
     inst.add_argument("--always-open", action="store_true", help="ignore the opening hours (setting up, testing)")
     inst.add_argument("--log-dir", default=None, help="folder of the rotating log (default: $XDG_STATE_HOME/ciel)")
     inst.add_argument("--health-port", type=int, default=None, help="port of /healthz on 127.0.0.1 (default 8090)")
-    inst.add_argument("--seconds", type=float, default=0.0, help="quit after this many seconds (0 = run until stopped)")
+    add_show_args(inst)
     inst.set_defaults(func=cmd_install)
 
     bake = sub.add_parser("bake", help="render N scenes (sound + image) into a folder for weak hardware and the web")
