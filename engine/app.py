@@ -43,12 +43,10 @@ def apply_patch_params(store: ParamStore, patch: Patch, source: str = "patch") -
         store.set(name, value, source)
 
 
-def checked_model(kind: str, patch: Patch, report: Callable[[str, str], None]) -> Patch:
-    """The patch with its `kind` ("audio" or "image") model replaced by the bundled default if it
-    cannot be loaded (the swap is reported).
-
-    Loads the model once in the main process; a corrupt or missing file is a `ModelError`, which
-    becomes a message and the default model is used instead, so an installation still starts.
+def checked_model(kind: str, patch: Patch, report: Callable[[str, str], None]) -> tuple[Patch, Any]:
+    """`(patch, model)`: the `kind` ("audio" or "image") model loaded in the main process, or, if
+    it cannot be loaded, the bundled default with the patch changed to name it (the swap is
+    reported, so an installation still starts). A broken default raises `ModelError`.
     """
     if kind == "audio":
         from .audio.model import load_audio_model as loader
@@ -57,15 +55,16 @@ def checked_model(kind: str, patch: Patch, report: Callable[[str, str], None]) -
         from .visual.model import load_image_model as loader
         folder, default = patch.visual.model, DEFAULT_IMAGE_MODEL
     try:
-        loader(folder)
-        return patch
+        return patch, loader(folder)
     except ModelError as exc:
         if Path(folder).resolve() == default.resolve():
             raise
         report(kind, f"{exc}; using the bundled default model {default}")
     if kind == "audio":
-        return patch.replace(audio=dataclasses.replace(patch.audio, model=str(default)))
-    return patch.replace(visual=dataclasses.replace(patch.visual, model=str(default)))
+        patch = patch.replace(audio=dataclasses.replace(patch.audio, model=str(default)))
+    else:
+        patch = patch.replace(visual=dataclasses.replace(patch.visual, model=str(default)))
+    return patch, loader(default)
 
 
 class Engine:
@@ -99,14 +98,15 @@ class Engine:
         self.scheduler: Any = None
         self.healthz: Any = None
         self.gan: Any = None  # the keyframe source, set by the window (watched by the supervisor)
+        self.image_model: Any = None  # the generator, loaded once here for the window
         self.patch = patch
         try:
             apply_patch_params(self.store, patch)
             if options.audio and patch.audio.output != "none":
-                self.patch = checked_model("audio", self.patch, self.report)
+                self.patch, _ = checked_model("audio", self.patch, self.report)
                 self._start_audio()
             if options.window:
-                self.patch = checked_model("image", self.patch, self.report)
+                self.patch, self.image_model = checked_model("image", self.patch, self.report)
             if options.control:
                 self._start_control()
             if options.installation or self.patch.schedule.enabled:

@@ -140,7 +140,7 @@ def test_corrupt_model_at_start_uses_the_bundled_default(jack, tmp_path):
     bad_image = corrupt_copy(ROOT / "models" / "image-default", tmp_path / "image-bad")
     reports = []
     patch = patch.replace(visual=dataclasses.replace(patch.visual, model=str(bad_image)))
-    fixed = checked_model("image", patch, lambda source, message: reports.append(message))
+    fixed, _ = checked_model("image", patch, lambda source, message: reports.append(message))
     assert Path(fixed.visual.model).resolve() == (ROOT / "models" / "image-default").resolve()
     assert str(bad_image / "model.safetensors") in reports[0]
 

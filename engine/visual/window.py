@@ -201,7 +201,7 @@ def run_window(engine: Any, deadline: float = math.inf,
     (engine clock seconds). Main thread. Raises DisplayError when no window can be opened.
     `on_worker` is called once with the started worker (benchmarks watch its progress)."""
     cfg: VisualConfig = engine.patch.visual
-    model = load_image_model(cfg.model)
+    model = getattr(engine, "image_model", None) or load_image_model(cfg.model)
     seed = cfg.seed or int(time.time()) & 0x7FFFFFFF
     pygame, ctx = open_window(cfg)
     renderer = gl_renderer(ctx)
