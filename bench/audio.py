@@ -100,17 +100,6 @@ def start_load(kind: str, seconds: float) -> tuple[subprocess.Popen | None, str]
     return proc, what
 
 
-def realtime_server(proc: subprocess.Popen) -> str:
-    """Give the JACK server we started the realtime priority `jackd -R` would have (engine.parts
-    starts it with --no-realtime so that it also runs for users without rtprio)."""
-    try:
-        for tid in os.listdir(f"/proc/{proc.pid}/task"):
-            os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(70))
-        return "jackd dummy at SCHED_FIFO 70"
-    except (OSError, AttributeError):
-        return "jackd dummy at normal priority (no realtime permission)"
-
-
 def flood(port: int, rate: float, stop: threading.Event, sent: list[int]) -> None:
     """Send `rate` OSC messages per second to parameters other than the probe (walk speed, offsets)."""
     from pythonosc.udp_client import SimpleUDPClient
@@ -159,7 +148,8 @@ def main(argv: list[str]) -> dict:
                       **({"ahead_ms": args.ahead_ms} if args.ahead_ms else {}), seed=1)
     # a JACK server of the benchmark's own: nobody else can stop or load it mid-run
     with parts.jackd(rate=args.samplerate, period=args.blocksize, name="ciel-bench-audio") as server:
-        server_what = realtime_server(server)
+        server_what = server.describe()
+        jack_mark = server.xruns().offset
         snapshot = SharedSnapshot(REGISTRY.size)
         store = ParamStore(snapshot=snapshot)
         osc = OscServer(OscConfig(port=0, heartbeat=0.0), store)
@@ -206,6 +196,7 @@ def main(argv: list[str]) -> dict:
             n = audio.decode_steps
             step_times.append(audio.step_times_ms()[-min(n - steps_seen, 4096):])
             end = audio.status()
+            jack = server.xruns(since=jack_mark)
             load_line = machine_load()
         finally:
             stop.set()
@@ -225,7 +216,8 @@ def main(argv: list[str]) -> dict:
     beside.append(server_what)
     beside.append(f"device {end.device}, {end.samplerate} Hz, block {end.blocksize}, ahead {cfg.ahead_ms} ms, "
                   f"ring underflows {end.underflows - base.underflows}, PortAudio xruns {end.xruns - base.xruns}, "
-                  f"restarts {end.restarts}")
+                  f"restarts {end.restarts}; the JACK server logged {jack.client_late} cycles where ciel was late "
+                  f"and {jack.driver_late} where its own clock thread was late")
     return {
         "rtf": round(rtf, 4),
         "block_ms_p50": percentile(blocks, 50),

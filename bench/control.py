@@ -193,10 +193,8 @@ def main(argv: list[str]) -> dict:
     from engine.control.osc import OscServer
     from engine.params import REGISTRY, ParamStore, SharedSnapshot
 
-    from bench.audio import realtime_server
-
     with parts.jackd(rate=48000, period=128) as server:
-        server_what = realtime_server(server)
+        server_what = server.describe()
         snapshot = SharedSnapshot(REGISTRY.size)
         store = ParamStore(snapshot=snapshot)
         osc = OscServer(OscConfig(port=0, heartbeat=0.0), store).start()

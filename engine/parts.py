@@ -11,7 +11,9 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -29,6 +31,19 @@ def jack_running(name: str | None = None) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class JackXruns:
+    """Xruns a JACK server logged, by cause. `driver_late`: the server's own clock thread woke
+    after its cycle had ended (with the dummy driver: the machine did not run it in time; no
+    client's work is involved). `client_late`: a client had not finished its process callback
+    when the next cycle began (the client's dropout). `offset` marks the log position for the next
+    `xruns(since=...)`."""
+
+    driver_late: int
+    client_late: int
+    offset: int
+
+
 class JackServer:
     """A private JACK server with the dummy driver (a clocked sound card without hardware).
 
@@ -36,14 +51,22 @@ class JackServer:
     $JACK_DEFAULT_SERVER, so tests, benchmarks and soaks neither use nor disturb another JACK
     server on the machine. It runs at realtime priority when allowed (as `jackd -R`), else at
     normal priority. `kill` is a crash (SIGKILL); starting again under the same name takes the
-    registration back; `stop` ends it cleanly (SIGTERM). Also a context manager.
+    registration back; `stop` ends it cleanly (SIGTERM). Also a context manager. What the server
+    prints goes to a temporary log that `xruns` reads.
     """
 
     def __init__(self, name: str | None = None, rate: int = 48000, period: int = 128) -> None:
         self.name = name or free_server_name("ciel")
         self.rate, self.period = rate, period
         self.proc: subprocess.Popen | None = None
+        self.realtime = False
+        self._log = tempfile.NamedTemporaryFile(prefix=f"jackd-{self.name}-", suffix=".log")
         self._saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
+
+    def describe(self) -> str:
+        """One line for benchmark reports: the driver, its clock and its scheduling."""
+        how = "SCHED_FIFO (jackd -R)" if self.realtime else "normal priority (no realtime permission)"
+        return f"jackd dummy {self.rate} Hz / {self.period} frames at {how}"
 
     def answers(self) -> bool:
         return jack_running(self.name)
@@ -53,9 +76,10 @@ class JackServer:
         exe = shutil.which("jackd")
         if exe is None:
             raise FileNotFoundError("jackd not found: run `bash scripts/setup-system.sh` (Debian package jackd2)")
-        self.proc = _start_jackd(exe, self.name, self.rate, self.period, realtime=True)
+        self.proc = _start_jackd(exe, self.name, self.rate, self.period, self._log, realtime=True)
+        self.realtime = self.proc is not None
         if self.proc is None:  # no realtime permission here: a normal-priority server still keeps time
-            self.proc = _start_jackd(exe, self.name, self.rate, self.period, realtime=False)
+            self.proc = _start_jackd(exe, self.name, self.rate, self.period, self._log, realtime=False)
         if self.proc is None:
             raise RuntimeError(f"jackd -n {self.name} did not start")
         os.environ["JACK_DEFAULT_SERVER"] = self.name
@@ -68,6 +92,24 @@ class JackServer:
                 self.proc.send_signal(sig)
             stop(self.proc)
         self.proc = None
+
+    def xruns(self, since: int = 0) -> JackXruns:
+        """The xruns the server logged after log offset `since` (0: since it started), by cause. A
+        client found unfinished in the cycle right after a late driver cycle was woken late itself,
+        so it counts as the driver's."""
+        with open(self._log.name, "rb") as fh:
+            fh.seek(since)
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+            offset = fh.tell()
+        driver = client = 0
+        after_driver = False
+        for line in lines:
+            if "Driver::Process XRun" in line:
+                driver, after_driver = driver + 1, True
+            elif "was not finished" in line:
+                client += 0 if after_driver else 1
+                after_driver = False
+        return JackXruns(driver_late=driver, client_late=client, offset=offset)
 
     def stop(self) -> None:
         """End the server cleanly and point JACK clients back where they pointed before `start`."""
@@ -86,11 +128,11 @@ class JackServer:
 
 
 @contextlib.contextmanager
-def jackd(rate: int = 48000, period: int = 128, name: str | None = None) -> Iterator[subprocess.Popen]:
+def jackd(rate: int = 48000, period: int = 128, name: str | None = None) -> Iterator[JackServer]:
     """A `JackServer` for the length of a `with` block (default name: the first free of "ciel",
-    "ciel-2"…). Yields the server's process."""
+    "ciel-2"…). Yields the running server."""
     with JackServer(name, rate, period) as server:
-        yield server.proc  # type: ignore[misc]
+        yield server
 
 
 def free_server_name(prefix: str) -> str:
@@ -106,12 +148,14 @@ def free_server_name(prefix: str) -> str:
     raise RuntimeError(f"all JACK server names {prefix}..{prefix}-8 are in use")
 
 
-def _start_jackd(exe: str, name: str, rate: int, period: int, realtime: bool) -> subprocess.Popen | None:
-    """Start `jackd -n name -d dummy` and wait until it answers; None if it exits or times out.
-    With `realtime`, jackd runs its process thread at SCHED_FIFO (it refuses to start without permission)."""
+def _start_jackd(exe: str, name: str, rate: int, period: int, log: "tempfile._TemporaryFileWrapper[bytes]",
+                 realtime: bool) -> subprocess.Popen | None:
+    """Start `jackd -n name -d dummy` (its output appended to `log`) and wait until it answers;
+    None if it exits or times out. With `realtime`, jackd runs its process thread at SCHED_FIFO
+    (it refuses to start without permission)."""
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
     args = [exe, "-n", name] + ([] if realtime else ["--no-realtime"]) + ["-d", "dummy", "-r", str(rate), "-p", str(period)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     deadline = time.monotonic() + 10
     while not jack_running(name):
         if proc.poll() is not None or time.monotonic() > deadline:

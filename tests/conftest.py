@@ -27,17 +27,17 @@ def missing(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def jackd() -> Iterator[None]:
+def jackd() -> Iterator[parts.JackServer]:
     """A private JACK server (dummy driver, 48 kHz, 128-frame periods) for the whole session;
     $JACK_DEFAULT_SERVER points the tests and the processes they start at it."""
     try:
         cm = parts.jackd(rate=48000, period=128, name=parts.free_server_name("ciel-test"))
-        cm.__enter__()
+        server = cm.__enter__()
     except (FileNotFoundError, RuntimeError) as exc:
         missing(str(exc))
         return
     try:
-        yield None
+        yield server
     finally:
         cm.__exit__(None, None, None)
 

@@ -11,6 +11,8 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -85,7 +87,7 @@ def kill_and_wait_for_restart(audio: AudioProcess, callbacks: int) -> None:
                     and audio.status().callbacks > before + callbacks, 30, poll=audio)
 
 
-def test_plays_audible_non_clipping_sound_through_jack(jackd: None, store: ParamStore, tmp_path: Path) -> None:
+def test_plays_audible_non_clipping_sound_through_jack(jackd: parts.JackServer, store: ParamStore, tmp_path: Path) -> None:
     rec = tmp_path / "out.wav"
     with playing(store, record=str(rec)) as audio:
         status = audio.status()
@@ -103,7 +105,7 @@ def test_plays_audible_non_clipping_sound_through_jack(jackd: None, store: Param
     assert np.abs(sound[-240:]).max() < np.abs(sound).max()  # faded out at stop
 
 
-def test_killed_audio_process_comes_back_with_a_fade_in(jackd: None, store: ParamStore, tmp_path: Path) -> None:
+def test_killed_audio_process_comes_back_with_a_fade_in(jackd: parts.JackServer, store: ParamStore, tmp_path: Path) -> None:
     with playing(store, record=str(tmp_path / "rec.wav")) as audio:
         kill_and_wait_for_restart(audio, 300)
         assert audio.status().restarts == 1
@@ -119,7 +121,7 @@ def test_killed_audio_process_comes_back_with_a_fade_in(jackd: None, store: Para
     assert len(after_panic) > rate // 4 and np.all(after_panic == 0.0)
 
 
-def test_unknown_device_is_one_clear_line(jackd: None, store: ParamStore) -> None:
+def test_unknown_device_is_one_clear_line(jackd: parts.JackServer, store: ParamStore) -> None:
     message = start_error(store, AudioDeviceError, device="no-such-device-xyz")
     assert "no-such-device-xyz" in message and "not found" in message
 
@@ -135,7 +137,7 @@ def test_no_jack_server_is_one_clear_line(store: ParamStore, monkeypatch: pytest
     assert "no audio output device" in message and "--audio none" in message and "jackd" in message
 
 
-def test_corrupt_model_is_a_model_error_naming_the_file(jackd: None, store: ParamStore, tmp_path: Path) -> None:
+def test_corrupt_model_is_a_model_error_naming_the_file(jackd: parts.JackServer, store: ParamStore, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(MODEL, bad)
     (bad / "model.safetensors").write_bytes(b"garbage" * 50)
@@ -162,3 +164,30 @@ def test_sound_returns_when_jack_is_restarted(store: ParamStore, monkeypatch: py
             assert audio.status().peak_db > -60
     finally:
         server.__exit__(None, None, None)
+
+
+LATE_CLIENT = """
+import sys, time
+import sounddevice as sd
+late = [int(sys.argv[1])]
+def callback(outdata, frames, time_info, flags):
+    outdata[:] = 0
+    if late[0] > 0:
+        late[0] -= 1
+        time.sleep(0.02)  # seven 2.7 ms cycles: the server must find this client unfinished
+with sd.OutputStream(samplerate=48000, blocksize=128, channels=2, callback=callback):
+    time.sleep(1.5)
+"""
+
+
+@pytest.mark.parametrize("late", [0, 3])
+def test_jack_server_log_tells_a_late_client_from_its_own_clock(jackd: parts.JackServer, late: int) -> None:
+    """The flood test and the benchmarks count a late callback of ciel's from the JACK server's log;
+    a client that sleeps in its callback must show there, and one that does not must not."""
+    mark = jackd.xruns().offset
+    subprocess.run([sys.executable, "-c", LATE_CLIENT, str(late)], check=True, timeout=30)
+    found = jackd.xruns(since=mark)
+    if late:
+        assert found.client_late >= 1, f"{late} callbacks of 20 ms were not logged as late: {found}"
+    else:
+        assert found.client_late == 0, f"a client that never sleeps was logged late: {found}"

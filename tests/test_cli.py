@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from engine import __version__
+from engine import __version__, parts
 
 CIEL = [sys.executable, "-m", "engine.cli"]
 
@@ -46,7 +46,7 @@ def test_run_without_display_says_what_to_do() -> None:
     assert "no display" in line and "--headless" in line and "Xvfb" in line
 
 
-def test_run_with_a_missing_audio_device_says_what_to_do(jackd: None) -> None:
+def test_run_with_a_missing_audio_device_says_what_to_do(jackd: parts.JackServer) -> None:
     proc = ciel("run", "--headless", "--no-midi", "--device", "no-such-sound-card", "--osc-port", "0", "--seconds", "5")
     line = one_line_error(proc)
     assert "no-such-sound-card" in line and "--audio none" in line

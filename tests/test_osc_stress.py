@@ -24,6 +24,7 @@ from engine.audio.output import AudioProcess
 from engine.control.config import OscConfig
 from engine.control.osc import OscClient, OscServer
 from engine.params import REGISTRY, ParamStore, SharedSnapshot
+from engine.parts import JackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 ADDRESSES = [p.address for p in REGISTRY] + [p.address + "/at" for p in REGISTRY if p.size > 1] + [
@@ -150,7 +151,7 @@ print(n)
 """
 
 
-def test_flood_10k_per_second_audio_keeps_running_and_ping_answered(jackd):
+def test_flood_10k_per_second_audio_keeps_running_and_ping_answered(jackd: JackServer) -> None:
     """The audio process reads the parameters the flood changes (snapshot in shared memory)."""
     snapshot = SharedSnapshot(REGISTRY.size)
     store = ParamStore(snapshot=snapshot)
@@ -161,7 +162,7 @@ def test_flood_10k_per_second_audio_keeps_running_and_ping_answered(jackd):
     try:
         audio.start()
         time.sleep(1.0)
-        base = audio.status()
+        base, jack_mark = audio.status(), jackd.xruns().offset
         flood = subprocess.Popen([sys.executable, "-c", FLOODER, str(server.port), "10000", "10"],
                                  cwd=ROOT, stdout=subprocess.PIPE, text=True)
         rtts, lost = [], 0
@@ -176,7 +177,7 @@ def test_flood_10k_per_second_audio_keeps_running_and_ping_answered(jackd):
             audio.poll()
             time.sleep(0.1)
         sent = int(flood.communicate(timeout=10)[0])
-        end = audio.status()
+        end, jack = audio.status(), jackd.xruns(since=jack_mark)
     finally:
         if flood is not None and flood.poll() is None:
             flood.kill()
@@ -186,10 +187,14 @@ def test_flood_10k_per_second_audio_keeps_running_and_ping_answered(jackd):
         snapshot.close()
     handled = server.counters["handled"]
     rtts.sort()
-    dropouts = end.underflows - base.underflows + end.xruns - base.xruns
+    # A dropout of ciel's: the ring ran dry, or the JACK server found ciel's callback unfinished
+    # when a cycle ended. The dummy driver's own clock thread waking late (the machine did not run
+    # it in time) shows in PortAudio's xrun flag too, but no client causes or can prevent it.
+    underflows = end.underflows - base.underflows
+    dropouts = underflows + jack.client_late
     print(f"flood: {sent} sent, {handled} handled, ping p50 {rtts[len(rtts) // 2]:.2f} ms, max {rtts[-1]:.2f} ms, "
-          f"{end.callbacks - base.callbacks} audio callbacks, {end.underflows - base.underflows} underflows, "
-          f"{end.xruns - base.xruns} xruns")
+          f"{end.callbacks - base.callbacks} audio callbacks, {underflows} ring underflows, {jack.client_late} "
+          f"late callbacks, {end.xruns - base.xruns} PortAudio xruns, {jack.driver_late} late JACK driver cycles")
     assert sent >= 90_000
     assert len(rtts) >= 30 and lost <= 0.1 * len(rtts), f"{lost} pings unanswered"
     assert end.running and end.restarts == 0, "the audio process stopped during the flood"

@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from engine import parts
+
 CIEL = [sys.executable, "-m", "engine.cli"]
 
 
-def test_run_plays_audible_sound_and_opens_the_sky(jackd: None, xdisplay: str, tmp_path: Path) -> None:
+def test_run_plays_audible_sound_and_opens_the_sky(jackd: parts.JackServer, xdisplay: str, tmp_path: Path) -> None:
     record = tmp_path / "out.wav"
     proc = subprocess.run([*CIEL, "run", "--no-midi", "--osc-port", "0", "--seconds", "12", "--size", "640x360",
                            "--record", str(record)],

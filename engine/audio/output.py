@@ -178,10 +178,20 @@ def _recorder(path: str, rate: int, q: "queue.Queue[np.ndarray | None]", shm_buf
         _set_text(shm_buf, 1, f"recording to {path} failed: {exc}")
 
 
+# SCHED_FIFO priorities when the system allows them. JACK runs its driver at 10 by default and gives
+# client threads 5; the callback keeps a realtime priority its host API gave it and otherwise gets
+# _CALLBACK_PRIORITY; the decode thread sits at the lowest realtime priority: above every normal
+# process, below the callback (which waits for it only for the GIL) and below the sound server.
+_CALLBACK_PRIORITY, _DECODE_PRIORITY = 8, 1
+
+
 def _realtime(priority: int) -> str:
     """Raise the calling thread's scheduling priority: SCHED_FIFO if allowed, else a lower nice
-    value, else nothing. Returns what it did."""
+    value, else nothing. A thread that already runs at a realtime priority keeps it. Returns what
+    it did."""
     try:
+        if os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
+            return f"kept realtime priority {os.sched_getparam(0).sched_priority}"
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
         return f"SCHED_FIFO {priority}"
     except (PermissionError, OSError, AttributeError):
@@ -284,7 +294,7 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
     def callback(outdata: np.ndarray, frames: int, time_info: Any, flags: Any) -> None:
         if rt[0]:
             rt[0] = False
-            _realtime(20)
+            _realtime(_CALLBACK_PRIORITY)
         r = int(pos[0])
         avail = int(pos[1]) - r
         n = frames if avail >= frames else max(avail, 0)
@@ -339,7 +349,7 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
         st[_S_PEAK] = 20 * math.log10(max(peak, 1e-10))
 
     if cfg.realtime:
-        _realtime(10)
+        _realtime(_DECODE_PRIORITY)
     while ring.fill < ahead:
         decode_step()
     try:
