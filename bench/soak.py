@@ -133,8 +133,9 @@ def run(minutes: float, period: float, real: bool, control: bool = True) -> dict
     warmup = min(300.0, max(15.0, 0.1 * seconds))
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ciel-soak-"))
+        jack = None
         if not real:
-            stack.enter_context(parts.JackServer(parts.free_server_name("ciel-soak"), period=128))
+            jack = stack.enter_context(parts.JackServer(parts.free_server_name("ciel-soak"), period=128))
             os.environ["DISPLAY"] = stack.enter_context(parts.xvfb(size="1920x1080x24"))
         check_display()
         handler = setup_file_logging(tmp, logging.INFO)
@@ -153,8 +154,13 @@ def run(minutes: float, period: float, real: bool, control: bool = True) -> dict
         end = sampler.end()
         start = sampler.start or end
         sched = engine.scheduler.status() if engine.scheduler is not None else {}
+        server = ""
+        if jack is not None:
+            x = jack.xruns()
+            server = (f"; {jack.describe()}, whose log has {x.client_late} cycles where ciel was late and "
+                      f"{x.driver_late} where its own clock thread was late (whole run)")
         print(f"soak: {machine_load()}; {sched.get('scene_number', 0)} scenes; warm-up {warmup:.0f} s; "
-              f"log {handler.baseFilename} ({handler.write_errors} write errors)", file=sys.stderr)
+              f"log {handler.baseFilename} ({handler.write_errors} write errors){server}", file=sys.stderr)
         return {
             "minutes": round(minutes, 3),
             "scenes": int(sched.get("scene_number", 0)),

@@ -14,11 +14,14 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import CielError, ModelError
 from .params import REGISTRY, ParamStore, Registry, SharedSnapshot
 from .patch import ROOT, Patch
+
+if TYPE_CHECKING:
+    from .control.scheduler import Scene
 
 log = logging.getLogger("ciel")
 
@@ -149,6 +152,15 @@ class Engine:
 
         cfg = dataclasses.replace(self.patch.schedule, enabled=True)
         self.scheduler = Scheduler(cfg, self.store, clock=self.clock, source=self.patch.source)
+        if self.scheduler.baked is not None and self.audio is not None:
+            self.scheduler.add_listener(self._play_scene)
+
+    def _play_scene(self, scene: Scene) -> None:
+        """Scheduler listener (main thread, from `tick`): a baked scene's sound replaces the
+        decoder's, crossfaded over the schedule's audio glide."""
+        path = scene.wav or scene.audio
+        if path is not None:
+            self.audio.play(path)
 
     def _start_supervision(self) -> None:
         """/healthz, the systemd watchdog and the generator watchdog, on their own thread."""

@@ -1,7 +1,7 @@
 """Start the real parts that ciel talks to when no hardware is there: a JACK server with the dummy
 driver (a clocked sound card), Xvfb (a display), and find Pure Data. Used by tests, benchmarks and
-`ciel run --start-jack`. Each `start_*` returns a context manager that stops what it started and
-leaves alone what was already running.
+soaks. `JackServer`, `jackd()` and `xvfb()` are context managers that stop what they started and
+leave alone what was already running.
 """
 
 from __future__ import annotations

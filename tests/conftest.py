@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,6 +25,13 @@ def missing(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required part missing under CI: {reason}")
     pytest.skip(reason)
+
+
+def tone_share(x: np.ndarray, hz: float, rate: int) -> float:
+    """Share of a signal's energy within 20 Hz of `hz` (0..1): how much of what is heard is that tone."""
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / rate)
+    return float(spec[np.abs(freqs - hz) < 20].sum() / max(spec.sum(), 1e-30))
 
 
 @pytest.fixture(scope="session")

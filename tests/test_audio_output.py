@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import missing
+from conftest import missing, tone_share
 from engine import parts
 from engine.audio.config import AudioConfig
 from engine.audio.output import AudioProcess, list_devices
@@ -105,6 +105,20 @@ def test_plays_audible_non_clipping_sound_through_jack(jackd: parts.JackServer, 
     assert np.abs(sound[-240:]).max() < np.abs(sound).max()  # faded out at stop
 
 
+def test_stop_plays_the_fade_out_and_ends_the_process_by_itself(jackd: parts.JackServer, store: ParamStore) -> None:
+    """Stopping (quitting ciel, a systemd stop) must not wait for a kill: the process plays its
+    fade-out, closes its stream and exits 0 well within a second."""
+    audio = AudioProcess(AudioConfig(model=MODEL), store.snapshot.name)
+    audio.start()
+    assert wait_for(lambda: audio.status().callbacks > 100, 20)
+    child = audio._proc
+    t0 = time.monotonic()
+    audio.stop()
+    took = time.monotonic() - t0
+    assert child is not None and child.exitcode == 0, f"exit code {child.exitcode if child else None}"
+    assert took < 1.5, f"stop took {took:.2f} s"
+
+
 def test_killed_audio_process_comes_back_with_a_fade_in(jackd: parts.JackServer, store: ParamStore, tmp_path: Path) -> None:
     with playing(store, record=str(tmp_path / "rec.wav")) as audio:
         kill_and_wait_for_restart(audio, 300)
@@ -119,6 +133,34 @@ def test_killed_audio_process_comes_back_with_a_fade_in(jackd: parts.JackServer,
     assert later > 0.01 and first < 0.2 * later
     after_panic, _ = sf.read(tmp_path / "rec-2.wav")
     assert len(after_panic) > rate // 4 and np.all(after_panic == 0.0)
+
+
+def test_a_baked_sound_file_plays_through_jack_and_a_bad_one_is_named(jackd: parts.JackServer, store: ParamStore,
+                                                                      tmp_path: Path) -> None:
+    """`play()` as the installation uses it for baked scenes: the file's sound replaces the
+    decoder's at the output within the glide; a file that cannot be read is named in the status,
+    and the sound goes on; a restarted audio process resumes the file."""
+    tone = tmp_path / "s0001.wav"
+    t = np.arange(48000) / 48000
+    sf.write(tone, np.stack([0.3 * np.sin(2 * np.pi * 440.0 * t)] * 2, axis=1), 48000, subtype="PCM_16")
+    store.set("audio/glide", 0.2)
+    with playing(store, record=str(tmp_path / "rec.wav")) as audio:
+        audio.play(tmp_path / "missing.wav")
+        assert wait_for(lambda: "missing.wav" in audio.status().error, 5), audio.status().error
+        before = audio.status().callbacks
+        assert audio.status().playing == ""
+        audio.play(tone)
+        assert wait_for(lambda: audio.status().playing == str(tone), 5), audio.status()
+        assert audio.status().error == ""
+        time.sleep(1.5)
+        assert audio.status().callbacks > before + 300 and audio.status().peak_db > -30
+        kill_and_wait_for_restart(audio, 300)
+        time.sleep(1.0)
+    sound, rate = sf.read(tmp_path / "rec.wav")
+    assert tone_share(sound[-rate // 2:, 0], 440.0, rate) > 0.9, "the file is not what plays"
+    assert np.abs(sound).max() <= 10 ** (-1 / 20) + 1e-4
+    resumed, _ = sf.read(tmp_path / "rec-1.wav")
+    assert tone_share(resumed[-rate // 2:, 0], 440.0, rate) > 0.9, "a restarted audio process lost the file"
 
 
 def test_unknown_device_is_one_clear_line(jackd: parts.JackServer, store: ParamStore) -> None:

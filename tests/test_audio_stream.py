@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tone_share
 from engine.audio.model import AudioModelConfig, AudioVAE, export_audio_model, load_audio_model, make_default_audio_model
 from engine.audio.safety import Conditioner, TruePeakLimiter, db_to_gain
-from engine.audio.stream import AudioSynth, Resampler
+from engine.audio.stream import AudioSynth, Resampler, loop_clip
 from engine.params import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,3 +282,39 @@ def test_conditioner_removes_dc_and_tames_harsh_highs() -> None:
     tilt_out = spec[f > 6000].sum() / spec[(f > 500) & (f < 3000)].sum()
     assert tilt_out < 0.3 * tilt_in
     assert abs(20 * np.log10(np.sqrt(np.mean(tail ** 2))) + 20.0) < 2.0
+
+
+def test_a_baked_clip_crossfades_in_loops_without_a_click_and_crossfades_out(model) -> None:
+    """A baked scene's sound (here a 440 Hz tone at the model rate) replaces the decoder's over the
+    glide, loops seamlessly past its end, and gives the sound back to the decoder on None."""
+    sr = model.sample_rate
+    t = np.arange(int(0.8 * sr)) / sr
+    clip = loop_clip(0.3 * np.sin(2 * np.pi * 440.0 * t), sr)
+    synth = AudioSynth(model, RATE, seed=6)
+    v = values()
+    before = render(synth, v, 1.0)[:, 0]
+    assert tone_share(before, 440.0, RATE) < 0.05
+    synth.play(clip, fade_s=0.2)
+    fading = render(synth, v, 0.2)[:, 0]
+    playing = render(synth, v, 2.0)[:, 0]             # 2.5 loops of the 0.8 s clip
+    assert synth.playing_clip and tone_share(playing, 440.0, RATE) > 0.95
+    # the level moves in per-sample steps: no sample jumps more than a 440 Hz sine at the ceiling can
+    ceiling = db_to_gain(-1.0)
+    step = np.abs(np.diff(np.concatenate([before[-100:], fading, playing]))).max()
+    assert step < 1.3 * ceiling * 2 * np.pi * 440.0 / RATE
+    synth.play(None, fade_s=0.2)
+    render(synth, v, 0.3)
+    after = render(synth, v, 1.0)[:, 0]
+    assert not synth.playing_clip and tone_share(after, 440.0, RATE) < 0.05 and np.abs(after).max() > 1e-3
+
+
+def test_a_clip_too_loud_is_held_at_the_ceiling_like_decoded_sound(model) -> None:
+    """Nothing bypasses the safety stage: a full-scale square clip at +20 dB comes out under the
+    -1 dBFS true-peak ceiling with no DC."""
+    sr = model.sample_rate
+    square = 10.0 * np.sign(np.sin(2 * np.pi * 200.0 * np.arange(sr) / sr)) + 3.0
+    synth = AudioSynth(model, RATE, seed=7)
+    synth.play(square.astype(np.float32), fade_s=0.01)
+    out = render(synth, values(audio__gain=12.0), 3.0)[:, 0]
+    assert true_peak(out[RATE:]) <= db_to_gain(-1.0) * 1.0001
+    assert abs(float(out[RATE:].mean())) < 1e-3

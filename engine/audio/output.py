@@ -14,8 +14,8 @@ whenever the ring holds less than `ahead_ms` of sound. The PortAudio callback (a
 thread) only copies from the ring (`outdata[:] = ring[...]`); an empty ring gives zeros and counts
 an underflow. Recording (`record = "file.wav"`) is written by a writer thread, never the callback.
 
-Status travels back through a small shared-memory float64 block (`_S_*` slots) plus two text
-fields (device name, last error): counters, heartbeat, output peak, fill, the PortAudio output
+Status travels back through a small shared-memory float64 block (`_S_*` slots) plus three text
+fields (device name, last error, and the other way the sound file `play()` asked for): counters, heartbeat, output peak, fill, the PortAudio output
 latency, decode-step times and a latency marker for `bench/audio.py`: when the value at the probe
 slot of the parameter snapshot changes (default: the `audio/jump` counter), the child stores the
 output index where that change starts, and the callback stores the monotonic time at which it
@@ -51,12 +51,13 @@ log = logging.getLogger("ciel.audio")
 _S_HEARTBEAT, _S_STATE, _S_PID, _S_CALLBACKS, _S_UNDERFLOWS, _S_STALLS = 0, 1, 2, 3, 4, 5
 _S_PEAK, _S_FILL, _S_RATE, _S_BLOCK, _S_LATENCY, _S_XRUNS = 6, 7, 8, 9, 10, 11
 _S_MARK_POS, _S_MARK_SEQ, _S_MARK_TIME, _S_PROBE, _S_STOP, _S_ERRKIND = 12, 13, 14, 15, 16, 17
-_S_READ, _S_WRITTEN, _S_STEPS, _S_PANIC = 18, 19, 20, 21
+_S_READ, _S_WRITTEN, _S_STEPS, _S_PANIC, _S_PLAY_SEQ, _S_PLAYING_SEQ = 18, 19, 20, 21, 22, 23
 _S_STEP_TIMES = 64             # ring of decode-step durations (ms)
 _N_STEP_TIMES = 4096
 _TEXT = (_S_STEP_TIMES + _N_STEP_TIMES) * 8   # byte offset of the text fields
-_TEXT_LEN = 512                # bytes per text field: device name, then last error
-_SIZE = _TEXT + 2 * _TEXT_LEN
+_TEXT_LEN = 4096               # bytes per text field: device name, last error, the sound file to play
+_DEVICE, _ERROR, _PLAY = 0, 1, 2
+_SIZE = _TEXT + 3 * _TEXT_LEN
 
 STARTING, RUNNING, STOPPED, FAILED = 0.0, 1.0, 2.0, -1.0
 ERR_DEVICE, ERR_MODEL, ERR_OTHER = 1.0, 2.0, 3.0
@@ -67,7 +68,8 @@ NO_DEVICE = "no audio output device: start JACK (jackd -d dummy -r 48000 -p 128 
 class AudioStatus:
     """What the audio process reports (read from shared memory; cheap, any thread). Counters add
     up over restarts; heartbeat_age_s is -1 before the first heartbeat; peak_db is the output peak
-    over about half a second (-200 before the first callback)."""
+    over about half a second (-200 before the first callback); playing is the sound file `play()`
+    asked for once it sounds ('' while the decoder has the sound)."""
 
     running: bool
     pid: int
@@ -84,6 +86,7 @@ class AudioStatus:
     fill_ms: float
     output_latency_ms: float
     error: str
+    playing: str = ""
 
 
 def _text(buf: memoryview, slot: int) -> str:
@@ -175,7 +178,7 @@ def _recorder(path: str, rate: int, q: "queue.Queue[np.ndarray | None]", shm_buf
             while (block := q.get()) is not None:
                 fh.write(block)
     except (OSError, RuntimeError) as exc:
-        _set_text(shm_buf, 1, f"recording to {path} failed: {exc}")
+        _set_text(shm_buf, _ERROR, f"recording to {path} failed: {exc}")
 
 
 # SCHED_FIFO priorities when the system allows them. JACK runs its driver at 10 by default and gives
@@ -183,6 +186,40 @@ def _recorder(path: str, rate: int, q: "queue.Queue[np.ndarray | None]", shm_buf
 # _CALLBACK_PRIORITY; the decode thread sits at the lowest realtime priority: above every normal
 # process, below the callback (which waits for it only for the GIL) and below the sound server.
 _CALLBACK_PRIORITY, _DECODE_PRIORITY = 8, 1
+
+
+def load_clip(path: str, rate: int) -> np.ndarray:
+    """A sound file as a seamless mono loop at `rate` Hz, (n,) float32 (any rate and channel count
+    libsndfile reads: WAV, FLAC, Ogg Vorbis/Opus). Raises AudioDeviceError naming the file."""
+    import soundfile as sf
+    import soxr
+
+    from .stream import loop_clip
+
+    try:
+        data, file_rate = sf.read(path, dtype="float32", always_2d=True)
+    except (OSError, RuntimeError) as exc:  # soundfile's LibsndfileError is a RuntimeError
+        raise AudioDeviceError(f"cannot play {path}: {exc}") from None
+    if not len(data):
+        raise AudioDeviceError(f"cannot play {path}: the file holds no samples")
+    mono = data.mean(axis=1)
+    if file_rate != rate:
+        mono = soxr.resample(mono, file_rate, rate, quality="HQ")
+    return loop_clip(mono, rate)
+
+
+def _clip_loader(path: str, seq: float, rate: int, out: "queue.Queue[tuple[float, np.ndarray]]",
+                 shm_buf: memoryview) -> None:
+    """Loader thread of the audio process: the file `play()` named (request `seq`), ready for
+    `AudioSynth.play`. A file it cannot read becomes the status block's error line (cleared by the
+    next file that loads); the sound goes on."""
+    try:
+        out.put((seq, load_clip(path, rate)))
+    except AudioDeviceError as exc:
+        _set_text(shm_buf, _ERROR, str(exc))
+        return
+    if _text(shm_buf, _ERROR).startswith("cannot play "):
+        _set_text(shm_buf, _ERROR, "")
 
 
 def _realtime(priority: int) -> str:
@@ -226,7 +263,7 @@ def _child_main(cfg_table: dict, snapshot_name: str, status_name: str, seed: int
 
 
 def _fail(st: np.ndarray, buf: memoryview, kind: float, message: str) -> None:
-    _set_text(buf, 1, message)
+    _set_text(buf, _ERROR, message)
     st[_S_ERRKIND] = kind
     st[_S_STATE] = FAILED
 
@@ -240,7 +277,7 @@ def _wait_for_device(sd: Any, name: str, st: np.ndarray, buf: memoryview, wait: 
         except AudioDeviceError as exc:
             if not wait:
                 raise
-            _set_text(buf, 1, f"{exc} (waiting for it)")
+            _set_text(buf, _ERROR, f"{exc} (waiting for it)")
         for _ in range(5):
             st[_S_HEARTBEAT] = time.monotonic()
             if st[_S_STOP] > 0:
@@ -260,7 +297,7 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
     if found is None:
         return
     index, label = found
-    _set_text(buf, 1, "")
+    _set_text(buf, _ERROR, "")
 
     import torch
 
@@ -320,6 +357,10 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
         rec_thread = threading.Thread(target=_recorder, args=(cfg.record, rate, rec_q, buf), daemon=True)
         rec_thread.start()
 
+    clips: queue.Queue[tuple[float, np.ndarray]] = queue.Queue()
+    play_seq = 0.0
+    glide = REGISTRY.index("audio/glide")
+
     probe = int(st[_S_PROBE]) if st[_S_PROBE] >= 0 else REGISTRY.index("audio/jump")
     last_probe = values[probe]
     peak_decay = math.exp(-model.hop / (0.5 * model.sample_rate))  # per step: 0.5 s time constant
@@ -327,8 +368,22 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
     steps = 0
 
     def decode_step() -> None:
-        nonlocal last_probe, peak, steps
+        nonlocal last_probe, peak, steps, play_seq
         snapshot.read_into(values)
+        if st[_S_PLAY_SEQ] != play_seq:  # play() named a file (or none): load it off this loop
+            play_seq = st[_S_PLAY_SEQ]
+            path = _text(buf, _PLAY)
+            if path:
+                threading.Thread(target=_clip_loader, args=(path, play_seq, model.sample_rate, clips, buf),
+                                 name="ciel-clip-loader", daemon=True).start()
+            else:
+                synth.play(None, float(values[glide]))
+                st[_S_PLAYING_SEQ] = 0.0
+        while not clips.empty():
+            seq, clip = clips.get_nowait()
+            if seq == play_seq:  # a file asked for since then wins
+                synth.play(clip, float(values[glide]))
+                st[_S_PLAYING_SEQ] = seq
         seq = snapshot.sequence
         out_index = synth.next_out_index
         t0 = time.perf_counter()
@@ -358,7 +413,7 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
         stream.start()
     except sd.PortAudioError as exc:
         raise AudioDeviceError(f"cannot open audio device {label} at {rate} Hz, block {cfg.blocksize}: {exc}") from None
-    _set_text(buf, 0, label)
+    _set_text(buf, _DEVICE, label)
     st[_S_RATE], st[_S_BLOCK] = rate, cfg.blocksize
     st[_S_LATENCY] = float(stream.latency) * 1e3
     st[_S_STATE] = RUNNING
@@ -373,8 +428,11 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
             if (st[_S_STOP] > 0 or os.getppid() != parent) and not stopping:  # asked, or orphaned
                 stopping = True
                 synth.fade_out(0.05)
-            if stopping and synth.faded_out and ring.fill == 0:
-                break
+            if stopping and synth.faded_out:  # the fade is decoded: play it out, then end
+                if ring.fill < cfg.blocksize:  # what is left is silence after the fade
+                    break
+                time.sleep(cfg.blocksize / rate)
+                continue
             if st[_S_CALLBACKS] != last_cb:
                 last_cb, last_cb_change = st[_S_CALLBACKS], now
             elif now - last_cb_change > 1.0:
@@ -435,8 +493,8 @@ class AudioProcess:
         for slot in (_S_STATE, _S_HEARTBEAT, _S_STOP, _S_ERRKIND, _S_MARK_TIME):
             st[slot] = 0.0
         st[_S_MARK_POS] = -1.0
-        _set_text(self._shm.buf, 0, "")
-        _set_text(self._shm.buf, 1, "")
+        _set_text(self._shm.buf, _DEVICE, "")
+        _set_text(self._shm.buf, _ERROR, "")
         args = (to_table(self.config), self.snapshot_name, self._shm.name, self.seed + self.restarts, fade_in_s,
                 wait_for_device)
         if self.config.record and self.restarts:
@@ -467,7 +525,7 @@ class AudioProcess:
         self._failures = 0
 
     def _raise_failure(self, fallback: str) -> None:
-        message = _text(self._shm.buf, 1) or fallback
+        message = _text(self._shm.buf, _ERROR) or fallback
         if self._st[_S_ERRKIND] == ERR_MODEL:
             raise ModelError(message)
         raise AudioDeviceError(message)
@@ -495,7 +553,7 @@ class AudioProcess:
         elif stalled:
             reason = f"no heartbeat for {now - st[_S_HEARTBEAT]:.1f} s"
         else:
-            reason = _text(self._shm.buf, 1) or f"exit code {self._proc.exitcode}"
+            reason = _text(self._shm.buf, _ERROR) or f"exit code {self._proc.exitcode}"
         log.warning("audio process %s (%s); restarting with a fade-in", "stalled" if stalled else "stopped", reason)
         self._kill()
         self.restarts += 1
@@ -503,6 +561,18 @@ class AudioProcess:
         backoff = self.RESTART_BACKOFF_S[min(self._failures - 1, len(self.RESTART_BACKOFF_S) - 1)]
         self._next_try = now + backoff
         self._spawn(fade_in_s=0.3, wait_for_device=True)
+
+    def play(self, path: str | os.PathLike[str] | None) -> None:
+        """Main thread: crossfade, over the `audio/glide` time, from what sounds now to the sound
+        file at `path` played in a loop (a baked scene), or with None back to the decoder. The
+        audio process loads the file beside its decode loop and mixes it in before the safety
+        stage; a restarted process resumes it. A file it cannot read shows in `status().error`
+        and the sound goes on."""
+        text = os.fspath(path) if path else ""
+        if len(text.encode("utf-8")) >= _TEXT_LEN:
+            raise AudioDeviceError(f"sound file path longer than {_TEXT_LEN - 1} bytes: {text[:80]}…")
+        _set_text(self._shm.buf, _PLAY, text)
+        self._st[_S_PLAY_SEQ] += 1
 
     def _kill(self) -> None:
         """End the child: SIGTERM first (it closes its JACK client cleanly), SIGKILL if it hangs."""
@@ -545,14 +615,15 @@ class AudioProcess:
         hb = st[_S_HEARTBEAT]
         return AudioStatus(
             running=bool(st[_S_STATE] == RUNNING and self._proc is not None and self._proc.is_alive()),
-            pid=self.pid, device=_text(self._shm.buf, 0), samplerate=int(st[_S_RATE]), blocksize=int(st[_S_BLOCK]),
+            pid=self.pid, device=_text(self._shm.buf, _DEVICE), samplerate=int(st[_S_RATE]), blocksize=int(st[_S_BLOCK]),
             callbacks=int(st[_S_CALLBACKS]), underflows=int(st[_S_UNDERFLOWS]), xruns=int(st[_S_XRUNS]),
             stalls=int(st[_S_STALLS]), restarts=self.restarts,
             heartbeat_age_s=round(time.monotonic() - float(hb), 3) if hb else -1.0,
             peak_db=round(float(st[_S_PEAK]), 2) if st[_S_CALLBACKS] else -200.0,
             fill_ms=round(1000.0 * float(st[_S_FILL]) / float(rate), 2),
             output_latency_ms=round(float(st[_S_LATENCY]), 2),
-            error=_text(self._shm.buf, 1),
+            error=_text(self._shm.buf, _ERROR),
+            playing=_text(self._shm.buf, _PLAY) if st[_S_PLAYING_SEQ] == st[_S_PLAY_SEQ] > 0 else "",
         )
 
     def marker(self) -> tuple[int, float, float]:

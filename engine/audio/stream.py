@@ -7,6 +7,7 @@ default model) through the whole chain:
         │                                                  replay of encoded clips, temperature,
         │                                                  per-dimension offsets, dissolve
     model.knobs_to_latent ─► streaming decoder (causal)   one frame -> hop samples, model rate
+    clip player (baked scenes)                            crossfades decoder and clips, model rate
     Conditioner (DC blocker, HF tamer, loudness)          engine.audio.safety
     gain · mute · master fade · start/stop fade           per-sample ramps (no zipper noise)
     Resampler (polyphase windowed sinc, model -> device)  0.74 ms group delay at 16 -> 48 kHz
@@ -24,6 +25,7 @@ Called from one thread: the audio process's decode loop, or the renderer.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -87,12 +89,46 @@ def _toward(value: float, target: float, step: float) -> float:
     return min(target, value + step) if target > value else max(target, value - step)
 
 
+def loop_clip(x: np.ndarray, rate: int, seam_s: float = 0.05) -> np.ndarray:
+    """A mono clip made seamless for looping: its last `seam_s` crossfaded into its start.
+
+    x: (n,) float at `rate` Hz. Returns (n - seam,) float32; playing it cyclically has no click at
+    the wrap. A clip shorter than three seams is returned as it is.
+    """
+    x = np.asarray(x, np.float32)
+    seam = int(seam_s * rate)
+    if seam < 1 or len(x) < 3 * seam:
+        return x.copy()
+    fade = (0.5 - 0.5 * np.cos(np.pi * (np.arange(seam) + 0.5) / seam)).astype(np.float32)
+    out = x[: len(x) - seam].copy()
+    out[:seam] = x[:seam] * fade + x[len(x) - seam:] * (1.0 - fade)
+    return out
+
+
+class _Voice:
+    """A clip playing in a loop: samples (n,) float32 at the model rate, its read position and its
+    level (0..1), ramping to `target`."""
+
+    def __init__(self, samples: np.ndarray) -> None:
+        self.samples = samples
+        self.pos = 0
+        self.level = 0.0
+        self.target = 1.0
+
+    def take(self, n: int) -> np.ndarray:
+        idx = np.arange(self.pos, self.pos + n) % len(self.samples)
+        self.pos = (self.pos + n) % len(self.samples)
+        return self.samples[idx]
+
+
 class AudioSynth:
     """Latent navigation + streaming decoder + safety stage, at the device rate.
 
     model: a loaded AudioModel; out_rate: device rate (Hz); seed: the random walk, jumps and
     dissolve noise. `step(values)` -> (n, 2) float32 for one latent frame (n about hop * out_rate /
     model rate); `process(values, frames)` -> exactly (frames, 2) (the renderer's entry point).
+    `play(clip, fade_s)` crossfades from what sounds now to a looping clip (a baked scene's sound),
+    `play(None, fade_s)` back to the decoder; clips pass the same safety stage as decoded sound.
     """
 
     WALK_TAU_S = 0.5      # correlation time of the walk's velocity
@@ -147,6 +183,10 @@ class AudioSynth:
         self.out_pos = 0        # device-rate samples produced
         self.change_pos = -1    # output index where the newest parameter change starts
         self._fifo = np.zeros((0, 2), np.float32)
+        # clip player: the decoder's level and the clips fading in or out
+        self._voices: list[_Voice] = []
+        self._live = 1.0
+        self._voice_step = 1.0
 
     # — control from the audio process —
     def fade_out(self, seconds: float) -> None:
@@ -163,6 +203,36 @@ class AudioSynth:
         """Output sample index where the next step's first decoded sample lands (the group delays
         of tamer, resampler and limiter included): where a change read by that step starts."""
         return int(math.floor(self.model_pos * self.resampler.ratio + self.delay_out))
+
+    def play(self, clip: np.ndarray | None, fade_s: float) -> None:
+        """Crossfade over `fade_s` seconds to `clip` ((n,) float32 at the model rate, played in a
+        loop from its start; see `loop_clip`), or with None back to the decoder's sound."""
+        for voice in self._voices:
+            voice.target = 0.0
+        if clip is not None and len(clip):
+            self._voices.append(_Voice(np.asarray(clip, np.float32)))
+        self._voice_step = self.dt / max(fade_s, self.dt)
+
+    @property
+    def playing_clip(self) -> bool:
+        """True while a clip is the sound (or fading in)."""
+        return any(voice.target > 0.0 for voice in self._voices)
+
+    def _mix_clips(self, decode: "Callable[[], np.ndarray]") -> np.ndarray:
+        """One hop at the model rate: the decoder and the clips at their (ramped) levels. The
+        decoder is not run while a clip has the sound to itself."""
+        step = self._voice_step
+        live_to = _toward(self._live, 0.0 if self.playing_clip else 1.0, step)
+        x = np.zeros(self.hop, np.float64)
+        if self._live > 0.0 or live_to > 0.0:
+            x += decode() * self._ramp_to(self._live, live_to)
+        self._live = live_to
+        for voice in self._voices:
+            to = _toward(voice.level, voice.target, step)
+            x += voice.take(self.hop) * self._ramp_to(voice.level, to)
+            voice.level = to
+        self._voices = [v for v in self._voices if v.level > 0.0 or v.target > 0.0]
+        return x
 
     @property
     def panicked(self) -> bool:
@@ -230,6 +300,11 @@ class AudioSynth:
     def _ramp_to(self, start: float, end: float) -> np.ndarray:
         return start + (end - start) * self._ramp
 
+    def _decode(self, u: np.ndarray) -> np.ndarray:
+        """Knob coordinates (D,) -> one hop (hop,) at the model rate from the streaming decoder."""
+        z = torch.from_numpy(self.model.knobs_to_latent(u)).reshape(1, self.D, 1)
+        return self.decoder(z)[0, 0].numpy()
+
     def step(self, values: np.ndarray) -> np.ndarray:
         """One latent frame: values (Registry.size,) -> audio (n, 2) float32 at the device rate."""
         v = np.asarray(values, np.float64)
@@ -252,8 +327,10 @@ class AudioSynth:
         s = self.smoother.step(v, self.dt)
         u = self._navigate(s)
         self.latent[:] = u
-        z = torch.from_numpy(self.model.knobs_to_latent(u)).reshape(1, self.D, 1)
-        x = self.decoder(z)[0, 0].numpy()
+        if self._voices or self._live < 1.0:
+            x = self._mix_clips(lambda: self._decode(u))
+        else:
+            x = self._decode(u)
         x = self.cond.process(x, float(s[i["audio/loudness"]]))
         # per-sample ramps: gain, mute, master fade, start/stop fade
         g = db_to_gain(float(s[i["audio/gain"]]))
