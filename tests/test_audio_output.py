@@ -24,7 +24,7 @@ import soundfile as sf
 from conftest import missing, tone_share
 from engine import parts
 from engine.audio.config import AudioConfig
-from engine.audio.output import AudioProcess, list_devices
+from engine.audio.output import AudioProcess, RunAhead, list_devices
 from engine.errors import AudioDeviceError, ModelError
 from engine.params import REGISTRY, ParamStore, SharedSnapshot
 
@@ -233,3 +233,24 @@ def test_jack_server_log_tells_a_late_client_from_its_own_clock(jackd: parts.Jac
         assert found.client_late >= 1, f"{late} callbacks of 20 ms were not logged as late: {found}"
     else:
         assert found.client_late == 0, f"a client that never sleeps was logged late: {found}"
+
+
+def test_run_ahead_grows_after_underflows_up_to_its_bound_and_shrinks_back_when_calm() -> None:
+    """A loaded machine buys margin with latency after a dropout, never past the bound, and a
+    calm one returns to the lowest latency half a millisecond per 30 s (an injected clock)."""
+    ms = 48  # frames per millisecond at 48 kHz
+    ahead = RunAhead(6 * ms, 12 * ms, 48000)
+    assert ahead.update(5, 0.0) == 6 * ms            # counts before the start are not this run's
+    assert ahead.update(5, 29.0) == 6 * ms
+    assert ahead.update(6, 30.0) == 7 * ms           # one underflow: +1 ms
+    for i in range(10):
+        ahead.update(7 + i, 31.0 + i)
+    assert ahead.frames == 12 * ms                   # bounded
+    assert ahead.update(16, 40.0 + 29.0) == 12 * ms  # not calm long enough yet
+    t = 40.0
+    for _ in range(12):
+        t += 30.0
+        ahead.update(16, t)
+    assert ahead.frames == 6 * ms                    # 6 ms back in 12 calm half-minutes, no lower
+    fixed = RunAhead(6 * ms, 0, 48000)              # ahead_max_ms at or below ahead_ms: fixed
+    assert fixed.update(0, 0.0) == fixed.update(3, 1.0) == 6 * ms

@@ -10,7 +10,8 @@ chosen by name substring, and runs the decode loop on its main thread:
 
     read SharedSnapshot -> AudioSynth.step (one latent frame) -> ring (preallocated, float32 (N, 2))
 
-whenever the ring holds less than `ahead_ms` of sound. The PortAudio callback (a PortAudio/JACK
+whenever the ring holds less than the run-ahead (`ahead_ms`, raised after an underflow up to
+`ahead_max_ms` and lowered again once calm: `RunAhead`) of sound. The PortAudio callback (a PortAudio/JACK
 thread) only copies from the ring (`outdata[:] = ring[...]`); an empty ring gives zeros and counts
 an underflow. Recording (`record = "file.wav"`) is written by a writer thread, never the callback.
 
@@ -51,7 +52,7 @@ log = logging.getLogger("ciel.audio")
 _S_HEARTBEAT, _S_STATE, _S_PID, _S_CALLBACKS, _S_UNDERFLOWS, _S_STALLS = 0, 1, 2, 3, 4, 5
 _S_PEAK, _S_FILL, _S_RATE, _S_BLOCK, _S_LATENCY, _S_XRUNS = 6, 7, 8, 9, 10, 11
 _S_MARK_POS, _S_MARK_SEQ, _S_MARK_TIME, _S_PROBE, _S_STOP, _S_ERRKIND = 12, 13, 14, 15, 16, 17
-_S_READ, _S_WRITTEN, _S_STEPS, _S_PANIC, _S_PLAY_SEQ, _S_PLAYING_SEQ = 18, 19, 20, 21, 22, 23
+_S_READ, _S_WRITTEN, _S_STEPS, _S_PANIC, _S_PLAY_SEQ, _S_PLAYING_SEQ, _S_AHEAD = 18, 19, 20, 21, 22, 23, 24
 _S_STEP_TIMES = 64             # ring of decode-step durations (ms)
 _N_STEP_TIMES = 4096
 _TEXT = (_S_STEP_TIMES + _N_STEP_TIMES) * 8   # byte offset of the text fields
@@ -69,7 +70,7 @@ class AudioStatus:
     """What the audio process reports (read from shared memory; cheap, any thread). Counters add
     up over restarts; heartbeat_age_s is -1 before the first heartbeat; peak_db is the output peak
     over about half a second (-200 before the first callback); playing is the sound file `play()`
-    asked for once it sounds ('' while the decoder has the sound)."""
+    asked for once it sounds ('' while the decoder has the sound); ahead_ms is the run-ahead now."""
 
     running: bool
     pid: int
@@ -87,6 +88,7 @@ class AudioStatus:
     output_latency_ms: float
     error: str
     playing: str = ""
+    ahead_ms: float = 0.0
 
 
 def _text(buf: memoryview, slot: int) -> str:
@@ -142,6 +144,34 @@ def list_devices(timeout: float = 15.0) -> list[str]:
         last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
         raise AudioDeviceError(f"cannot query audio devices: {last}")
     return list(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+class RunAhead:
+    """How much sound (frames) the decode loop keeps queued: `low` at first; each underflow adds
+    `up_ms`, up to `high`; every `calm_s` seconds without one takes `down_ms` off, down to `low`.
+    A performer keeps the lowest latency the machine allows, and a machine that cannot hold it
+    trades a few milliseconds of latency for no more dropouts. `update` takes the underflow count
+    and a monotonic time (injected, so tests run hours in a moment). Audio process, decode loop."""
+
+    def __init__(self, low: int, high: int, rate: int, up_ms: float = 1.0, down_ms: float = 0.5,
+                 calm_s: float = 30.0) -> None:
+        self.low, self.high = low, max(low, high)
+        self.up, self.down = int(up_ms * rate / 1000), int(down_ms * rate / 1000)
+        self.calm_s = calm_s
+        self.frames = low
+        self._seen: int | None = None
+        self._since = 0.0
+
+    def update(self, underflows: int, now: float) -> int:
+        if self._seen is None:
+            self._seen, self._since = underflows, now
+        elif underflows != self._seen:
+            self._seen, self._since = underflows, now
+            self.frames = min(self.frames + self.up, self.high)
+        elif self.frames > self.low and now - self._since >= self.calm_s:
+            self._since = now
+            self.frames = max(self.frames - self.down, self.low)
+        return self.frames
 
 
 # — child process —
@@ -321,8 +351,9 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
     synth = AudioSynth(model, rate, seed, fade_in_s=fade_in_s)
     if st[_S_PANIC] > 0:  # a panic outlives a restart of the audio process
         synth.panic()
-    ahead = max(int(cfg.ahead_ms * rate / 1000), 1)
-    ring = _Ring(ahead + 8 * cfg.blocksize + 4 * model.hop * rate // model.sample_rate + 1024)
+    run_ahead = RunAhead(max(int(cfg.ahead_ms * rate / 1000), 1), int(cfg.ahead_max_ms * rate / 1000), rate)
+    ahead = run_ahead.low
+    ring = _Ring(run_ahead.high + 8 * cfg.blocksize + 4 * model.hop * rate // model.sample_rate + 1024)
     rb, mask, pos = ring.buf, ring.mask, ring.pos
     size = len(rb)
 
@@ -437,8 +468,10 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
                 last_cb, last_cb_change = st[_S_CALLBACKS], now
             elif now - last_cb_change > 1.0:
                 raise AudioDeviceError(f"audio device {label} stopped calling back (device lost)")
+            ahead = run_ahead.update(int(st[_S_UNDERFLOWS]), now)
             fill = ring.fill
             st[_S_FILL], st[_S_READ], st[_S_WRITTEN] = fill, pos[0], pos[1]
+            st[_S_AHEAD] = 1000.0 * ahead / rate
             if fill < ahead:
                 if fill < cfg.blocksize and steps > 0 and st[_S_CALLBACKS] > 0:
                     st[_S_STALLS] += 1  # decoding fell behind: the next callback may underflow
@@ -622,6 +655,7 @@ class AudioProcess:
             peak_db=round(float(st[_S_PEAK]), 2) if st[_S_CALLBACKS] else -200.0,
             fill_ms=round(1000.0 * float(st[_S_FILL]) / float(rate), 2),
             output_latency_ms=round(float(st[_S_LATENCY]), 2),
+            ahead_ms=round(float(st[_S_AHEAD]), 2),
             error=_text(self._shm.buf, _ERROR),
             playing=_text(self._shm.buf, _PLAY) if st[_S_PLAYING_SEQ] == st[_S_PLAY_SEQ] > 0 else "",
         )
