@@ -17,9 +17,10 @@ class AudioConfig:
     samplerate: int = field(48000, minimum=8000, maximum=192000, doc="Device sample rate (Hz).")
     blocksize: int = field(128, minimum=16, maximum=8192, doc="Device block (frames per callback).")
     ahead_ms: float = field(6.0, minimum=1.0, maximum=500.0, doc="How far decoding runs ahead of the output (ms).")
-    ahead_max_ms: float = field(12.0, minimum=0.0, maximum=500.0,
-                                doc="After an underflow the run-ahead grows by 1 ms, up to this (ms); it "
-                                    "shrinks back by 0.5 ms per 30 s without one. At or below ahead_ms: fixed.")
+    ahead_max_ms: float = field(0.0, minimum=0.0, maximum=500.0,
+                                doc="Adaptive run-ahead: after an underflow it grows by 1 ms, up to this (ms), "
+                                    "and shrinks back by 0.5 ms per 30 s without one. At or below ahead_ms "
+                                    "(the default, 0): fixed at ahead_ms.")
     threads: int = field(1, minimum=1, maximum=64, doc="Torch threads in the audio process.")
     realtime: bool = field(True, doc="Raise the audio process's priority (SCHED_FIFO when allowed, else nice).")
     record: str = field("", doc="Also write the output to this WAV file.")

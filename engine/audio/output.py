@@ -16,7 +16,8 @@ thread) only copies from the ring (`outdata[:] = ring[...]`); an empty ring give
 an underflow. Recording (`record = "file.wav"`) is written by a writer thread, never the callback.
 
 Status travels back through a small shared-memory float64 block (`_S_*` slots) plus three text
-fields (device name, last error, and the other way the sound file `play()` asked for): counters, heartbeat, output peak, fill, the PortAudio output
+fields (from the child: device name, last error; to it: the sound file `play()` names):
+counters, heartbeat, output peak, fill, the PortAudio output
 latency, decode-step times and a latency marker for `bench/audio.py`: when the value at the probe
 slot of the parameter snapshot changes (default: the `audio/jump` counter), the child stores the
 output index where that change starts, and the callback stores the monotonic time at which it
@@ -211,13 +212,6 @@ def _recorder(path: str, rate: int, q: "queue.Queue[np.ndarray | None]", shm_buf
         _set_text(shm_buf, _ERROR, f"recording to {path} failed: {exc}")
 
 
-# SCHED_FIFO priorities when the system allows them. JACK runs its driver at 10 by default and gives
-# client threads 5; the callback keeps a realtime priority its host API gave it and otherwise gets
-# _CALLBACK_PRIORITY; the decode thread sits at the lowest realtime priority: above every normal
-# process, below the callback (which waits for it only for the GIL) and below the sound server.
-_CALLBACK_PRIORITY, _DECODE_PRIORITY = 8, 1
-
-
 def load_clip(path: str, rate: int) -> np.ndarray:
     """A sound file as a seamless mono loop at `rate` Hz, (n,) float32 (any rate and channel count
     libsndfile reads: WAV, FLAC, Ogg Vorbis/Opus). Raises AudioDeviceError naming the file."""
@@ -242,7 +236,12 @@ def _clip_loader(path: str, seq: float, rate: int, out: "queue.Queue[tuple[float
                  shm_buf: memoryview) -> None:
     """Loader thread of the audio process: the file `play()` named (request `seq`), ready for
     `AudioSynth.play`. A file it cannot read becomes the status block's error line (cleared by the
-    next file that loads); the sound goes on."""
+    next file that loads); the sound goes on. Runs at normal priority: the decode loop it was
+    started from runs at a realtime one."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (PermissionError, OSError, AttributeError):
+        pass
     try:
         out.put((seq, load_clip(path, rate)))
     except AudioDeviceError as exc:
@@ -250,6 +249,13 @@ def _clip_loader(path: str, seq: float, rate: int, out: "queue.Queue[tuple[float
         return
     if _text(shm_buf, _ERROR).startswith("cannot play "):
         _set_text(shm_buf, _ERROR, "")
+
+
+# SCHED_FIFO priorities when the system allows them. JACK runs its driver at 10 by default and gives
+# client threads 5; the callback keeps a realtime priority its host API gave it and otherwise gets
+# _CALLBACK_PRIORITY; the decode thread sits at the lowest realtime priority: above every normal
+# process, below the callback (which waits for it only for the GIL) and below the sound server.
+_CALLBACK_PRIORITY, _DECODE_PRIORITY = 8, 1
 
 
 def _realtime(priority: int) -> str:
@@ -411,10 +417,10 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
                 synth.play(None, float(values[glide]))
                 st[_S_PLAYING_SEQ] = 0.0
         while not clips.empty():
-            seq, clip = clips.get_nowait()
-            if seq == play_seq:  # a file asked for since then wins
+            asked, clip = clips.get_nowait()
+            if asked == play_seq:  # a file asked for since then wins
                 synth.play(clip, float(values[glide]))
-                st[_S_PLAYING_SEQ] = seq
+                st[_S_PLAYING_SEQ] = asked
         seq = snapshot.sequence
         out_index = synth.next_out_index
         t0 = time.perf_counter()
