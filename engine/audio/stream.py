@@ -218,7 +218,7 @@ class AudioSynth:
         """True while a clip is the sound (or fading in)."""
         return any(voice.target > 0.0 for voice in self._voices)
 
-    def _mix_clips(self, decode: "Callable[[], np.ndarray]") -> np.ndarray:
+    def _mix_clips(self, decode: Callable[[], np.ndarray]) -> np.ndarray:
         """One hop at the model rate: the decoder and the clips at their (ramped) levels. The
         decoder is not run while a clip has the sound to itself."""
         step = self._voice_step
