@@ -201,16 +201,17 @@ def test_flood_10k_per_second_audio_keeps_running_and_ping_answered(jackd: JackS
     assert in_range(store) == []
     callbacks, expected = end.callbacks - base.callbacks, 10.5 * 48000 / end.blocksize
     # On a clean CI machine this test runs alone: no dropout and every ping within 100 ms (the
-    # figures bench/control.py reports). On a workstation shared with other heavy jobs the JACK
-    # dummy server (normal priority) is starved by them and drops out with or without the flood,
-    # and this process gets a fraction of a core, so there only gross failures count: the audio
-    # process stopping or running at half speed, pings lost or slow as a rule.
+    # figures bench/control.py reports). On a workstation shared with other heavy jobs (or where
+    # realtime scheduling is not allowed) the JACK dummy server and the audio process are starved
+    # by them and drop out with or without the flood, and this process gets a fraction of a core,
+    # so there only gross failures count: the audio process stopping or running at half speed,
+    # pings lost or slow as a rule.
     p50, p95 = rtts[len(rtts) // 2], rtts[int(len(rtts) * 0.95)]
     assert p50 < 100.0, f"median ping {p50:.1f} ms during the flood"
     if IN_CI:
         assert lost == 0, f"{lost} pings unanswered during the flood"
         assert p95 < 100.0, f"95% of pings answered within {p95:.1f} ms during the flood, not 100 ms"
-        assert dropouts == 0, f"{dropouts} audio underflows during the flood"
+        assert dropouts == 0, f"{dropouts} audio dropouts during the flood ({underflows} ring underflows, {jack.client_late} late callbacks)"
         assert callbacks > 0.9 * expected, f"{callbacks} audio callbacks in 10.5 s, expected {expected:.0f}"
     else:
         assert callbacks > 0.5 * expected, f"{callbacks} audio callbacks in 10.5 s, expected {expected:.0f}"
