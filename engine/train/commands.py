@@ -4,7 +4,9 @@
     ciel train audio DATASET/ -o RUN/ --minutes 15
     ciel train image DATASET/ -o RUN/ --steps 2000
     ciel train image DATASET/ -o RUN/ --resume  continue from RUN's newest checkpoint
-    ciel export RUN/ models/NAME/ [--step N]    a checkpoint → model folder (weights + card)
+    ciel export RUN/ models/NAME/ [--step N] [--snapshots K]
+                                                a checkpoint → model folder (weights + card, and K
+                                                learning snapshots from step 0 up to it)
     torchrun --nproc_per_node 4 -m engine.cli train image DATASET/ -o RUN/   (DDP; gloo on CPU)
 
 Settings come from the defaults, then `--config FILE.toml` (the same keys as RUN/train.toml's
@@ -66,6 +68,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     e.add_argument("run", type=Path, help="run folder of `ciel train`")
     e.add_argument("out", type=Path, help="model folder to write, e.g. models/mine")
     e.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
+    e.add_argument("--snapshots", type=int, help="learning snapshots to keep in the model, spread evenly from "
+                                                 "step 0 to the exported step (default: the run's export_snapshots; 0 = none)")
     e.set_defaults(func=cmd_export)
 
 
@@ -170,6 +174,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device="cpu"))
     env = Env(device=torch.device("cpu"), seed=cfg.run.seed)
     task = make_task(kind, cfg, dataset, env)
-    out = export_checkpoint(task, task.cfg, args.run, dataset, args.out, env, args.step)
+    if args.snapshots is not None and not 0 <= args.snapshots <= 64:
+        raise ConfigError("command line", "--snapshots", f"expected 0 to 64, got {args.snapshots}")
+    out = export_checkpoint(task, task.cfg, args.run, dataset, args.out, env, args.step, args.snapshots)
     print(f"model written to {out}")
     return 0

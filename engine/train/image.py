@@ -36,7 +36,7 @@ from ..errors import DatasetError
 from ..visual.model import Generator, GeneratorConfig, export_image_model
 from . import previews
 from .ingest import Dataset
-from .loop import Env, RunConfig, wrap_ddp
+from .loop import Env, RunConfig, Snapshot, wrap_ddp
 
 AUGMENTS = ("color", "translation", "cutout")
 
@@ -270,7 +270,7 @@ class ImageTask:
             out.append(previews.save_png(real, previews.image_grid(pick, cols)))
         return out
 
-    def export(self, folder: Path, card_extra: dict[str, Any]) -> Path:
+    def export(self, folder: Path, card_extra: dict[str, Any], snapshots: list[Snapshot]) -> Path:
         extra = dict(card_extra)
         extra.setdefault("description",
                          f"DCGAN-style generator trained by `ciel train image` for {extra.get('steps', 0)} steps "

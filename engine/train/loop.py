@@ -13,6 +13,10 @@ sampling and one optimisation step; this module owns everything around it:
   the loss history and the resolved config; written atomically, the newest `keep_checkpoints`
   kept. `--resume` continues from the newest readable one;
 - previews at every checkpoint: `RUN/previews/` (the task's WAV/PNG files and `loss.png`);
+- learning snapshots: `RUN/snapshots/step-NNNNNNNN.safetensors`, the networks' weights (no
+  optimiser) at step 0 and at doubling training times (`snapshot_seconds`, twice that, four
+  times…) and at the end, all kept; the export puts `export_snapshots` of them, spread evenly,
+  into the model for the live learning axis (engine/learning.py);
 - export at the end into `RUN/model/` (and `--export-to`), via the task (safetensors + card.toml);
 - torchrun: with WORLD_SIZE > 1 the process group is set up (gloo on CPU, NCCL on CUDA), the task
   wraps its networks in DistributedDataParallel, ranks agree on stopping with one all-reduce per
@@ -42,9 +46,11 @@ from torch import nn
 
 from ..configio import atomic_write, build, dumps_toml, field, read_toml, to_table
 from ..errors import CielError, ConfigError, DatasetError, ModelError
+from .. import learning
 from . import previews
 
 CHECKPOINTS = "checkpoints"
+SNAPSHOTS = "snapshots"
 PREVIEWS = "previews"
 TRAIN_TOML = "train.toml"
 MODEL = "model"
@@ -63,6 +69,8 @@ class RunConfig:
     checkpoint_minutes: float = field(2.0, minimum=0.0, doc="Checkpoint and previews every this many minutes (0 = off).")
     checkpoint_steps: int = field(0, minimum=0, doc="...and/or every this many steps (0 = off).")
     keep_checkpoints: int = field(3, minimum=1, maximum=1000, doc="How many of the newest checkpoints to keep.")
+    snapshot_seconds: float = field(5.0, minimum=0.0, doc="First learning snapshot after this many seconds of training, then at doubling times (0 = only the first and last step).")
+    export_snapshots: int = field(8, minimum=0, maximum=64, doc="Learning snapshots the exported model keeps, spread evenly from step 0 to the last (0 = none).")
     history_every: int = field(10, minimum=1, doc="Steps averaged into one point of the loss history.")
     log_seconds: float = field(10.0, minimum=0.5, doc="Seconds between progress lines.")
     seed: int = field(0, minimum=0, doc="Seed of initialisation and batch sampling.")
@@ -92,8 +100,19 @@ class Env:
         return torch.Generator().manual_seed((self.seed * 1_000_003 + step * 7919 + self.rank * 104_729 + salt) % (2**63))
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A network's weights at one point of its training: step, seconds trained, and the state
+    dict of every module of the task (module name -> state dict, CPU tensors)."""
+
+    step: int
+    seconds: float
+    states: dict[str, dict[str, torch.Tensor]]
+
+
 class Task(Protocol):
-    """What a kind of training provides to the loop."""
+    """What a kind of training provides to the loop. `export` gets the learning snapshots (oldest
+    first, the last one the weights being exported) to store beside the final weights."""
 
     kind: str
 
@@ -101,7 +120,7 @@ class Task(Protocol):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
     def train_step(self, step: int) -> dict[str, float]: ...
     def write_previews(self, folder: Path, step: int) -> list[Path]: ...
-    def export(self, folder: Path, card_extra: dict[str, Any]) -> Path: ...
+    def export(self, folder: Path, card_extra: dict[str, Any], snapshots: list[Snapshot]) -> Path: ...
     def describe(self) -> dict[str, Any]: ...
 
 
@@ -228,6 +247,44 @@ def apply_checkpoint(tensors: dict[str, torch.Tensor], meta: dict[str, Any], mod
         opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
 
 
+def snapshot_path(run: Path, step: int) -> Path:
+    return run / SNAPSHOTS / f"step-{step:08d}.safetensors"
+
+
+def save_snapshot(run: Path, modules: dict[str, nn.Module], step: int, seconds: float) -> None:
+    """The modules' weights (no optimiser) at `step` into RUN/snapshots/ (atomic)."""
+    save_checkpoint(snapshot_path(run, step), modules, {}, {"kind": "snapshot", "step": step, "seconds": seconds})
+
+
+def current_snapshot(modules: dict[str, nn.Module], step: int, seconds: float) -> Snapshot:
+    return Snapshot(step, seconds, {name: {k: v.detach().to("cpu").clone() for k, v in m.state_dict().items()}
+                                    for name, m in modules.items()})
+
+
+def read_snapshots(run: Path, final: Snapshot, count: int) -> list[Snapshot]:
+    """`count` snapshots of `run` spread evenly from step 0 to `final` (which is always the last
+    one); snapshot files after `final.step` or unreadable are left out (with a warning)."""
+    if count <= 0:
+        return []
+    found: list[Snapshot] = []
+    for path in sorted((run / SNAPSHOTS).glob("step-*.safetensors")):
+        try:
+            tensors, meta = read_checkpoint(path)
+        except TrainError as exc:
+            print(f"warning: {exc}; left out of the learning axis", file=sys.stderr)
+            continue
+        step = int(meta.get("step", -1))
+        if 0 <= step < final.step:
+            states: dict[str, dict[str, torch.Tensor]] = {}
+            for key, value in tensors.items():
+                if key.startswith("module/"):
+                    name, sub = key[len("module/"):].split("/", 1)
+                    states.setdefault(name, {})[sub] = value
+            found.append(Snapshot(step, float(meta.get("seconds", 0.0)), states))
+    found.append(final)
+    return [found[i] for i in learning.pick(len(found), count)]
+
+
 def list_checkpoints(run: Path) -> list[Path]:
     """Checkpoint files of a run, oldest first."""
     return sorted((run / CHECKPOINTS).glob("step-*.safetensors"))
@@ -252,7 +309,7 @@ def latest_checkpoint(run: Path, step: int | None = None) -> tuple[Path, dict[st
 
 def remove_stale_temporaries(run: Path) -> None:
     """Delete half-written temporary files a killed process left (atomic_write's `.NAME.xxxx`)."""
-    for folder in (run, run / CHECKPOINTS, run / PREVIEWS, run / MODEL):
+    for folder in (run, run / CHECKPOINTS, run / SNAPSHOTS, run / PREVIEWS, run / MODEL):
         if folder.is_dir():
             for p in folder.glob(".*.*"):
                 if p.is_file():
@@ -357,6 +414,18 @@ def train(task: Task, cfg: Any, run_cfg: RunConfig, env: Env, run: Path, dataset
                           previews.loss_plot(progress.history, f"ciel {task.kind} - step {progress.step}, "
                                                                f"{progress.seconds / 60:.1f} min"))
 
+    def next_snapshot_after(seconds: float) -> float:
+        first = run_cfg.snapshot_seconds
+        if not first:
+            return math.inf
+        t = first
+        while t <= seconds:
+            t *= 2.0
+        return t
+
+    if env.main and progress.step == 0:
+        save_snapshot(run, modules, 0, 0.0)
+    snapshot_due = next_snapshot_after(progress.seconds)
     session_start = time.monotonic()
     seconds_before = progress.seconds
     last_ckpt_time, last_ckpt_step, last_log = session_start, progress.step, session_start
@@ -377,6 +446,9 @@ def train(task: Task, cfg: Any, run_cfg: RunConfig, env: Env, run: Path, dataset
                 progress.stopped = (f"stopped by {stop.requested or 'another process'}" if flags[0] and not flags[1]
                                     else "budget reached")
                 break
+            if env.main and progress.seconds >= snapshot_due and progress.step > 0:
+                save_snapshot(run, modules, progress.step, progress.seconds)
+                snapshot_due = next_snapshot_after(progress.seconds)
             if flags[2] and progress.step > last_ckpt_step:
                 save()
                 last_ckpt_time, last_ckpt_step = time.monotonic(), progress.step
@@ -399,8 +471,11 @@ def train(task: Task, cfg: Any, run_cfg: RunConfig, env: Env, run: Path, dataset
                   "saving", flush=True)
         save()
         if env.main:
+            save_snapshot(run, modules, progress.step, progress.seconds)
+            snaps = read_snapshots(run, current_snapshot(modules, progress.step, progress.seconds),
+                                   run_cfg.export_snapshots)
             for folder in [run / MODEL] + ([export_to] if export_to else []):
-                out = task.export(folder, card_extra(task, cfg, progress, dataset, env))
+                out = task.export(folder, card_extra(task, cfg, progress, dataset, env), snaps)
                 print(f"model written to {out}", flush=True)
     if env.distributed:
         torch.distributed.barrier()
@@ -430,19 +505,22 @@ def card_extra(task: Task, cfg: Any, progress: Progress, dataset: Path, env: Env
 
 
 def export_checkpoint(task: Task, cfg: Any, run: Path, dataset: Path, out: Path, env: Env,
-                      step: int | None = None) -> Path:
-    """Export the newest (or the `step`) checkpoint of `run` into the model folder `out`."""
+                      step: int | None = None, snapshots: int | None = None) -> Path:
+    """Export the newest (or the `step`) checkpoint of `run` into the model folder `out`, with
+    `snapshots` learning snapshots (default: the run's `export_snapshots`) up to that step."""
     path, tensors, meta = latest_checkpoint(run, step)
     if meta.get("kind") != task.kind:
         raise TrainError(f"{path}: a {meta.get('kind')} checkpoint, not {task.kind}")
     apply_checkpoint(tensors, meta, task.modules(), task.optimizers(), path)
     progress = Progress(step=int(meta["step"]), seconds=float(meta["seconds"]), history=list(meta["history"]),
                         stopped=f"exported from {path.name}")
+    count = cfg.run.export_snapshots if snapshots is None else snapshots
+    snaps = read_snapshots(run, current_snapshot(task.modules(), progress.step, progress.seconds), count)
     try:
-        return task.export(out, card_extra(task, cfg, progress, dataset, env))
+        return task.export(out, card_extra(task, cfg, progress, dataset, env), snaps)
     except OSError as exc:
         raise ModelError(f"{out}: cannot write the model ({exc.strerror or exc})") from None
 
 
-__all__ = ["RunConfig", "Env", "Task", "TrainError", "setup_env", "wrap_ddp", "train", "export_checkpoint",
+__all__ = ["RunConfig", "Env", "Task", "Snapshot", "TrainError", "setup_env", "wrap_ddp", "train", "export_checkpoint",
            "read_run_config", "latest_checkpoint", "list_checkpoints", "DatasetError"]
