@@ -10,8 +10,9 @@ double), so the knob spends as long on the first seconds of learning, where the 
 picture change most, as on the last minutes.
 
 Storage (in the model's safetensors file, beside the final weights):
-    learning.{i}.{key}   float16 copy of state-dict entry `key` of snapshot i (i = 0 … n-1;
-                         snapshot n-1 is the final weights, also stored as `key` itself)
+    learning.{i}.{key}   float16 copy of state-dict entry `key` of snapshot i (i = 0 … n-2);
+                         snapshot n-1 is the final weights, stored once, in float32, as `key`
+                         itself (so learning = 1 plays exactly the exported model)
 and in the card: `[learning] steps = [...]  seconds = [...]` (training step and time of each).
 
 `WeightMorph(module, snapshots)` writes the interpolated weights into the module's own parameter
@@ -44,20 +45,25 @@ def pick(count: int, want: int) -> list[int]:
 
 
 def pack(snapshots: Sequence[Mapping[str, Tensor]], keys: Sequence[str]) -> dict[str, Tensor]:
-    """Snapshots (each a state dict holding `keys`) -> flat float16 tensors for a model file."""
+    """Snapshots (each a state dict holding `keys`; the last one the final weights, which the
+    model file holds already and which is not stored again) -> flat float16 tensors."""
     out: dict[str, Tensor] = {}
-    for i, state in enumerate(snapshots):
+    for i, state in enumerate(snapshots[:-1]):
         for key in keys:
             out[f"{PREFIX}{i}.{key}"] = state[key].detach().to("cpu", torch.float16).contiguous()
     return out
 
 
-def unpack(tensors: Mapping[str, Tensor], reference: Mapping[str, Tensor], count: int,
+def unpack(tensors: Mapping[str, Tensor], final: Mapping[str, Tensor], count: int,
            source: str) -> list[dict[str, Tensor]]:
-    """The `count` snapshots stored in `tensors`, checked against the shapes of `reference` (a
-    state dict); ModelError naming `source` and the tensor when one is missing or wrong."""
+    """The `count` snapshots of a model file: `count - 1` read from `tensors` and checked against
+    the shapes of `final` (the model's own state dict, float32), then `final` itself. ModelError
+    naming `source` and the tensor when one is missing or wrong. count < 2: no learning axis."""
+    if count < 2:
+        return []
+    reference = final
     snaps: list[dict[str, Tensor]] = []
-    for i in range(count):
+    for i in range(count - 1):
         state: dict[str, Tensor] = {}
         for key, ref in reference.items():
             name = f"{PREFIX}{i}.{key}"
@@ -71,6 +77,7 @@ def unpack(tensors: Mapping[str, Tensor], reference: Mapping[str, Tensor], count
                 raise ModelError(f"{source}: tensor {name!r} holds NaN or infinite values")
             state[key] = t
         snaps.append(state)
+    snaps.append({k: v.detach().float() for k, v in final.items()})
     return snaps
 
 
