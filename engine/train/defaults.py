@@ -1,16 +1,19 @@
 """`make models`: rebuild models/audio-default and models/image-default from generated material.
 
-Nothing is downloaded. The material is made here, written as a fake phone archive, ingested with
+Nothing is downloaded. The material is made from Debian packages (espeak-ng voices, photographic
+wallpapers; `make setup` installs them), written as a fake phone archive, ingested with
 `ciel ingest` and trained with `ciel train audio|image` — the commands an artist uses:
 
-- sound: speech-like *babble* — a glottal pulse train with a wandering, phrase-shaped pitch,
-  shaped by formants that glide from vowel to vowel at syllable rate, with noise bursts for
-  consonants, pauses between phrases, a small room (exponential reverb), room noise and mains hum,
-  band-limited like a phone (300-3400 Hz). Saved as voice notes of 5-60 s: WAV, AAC in .m4a and,
-  like old phones, AMR-NB in .amr (8 kHz codec);
-- photos: procedural night *skies* — nebula-like fractal noise in random palettes, star fields
-  with a power-law brightness and glow, sometimes a dark horizon of roofs or trees, sensor grain,
-  JPEG compression at phone qualities; some carry an EXIF orientation, as phones write them.
+- sound: voice notes of 5-60 s — people talking to the phone or to each other in ten languages
+  (espeak-ng), kitchens, streets, ringing phones, in reverberant rooms, recorded through a phone's
+  band-limited microphone and gain control; saved as WAV, AAC in .m4a and, like old phones,
+  AMR-NB in .amr (8 kHz codec);
+- photos: crops of photographic wallpapers (meadows, flowers, leaves, lakes, mountains, a forest
+  path, rooms) made to look like a 2012 phone camera: 640x480, soft, noisy, vignetted, shifted in
+  colour and exposure, some dark; JPEG at phone qualities, some with an EXIF orientation.
+
+engine/train/archive.py makes the archive; the procedural *babble* and night *skies* below are the
+fallback when those packages are missing (`make_archive(..., fallback=True)`) and quick test material.
 
     python -m engine.train.defaults [--minutes 15] [--audio-minutes 30] [--photos 100] [--out models]
 
@@ -247,25 +250,15 @@ def write_photo(path: Path, img: Image.Image, rng: np.random.Generator) -> Path:
     return path
 
 
-def make_archive(folder: Path, audio_minutes: float, photos: int, seed: int = 0) -> Path:
-    """A fake phone archive in `folder`: voice notes (.wav/.m4a/.amr) and sky photos (.jpg) in nested folders."""
-    rng = np.random.default_rng(seed)
-    done = 0.0
-    i = 0
-    while done < audio_minutes * 60:
-        seconds = float(min(rng.uniform(5, 60), audio_minutes * 60 - done + 1))
-        year = 2012 + i % 8
-        sub = folder / f"{year}" / "voice notes"
-        sub.mkdir(parents=True, exist_ok=True)
-        suffix = rng.choice([".wav", ".m4a", ".amr"], p=[0.3, 0.4, 0.3])
-        write_sound(sub / f"note-{i:04d}{suffix}", babble(seconds, rng))
-        done += seconds
-        i += 1
-    for j in range(photos):
-        sub = folder / f"{2012 + j % 8}" / "DCIM"
-        sub.mkdir(parents=True, exist_ok=True)
-        write_photo(sub / f"IMG_{j:04d}.jpg", sky_photo(rng), rng)
-    return folder
+def make_archive(folder: Path, audio_minutes: float, photos: int, seed: int = 0, fallback: bool = False) -> Path:
+    """A fake phone archive in `folder`: voice notes (.wav/.m4a/.amr) and photos (.jpg) in nested folders.
+
+    Made from espeak-ng and Debian wallpaper packages by engine/train/archive.py (see there);
+    without those packages it raises MissingPackages naming them, unless `fallback`, where the
+    notes are babble and the photos procedural skies."""
+    from .archive import make_archive as _make_archive
+
+    return _make_archive(Path(folder), audio_minutes, photos, seed, fallback=fallback)
 
 
 # --- the rebuild ------------------------------------------------------------------------------
@@ -278,8 +271,8 @@ def _train_cmd(kind: str, dataset: Path, run: Path, minutes: float, threads: int
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m engine.train.defaults", description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=15.0, help="training budget of each model (they run side by side)")
-    ap.add_argument("--audio-minutes", type=float, default=30.0, help="minutes of babble to generate")
-    ap.add_argument("--photos", type=int, default=100, help="sky photos to generate")
+    ap.add_argument("--audio-minutes", type=float, default=30.0, help="minutes of voice notes to generate")
+    ap.add_argument("--photos", type=int, default=100, help="photos to generate")
     ap.add_argument("--out", type=Path, default=Path("models"), help="where audio-default/ and image-default/ go")
     ap.add_argument("--work", type=Path, help="keep the archive, dataset and runs here (default: a temporary folder)")
     ap.add_argument("--previews", type=Path, help="also copy the final previews here (e.g. docs/)")
@@ -294,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t0 = time.monotonic()
         archive, dataset = work / "archive", work / "dataset"
-        print(f"generating {args.audio_minutes:g} min of babble and {args.photos} sky photos in {archive}", flush=True)
+        print(f"generating {args.audio_minutes:g} min of voice notes and {args.photos} photos in {archive}", flush=True)
         make_archive(archive, args.audio_minutes, args.photos, args.seed)
         print(f"  {time.monotonic() - t0:.0f} s", flush=True)
         subprocess.run([sys.executable, "-m", "engine.cli", "ingest", str(archive), "-o", str(dataset), "-q"], check=True)
@@ -330,11 +323,16 @@ def main(argv: list[str] | None = None) -> int:
             tmp.cleanup()
 
 
-AUDIO_MATERIAL = ("{minutes:g} minutes of speech-like babble generated by engine/train/defaults.py (glottal pulses "
-                  "through gliding vowel formants, consonant noise, pauses, room reverb and noise, phone band, "
-                  "saved as WAV, AAC and AMR-NB voice notes); nothing downloaded")
-IMAGE_MATERIAL = ("{photos} procedural night-sky photos generated by engine/train/defaults.py (fractal nebulae, "
-                  "star fields, dark horizons, grain, phone-quality JPEG); nothing downloaded")
+AUDIO_MATERIAL = ("{minutes:g} minutes of voice notes generated by engine/train/archive.py from espeak-ng speech "
+                  "(ten languages, many voices, pitches and speeds, short everyday sentences): monologues and "
+                  "two-person conversations in reverberant rooms, kitchens (clinks, running water, kettles), "
+                  "streets (traffic, passing cars, footsteps, horns, wind), ringtones, all through a phone's "
+                  "handling noise, band-limiting and gain control, saved as WAV, AAC and AMR-NB; nothing downloaded")
+IMAGE_MATERIAL = ("{photos} photos generated by engine/train/archive.py from photographic wallpapers of the Debian "
+                  "packages mate-backgrounds, lomiri-wallpapers-16.04 and plasma-workspace-wallpapers (meadows, "
+                  "flowers, leaves, lakes, mountains, a forest path, rooms): random crops, zooms, flips and tilts, "
+                  "colour and exposure shifts, some dark, made to look like a 2012 phone camera (640x480, blur, "
+                  "noise, vignetting, over-sharpening, phone-quality JPEG); nothing downloaded")
 
 
 def annotate_card(folder: Path, material: str) -> None:
