@@ -13,7 +13,7 @@ Public API (stable; the trainer and the runtime build on it):
     StreamingDecoder(decoder, batch)         call with z (B, D, T) blocks; returns (B, 1, T * hop)
                                              equal to the offline decode of the concatenated
                                              blocks (each causal conv keeps its left context).
-    export_audio_model(vae, folder, card_extra, latents_for_pca, clips=None) -> Path
+    export_audio_model(vae, folder, card_extra, latents_for_pca, clips=None, snapshots=None) -> Path
     load_audio_model(folder) -> AudioModel   raises engine.errors.ModelError naming the file
     make_default_audio_model(folder, seed=0) -> Path   untrained, fixed-seed default
 
@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import learning
 from ..configio import build, to_table
 from ..errors import ConfigError, ModelError
 from ..modelio import CARD, WEIGHTS, card_value, load_model, save_model
@@ -292,7 +293,9 @@ class AudioModel:
 
     sample_rate (Hz), hop (samples per latent frame), latent_dim (D); pca_mean (D,), pca_components
     (D, D) with row i the i-th principal direction, pca_scale (D,) its standard deviation;
-    clips: encoded clips in knob coordinates, a tuple of (T_i, D) float32 arrays (maybe empty).
+    clips: encoded clips in knob coordinates, a tuple of (T_i, D) float32 arrays (maybe empty);
+    snapshots: the decoder's state dicts along its training (engine/learning.py), oldest first,
+    the last one the final weights; empty when the model has no learning axis.
     """
 
     folder: Path
@@ -303,6 +306,7 @@ class AudioModel:
     pca_components: np.ndarray
     pca_scale: np.ndarray
     clips: tuple[np.ndarray, ...]
+    snapshots: tuple[dict[str, Tensor], ...] = ()
 
     @property
     def sample_rate(self) -> int:
@@ -359,13 +363,16 @@ def _pca(latents: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
 
 def export_audio_model(vae: AudioVAE, folder: str | Path, card_extra: Mapping[str, Any],
                        latents_for_pca: Tensor | None,
-                       clips: Sequence[Tensor] | None = None) -> Path:
+                       clips: Sequence[Tensor] | None = None,
+                       snapshots: Sequence[tuple[int, float, Mapping[str, Tensor]]] | None = None) -> Path:
     """Write `vae` (weights, PCA of latents, encoded clips) and its card to `folder`, atomically.
 
     card_extra: TOML-able entries merged into the card (e.g. trained=True, steps, seconds, data,
     description). latents_for_pca: encoder means, (N, D) or (B, D, T); None stores the identity
     (knobs = decoder latent). clips: decoder latents (D, T_i) (or (1, D, T_i)) the performer can
-    replay with `audio/replay`. Returns the folder.
+    replay with `audio/replay`. snapshots: (step, seconds, decoder state dict) along training,
+    oldest first, the last one `vae`'s own decoder (the learning axis; see engine/learning.py).
+    Returns the folder.
     """
     cfg = vae.cfg
     d = cfg.latent_dim
@@ -379,6 +386,10 @@ def export_audio_model(vae: AudioVAE, folder: str | Path, card_extra: Mapping[st
         frames = [c.detach().float().reshape(d, -1).T for c in clips]  # (T_i, D) each
         tensors["clips.latents"] = torch.cat(frames, 0)
         tensors["clips.starts"] = torch.tensor(np.cumsum([0] + [f.shape[0] for f in frames]), dtype=torch.int64)
+    snaps = list(snapshots or ())
+    if len(snaps) >= 2:
+        keys = list(vae.decoder.state_dict().keys())
+        tensors.update(learning.pack([state for _, _, state in snaps], keys))
     card: dict[str, Any] = {
         "kind": "audio",
         "arch": ARCH,
@@ -390,6 +401,8 @@ def export_audio_model(vae: AudioVAE, folder: str | Path, card_extra: Mapping[st
         "decoder_parameters": sum(p.numel() for p in vae.decoder.parameters()),
     }
     card.update(dict(card_extra))
+    if len(snaps) >= 2:
+        card["learning"] = {"steps": [int(st) for st, _, _ in snaps], "seconds": [round(float(t), 2) for _, t, _ in snaps]}
     card["config"] = to_table(cfg)
     return save_model(folder, tensors, card)
 
@@ -429,7 +442,8 @@ def load_audio_model(folder: str | Path) -> AudioModel:
         if not torch.isfinite(t).all():
             raise ModelError(f"{w_src}: tensor {key!r} holds NaN or infinite values")
     d = cfg.latent_dim
-    extra = set(tensors) - set(expected) - {"pca.mean", "pca.components", "pca.scale", "clips.latents", "clips.starts"}
+    extra = (set(tensors) - set(expected) - learning.stored_keys(tensors)
+             - {"pca.mean", "pca.components", "pca.scale", "clips.latents", "clips.starts"})
     if extra:
         raise ModelError(f"{w_src}: unexpected tensors {sorted(extra)[:5]}")
     vae.load_state_dict({k: tensors[k].float() for k in expected})
@@ -441,7 +455,13 @@ def load_audio_model(folder: str | Path) -> AudioModel:
     scale = _check_tensor(tensors, "pca.scale", (d,), w_src).double().numpy()
     if not (np.isfinite(mean).all() and np.isfinite(comps).all() and np.all(scale > 0)):
         raise ModelError(f"{w_src}: PCA tensors must be finite with positive scale")
-    model = AudioModel(folder, cfg, vae, dict(card), mean, comps, scale, ())
+    table = card.get("learning", {})
+    steps = table.get("steps", []) if isinstance(table, dict) else None
+    if not isinstance(steps, list) or not all(isinstance(x, int) for x in steps):
+        raise ModelError(f"{card_src}: learning.steps: expected a list of training steps")
+    snapshots = tuple(learning.unpack(tensors, {k: tensors[f"decoder.{k}"] for k in vae.decoder.state_dict()},
+                                      len(steps), w_src))
+    model = AudioModel(folder, cfg, vae, dict(card), mean, comps, scale, (), snapshots)
     clips: tuple[np.ndarray, ...] = ()
     if "clips.latents" in tensors:
         lat = tensors["clips.latents"]

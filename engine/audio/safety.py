@@ -13,7 +13,9 @@ the result does not depend on how a signal is cut into blocks):
   `panic()` mutes at once (the next sample out is zero) until `release_panic()`.
 
 All methods are called from the audio process's decode loop (or the offline renderer), never from
-the sound callback. Arrays are float32 mono (n,); gains are linear unless named *_db.
+the sound callback. The Conditioner works on one channel (a stereo stream has one per channel);
+the limiter takes (n,) mono or (n, C) and links its channels (one gain for all, so the stereo
+image never moves). Gains are linear unless named *_db.
 """
 
 from __future__ import annotations
@@ -134,18 +136,20 @@ def _interp_filter(factor: int = 4, taps_per_phase: int = 12) -> np.ndarray:
 
 
 class TruePeakLimiter:
-    """Lookahead true-peak limiter with a ceiling, mono, at the device rate.
+    """Lookahead true-peak limiter with a ceiling, at the device rate, `channels` linked channels.
 
     Works in segments of `segment` samples: a segment's required gain is ceiling / its 4x
     oversampled peak; the gain at segment boundaries is the min over the next `lookahead`
     segments, box-averaged (a smooth attack ramp that is always low enough), then released
     exponentially in dB (`release_s`); samples in between get a linear ramp between boundaries.
-    Output = input delayed by `delay` samples (fixed), same length per call.
+    Output = input delayed by `delay` samples (fixed), same length and shape per call: (n,) for
+    one channel, (n, C) for C. A segment's peak is the highest of all its channels.
     """
 
     def __init__(self, rate: int, segment: int = 8, lookahead: int = 4, release_s: float = 0.15,
-                 margin_db: float = 0.2) -> None:
+                 margin_db: float = 0.2, channels: int = 1) -> None:
         self.rate, self.S, self.W = rate, segment, lookahead
+        self.channels = C = channels
         self.phases = _interp_filter()
         self.taps = self.phases.shape[1]
         self.decay = math.exp(-segment / (release_s * rate))
@@ -155,15 +159,15 @@ class TruePeakLimiter:
         # The interpolator needs taps/2 samples after a segment: true peaks of segment k are known
         # once segment k+1 is in. Boundary gains need W+1 further segments.
         self.delay = (self.W + 3) * self.S
-        self._pending = np.zeros(0, np.float64)        # input not yet in a complete segment
-        self._ctx = np.zeros(self.taps, np.float64)     # samples before the unprocessed ones
+        self._pending = np.zeros((0, C), np.float64)    # input not yet in a complete segment
+        self._ctx = np.zeros((self.taps, C), np.float64)  # samples before the unprocessed ones
         self._req = np.ones(0)                          # required gains of segments not yet output
-        self._seg_x = np.zeros(0, np.float64)           # samples of those segments
+        self._seg_x = np.zeros((0, C), np.float64)      # samples of those segments
         self._hmin = np.ones(self.W)                     # last W-1 req2 values (running min context)
         self._prev_req = 1.0
         self._att = 0.0                                  # release state (attenuation, nepers)
         self._b_last: float | None = None               # last boundary gain output
-        self._out = np.zeros(self.delay, np.float32)    # output waiting to leave
+        self._out = np.zeros((self.delay, C), np.float32)  # output waiting to leave
         self.gain_reduction_db = 0.0
 
     def set_ceiling(self, ceiling_db: float) -> None:
@@ -179,21 +183,28 @@ class TruePeakLimiter:
         self.muted = False
 
     def _true_peaks(self, block: np.ndarray, after: np.ndarray) -> np.ndarray:
-        """Max per segment of |block| and of its 4x interpolation; `after` holds >= taps/2 samples
-        that follow the block, `self._ctx` the taps samples before it."""
+        """Max per segment over channels of |block| and of its 4x interpolation; `after` holds >=
+        taps/2 samples that follow the block, `self._ctx` the taps samples before it. (n, C) -> (n / S,)"""
         half = self.taps // 2
         full = np.concatenate((self._ctx, block, after[:half]))
-        peak = np.abs(block)
+        peak = np.abs(block).max(axis=1)
         start = len(self._ctx) - half + 1
-        for ph in self.phases:
-            # v[j] is the value between full[j + half - 1] and full[j + half]
-            v = np.convolve(full, ph, mode="valid")[start:start + len(block)]
-            np.maximum(peak, np.abs(v), out=peak)
+        for c in range(self.channels):
+            for ph in self.phases:
+                # v[j] is the value between full[j + half - 1] and full[j + half]
+                v = np.convolve(full[:, c], ph, mode="valid")[start:start + len(block)]
+                np.maximum(peak, np.abs(v), out=peak)
         return peak.reshape(-1, self.S).max(axis=1)
 
     def process(self, x: np.ndarray) -> np.ndarray:
-        """One block (n,) -> limited block (n,) float32, delayed by `self.delay` samples."""
+        """One block (n,) or (n, C) -> limited block of the same shape, float32, delayed by
+        `self.delay` samples."""
         x = np.nan_to_num(np.asarray(x, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        mono = x.ndim == 1
+        if mono:
+            x = x[:, None]
+        if x.shape[1] != self.channels:
+            raise ValueError(f"limiter: expected {self.channels} channels, got {x.shape[1]}")
         S = self.S
         pending = np.concatenate((self._pending, x))
         nseg = len(pending) // S
@@ -218,14 +229,14 @@ class TruePeakLimiter:
         self._out = np.concatenate((self._out, out))
         y = self._out[:len(x)]
         self._out = self._out[len(x):]
-        return y
+        return y[:, 0] if mono else y
 
     def _emit(self) -> np.ndarray:
         """Output every segment whose boundary gains are known (needs W more req values)."""
         S, W = self.S, self.W
         n_out = len(self._req) - W
         if n_out <= 0:
-            return np.zeros(0, np.float32)
+            return np.zeros((0, self.channels), np.float32)
         # h[k] = min(req2[k-W+1..k]); g[k] = mean(h[k..k+W-1]) <= req2[k]
         hr = np.concatenate((self._hmin[1:], self._req))           # W-1 context values first
         h = np.min(np.lib.stride_tricks.sliding_window_view(hr, W), axis=1)  # aligned to req
@@ -241,7 +252,7 @@ class TruePeakLimiter:
         gain = (b[:-1, None] + (b[1:] - b[:-1])[:, None] * ramp[None, :]).reshape(-1)
         seg_x = self._seg_x[: n_out * S]
         ceiling = db_to_gain(self.ceiling_db)
-        y = np.clip(seg_x * gain, -ceiling, ceiling)
+        y = np.clip(seg_x * gain[:, None], -ceiling, ceiling)
         if self.muted:
             y[:] = 0.0
         self.gain_reduction_db = -20.0 * float(att[n_out - 1]) / math.log(10)

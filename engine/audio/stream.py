@@ -24,19 +24,23 @@ Called from one thread: the audio process's decode loop, or the renderer.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable
 
 import numpy as np
-import torch
 
+from ..learning import WeightMorph
 from ..params import REGISTRY, Registry, Smoother
+from .inference import NumpyStream
 from .model import AudioModel
+from .navigation import MotionBank, Voice
 from .safety import Conditioner, TruePeakLimiter, db_to_gain
 
 
 class Resampler:
-    """Streaming polyphase resampler with a rational ratio and a Kaiser-windowed sinc, mono.
+    """Streaming polyphase resampler with a rational ratio and a Kaiser-windowed sinc, (n,) mono
+    or (n, C) with `channels` C.
 
     Linear phase, fixed group delay `delay` (output samples) of about taps_per_phase / 2 input
     samples. Each call returns every output sample its input allows (the count varies by one
@@ -46,7 +50,7 @@ class Resampler:
     """
 
     def __init__(self, in_rate: int, out_rate: int, taps_per_phase: int = 24, beta: float = 7.0,
-                 rolloff: float = 0.9) -> None:
+                 rolloff: float = 0.9, channels: int = 1) -> None:
         g = math.gcd(in_rate, out_rate)
         self.L, self.M = out_rate // g, in_rate // g
         self.K = int(math.ceil(taps_per_phase * max(1.0, self.M / self.L)))
@@ -57,7 +61,8 @@ class Resampler:
         # phases[p, k] = h[p + k L]: output with phase p is sum_k phases[p, k] * x[i - k]
         self.phases = h.reshape(self.K, self.L).T.copy()
         self.delay = (n - 1) / (2 * self.M)                         # output samples
-        self._hist = np.zeros(self.K - 1, np.float64)
+        self.channels = channels
+        self._hist = np.zeros((self.K - 1, channels), np.float64)
         self._n_in = 0
         self._n_out = 0
         self._taps = np.arange(self.K)
@@ -67,21 +72,23 @@ class Resampler:
         return self.L / self.M
 
     def process(self, x: np.ndarray) -> np.ndarray:
-        """x (n,) at the input rate -> (m,) float32 at the output rate."""
-        buf = np.concatenate((self._hist, np.asarray(x, np.float64)))
+        """x (n,) or (n, C) at the input rate -> (m,) or (m, C) float32 at the output rate."""
+        x = np.asarray(x, np.float64)
+        mono = x.ndim == 1
+        buf = np.concatenate((self._hist, x[:, None] if mono else x))   # (K - 1 + n, C)
         self._n_in += len(x)
         last = (self._n_in * self.L - 1) // self.M
         count = last - self._n_out + 1
         if count <= 0:
             self._hist = buf[len(buf) - (self.K - 1):]
-            return np.zeros(0, np.float32)
+            return np.zeros((0,) if mono else (0, self.channels), np.float32)
         pos = (self._n_out + np.arange(count, dtype=np.int64)) * self.M
         first_in = self._n_in - len(buf)  # input index of buf[0]
         idx = (pos // self.L - first_in)[:, None] - self._taps[None, :]
-        y = np.einsum("ij,ij->i", buf[idx], self.phases[pos % self.L])
+        y = np.einsum("ijc,ij->ic", buf[idx], self.phases[pos % self.L])   # (count, C)
         self._n_out += count
         self._hist = buf[len(buf) - (self.K - 1):]
-        return y.astype(np.float32)
+        return (y[:, 0] if mono else y).astype(np.float32)
 
 
 def _toward(value: float, target: float, step: float) -> float:
@@ -122,18 +129,24 @@ class _Voice:
 
 
 class AudioSynth:
-    """Latent navigation + streaming decoder + safety stage, at the device rate.
+    """Latent navigation + streaming decoder + safety stage, at the device rate, in stereo.
 
-    model: a loaded AudioModel; out_rate: device rate (Hz); seed: the random walk, jumps and
+    model: a loaded AudioModel; out_rate: device rate (Hz); seed: the walks, grains, jumps and
     dissolve noise. `step(values)` -> (n, 2) float32 for one latent frame (n about hop * out_rate /
     model rate); `process(values, frames)` -> exactly (frames, 2) (the renderer's entry point).
     `play(clip, fade_s)` crossfades from what sounds now to a looping clip (a baked scene's sound),
     `play(None, fade_s)` back to the decoder; clips pass the same safety stage as decoded sound.
+
+    Two voices (engine/audio/navigation.py) are decoded as one batch of 2; the right channel's
+    latent is cos(θ)·left + sin(θ)·its own walk with θ = audio/width · π/2, so width 0 is the
+    same sound on both channels and 1 two independent walks, with no added latency. When the
+    model holds learning snapshots, the synth plays its own copy of the decoder and moves its
+    weights with `audio/learning` (the stream's state is kept: no click).
     """
 
-    WALK_TAU_S = 0.5      # correlation time of the walk's velocity
     MUTE_S = 0.01         # mute / unmute ramp
     REPLAY_S = 0.05       # crossfade between walk and replay
+    CHANNELS = 2
 
     def __init__(self, model: AudioModel, out_rate: int, seed: int, registry: Registry = REGISTRY,
                  fade_in_s: float = 0.05) -> None:
@@ -144,31 +157,38 @@ class AudioSynth:
         self.hop = model.hop
         self.dt = model.hop / model.sample_rate
         self.rng = np.random.default_rng(seed)
-        self.decoder = model.streaming_decoder()
+        decoder = model.vae.decoder
+        if len(model.snapshots) >= 2:
+            decoder = copy.deepcopy(decoder)   # this synth's own weights to move
+        self.morph = WeightMorph(decoder, model.snapshots)
+        self.decoder = NumpyStream(decoder, self.CHANNELS)
         self.smoother = Smoother(registry)
-        self.cond = Conditioner(model.sample_rate)
-        self.resampler = Resampler(model.sample_rate, self.rate)
-        self.limiter = TruePeakLimiter(self.rate)
+        self.cond = [Conditioner(model.sample_rate) for _ in range(self.CHANNELS)]
+        self.resampler = Resampler(model.sample_rate, self.rate, channels=self.CHANNELS)
+        self.limiter = TruePeakLimiter(self.rate, channels=self.CHANNELS)
         self.delay_out = 2 * self.resampler.ratio + self.resampler.delay + self.limiter.delay
         self._i = {name: registry.index(name) for name in (
             "audio/gain", "audio/mute", "audio/temperature", "audio/walk/speed", "audio/walk/spread",
             "audio/glide", "audio/hold", "audio/replay", "audio/clip", "audio/dissolve",
-            "audio/loudness", "audio/ceiling", "audio/jump", "scene/next", "panic", "master/fade")}
+            "audio/loudness", "audio/ceiling", "audio/jump", "audio/learning", "audio/width",
+            "scene/next", "panic", "master/fade")}
         self._offset = registry.slot("audio/offset")
         if self._offset.stop - self._offset.start < self.D:
             self._offset = slice(self._offset.start, self._offset.start + self.D)
         self._last: np.ndarray | None = None
-        # navigation state (knob coordinates)
-        self.centre = self.rng.standard_normal(self.D)
+        # navigation state: the shared place (walk units) and one walk per channel
+        frame_rate = model.sample_rate / model.hop
+        self.bank = MotionBank(model.clips, frame_rate, self.D)
+        self.voices = [Voice(self.bank, frame_rate, self.rng) for _ in range(self.CHANNELS)]
+        self.centre = self.bank.random_place(self.rng)
         self._from = self.centre.copy()
         self._to = self.centre.copy()
         self._glide_t = 0.0
         self._glide_T = 0.0
-        self.walk = np.zeros(self.D)
-        self._vel = np.zeros(self.D)
         self._clip_pos = 0
         self._replay = 0.0
-        self.latent = np.zeros(self.D, np.float32)   # last knob coordinates (for displays)
+        self.latent = np.zeros(self.D, np.float32)   # last knob coordinates of the left voice (for displays)
+        self.place = np.zeros(self.D, np.float32)    # its slow part: where in the archive it is
         # gains at the model rate (linear), per-sample ramps between steps
         self._gain = 0.0
         self._mute = 1.0
@@ -182,7 +202,7 @@ class AudioSynth:
         self.model_pos = 0      # model-rate samples decoded
         self.out_pos = 0        # device-rate samples produced
         self.change_pos = -1    # output index where the newest parameter change starts
-        self._fifo = np.zeros((0, 2), np.float32)
+        self._fifo = np.zeros((0, self.CHANNELS), np.float32)
         # clip player: the decoder's level and the clips fading in or out
         self._voices: list[_Voice] = []
         self._live = 1.0
@@ -219,17 +239,17 @@ class AudioSynth:
         return any(voice.target > 0.0 for voice in self._voices)
 
     def _mix_clips(self, decode: Callable[[], np.ndarray]) -> np.ndarray:
-        """One hop at the model rate: the decoder and the clips at their (ramped) levels. The
-        decoder is not run while a clip has the sound to itself."""
+        """One hop (hop, 2) at the model rate: the decoder and the clips (mono, on both channels) at
+        their (ramped) levels. The decoder is not run while a clip has the sound to itself."""
         step = self._voice_step
         live_to = _toward(self._live, 0.0 if self.playing_clip else 1.0, step)
-        x = np.zeros(self.hop, np.float64)
+        x = np.zeros((self.hop, self.CHANNELS), np.float64)  # (hop, 2)
         if self._live > 0.0 or live_to > 0.0:
-            x += decode() * self._ramp_to(self._live, live_to)
+            x += decode() * self._ramp_to(self._live, live_to)[:, None]
         self._live = live_to
         for voice in self._voices:
             to = _toward(voice.level, voice.target, step)
-            x += voice.take(self.hop) * self._ramp_to(voice.level, to)
+            x += (voice.take(self.hop) * self._ramp_to(voice.level, to))[:, None]
             voice.level = to
         self._voices = [v for v in self._voices if v.level > 0.0 or v.target > 0.0]
         return x
@@ -255,42 +275,40 @@ class AudioSynth:
             self.panic()
         if v[i["audio/jump"]] != last[i["audio/jump"]] or v[i["scene/next"]] != last[i["scene/next"]]:
             self._from = self.centre.copy()
-            self._to = self.rng.standard_normal(self.D)
+            self._to = self.bank.random_place(self.rng)
             self._glide_t, self._glide_T = 0.0, float(v[i["audio/glide"]])
             if self._glide_T <= 0.0:
                 self.centre = self._to.copy()
 
     def _navigate(self, s: np.ndarray) -> np.ndarray:
-        """Advance the latent path by one frame; returns knob coordinates (D,)."""
+        """Advance both voices by one frame; returns knob coordinates (2, D): left, right."""
         i, dt, D = self._i, self.dt, self.D
-        noise_walk = self.rng.standard_normal(D)
-        noise_dissolve = self.rng.standard_normal(D)
-        if s[i["audio/hold"]] < 0.5:
-            if self._glide_T > 0.0 and self._glide_t < self._glide_T:
-                self._glide_t = min(self._glide_T, self._glide_t + dt)
-                a = 0.5 - 0.5 * math.cos(math.pi * self._glide_t / self._glide_T)
-                self.centre = self._from + (self._to - self._from) * a
-            speed, spread = float(s[i["audio/walk/speed"]]), float(s[i["audio/walk/spread"]])
-            tau = self.WALK_TAU_S
-            self._vel += -self._vel * (dt / tau) + speed * math.sqrt(2 * dt / tau) * noise_walk
-            if spread > 1e-6:
-                # restoring rate k so that the walk's stationary spread is `spread` sigma
-                c = speed * speed * tau / (spread * spread)
-                k = (-1.0 + math.sqrt(1.0 + 4.0 * tau * c)) / (2.0 * tau)
-                self.walk += (self._vel - k * self.walk) * dt
-            else:
-                self.walk[:] = 0.0
-            clips = self.model.clips
+        noise_dissolve = self.rng.standard_normal((self.CHANNELS, D))
+        hold = s[i["audio/hold"]] >= 0.5
+        if not hold and self._glide_T > 0.0 and self._glide_t < self._glide_T:
+            self._glide_t = min(self._glide_T, self._glide_t + dt)
+            a = 0.5 - 0.5 * math.cos(math.pi * self._glide_t / self._glide_T)
+            self.centre = self._from + (self._to - self._from) * a
+        speed, spread = float(s[i["audio/walk/speed"]]), float(s[i["audio/walk/spread"]])
+        temp = float(s[i["audio/temperature"]])
+        u = np.empty((self.CHANNELS, D))
+        for c, voice in enumerate(self.voices):
+            slow, fine = voice.step(self.centre, speed, spread, hold, dt)
+            u[c] = temp * slow + max(1.0, temp) * fine
+            if c == 0:
+                self.place[:] = slow
+        clips = self.model.clips
+        if not hold:
             want = 1.0 if (s[i["audio/replay"]] >= 0.5 and clips) else 0.0
-            step = dt / self.REPLAY_S
-            self._replay = _toward(self._replay, want, step)
+            self._replay = _toward(self._replay, want, dt / self.REPLAY_S)
             if clips:
                 self._clip_pos += 1
-        path = self.centre + self.walk
         if self._replay > 0.0:
-            clip = self.model.clips[int(s[i["audio/clip"]]) % len(self.model.clips)]
-            path = (1.0 - self._replay) * path + self._replay * clip[self._clip_pos % len(clip)]
-        u = float(s[i["audio/temperature"]]) * path + s[self._offset][:D]
+            clip = clips[int(s[i["audio/clip"]]) % len(clips)]
+            u = (1.0 - self._replay) * u + self._replay * clip[self._clip_pos % len(clip)]
+        theta = 0.5 * math.pi * float(np.clip(s[i["audio/width"]], 0.0, 1.0))
+        u[1] = math.cos(theta) * u[0] + math.sin(theta) * u[1]
+        u += s[self._offset][:D]
         d = float(s[i["audio/dissolve"]])
         if d > 0.0:
             alpha_bar = math.cos(0.5 * math.pi * d) ** 2  # cosine diffusion schedule
@@ -301,9 +319,9 @@ class AudioSynth:
         return start + (end - start) * self._ramp
 
     def _decode(self, u: np.ndarray) -> np.ndarray:
-        """Knob coordinates (D,) -> one hop (hop,) at the model rate from the streaming decoder."""
-        z = torch.from_numpy(self.model.knobs_to_latent(u)).reshape(1, self.D, 1)
-        return self.decoder(z)[0, 0].numpy()
+        """Knob coordinates (2, D) -> one hop (hop, 2) at the model rate from the streaming decoder."""
+        z = self.model.knobs_to_latent(u).reshape(self.CHANNELS, self.D, 1)  # (2, D, 1)
+        return self.decoder(z)[:, 0, :].T                                    # (hop, 2)
 
     def step(self, values: np.ndarray) -> np.ndarray:
         """One latent frame: values (Registry.size,) -> audio (n, 2) float32 at the device rate."""
@@ -325,13 +343,15 @@ class AudioSynth:
                 self._panic = False
                 self.limiter.release_panic()
         s = self.smoother.step(v, self.dt)
+        self.morph.set(float(s[i["audio/learning"]]))
         u = self._navigate(s)
-        self.latent[:] = u
+        self.latent[:] = u[0]
         if self._voices or self._live < 1.0:
             x = self._mix_clips(lambda: self._decode(u))
         else:
             x = self._decode(u)
-        x = self.cond.process(x, float(s[i["audio/loudness"]]))
+        loud = float(s[i["audio/loudness"]])
+        x = np.stack([cond.process(x[:, c], loud) for c, cond in enumerate(self.cond)], axis=1)  # (hop, 2)
         # per-sample ramps: gain, mute, master fade, start/stop fade
         g = db_to_gain(float(s[i["audio/gain"]]))
         gain = self._ramp_to(self._gain, g)
@@ -346,12 +366,12 @@ class AudioSynth:
         r_new = _toward(self._run, self._run_target, self._run_rate * self.hop)
         gain *= self._ramp_to(self._run, r_new)
         self._run = r_new
-        y = self.resampler.process(x * gain)
+        y = self.resampler.process(x * gain[:, None])
         self.limiter.set_ceiling(float(s[i["audio/ceiling"]]))
         y = self.limiter.process(y)
         self.model_pos += self.hop
         self.out_pos += len(y)
-        return np.repeat(y[:, None], 2, axis=1)
+        return y
 
     def process(self, values: np.ndarray, frames: int) -> np.ndarray:
         """Exactly `frames` samples (frames, 2) float32, stepping as many latent frames as needed."""

@@ -35,7 +35,7 @@ from ..errors import DatasetError
 from ..audio.model import AudioModelConfig, AudioVAE, export_audio_model
 from . import previews
 from .ingest import Dataset
-from .loop import Env, RunConfig, wrap_ddp
+from .loop import Env, RunConfig, Snapshot, wrap_ddp
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ class AudioTrainConfig:
     kl_warmup_steps: int = field(500, minimum=0, doc="Steps over which beta rises from 0.")
     fft_sizes: tuple[int, ...] = field((1024, 512, 256, 128, 64), doc="FFT sizes of the multi-resolution STFT loss.")
     preview_seconds: float = field(2.0, minimum=0.25, maximum=60.0, doc="Length of each preview snippet (s).")
-    export_clips: int = field(16, minimum=0, maximum=4096, doc="Encoded dataset clips stored in the model for replay.")
-    export_clip_seconds: float = field(4.0, minimum=0.1, maximum=600.0, doc="Longest stored clip (s).")
+    export_clips: int = field(48, minimum=0, maximum=4096, doc="Encoded stretches of the dataset stored in the model: the live walk's motion bank and the clips `audio/replay` plays.")
+    export_clip_seconds: float = field(2.0, minimum=0.1, maximum=600.0, doc="Length of each stored stretch (s).")
 
 
 class MultiResolutionSTFTLoss(nn.Module):
@@ -206,18 +206,33 @@ class AudioTask:
         out.append(previews.save_png(folder / f"audio-{step:08d}.png", sheet))
         return out
 
+    def bank_windows(self) -> torch.Tensor:
+        """float32 (export_clips, 1, L) stretches of the dataset spread over its clips: clip i of
+        the export comes from dataset clip round(i * clips / export_clips), at a seeded offset."""
+        cfg = self.cfg
+        length = int(cfg.export_clip_seconds * cfg.model.sample_rate) // cfg.model.hop * cfg.model.hop
+        count, clips = cfg.export_clips, int(self.index.shape[0])
+        g = torch.Generator().manual_seed(5)
+        out = torch.zeros(count, 1, length)
+        for i in range(count):
+            start, n = (int(v) for v in self.index[min(clips - 1, round(i * clips / max(count, 1)))])
+            off = int(torch.randint(0, max(1, n - length + 1), (1,), generator=g))
+            piece = self.audio[start + off: start + min(n, off + length)]
+            out[i, 0, :piece.numel()] = piece.float() / 32768.0
+        return out
+
     @torch.no_grad()
-    def export(self, folder: Path, card_extra: dict[str, Any]) -> Path:
+    def export(self, folder: Path, card_extra: dict[str, Any], snapshots: list[Snapshot]) -> Path:
         cfg = self.cfg
         self.vae.eval()
         g = torch.Generator().manual_seed(99)
         latents = [self.vae.encode(self.windows(g, 8, cfg.window))[0].cpu() for _ in range(8)]
         clips = []
-        longest = int(cfg.export_clip_seconds * cfg.model.sample_rate)
-        for c in range(min(cfg.export_clips, self.index.shape[0])):
-            start, n = (int(v) for v in self.index[c])
-            x = self.audio[start: start + min(n, longest)].float().div(32768.0).view(1, 1, -1).to(self.env.device)
-            clips.append(self.vae.encode(x)[0][0].cpu())
+        if cfg.export_clips:
+            x = self.bank_windows()
+            for i in range(0, x.shape[0], 8):
+                mu = self.vae.encode(x[i:i + 8].to(self.env.device))[0].cpu()   # (b, D, T)
+                clips.extend(mu)
         extra = dict(card_extra)
         extra.setdefault("description",
                          f"Waveform VAE trained by `ciel train audio` for {extra.get('steps', 0)} steps on "
@@ -225,4 +240,6 @@ class AudioTask:
                          f"with free bits); knobs are the PCA of the training latents.")
         vae = AudioVAE(cfg.model)
         vae.load_state_dict({k: v.cpu() for k, v in self.vae.state_dict().items()})
-        return export_audio_model(vae, folder, extra, torch.cat(latents), clips)
+        decoder_states = [(snap.step, snap.seconds, {k[len("decoder."):]: v for k, v in snap.states["vae"].items()
+                                                     if k.startswith("decoder.")}) for snap in snapshots]
+        return export_audio_model(vae, folder, extra, torch.cat(latents), clips, decoder_states)

@@ -1,0 +1,129 @@
+"""The streaming decoder for the audio process: the trained causal decoder, run in numpy.
+
+At one latent frame per call (4 ms of sound, 64 samples) the decoder's arithmetic is tiny — the
+widest layer is 128 channels × 1 frame — and PyTorch's per-operation dispatch is what costs:
+about 1 ms a frame for ~90 operations, a quarter of real time. The same network as numpy matrix
+products on preallocated state costs a fraction of that (measured by `python -m bench audio`,
+key `stream_rtf`). `NumpyStream` reads the decoder's weights *as views* of the torch parameters
+(no copy), so a `WeightMorph` moving them in place is heard at the next frame.
+
+Layers, as `engine.audio.model.Decoder` defines them (the reference; a test holds the two equal):
+    causal conv   state (B, C_in, context) + x (B, C_in, T) -> im2col (B, C_in·K, T) -> W @ cols
+    residual unit x + mix(leaky(conv(leaky(x))))
+    upsample      leaky(x) (B, T, C_in) @ W (C_in, C_out·stride·overlap) -> overlap-add; the
+                  (overlap - 1) · stride samples that fall past the block are kept for the next
+    output        tanh(conv(leaky(x)))
+
+Shapes: `__call__(z)` with z (B, D, T) float32 -> (B, 1, T · hop) float32. Called from one
+thread (the audio process's decode loop); not thread-safe.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .model import Decoder, ResUnit, Upsample
+
+
+def _view(t: nn.Parameter | None) -> np.ndarray | None:
+    """A numpy view of a CPU float32 torch tensor (shares memory; in-place torch edits show)."""
+    return None if t is None else t.detach().numpy()
+
+
+class _Conv:
+    """Causal conv with its left context. W (C_out, C_in·K) view, bias (C_out, 1) view."""
+
+    def __init__(self, conv: nn.Conv1d, batch: int, causal: bool = True) -> None:
+        w = conv.weight.detach()
+        self.cout, self.cin, self.k = w.shape
+        self.dil = conv.dilation[0]
+        self.w = _view(conv.weight).reshape(self.cout, self.cin * self.k)   # view (contiguous)
+        self.b = _view(conv.bias)[:, None]
+        self.context = (self.k - 1) * self.dil if causal else 0
+        self.state = np.zeros((batch, self.cin, self.context), np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        T = x.shape[2]
+        if self.k == 1:
+            return np.matmul(self.w, x) + self.b
+        full = np.concatenate((self.state, x), axis=2)                     # (B, C_in, ctx + T)
+        self.state = full[:, :, full.shape[2] - self.context:]
+        d = self.dil
+        cols = np.stack([full[:, :, j * d: j * d + T] for j in range(self.k)], axis=2)  # (B, C_in, K, T)
+        return np.matmul(self.w, cols.reshape(x.shape[0], self.cin * self.k, T)) + self.b
+
+
+def _leaky(x: np.ndarray, leak: float) -> np.ndarray:
+    return np.maximum(x, leak * x)
+
+
+class _Res:
+    def __init__(self, unit: ResUnit, batch: int) -> None:
+        self.leak = unit.leak
+        self.conv = _Conv(unit.conv, batch)
+        self.mix = _Conv(unit.mix, batch, causal=False)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return x + self.mix(_leaky(self.conv(_leaky(x, self.leak)), self.leak))
+
+
+class _Up:
+    """Transposed conv, kernel = overlap · stride, with the tail carried between blocks."""
+
+    def __init__(self, up: Upsample, batch: int) -> None:
+        cin, cout, ks = up.weight.shape
+        self.cout, self.s = cout, up.step
+        self.o = ks // self.s
+        self.w = _view(up.weight).reshape(cin, cout * ks)                  # view (C_in, C_out·o·s)
+        self.b = _view(up.bias)[:, None]
+        self.tail = np.zeros((batch, cout, self.o - 1, self.s), np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        B, _, T = x.shape
+        s, o = self.s, self.o
+        p = np.matmul(x.transpose(0, 2, 1), self.w).reshape(B, T, self.cout, o, s)  # (B, T, C_out, o, s)
+        y = np.zeros((B, self.cout, T + o - 1, s), np.float32)                       # (B, C_out, blocks, s)
+        for m in range(o):
+            y[:, :, m:m + T] += p[:, :, :, m].transpose(0, 2, 1, 3)
+        if o > 1:
+            y[:, :, :o - 1] += self.tail
+            self.tail = y[:, :, T:].copy()
+        return y[:, :, :T].reshape(B, self.cout, T * s) + self.b
+
+
+class NumpyStream:
+    """Stateful block decoding of `decoder` in numpy: successive calls equal one offline decode.
+
+    batch: streams decoded together (2 for stereo). `reset()` forgets the left contexts.
+    """
+
+    def __init__(self, decoder: Decoder, batch: int = 1) -> None:
+        self.decoder = decoder
+        self.batch = batch
+        self.hop = decoder.cfg.hop
+        self.leak = decoder.cfg.leak
+        self.reset()
+
+    def reset(self) -> None:
+        dec, b = self.decoder, self.batch
+        for p in dec.parameters():
+            if p.dtype != torch.float32 or p.device.type != "cpu":
+                raise ValueError("NumpyStream needs a float32 CPU decoder")
+        self.inp = _Conv(dec.inp, b)
+        self.stages = [[_Res(u, b) for u in units] for units in dec.res]
+        self.ups = [_Up(u, b) for u in dec.ups]
+        self.out = _Conv(dec.out, b)
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        """z (B, D, T) -> audio (B, 1, T · hop) float32."""
+        x = self.inp(np.asarray(z, np.float32))
+        for unit in self.stages[0]:
+            x = unit(x)
+        for up, units in zip(self.ups, self.stages[1:]):
+            x = up(_leaky(x, self.leak))
+            for unit in units:
+                x = unit(x)
+        return np.tanh(self.out(_leaky(x, self.leak)))
+
