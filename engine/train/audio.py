@@ -13,7 +13,7 @@
   data varies most) + up to `export_clips` encoded clips for replay.
 
 Previews at every checkpoint (RUN/previews/): `audio-STEP-recon.wav` (two dataset snippets, each
-followed by its reconstruction), `audio-STEP-walk.wav` (a slow walk between encoded snippets,
+followed by its reconstruction), `audio-STEP-walk.wav` (the live walk through encoded snippets,
 decoded block by block with the streaming decoder, as the engine plays it) and `audio-STEP.png`
 (their spectrograms). Runs on the training process's main thread.
 """
@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..configio import field
 from ..errors import DatasetError
 from ..audio.model import AudioModelConfig, AudioVAE, export_audio_model
+from ..audio.navigation import MotionBank, Voice
 from . import previews
 from .ingest import Dataset
 from .loop import Env, RunConfig, Snapshot, wrap_ddp
@@ -167,21 +167,19 @@ class AudioTask:
 
     @torch.no_grad()
     def walk(self, seconds: float) -> np.ndarray:
-        """A slow walk through latents of encoded snippets, decoded block by block by the streaming decoder."""
+        """The live walk as the engine plays it (engine/audio/navigation.py: a slow walk through
+        the places of encoded snippets carrying their frame-to-frame motion), decoded block by
+        block by the streaming decoder. (seconds · sample_rate,) float32."""
         sr, hop = self.cfg.model.sample_rate, self.cfg.model.hop
         frames = max(2, int(seconds * sr / hop))
         self.vae.eval()
-        mu, _ = self.vae.encode(self.fixed_windows(4, self.cfg.window))
-        anchors = mu.mean(dim=2)  # (4, D): one point per snippet
-        t = torch.linspace(0, anchors.shape[0] - 1, frames, device=mu.device)
-        lo = t.floor().long().clamp(max=anchors.shape[0] - 2)
-        frac = (t - lo)[:, None]
-        path = anchors[lo] * (1 - frac) + anchors[lo + 1] * frac  # (frames, D)
-        # plus a smooth wander (new random point every 1/8 s) as wide as the latents move in time
-        knots = torch.randn(frames // int(sr / hop / 8) + 2, anchors.shape[1], generator=torch.Generator().manual_seed(7))
-        wander = F.interpolate(knots.T[None], size=frames, mode="linear", align_corners=True)[0].T.to(path.device)
-        path = path + wander * mu.std(dim=2).mean(dim=0)
-        z = path.T[None]  # (1, D, frames)
+        mu, _ = self.vae.encode(self.fixed_windows(8, self.cfg.window))      # (8, D, T)
+        clips = tuple(m.T.double().cpu().numpy() for m in mu)                 # 8 x (T, D)
+        bank = MotionBank(clips, sr / hop, self.cfg.model.latent_dim)
+        voice = Voice(bank, sr / hop, np.random.default_rng(7))
+        centre = bank.random_place(voice.rng)
+        path = np.stack([np.add(*voice.step(centre, 0.3, 1.0, False, hop / sr)) for _ in range(frames)])  # (frames, D)
+        z = torch.from_numpy(path.T[None].astype(np.float32)).to(mu.device)  # (1, D, frames)
         stream = self.vae.streaming(1)
         blocks = [stream(z[..., i:i + 4]) for i in range(0, frames, 4)]
         return torch.cat(blocks, dim=-1)[0, 0].float().cpu().numpy()

@@ -277,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, help="keep the archive, dataset and runs here (default: a temporary folder)")
     ap.add_argument("--previews", type=Path, help="also copy the final previews here (e.g. docs/)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", choices=("audio", "image"), help="rebuild only this model")
     args = ap.parse_args(argv)
 
     from ..audio.model import load_audio_model
@@ -288,11 +289,14 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         archive, dataset = work / "archive", work / "dataset"
         print(f"generating {args.audio_minutes:g} min of voice notes and {args.photos} photos in {archive}", flush=True)
-        make_archive(archive, args.audio_minutes, args.photos, args.seed)
+        if not (work / "archive.complete").exists():   # a kept --work folder is reused
+            shutil.rmtree(archive, ignore_errors=True)
+            make_archive(archive, args.audio_minutes, args.photos, args.seed)
+            (work / "archive.complete").touch()
         print(f"  {time.monotonic() - t0:.0f} s", flush=True)
         subprocess.run([sys.executable, "-m", "engine.cli", "ingest", str(archive), "-o", str(dataset), "-q"], check=True)
         threads = max(1, (os.cpu_count() or 2) // 2)
-        runs = {kind: work / f"run-{kind}" for kind in ("audio", "image")}
+        runs = {kind: work / f"run-{kind}" for kind in ("audio", "image") if args.only in (None, kind)}
         for run in runs.values():
             shutil.rmtree(run, ignore_errors=True)
         procs = {kind: subprocess.Popen(_train_cmd(kind, dataset, runs[kind], args.minutes, threads,
@@ -302,11 +306,15 @@ def main(argv: list[str] | None = None) -> int:
         if failed:
             print(f"training failed: {failed}", file=sys.stderr)
             return 1
-        annotate_card(runs["audio"] / "model", AUDIO_MATERIAL.format(minutes=args.audio_minutes))
-        annotate_card(runs["image"] / "model", IMAGE_MATERIAL.format(photos=args.photos))
-        load_audio_model(runs["audio"] / "model")   # raises ModelError if the export is unusable
-        load_image_model(runs["image"] / "model")
+        if "audio" in runs:
+            annotate_card(runs["audio"] / "model", AUDIO_MATERIAL.format(minutes=args.audio_minutes))
+            load_audio_model(runs["audio"] / "model")   # raises ModelError if the export is unusable
+        if "image" in runs:
+            annotate_card(runs["image"] / "model", IMAGE_MATERIAL.format(photos=args.photos))
+            load_image_model(runs["image"] / "model")
         for kind, name in (("audio", "audio-default"), ("image", "image-default")):
+            if kind not in runs:
+                continue
             dest = args.out / name
             staged = args.out / f".{name}.new"
             shutil.rmtree(staged, ignore_errors=True)
@@ -350,8 +358,11 @@ def copy_previews(runs: dict[str, Path], dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     pv = {k: r / "previews" for k, r in runs.items()}
     newest = lambda folder, pattern: sorted(folder.glob(pattern))[-1]  # noqa: E731
-    shutil.copyfile(newest(pv["audio"], "audio-*[0-9].png"), dest / "training-audio-spectrograms.png")
-    shutil.copyfile(pv["audio"] / "loss.png", dest / "training-audio-loss.png")
+    if "audio" in pv:
+        shutil.copyfile(newest(pv["audio"], "audio-*[0-9].png"), dest / "training-audio-spectrograms.png")
+        shutil.copyfile(pv["audio"] / "loss.png", dest / "training-audio-loss.png")
+    if "image" not in pv:
+        return
     for src, name in ((newest(pv["image"], "image-*.png"), "training-image-grid.png"),
                       (pv["image"] / "dataset.png", "training-image-dataset.png")):
         with Image.open(src) as img:  # half size: the docs stay light
