@@ -33,26 +33,44 @@ def _view(t: nn.Parameter | None) -> np.ndarray | None:
 
 
 class _Conv:
-    """Causal conv with its left context. W (C_out, C_in·K) view, bias (C_out, 1) view."""
+    """Causal conv with its left context. W (C_out, C_in·K) view, bias (C_out, 1) view. The left
+    context and the column buffer are preallocated per block length (one length in the engine)."""
 
     def __init__(self, conv: nn.Conv1d, batch: int, causal: bool = True) -> None:
-        w = conv.weight.detach()
-        self.cout, self.cin, self.k = w.shape
+        self.cout, self.cin, self.k = conv.weight.shape
         self.dil = conv.dilation[0]
         self.w = _view(conv.weight).reshape(self.cout, self.cin * self.k)   # view (contiguous)
         self.b = _view(conv.bias)[:, None]
+        self.batch = batch
         self.context = (self.k - 1) * self.dil if causal else 0
         self.state = np.zeros((batch, self.cin, self.context), np.float32)
+        self._T = -1
+
+    def _buffers(self, T: int) -> None:
+        self._T = T
+        self.full = np.zeros((self.batch, self.cin, self.context + T), np.float32)   # (B, C_in, ctx + T)
+        self.full[:, :, :self.context] = self.state
+        self.cols = np.zeros((self.batch, self.cin, self.k, T), np.float32)          # (B, C_in, K, T)
+        self.flat = self.cols.reshape(self.batch, self.cin * self.k, T)              # view
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        T = x.shape[2]
         if self.k == 1:
             return np.matmul(self.w, x) + self.b
-        full = np.concatenate((self.state, x), axis=2)                     # (B, C_in, ctx + T)
-        self.state = full[:, :, full.shape[2] - self.context:]
-        d = self.dil
-        cols = np.stack([full[:, :, j * d: j * d + T] for j in range(self.k)], axis=2)  # (B, C_in, K, T)
-        return np.matmul(self.w, cols.reshape(x.shape[0], self.cin * self.k, T)) + self.b
+        T = x.shape[2]
+        if T != self._T:
+            if self._T >= 0:
+                self.state = self.full[:, :, :self.context].copy()
+            self._buffers(T)
+        full, ctx, d = self.full, self.context, self.dil
+        full[:, :, ctx:] = x
+        for j in range(self.k):
+            self.cols[:, :, j] = full[:, :, j * d: j * d + T]
+        y = np.matmul(self.w, self.flat) + self.b
+        if T >= ctx:
+            full[:, :, :ctx] = full[:, :, T:]
+        else:
+            full[:, :, :ctx] = full[:, :, T:T + ctx].copy()
+        return y
 
 
 def _leaky(x: np.ndarray, leak: float) -> np.ndarray:

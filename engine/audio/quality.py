@@ -20,8 +20,12 @@ Shapes and units: x (n,) float at `rate` Hz, mono. Pure numpy; called from any t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .model import AudioModel
 
 
 def _welch(x: np.ndarray, rate: int, resolution_hz: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -126,3 +130,38 @@ def seam_click_ratio(x: np.ndarray, seams: np.ndarray, frame: int) -> float:
     at = np.array([d2[b - 3:b + 1].max() for b in seams])
     mid = np.array([d2[b + frame // 2 - 3:b + frame // 2 + 1].max() for b in seams])
     return float(at.mean() / max(mid.mean(), 1e-30))
+
+
+# --- the walk as a listener hears it --------------------------------------------------------------
+
+def level_matched(x: np.ndarray, rms_db: float = -20.0) -> np.ndarray:
+    """x scaled to an overall RMS of `rms_db` dBFS (so distances compare material, not level)."""
+    x = np.asarray(x, np.float64)
+    rms = float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
+    return x * (10.0 ** (rms_db / 20.0) / rms) if rms > 1e-9 else x
+
+
+def render_walk(model: "AudioModel", seconds: float, seed: int = 0, out_rate: int | None = None,
+                settings: dict[str, float] | None = None, skip_s: float = 1.0) -> np.ndarray:
+    """The live walk through `AudioSynth` (navigation, decoder, safety stage), as `ciel run` plays
+    it: (n, 2) float32 at `out_rate` (default: the model's rate), the first `skip_s` (fade-in,
+    loudness warm-up) left out. settings: parameter name -> value (e.g. "audio/walk/speed": 4)."""
+    from ..params import REGISTRY
+    from .stream import AudioSynth
+
+    rate = out_rate or model.sample_rate
+    v = REGISTRY.defaults()
+    for name, value in (settings or {}).items():
+        v[REGISTRY.slot(name)] = value
+    synth = AudioSynth(model, rate, seed=seed)
+    synth.process(v, int(skip_s * rate))
+    return synth.process(v, int(seconds * rate)).copy()
+
+
+def walk_comb_db(model: "AudioModel", seconds: float = 30.0, seed: int = 0,
+                 settings: dict[str, float] | None = None) -> float:
+    """`comb_db` of the live walk (the worse of its two channels) at the model's rate."""
+    x = render_walk(model, seconds, seed, settings=settings)
+    rate = model.sample_rate
+    return max(comb_db(x[:, c], rate, rate / model.hop) for c in range(x.shape[1]))
+
