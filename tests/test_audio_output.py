@@ -105,6 +105,31 @@ def test_plays_audible_non_clipping_sound_through_jack(jackd: parts.JackServer, 
     assert np.abs(sound[-240:]).max() < np.abs(sound).max()  # faded out at stop
 
 
+def test_the_jack_ports_carry_two_different_channels_without_a_frame_rate_drone(
+        jackd: parts.JackServer, store: ParamStore, tmp_path: Path) -> None:
+    """What a patchbay and a recorder see: the client `ciel` with ports out_1 and out_2; recorded
+    there by JACK's own `jack_rec`, the channels differ at audio/width 1 and carry no drone at
+    the decoder's frame rate."""
+    from engine.audio.quality import comb_db
+
+    if shutil.which("jack_rec") is None or shutil.which("jack_lsp") is None:
+        missing("jack_rec / jack_lsp (jackd2's example clients) not installed")
+    store.set("audio/width", 1.0)
+    wav = tmp_path / "port.wav"
+    with playing(store):
+        ports = subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=10).stdout.split()
+        assert "ciel:out_1" in ports and "ciel:out_2" in ports, ports
+        time.sleep(1.0)
+        subprocess.run(["jack_rec", "-f", str(wav), "-d", "8", "-b", "16", "ciel:out_1", "ciel:out_2"],
+                       capture_output=True, timeout=30, check=True)
+    sound, rate = sf.read(wav)
+    assert sound.shape[1] == 2 and len(sound) >= 7 * rate
+    sound = sound[rate // 2:]
+    assert level_db(sound[:, 0]) > -45 and level_db(sound[:, 1]) > -45
+    assert abs(np.corrcoef(sound[:, 0], sound[:, 1])[0, 1]) < 0.9
+    assert max(comb_db(sound[:, c], rate, 250.0) for c in range(2)) <= 4.0
+
+
 def test_stop_plays_the_fade_out_and_ends_the_process_by_itself(jackd: parts.JackServer, store: ParamStore) -> None:
     """Stopping (quitting ciel, a systemd stop) must not wait for a kill: the process plays its
     fade-out, closes its stream and exits 0 well within a second."""

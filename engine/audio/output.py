@@ -45,6 +45,7 @@ import numpy as np
 from ..configio import to_table
 from ..errors import AudioDeviceError, ModelError
 from ..params import REGISTRY
+from . import jacknames
 from .config import AudioConfig
 
 log = logging.getLogger("ciel.audio")
@@ -329,6 +330,7 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
         import sounddevice as sd
     except OSError as exc:
         raise AudioDeviceError(f"PortAudio not available ({exc}): install libportaudio2 or run with --audio none") from None
+    jacknames.set_client_name(sd)   # JACK sees the client as `ciel`
     found = _wait_for_device(sd, cfg.device, st, buf, wait_for_device)  # first: the quickest error
     if found is None:
         return
@@ -450,6 +452,10 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
         stream.start()
     except sd.PortAudioError as exc:
         raise AudioDeviceError(f"cannot open audio device {label} at {rate} Hz, block {cfg.blocksize}: {exc}") from None
+    if "JACK" in sd.query_hostapis(sd.query_devices(index)["hostapi"])["name"]:
+        note = jacknames.number_ports_from_one()
+        if not note.startswith("JACK ports"):
+            print(f"ciel-audio: {note}", file=sys.stderr, flush=True)
     _set_text(buf, _DEVICE, label)
     st[_S_RATE], st[_S_BLOCK] = rate, cfg.blocksize
     st[_S_LATENCY] = float(stream.latency) * 1e3

@@ -1,0 +1,94 @@
+"""JACK names a performer can find: the client `ciel` with ports `out_1`, `out_2`.
+
+PortAudio's JACK host names its client after the program ("python") and its ports from 0
+(`out_0`, `out_1`). Patchbays (QjackCtl, Carla, `jack_connect`), session managers and the
+documentation speak of `ciel:out_1` and `ciel:out_2`, counted from 1 like the speakers. So the
+audio process:
+
+1. `set_client_name(sd)` before PortAudio initialises: `PaJack_SetClientName("ciel")` (a
+   second ciel on the same server becomes `ciel-01`, JACK's rule);
+2. `number_ports_from_one()` once the stream runs: a short-lived JACK client renames the new
+   client's `out_N` ports to `out_{N+1}` (highest first, so no two names collide).
+
+Both are best effort and return what they did as text: a PortAudio built without JACK, or no
+libjack, leaves the names as they are and the sound plays. Called from the audio process's main
+thread, before and after the stream opens; never from the sound callback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import re
+from typing import Any
+
+CLIENT = "ciel"
+_JACK_NO_START_SERVER = 0x01
+_JACK_PORT_IS_OUTPUT = 0x02
+_NAME = ctypes.create_string_buffer(64)   # PortAudio keeps the pointer, not a copy: it must live on
+
+
+def set_client_name(sd: Any, name: str = CLIENT) -> str:
+    """Make PortAudio's JACK client `name`; re-initialises PortAudio (no stream may be open)."""
+    try:
+        lib = ctypes.CDLL(sd._libname)
+        setter = lib.PaJack_SetClientName
+    except (OSError, AttributeError):
+        return "PortAudio without JACK support: client name left as it is"
+    sd._terminate()
+    _NAME.value = name.encode()[:63]
+    setter.argtypes = [ctypes.c_char_p]
+    setter(_NAME)
+    sd._initialize()
+    return f"JACK client name {name}"
+
+
+def _libjack() -> ctypes.CDLL | None:
+    path = ctypes.util.find_library("jack") or "libjack.so.0"
+    try:
+        jack = ctypes.CDLL(path)
+    except OSError:
+        return None
+    jack.jack_client_open.restype = ctypes.c_void_p
+    jack.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p]
+    jack.jack_get_ports.restype = ctypes.POINTER(ctypes.c_char_p)
+    jack.jack_get_ports.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong]
+    jack.jack_port_by_name.restype = ctypes.c_void_p
+    jack.jack_port_by_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    jack.jack_port_rename.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p]
+    jack.jack_client_close.argtypes = [ctypes.c_void_p]
+    jack.jack_free.argtypes = [ctypes.c_void_p]
+    return jack
+
+
+def number_ports_from_one(name: str = CLIENT) -> str:
+    """Rename the output ports `out_0…` of the newest client called `name` (or `name-NN`) to
+    `out_1…`. Returns what happened, one line."""
+    jack = _libjack()
+    if jack is None:
+        return "no libjack: ports keep PortAudio's names"
+    client = jack.jack_client_open(b"ciel-ports", _JACK_NO_START_SERVER, None)
+    if not client:
+        return "no JACK server answered: ports keep PortAudio's names"
+    try:
+        pattern = f"^{re.escape(name)}(-[0-9]+)?:out_[0-9]+$".encode()
+        found = jack.jack_get_ports(client, pattern, None, _JACK_PORT_IS_OUTPUT)
+        names: list[str] = []
+        if found:
+            i = 0
+            while found[i]:
+                names.append(found[i].decode())
+                i += 1
+            jack.jack_free(ctypes.cast(found, ctypes.c_void_p))
+        owners = {n.split(":", 1)[0] for n in names if n.endswith(":out_0")}
+        if not owners:
+            return "no ports named out_0 to renumber"
+        owner = sorted(owners)[-1]
+        ours = sorted((int(n.rsplit("_", 1)[1]), n) for n in names if n.startswith(owner + ":"))
+        for index, full in reversed(ours):
+            port = jack.jack_port_by_name(client, full.encode())
+            if not port or jack.jack_port_rename(client, port, f"out_{index + 1}".encode()) != 0:
+                return f"could not rename {full}"
+        return f"JACK ports {owner}:out_1…out_{len(ours)}"
+    finally:
+        jack.jack_client_close(client)
