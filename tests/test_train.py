@@ -57,6 +57,33 @@ def all_files_whole(run: Path) -> None:
             assert sf.read(path)[0].size > 0
 
 
+def test_a_full_band_archive_trains_and_streams_at_44100(tmp_path: Path) -> None:
+    """`ingest --samplerate 44100` then `train audio`: the model runs at 44.1 kHz with a 2.9 ms
+    hop and plays through the engine's synth at 48 kHz, in stereo, with a learning axis."""
+    from engine.audio.quality import render_walk
+
+    make_archive(tmp_path / "archive", audio_minutes=0.3, photos=0, seed=4)
+    ingest(tmp_path / "archive", tmp_path / "ds", IngestConfig(samplerate=44100), progress=False)
+    run = tmp_path / "run"
+    assert cli.main(["train", "audio", str(tmp_path / "ds"), "-o", str(run), "--steps", "6", "--batch", "2",
+                     "--threads", "1"]) == 0
+    model = load_audio_model(run / "model")
+    assert model.sample_rate == 44100 and model.hop == 128
+    assert len(model.snapshots) == 2 and model.card["learning"]["steps"] == [0, 6]
+    sound = render_walk(model, 1.0, out_rate=48000)
+    assert sound.shape == (48000, 2) and np.isfinite(sound).all() and np.abs(sound).max() <= 10 ** (-1 / 20) + 1e-6
+
+
+def test_export_keeps_the_chosen_learning_snapshots(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert cli.main(["train", "audio", str(dataset), "-o", str(run), "--steps", "5", "--batch", "1",
+                     "--threads", "1"]) == 0
+    assert cli.main(["export", str(run), str(tmp_path / "two"), "--snapshots", "2"]) == 0
+    assert load_audio_model(tmp_path / "two").card["learning"]["steps"] == [0, 5]
+    assert cli.main(["export", str(run), str(tmp_path / "none"), "--snapshots", "0"]) == 0
+    assert load_audio_model(tmp_path / "none").snapshots == ()
+
+
 def test_audio_budget_gives_a_model_that_plays(dataset: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert cli.main(["train", "audio", str(dataset), "-o", str(run), "--steps", "8", "--checkpoint-steps", "4",
@@ -99,6 +126,16 @@ def test_image_budget_gives_a_model_that_draws(dataset: Path, tmp_path: Path, gl
     img = model.generate(torch.randn(4, model.latent_dim))
     assert img.shape == (4, 3, 64, 64) and torch.isfinite(img).all()
     assert float(img.std()) > 0.01, "generator draws a flat picture"
+    # the model carries its learning axis (from step 0 to the last) and its knob directions
+    assert model.has_learning and info["learning"]["steps"][0] == 0 and info["learning"]["steps"][-1] == info["steps"]
+    assert model.directions is not None and model.directions.shape == (8, model.latent_dim)
+    z = torch.randn(4, model.latent_dim)
+    final = model.generate(z)
+    model.set_learning(0.0)
+    untrained = model.generate(z)
+    model.set_learning(1.0)
+    assert torch.allclose(model.generate(z), final, atol=1e-5)
+    assert not torch.allclose(untrained, final, atol=1e-3), "learning 0 draws like the trained model"
     grids = sorted((run / "previews").glob("image-*.png"))
     assert grids and Image.open(grids[-1]).size[0] > 64 * 3
     assert (run / "previews" / "dataset.png").is_file()

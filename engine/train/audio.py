@@ -38,6 +38,9 @@ from .ingest import Dataset
 from .loop import Env, RunConfig, Snapshot, wrap_ddp
 
 
+WIDE_BAND_STRIDES = (4, 4, 8)
+
+
 @dataclass(frozen=True)
 class AudioTrainConfig:
     """`ciel train audio` settings (saved as RUN/train.toml and in the model card)."""
@@ -103,6 +106,10 @@ class AudioTask:
                                    "(the ingest report lists what was skipped)")
             audio, index, samplerate = torch.from_numpy(np.array(data.audio)), np.array(data.index), data.config.samplerate
         model_cfg = dataclasses.replace(cfg.model, sample_rate=int(samplerate or cfg.model.sample_rate))
+        if model_cfg.sample_rate > 24000 and model_cfg.strides == AudioModelConfig().strides:
+            # full-band archives: a 128-sample hop (2.9 ms at 44.1 kHz, 344 frames/s) keeps the
+            # frame rate and the audio process's work per second near the 16 kHz model's
+            model_cfg = dataclasses.replace(model_cfg, strides=WIDE_BAND_STRIDES)
         if cfg.window % model_cfg.hop:
             raise ValueError(f"window: {cfg.window} is not a multiple of the model's hop ({model_cfg.hop})")
         self.cfg = dataclasses.replace(cfg, model=model_cfg)
