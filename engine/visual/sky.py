@@ -33,13 +33,23 @@ def vertex_source(header: str = DESKTOP_HEADER) -> str:
     return header + shader_text("sky.vert")
 
 
-def fragment_source(name: str = "sky.frag", header: str = DESKTOP_HEADER) -> str:
-    """sky.frag: header + projection.glsl + noise.glsl + sky.frag;
-    composite.frag: header + projection.glsl + composite.frag."""
-    parts = ("projection.glsl", "noise.glsl", name) if name == "sky.frag" else ("projection.glsl", name)
-    return header + "\n".join(shader_text(p) for p in parts)
+# Each fragment program is the version header, optional #defines, then these shared files in order.
+PROGRAM_PARTS = {
+    "sky.frag": ("projection.glsl", "noise.glsl", "skymap.glsl", "sky.frag"),
+    "sky_lut.frag": ("projection.glsl", "noise.glsl", "skymap.glsl", "sky_lut.frag"),
+    "keyframe.frag": ("projection.glsl", "skymap.glsl", "keyframe.frag"),
+    "inverse.frag": ("projection.glsl", "inverse.frag"),
+    "composite.frag": ("projection.glsl", "composite.frag"),
+}
 
 
+def fragment_source(name: str = "sky.frag", header: str = DESKTOP_HEADER, defines: str = "") -> str:
+    """The fragment program `name` (see PROGRAM_PARTS): header + defines + its shared files."""
+    parts = PROGRAM_PARTS.get(name, ("projection.glsl", name))
+    return header + defines + "\n".join(shader_text(p) for p in parts)
+
+
+TILT_TOLERANCE = 1e-4  # radians of sky/lat or sky/roll (0.03 px at 1080p) the tilt table may be off
 SKY_PX_PER_TEXEL = 1.25  # software GL: compute the sky at about the keyframes' own resolution
 SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swiftshader", "software")
 
@@ -73,8 +83,13 @@ class SkyRenderer:
     crossfades from the previous to the newest keyframe over the measured keyframe interval, so a
     slow generator only slows the change of the picture, never the frame rate.
 
-    `render_scale` < 1 computes the sky in a smaller layer that `composite.frag` upscales;
-    0 follows the layout and the keyframe size (`texture_matched_scale`).
+    At `render_scale` 1 (full resolution) the inverse projection is precomputed into a float
+    texture the size of the window (inverse.frag, again only when the size or the projection
+    changes), the crossfaded keyframe is drawn into a small texture while it changes
+    (keyframe.frag), and sky_lut.frag draws every pixel of the oval from the two with a rotation
+    and two fetches. `render_scale` < 1 computes the sky per fragment (sky.frag) in a smaller
+    layer that `composite.frag` upscales; 0 follows the layout and the keyframe size
+    (`texture_matched_scale`).
     """
 
     def __init__(self, ctx: moderngl.Context, width: int, height: int, texture_size: int = 256,
@@ -87,10 +102,37 @@ class SkyRenderer:
         self.vao = ctx.vertex_array(self.prog, [])
         self.composite = ctx.program(vertex_shader=DESKTOP_HEADER + shader_text("composite.vert"),
                                      fragment_shader=fragment_source("composite.frag"))
+        # full resolution: inverse projection table, keyframe texture, per-pixel pass (two variants)
+        self.inverse_prog = ctx.program(vertex_shader=vertex_source(), fragment_shader=fragment_source("inverse.frag"))
+        self.inverse_vao = ctx.vertex_array(self.inverse_prog, [])
+        self.key_prog = ctx.program(vertex_shader=vertex_source(), fragment_shader=fragment_source("keyframe.frag"))
+        self.key_vao = ctx.vertex_array(self.key_prog, [])
         self._geometry = ctx.buffer(reserve=8 * 6 * 512)
         self._n_inner = self._n_all = 0
         self.composite_vao = ctx.vertex_array(self.composite, [(self._geometry, "2f", "aPos")])
+        self.tilt_prog = ctx.program(vertex_shader=vertex_source(),
+                                     fragment_shader=fragment_source("inverse.frag", defines="#define CIEL_TILT 1\n"))
+        self.tilt_vao = ctx.vertex_array(self.tilt_prog, [])
+        # variants (tilt table, dissolve): software GL runs both sides of a branch, so each is its own program
+        self.lut_progs: dict[tuple[bool, bool], moderngl.Program] = {}
+        self.lut_vaos: dict[tuple[bool, bool], moderngl.VertexArray] = {}
+        for tilt in (True, False):
+            for dissolve in (False, True):
+                defines = ("#define CIEL_TILT 1\n" if tilt else "") + ("#define CIEL_DISSOLVE 1\n" if dissolve else "")
+                prog = ctx.program(vertex_shader=DESKTOP_HEADER + shader_text("composite.vert"),
+                                   fragment_shader=fragment_source("sky_lut.frag", defines=defines))
+                self.lut_progs[tilt, dissolve] = prog
+                self.lut_vaos[tilt, dissolve] = ctx.vertex_array(prog, [(self._geometry, "2f", "aPos")])
+        self._warm = False  # every variant is drawn once before the first frame (llvmpipe compiles on first use)
         self._layer: moderngl.Framebuffer | None = None
+        self._inverse: moderngl.Framebuffer | None = None
+        self._inverse_for: tuple[int, int, int] | None = None
+        self._tilted: moderngl.Framebuffer | None = None
+        self._tilt_for: tuple[int, int, int, float, float] | None = None  # size, projection, lat0, roll (rad)
+        self._last_tilt: tuple[float, float] | None = None
+        self._keys: dict[bool, moderngl.Framebuffer] = {}
+        self._key_for: tuple | None = None
+        self._version = 0  # counts uploads: the keyframe texture is redrawn when it changes
         self.smoother = Smoother(registry)
         self._slots = {name: registry.index(name) for name in (
             "sky/projection", "sky/mapping", "sky/lon", "sky/lat", "sky/roll", "sky/spin", "sky/graticule",
@@ -110,6 +152,9 @@ class SkyRenderer:
     def _make_textures(self, size: int) -> None:
         for tex in self.textures:
             tex.release()
+        for fbo in self._keys.values():
+            fbo.color_attachments[0].release()
+            fbo.release()
         blank = np.full((size, size, 3), 24, np.uint8).tobytes()
         self.textures = []
         for _ in range(4):
@@ -121,28 +166,47 @@ class SkyRenderer:
         # front pair [previous, newest], back pair [previous, newest]
         self._front = [self.textures[0], self.textures[1]]
         self._back = [self.textures[2], self.textures[3]]
+        # keyframe.frag's targets: the front crossfade (R x R) and the mapping 1 panorama (2R x R);
+        # both repeat in u (the panorama wraps at lon ±180°; sky_lut.frag clamps u for the other),
+        # so both give llvmpipe the same sampler state and one compiled shader variant
+        self._keys = {}
+        for panorama in (False, True):
+            tex = self.ctx.texture((2 * size if panorama else size, size), 4)  # RGBA: aligned texels
+            tex.filter = (moderngl.LINEAR, moderngl.LINEAR)
+            tex.repeat_x, tex.repeat_y = True, False
+            self._keys[panorama] = self.ctx.framebuffer(color_attachments=[tex])
+        self._key_for = None
 
     def resize(self, width: int, height: int) -> None:
-        """New drawable size in pixels (window resize); remakes the sky layer if one is used."""
+        """New drawable size in pixels (window resize); remakes the sky layer or the inverse table."""
         self.width, self.height = int(width), int(height)
         self.layout = layout(self.width, self.height)
         if self.auto_scale:
             self.render_scale = texture_matched_scale(self.layout, self.texture_size, self.height)
-        if self._layer is not None:
-            self._layer.color_attachments[0].release()
-            self._layer.release()
-            self._layer = None
+        for fbo in (self._layer, self._inverse, self._tilted):
+            if fbo is not None:
+                fbo.color_attachments[0].release()
+                fbo.release()
+        self._layer = self._inverse = self._tilted = None
+        self._inverse_for = self._tilt_for = None
         if self.render_scale < 1.0:
             size = (max(1, round(self.width * self.render_scale)), max(1, round(self.height * self.render_scale)))
             tex = self.ctx.texture(size, 4)  # RGBA: aligned texels sample fastest in software GL
             tex.filter = (moderngl.LINEAR, moderngl.LINEAR)
             tex.repeat_x = tex.repeat_y = False
             self._layer = self.ctx.framebuffer(color_attachments=[tex])
-            tris, self._n_inner = composite_geometry(self.layout)
-            if tris.nbytes > self._geometry.size:
-                self._geometry.orphan(tris.nbytes)
-            self._geometry.write(tris.tobytes())
-            self._n_all = len(tris)
+        else:
+            tex = self.ctx.texture((self.width, self.height), 4, dtype="f4")
+            tex.filter = (moderngl.NEAREST, moderngl.NEAREST)
+            self._inverse = self.ctx.framebuffer(color_attachments=[tex])
+            tex = self.ctx.texture((self.width, self.height), 2, dtype="f4")
+            tex.filter = (moderngl.NEAREST, moderngl.NEAREST)
+            self._tilted = self.ctx.framebuffer(color_attachments=[tex])
+        tris, self._n_inner = composite_geometry(self.layout)
+        if tris.nbytes > self._geometry.size:
+            self._geometry.orphan(tris.nbytes)
+        self._geometry.write(tris.tobytes())
+        self._n_all = len(tris)
 
     def upload(self, image: np.ndarray, back: np.ndarray | None = None) -> None:
         """A new keyframe (H, W, 3) uint8, top row first; `back` is the image behind (mapping 1).
@@ -163,6 +227,7 @@ class SkyRenderer:
             if first:  # nothing to fade from yet
                 pair[0].write(data)
         self._arrived = True
+        self._version += 1
 
     def note_hit(self, x: float, y: float) -> bool:
         """True if window point (x right, y down from the top-left, pixels) is on the note circle."""
@@ -188,8 +253,9 @@ class SkyRenderer:
             self._arrived = False
         mix = 1.0 if self._key_t is None else min(max((t - self._key_t) / self.interval, 0.0), 1.0)
         lay = self.layout
-        rot = rotation_matrix(math.radians(v[s["sky/lon"]] + self._spin), math.radians(v[s["sky/lat"]]),
-                              math.radians(v[s["sky/roll"]]))
+        lon0 = math.radians((v[s["sky/lon"]] + self._spin + 180.0) % 360.0 - 180.0)
+        tilt = (math.radians(v[s["sky/lat"]]), math.radians(v[s["sky/roll"]]))
+        rot = rotation_matrix(lon0, *tilt)
         common = {"uGrain": float(v[s["sky/grain"]]), "uFade": float(v[s["master/fade"]]),
                   "uBackground": tuple(float(x) for x in v[self._background]),
                   "uNote": (lay.note_x, lay.note_y, lay.note_r, float(v[s["note/show"]] > 0.5)),
@@ -200,14 +266,12 @@ class SkyRenderer:
                "uSpacing": math.radians(max(v[s["sky/spacing"]], 1.0)),
                "uColormap": int(round(v[s["sky/colormap"]])), "uDissolve": float(v[s["sky/dissolve"]]),
                "uBrightness": float(v[s["sky/brightness"]]),
-               "uImageA0": 0, "uImageA1": 1, "uImageB0": 2, "uImageB1": 3}
+               "uImageA0": 0, "uImageA1": 1, "uImageB0": 2, "uImageB1": 3, "uLon0": lon0}
         for unit, tex in enumerate((self._front[0], self._front[1], self._back[0], self._back[1])):
             tex.use(unit)
         target = self.ctx.fbo
         if self._layer is None:
-            _set_uniforms(self.prog, common, sky, {"uCentre": (lay.cx, lay.cy), "uScale": lay.scale, "uLayer": 0})
-            self.ctx.viewport = (0, 0, self.width, self.height)
-            self.vao.render(moderngl.TRIANGLES, vertices=3)
+            self._render_full(target, common, sky, tilt)
         else:
             lw, lh = self._layer.size
             sx, sy = lw / self.width, lh / self.height
@@ -216,25 +280,112 @@ class SkyRenderer:
                                                     "uScale": lay.scale * min(sx, sy), "uLayer": 1})
             self.vao.render(moderngl.TRIANGLES, vertices=3)
             target.use()
-            self.ctx.viewport = (0, 0, self.width, self.height)
+            self._composite(common, self._layer.color_attachments[0], self._n_all)
+        self.frame += 1
+
+    def _composite(self, common: dict[str, object], sky_texture: moderngl.Texture, upto: int) -> None:
+        """Clear the bound framebuffer to the background and draw composite.frag: the layer's
+        interior, its edge band and the note square; `upto` = 6 draws only the note square."""
+        lay = self.layout
+        self.ctx.viewport = (0, 0, self.width, self.height)
+        if upto == self._n_all:
             fade = common["uFade"]
             self.ctx.clear(*(c * fade for c in common["uBackground"]))  # outside the oval: a memset
-            self._layer.color_attachments[0].use(4)
-            _set_uniforms(self.composite, common, {"uSky": 4, "uResolution": (float(self.width), float(self.height)),
-                                                   "uCentre": (lay.cx, lay.cy), "uScale": lay.scale})
-            # interior: texture only; edge band and note square: the full composite shader
+        sky_texture.use(4)
+        _set_uniforms(self.composite, common, {"uSky": 4, "uResolution": (float(self.width), float(self.height)),
+                                               "uCentre": (lay.cx, lay.cy), "uScale": lay.scale})
+        if upto == self._n_all:  # interior: texture only
             self.composite["uInterior"].value = 1
             self.composite_vao.render(moderngl.TRIANGLES, vertices=self._n_inner, first=0)
-            self.composite["uInterior"].value = 0
-            self.composite_vao.render(moderngl.TRIANGLES, vertices=self._n_all - self._n_inner, first=self._n_inner)
-        self.frame += 1
+        # edge band and note square (the last 6 vertices): the full composite shader
+        self.composite["uInterior"].value = 0
+        self.composite_vao.render(moderngl.TRIANGLES, vertices=min(upto, self._n_all - self._n_inner),
+                                  first=self._n_all - min(upto, self._n_all - self._n_inner))
+
+    def _render_full(self, target: moderngl.Framebuffer, common: dict[str, object], sky: dict[str, object],
+                     tilt: tuple[float, float]) -> None:
+        """Full resolution: refresh the tables and the keyframe texture where needed, then the
+        per-pixel pass over the oval's rectangles and composite.frag over the note square.
+
+        While sky/lat and sky/roll stay put (within TILT_TOLERANCE radians) the pass reads the table
+        of their tilt and adds the longitude; while they move it rotates the view vectors of the
+        inverse table. The tilt table is remade once they settle."""
+        assert self._inverse is not None and self._tilted is not None
+        projection = int(sky["uProjection"])
+        place = {"uCentre": (self.layout.cx, self.layout.cy), "uScale": self.layout.scale, "uProjection": projection}
+        if self._inverse_for != (self.width, self.height, projection):
+            self._inverse.use()
+            self.ctx.viewport = (0, 0, self.width, self.height)
+            _set_uniforms(self.inverse_prog, place)
+            self.inverse_vao.render(moderngl.TRIANGLES, vertices=3)
+            self._inverse_for = (self.width, self.height, projection)
+        table = self._tilt_for
+        fits = (table is not None and table[:3] == (self.width, self.height, projection)
+                and max(abs(table[3] - tilt[0]), abs(table[4] - tilt[1])) <= TILT_TOLERANCE)
+        settled = self._last_tilt is None or max(abs(self._last_tilt[0] - tilt[0]),
+                                                 abs(self._last_tilt[1] - tilt[1])) <= TILT_TOLERANCE / 4
+        self._last_tilt = tilt
+        if not fits and settled:
+            self._tilted.use()
+            self.ctx.viewport = (0, 0, self.width, self.height)
+            _set_uniforms(self.tilt_prog, place, {"uTilt": tuple(rotation_matrix(0.0, *tilt).T.flatten())})
+            self.tilt_vao.render(moderngl.TRIANGLES, vertices=3)
+            self._tilt_for = (self.width, self.height, projection, *tilt)
+            fits = True
+        mapping = int(sky["uMapping"])
+        panorama = mapping == 1
+        dissolve = float(sky["uDissolve"]) > 0.0
+        colormap_here = 0 if dissolve else int(sky["uColormap"])
+        state = (panorama, round(float(sky["uMix"]), 4), colormap_here, self._version)
+        key = self._keys[panorama]
+        if state != self._key_for:
+            key.use()
+            w, h = key.size
+            self.ctx.viewport = (0, 0, w, h)
+            _set_uniforms(self.key_prog, sky, {"uMix": state[1], "uColormap": colormap_here, "uPanorama": int(panorama),
+                                               "uSize": (float(w), float(h))})
+            self.key_vao.render(moderngl.TRIANGLES, vertices=3)
+            self._key_for = state
+        target.use()
+        self.ctx.viewport = (0, 0, self.width, self.height)
+        fade = common["uFade"]
+        self.ctx.clear(*(c * fade for c in common["uBackground"]))  # outside the oval: a memset
+        self._inverse.color_attachments[0].use(5)
+        self._tilted.color_attachments[0].use(6)
+        key.color_attachments[0].use(4)
+        half = 0.5 / self.texture_size
+        clamp_u = (-1.0, 2.0) if panorama else (half, 1.0 - half)
+        if panorama:  # lon -180°..180° across the panorama, lat 90° at its top row
+            key_map = (0.5 / math.pi, -1.0 / math.pi, 0.5, 0.5)
+        elif mapping == 2:  # mirrored tiles of sky/spacing
+            spacing = float(sky["uSpacing"])
+            key_map = (1.0 / spacing, -1.0 / spacing, 0.0, 0.5)
+        else:  # mirrored equirectangular, the image spanning lon ±90°
+            key_map = (1.0 / math.pi, -1.0 / math.pi, 0.5, 0.5)
+        table = {"uInverse": 5, "uTilted": 6, "uKey": 4, "uKeyClamp": (clamp_u[0], clamp_u[1], 0.0, 1.0),
+                 "uKeyMap": key_map, "uSqueeze": 0.0 if panorama else 1.0,
+                 "uResolution": (float(self.width), float(self.height)),
+                 "uColormap": int(sky["uColormap"]) if dissolve else 0}
+        n_oval = self._n_all - 6  # every rectangle but the note square
+        variants = [(fits, dissolve)]
+        if not self._warm:  # compile every variant now rather than at its first use in a show
+            variants = [key for key in self.lut_progs if key != variants[0]] + variants
+            self._warm = True
+        for variant in variants:
+            prog = self.lut_progs[variant]
+            _set_uniforms(prog, common, sky, table)
+            self.lut_vaos[variant].render(moderngl.TRIANGLES, vertices=n_oval, first=0)
+        self._composite(common, key.color_attachments[0], 6)
 
     def release(self) -> None:
         """Free every GL object this renderer made."""
-        if self._layer is not None:
-            self._layer.color_attachments[0].release()
-            self._layer.release()
-        for obj in (*self.textures, self.vao, self.prog, self.composite_vao, self.composite, self._geometry):
+        for fbo in (self._layer, self._inverse, self._tilted, *self._keys.values()):
+            if fbo is not None:
+                fbo.color_attachments[0].release()
+                fbo.release()
+        for obj in (*self.textures, self.vao, self.prog, self.composite_vao, self.composite, self._geometry,
+                    self.inverse_vao, self.inverse_prog, self.tilt_vao, self.tilt_prog, self.key_vao, self.key_prog,
+                    *self.lut_vaos.values(), *self.lut_progs.values()):
             obj.release()
 
 
