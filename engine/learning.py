@@ -100,7 +100,8 @@ class WeightMorph:
         self.count = len(snapshots)
         self.tolerance = tolerance
         own = dict(module.state_dict(keep_vars=True))
-        self.keys = [k for k, v in own.items() if torch.is_floating_point(v) and all(k in s for s in snapshots)]
+        self.keys = [k for k, v in own.items() if torch.is_floating_point(v) and all(k in s for s in snapshots)
+                     and self.count >= 2]
         self.targets = [own[k].data if isinstance(own[k], nn.Parameter) else own[k] for k in self.keys]
         # (n, ...) stacks per tensor: one indexed lerp per tensor when the knob moves
         self.stacks = [torch.stack([s[k].to(t.dtype) for s in snapshots]) for k, t in zip(self.keys, self.targets)]
