@@ -105,8 +105,9 @@ class SkyRenderer:
         # full resolution: inverse projection table, keyframe texture, per-pixel pass (two variants)
         self.inverse_prog = ctx.program(vertex_shader=vertex_source(), fragment_shader=fragment_source("inverse.frag"))
         self.inverse_vao = ctx.vertex_array(self.inverse_prog, [])
-        self.key_prog = ctx.program(vertex_shader=vertex_source(), fragment_shader=fragment_source("keyframe.frag"))
-        self.key_vao = ctx.vertex_array(self.key_prog, [])
+        self.key_progs = {panorama: ctx.program(vertex_shader=vertex_source(), fragment_shader=fragment_source(
+            "keyframe.frag", defines="#define CIEL_PANORAMA 1\n" if panorama else "")) for panorama in (False, True)}
+        self.key_vaos = {panorama: ctx.vertex_array(prog, []) for panorama, prog in self.key_progs.items()}
         self._geometry = ctx.buffer(reserve=8 * 6 * 512)
         self._n_inner = self._n_all = 0
         self.composite_vao = ctx.vertex_array(self.composite, [(self._geometry, "2f", "aPos")])
@@ -342,9 +343,9 @@ class SkyRenderer:
             key.use()
             w, h = key.size
             self.ctx.viewport = (0, 0, w, h)
-            _set_uniforms(self.key_prog, sky, {"uMix": state[1], "uColormap": colormap_here, "uPanorama": int(panorama),
-                                               "uSize": (float(w), float(h))})
-            self.key_vao.render(moderngl.TRIANGLES, vertices=3)
+            _set_uniforms(self.key_progs[panorama], sky, {"uMix": state[1], "uColormap": colormap_here,
+                                                          "uSize": (float(w), float(h))})
+            self.key_vaos[panorama].render(moderngl.TRIANGLES, vertices=3)
             self._key_for = state
         target.use()
         self.ctx.viewport = (0, 0, self.width, self.height)
@@ -384,7 +385,8 @@ class SkyRenderer:
                 fbo.color_attachments[0].release()
                 fbo.release()
         for obj in (*self.textures, self.vao, self.prog, self.composite_vao, self.composite, self._geometry,
-                    self.inverse_vao, self.inverse_prog, self.tilt_vao, self.tilt_prog, self.key_vao, self.key_prog,
+                    self.inverse_vao, self.inverse_prog, self.tilt_vao, self.tilt_prog,
+                    *self.key_vaos.values(), *self.key_progs.values(),
                     *self.lut_vaos.values(), *self.lut_progs.values()):
             obj.release()
 
