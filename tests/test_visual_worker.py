@@ -11,7 +11,7 @@ from conftest import IN_CI
 
 from engine.params import REGISTRY
 from engine.visual.model import Generator, GeneratorConfig, export_image_model, load_image_model
-from engine.visual.worker import GanWorker, ImagePath
+from engine.visual.worker import GanWorker, ImagePath, make_paths, render_keyframe
 
 SLOT = REGISTRY.index
 
@@ -69,6 +69,51 @@ def test_temperature_and_offsets():
     z2 = path.step(v, 0.0)
     assert np.allclose(z2[:8], 0.5 * z[:8] + np.arange(8) * 0.25, atol=1e-6)
     assert np.allclose(z2[8:], 0.5 * z[8:], atol=1e-6)
+
+
+def test_offsets_move_along_the_model_knob_directions():
+    """With knob directions, `image/offset` k moves the latent along direction k (one unit = one
+    standard deviation along it), not along latent dimension k."""
+    directions = np.linalg.qr(np.random.default_rng(0).standard_normal((32, 8)))[0].T * 1.5  # (8, 32)
+    plain = ImagePath(32, 3)
+    steered = ImagePath(32, 3, directions=directions)
+    z = plain.step(values(image__walk__speed=0.0), 0.0)
+    v = values(image__walk__speed=0.0)
+    v[REGISTRY.slot("image/offset")] = [2.0, 0, 0, 0, 0, 0, 0, -1.0]
+    z2 = steered.step(v, 0.0)
+    assert np.allclose(z2 - z, 2.0 * directions[0] - directions[7], atol=1e-5)
+
+
+def learning_model(folder):
+    """A 64 px model whose learning axis runs from a random start to different final weights."""
+    import torch
+
+    cfg = GeneratorConfig(resolution=64, latent_dim=16, channels=32, norm="pixel")
+    torch.manual_seed(0)
+    start, final = Generator(cfg), Generator(cfg)
+    with torch.no_grad():
+        for p in final.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    export_image_model(final, folder, snapshots=[(0, 0.0, start.state_dict()), (9, 9.0, final.state_dict())])
+    return load_image_model(folder)
+
+
+def test_keyframes_follow_the_learning_knob(tmp_path):
+    model = learning_model(tmp_path / "learning")
+    frames = {}
+    for x in (1.0, 0.0, 1.0):
+        paths = make_paths(model, seed=4)
+        frames.setdefault(x, []).append(render_keyframe(model, paths, values(image__learning=x), 0.0, False)[0])
+    assert np.array_equal(frames[1.0][0], frames[1.0][1])  # back at 1: the exported model again
+    assert np.abs(frames[1.0][0].astype(float) - frames[0.0][0]).mean() > 10, "learning 0 draws like learning 1"
+
+
+def test_model_without_learning_snapshots_draws_the_same_at_any_learning(tmp_path):
+    export_image_model(Generator(GeneratorConfig(resolution=64, latent_dim=16, channels=32)), tmp_path)
+    model = load_image_model(tmp_path)
+    a = render_keyframe(model, make_paths(model, 4), values(image__learning=1.0), 0.0, False)[0]
+    b = render_keyframe(model, make_paths(model, 4), values(image__learning=0.0), 0.0, False)[0]
+    assert np.array_equal(a, b)
 
 
 @pytest.fixture(scope="module")

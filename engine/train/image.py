@@ -1,6 +1,7 @@
-"""`ciel train image`: the DCGAN-style generator of the visual engine, trained for small data on a CPU.
+"""`ciel train image`: the image generator of the visual engine, trained for small data on a CPU.
 
-- Generator: `engine.visual.model.Generator` (transposed convolutions, batch norm).
+- Generator: `engine.visual.model.Generator` (bilinear resize then 3x3 convolution at each
+  doubling, batch norm, skip-layer excitation).
 - Discriminator: its mirror — 4x4 stride-2 convolutions from the resolution down to 4x4, widths
   doubling from `d_channels` up to `d_max_channels`, LeakyReLU 0.2, spectral norm on every layer.
 - Loss: hinge. One generator forward per step feeds both updates (as PyTorch-GAN's dcgan.py does):
@@ -11,6 +12,9 @@
   also mirrored left-right.
 - EMA of the generator weights (batch-norm statistics copied), with a warm-up so short runs
   benefit; the EMA generator is what previews show and what is exported.
+- Export: the EMA generator with standing batch-norm statistics, its learning snapshots (each
+  with its own standing statistics; at most `IMAGE_SNAPSHOTS`) and the latent knob directions
+  (`engine.visual.model.latent_directions`).
 
 Shapes: the dataset's uint8 photos [N, S, S, 3] are resized once to the model resolution R and
 kept as uint8 on the device; batches are float [B, 3, R, R] in [-1, 1]. Called on the training
@@ -33,12 +37,16 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from ..configio import field
 from ..errors import DatasetError
-from ..visual.model import Generator, GeneratorConfig, export_image_model
+from .. import learning
+from ..visual.model import Generator, GeneratorConfig, export_image_model, fold_batchnorm, latent_directions
 from . import previews
 from .ingest import Dataset
 from .loop import Env, RunConfig, Snapshot, wrap_ddp
 
 AUGMENTS = ("color", "translation", "cutout")
+IMAGE_SNAPSHOTS = 6   # learning snapshots an image model keeps at most: each float16 copy of the
+                      # 1 M-parameter generator adds 2 MB (6 → a 14 MB model file, 8 would be 18 MB)
+KNOBS = 8             # latent knob directions stored in the model (engine.params IMAGE_LATENT_KNOBS)
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class ImageTrainConfig:
     latent_dim: int = field(128, minimum=1, maximum=1024, doc="Size of the generator's latent vector.")
     channels: int = field(256, minimum=8, maximum=2048, doc="Generator width at 4x4 (halves at each doubling).")
     min_channels: int = field(16, minimum=4, maximum=1024, doc="Narrowest generator layer.")
+    norm: str = field("batch", choices=("batch", "pixel"), doc="Generator normalisation: batch norm (folded away at export) or pixel norm.")
+    sle: bool = field(True, doc="Skip-layer excitation in the generator (coarse maps gate the finest ones).")
     d_channels: int = field(8, minimum=4, maximum=1024, doc="Discriminator width at full resolution (doubles as it shrinks).")
     d_max_channels: int = field(256, minimum=8, maximum=2048, doc="Widest discriminator layer.")
     batch: int = field(8, minimum=1, maximum=4096, doc="Photos per step (per process under torchrun).")
@@ -65,8 +75,8 @@ class ImageTrainConfig:
     preview_images: int = field(16, minimum=1, maximum=256, doc="Images in the preview grid.")
 
     def generator_config(self) -> GeneratorConfig:
-        return GeneratorConfig(resolution=self.resolution, latent_dim=self.latent_dim,
-                               channels=self.channels, min_channels=self.min_channels)
+        return GeneratorConfig(resolution=self.resolution, latent_dim=self.latent_dim, channels=self.channels,
+                               min_channels=self.min_channels, norm=self.norm, sle=self.sle)
 
 
 class Discriminator(nn.Module):
@@ -238,19 +248,23 @@ class ImageTask:
         for e, b in zip(self.ema.buffers(), self.gen.buffers()):
             e.copy_(b)
 
-    def standing_generator(self) -> Generator:
-        """A copy of the EMA generator with batch-norm statistics measured for its own weights
-        ("standing statistics"), in eval mode: what the exported model makes."""
+    def standing_generator(self, state: dict[str, torch.Tensor] | None = None) -> Generator:
+        """A copy of the EMA generator (or of `state`, a generator state dict) with batch-norm
+        statistics measured for its own weights ("standing statistics"), in eval mode: what the
+        exported model makes."""
         gen = copy.deepcopy(self.ema)
-        for m in gen.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None  # cumulative average over the batches below
-        g = torch.Generator().manual_seed(self.cfg.run.seed + 17)
-        gen.train()
-        with torch.no_grad():
-            for _ in range(4):
-                gen(torch.randn(32, self.cfg.latent_dim, generator=g).to(self.env.device))
+        if state is not None:
+            gen.load_state_dict(state)
+        norms = [m for m in gen.modules() if isinstance(m, nn.BatchNorm2d)]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+        if norms:
+            g = torch.Generator().manual_seed(self.cfg.run.seed + 17)
+            gen.train()
+            with torch.no_grad():
+                for _ in range(4):
+                    gen(torch.randn(32, self.cfg.latent_dim, generator=g).to(self.env.device))
         return gen.eval()
 
     @torch.no_grad()
@@ -271,9 +285,21 @@ class ImageTask:
         return out
 
     def export(self, folder: Path, card_extra: dict[str, Any], snapshots: list[Snapshot]) -> Path:
+        """The standing EMA generator, up to IMAGE_SNAPSHOTS learning snapshots of the EMA generator
+        (oldest first, the last one the exported weights) and the latent knob directions."""
         extra = dict(card_extra)
         extra.setdefault("description",
-                         f"DCGAN-style generator trained by `ciel train image` for {extra.get('steps', 0)} steps "
-                         f"on {self.photos.shape[0]} photos at {self.cfg.resolution} px "
-                         "(hinge loss, DiffAugment, spectral-norm discriminator, EMA weights).")
-        return export_image_model(self.standing_generator().cpu(), folder, extra)
+                         f"Resize-convolution generator trained by `ciel train image` for {extra.get('steps', 0)} "
+                         f"steps on {self.photos.shape[0]} photos at {self.cfg.resolution} px (hinge loss, "
+                         "DiffAugment, spectral-norm discriminator, EMA weights, skip-layer excitation).")
+        final = self.standing_generator().cpu()
+        usable = [s for s in snapshots if "ema" in s.states]
+        usable = [usable[i] for i in learning.pick(len(usable), IMAGE_SNAPSHOTS)]
+        snaps = [(s.step, s.seconds, {k: v for k, v in self.standing_generator(s.states["ema"]).cpu().state_dict().items()
+                                      if not k.endswith("num_batches_tracked")}) for s in usable[:-1]]
+        if usable:
+            last = usable[-1]
+            snaps.append((last.step, last.seconds, final.state_dict()))
+        folded = fold_batchnorm(copy.deepcopy(final))
+        directions = latent_directions(folded, self.cfg.latent_dim, KNOBS, seed=self.cfg.run.seed, samples=512)
+        return export_image_model(final, folder, extra, snaps if len(snaps) >= 2 else (), directions)

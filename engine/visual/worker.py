@@ -7,7 +7,11 @@ parameters (and scene/next) from the flat value array of engine.params:
 - jump: `image/jump` or `scene/next` (trigger counters) pick a new random latent and glide to it
   over `image/glide` seconds;
 - hold: `image/hold` freezes the path (time stops for it);
-- temperature scales the latent, `image/offset` adds to its first dimensions.
+- temperature scales the latent; `image/offset` moves it along the model's knob directions
+  (its principal latent directions, most important first, in standard deviations; a model without
+  directions: along the first latent dimensions);
+- learning: `image/learning` moves the generator's weights along its training snapshots
+  (`ImageModel.set_learning`; a model without snapshots ignores it).
 
 `GanWorker` runs the generator in its own process: it advances the paths on its own clock, makes
 a keyframe `keyframes_per_s` times a second and publishes it in shared memory; the render thread
@@ -34,7 +38,8 @@ from .model import ImageModel, compile_generator, load_image_model
 log = logging.getLogger(__name__)
 
 COMPILE_AFTER = 5        # keyframes timed eagerly before deciding to compile
-COMPILE_ABOVE_MS = 20.0  # compile only a generator needing more CPU per keyframe (default: ~4 ms)
+COMPILE_ABOVE_MS = 20.0  # compile only a generator needing more CPU per keyframe (default: ~16 ms)
+_LEARNING = REGISTRY.index("image/learning")
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
@@ -57,10 +62,14 @@ def _smoothstep(x: float) -> float:
 
 class ImagePath:
     """Deterministic latent path for one seed. Called by one thread (the worker, or the offline
-    renderer); `step(values, t)` with non-decreasing `t` seconds returns a (latent_dim,) float32."""
+    renderer); `step(values, t)` with non-decreasing `t` seconds returns a (latent_dim,) float32.
+    `directions` (K, latent_dim): the latent step of one `image/offset` unit along each knob
+    (None: knob k adds to latent dimension k)."""
 
-    def __init__(self, latent_dim: int, seed: int, registry: Registry = REGISTRY) -> None:
+    def __init__(self, latent_dim: int, seed: int, registry: Registry = REGISTRY,
+                 directions: np.ndarray | None = None) -> None:
         self.latent_dim = latent_dim
+        self.directions = None if directions is None else np.asarray(directions, np.float64)[:IMAGE_LATENT_KNOBS]
         self.rng = np.random.default_rng(seed)
         i = registry.index
         self._speed, self._glide, self._hold = i("image/walk/speed"), i("image/glide"), i("image/hold")
@@ -110,8 +119,11 @@ class ImagePath:
         self.current = walk
         z = walk * float(values[self._temp])
         off = np.asarray(values[self._offset], dtype=np.float64)
-        n = min(IMAGE_LATENT_KNOBS, self.latent_dim)
-        z[:n] += off[:n]
+        if self.directions is not None:
+            z += off[:len(self.directions)] @ self.directions  # (K,) @ (K, latent_dim)
+        else:
+            n = min(IMAGE_LATENT_KNOBS, self.latent_dim)
+            z[:n] += off[:n]
         return z.astype(np.float32)
 
 
@@ -126,13 +138,16 @@ class Keyframe:
 
 
 def make_paths(model: ImageModel, seed: int, registry: Registry = REGISTRY) -> tuple[ImagePath, ImagePath]:
-    """The front path (seed) and the path of the image behind (seed + 1)."""
-    return ImagePath(model.latent_dim, seed, registry), ImagePath(model.latent_dim, seed + 1, registry)
+    """The front path (seed) and the path of the image behind (seed + 1), with the model's knob directions."""
+    return (ImagePath(model.latent_dim, seed, registry, model.directions),
+            ImagePath(model.latent_dim, seed + 1, registry, model.directions))
 
 
 def render_keyframe(model: ImageModel, paths: tuple[ImagePath, ImagePath], values: np.ndarray, t: float,
                     with_back: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Advance both paths to `t` and generate the front (and back) image, (R, R, 3) uint8."""
+    """Move the generator to `image/learning`, advance both paths to `t` and generate the front
+    (and back) image, (R, R, 3) uint8."""
+    model.set_learning(float(values[_LEARNING]))
     zf = paths[0].step(values, t)
     zb = paths[1].step(values, t)
     front = model.to_uint8(torch.from_numpy(zf)).numpy()
@@ -368,6 +383,7 @@ def _produce(model: ImageModel, seed: int, keyframes_per_s: float, compile: bool
             # compiling takes 10-20 s of CPU: worth it only for a generator too slow for the rate
             # CPU time, not wall time: on a busy machine waiting for a core is not the model's cost
             if min(cpu_ms) > COMPILE_ABOVE_MS:
-                model.generator, model.compiled = compile_generator(model.generator, model.latent_dim)
+                model.generator, model.compiled = compile_generator(model.generator, model.latent_dim,
+                                                                    freeze=not model.has_learning)
         next_t = max(next_t + period, time.monotonic())
         time.sleep(max(0.0, next_t - time.monotonic()))
