@@ -102,7 +102,7 @@ class SkyRenderer:
         self.vao = ctx.vertex_array(self.prog, [])
         self.composite = ctx.program(vertex_shader=DESKTOP_HEADER + shader_text("composite.vert"),
                                      fragment_shader=fragment_source("composite.frag"))
-        # full resolution: inverse projection table, keyframe texture, per-pixel pass (two variants)
+        # full resolution: the inverse projection and tilt tables, the keyframe texture, the per-pixel pass
         self.inverse_prog = ctx.program(vertex_shader=vertex_source(), fragment_shader=fragment_source("inverse.frag"))
         self.inverse_vao = ctx.vertex_array(self.inverse_prog, [])
         self.key_progs = {panorama: ctx.program(vertex_shader=vertex_source(), fragment_shader=fragment_source(
@@ -320,9 +320,9 @@ class SkyRenderer:
             _set_uniforms(self.inverse_prog, place)
             self.inverse_vao.render(moderngl.TRIANGLES, vertices=3)
             self._inverse_for = (self.width, self.height, projection)
-        table = self._tilt_for
-        fits = (table is not None and table[:3] == (self.width, self.height, projection)
-                and max(abs(table[3] - tilt[0]), abs(table[4] - tilt[1])) <= TILT_TOLERANCE)
+        made = self._tilt_for
+        fits = (made is not None and made[:3] == (self.width, self.height, projection)
+                and max(abs(made[3] - tilt[0]), abs(made[4] - tilt[1])) <= TILT_TOLERANCE)
         settled = self._last_tilt is None or max(abs(self._last_tilt[0] - tilt[0]),
                                                  abs(self._last_tilt[1] - tilt[1])) <= TILT_TOLERANCE / 4
         self._last_tilt = tilt
@@ -363,18 +363,18 @@ class SkyRenderer:
             key_map = (1.0 / spacing, -1.0 / spacing, 0.0, 0.5)
         else:  # mirrored equirectangular, the image spanning lon ±90°
             key_map = (1.0 / math.pi, -1.0 / math.pi, 0.5, 0.5)
-        table = {"uInverse": 5, "uTilted": 6, "uKey": 4, "uKeyClamp": (clamp_u[0], clamp_u[1], 0.0, 1.0),
+        tables = {"uInverse": 5, "uTilted": 6, "uKey": 4, "uKeyClamp": (clamp_u[0], clamp_u[1], 0.0, 1.0),
                  "uKeyMap": key_map, "uSqueeze": 0.0 if panorama else 1.0,
                  "uResolution": (float(self.width), float(self.height)),
                  "uColormap": int(sky["uColormap"]) if dissolve else 0}
         n_oval = self._n_all - 6  # every rectangle but the note square
         variants = [(fits, dissolve)]
         if not self._warm:  # compile every variant now rather than at its first use in a show
-            variants = [key for key in self.lut_progs if key != variants[0]] + variants
+            variants = [other for other in self.lut_progs if other != variants[0]] + variants
             self._warm = True
         for variant in variants:
             prog = self.lut_progs[variant]
-            _set_uniforms(prog, common, sky, table)
+            _set_uniforms(prog, common, sky, tables)
             self.lut_vaos[variant].render(moderngl.TRIANGLES, vertices=n_oval, first=0)
         self._composite(common, key.color_attachments[0], 6)
 
