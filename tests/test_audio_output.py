@@ -130,6 +130,52 @@ def test_the_jack_ports_carry_two_different_channels_without_a_frame_rate_drone(
     assert max(comb_db(sound[:, c], rate, 250.0) for c in range(2)) <= 4.0
 
 
+def test_record_holds_exactly_what_arrives_at_the_jack_ports(jackd: parts.JackServer, store: ParamStore,
+                                                            tmp_path: Path) -> None:
+    """A known signal (a baked file of seeded noise) through the real server, read back at ciel's
+    ports by `jack_rec`: it is the same signal, sample for sample, as `record` wrote (both taken
+    after the ring, so a dropout would be zeros in both)."""
+    if shutil.which("jack_rec") is None:
+        missing("jack_rec (jackd2's example clients) not installed")
+    tone = tmp_path / "noise.wav"
+    noise = 0.1 * np.random.default_rng(0).standard_normal(48000)
+    sf.write(tone, np.stack([noise] * 2, axis=1), 48000, subtype="PCM_16")
+    store.set("audio/glide", 0.0)
+    rec = tmp_path / "rec.wav"
+    with playing(store, record=str(rec)) as audio:
+        audio.play(tone)
+        time.sleep(1.0)
+        subprocess.run(["jack_rec", "-f", str(tmp_path / "port.wav"), "-d", "3", "-b", "24", "ciel:out_1"],
+                       capture_output=True, timeout=30, check=True)
+    port, rate = sf.read(tmp_path / "port.wav")
+    played, _ = sf.read(rec)
+    port = port if port.ndim == 1 else port[:, 0]
+    assert level_db(port) > -40
+    # find a 0.25 s stretch of the capture in the recording: the lag of least squared difference
+    probe = port[rate:rate + rate // 4]
+    left = played[:, 0]
+    n = 1 << (len(left) + len(probe)).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(left, n) * np.conj(np.fft.rfft(probe, n)), n)[:len(left) - len(probe) + 1]
+    energy = np.concatenate(([0.0], np.cumsum(left ** 2)))
+    lag = int(np.argmin(energy[len(probe):] - energy[:-len(probe)] - 2 * corr))
+    assert np.abs(left[lag:lag + len(probe)] - probe).max() < 1e-4
+
+
+def test_a_killed_recording_is_still_a_readable_wav(jackd: parts.JackServer, store: ParamStore, tmp_path: Path) -> None:
+    rec = tmp_path / "rec.wav"
+    audio = AudioProcess(AudioConfig(model=MODEL, record=str(rec)), store.snapshot.name)
+    try:
+        audio.start()
+        assert wait_for(lambda: audio.status().callbacks > 600, 20)
+        time.sleep(1.0)
+        os.kill(audio.pid, signal.SIGKILL)
+        time.sleep(0.2)
+    finally:
+        audio.stop()
+    sound, rate = sf.read(rec)
+    assert len(sound) >= rate // 2 and np.abs(sound).max() > 0.0
+
+
 def test_stop_plays_the_fade_out_and_ends_the_process_by_itself(jackd: parts.JackServer, store: ParamStore) -> None:
     """Stopping (quitting ciel, a systemd stop) must not wait for a kill: the process plays its
     fade-out, closes its stream and exits 0 well within a second."""

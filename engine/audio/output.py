@@ -13,7 +13,10 @@ chosen by name substring, and runs the decode loop on its main thread:
 whenever the ring holds less than the run-ahead (`ahead_ms`, raised after an underflow up to
 `ahead_max_ms` and lowered again once calm: `RunAhead`) of sound. The PortAudio callback (a PortAudio/JACK
 thread) only copies from the ring (`outdata[:] = ring[...]`); an empty ring gives zeros and counts
-an underflow. Recording (`record = "file.wav"`) is written by a writer thread, never the callback.
+an underflow. Recording (`record = "file.wav"`) takes what the callback hands to PortAudio (after
+the ring: an underflow's zeros are in it): the callback copies its block into a second ring, a
+writer thread drains it to a 24-bit WAV whose header is brought up to date twice a second, so
+the file stays readable if the process is killed.
 
 Status travels back through a small shared-memory float64 block (`_S_*` slots) plus three text
 fields (from the child: device name, last error; to it: the sound file `play()` names):
@@ -201,14 +204,36 @@ class _Ring:
         self.pos[1] = w + n
 
 
-def _recorder(path: str, rate: int, q: "queue.Queue[np.ndarray | None]", shm_buf: memoryview) -> None:
-    """Writer thread of the audio process: blocks from the decode loop to a 24-bit WAV file."""
+def _recorder(path: str, rate: int, tap: _Ring, done: threading.Event, shm_buf: memoryview) -> None:
+    """Writer thread of the audio process: what the callback played (the `tap` ring, written by
+    the callback, read here) to a 24-bit WAV file. The header is updated every 0.5 s (libsndfile
+    rewrites it on flush), so a killed process leaves a readable file. A writer that falls a whole
+    ring behind skips ahead (the lost frames are counted in the status error line)."""
     import soundfile as sf
 
+    lost = 0
     try:
         with sf.SoundFile(path, "w", samplerate=rate, channels=2, subtype="PCM_24") as fh:
-            while (block := q.get()) is not None:
-                fh.write(block)
+            last_flush = time.monotonic()
+            while True:
+                finished = done.is_set()
+                r, w = int(tap.pos[0]), int(tap.pos[1])
+                if w - r > len(tap.buf):
+                    lost += w - r - len(tap.buf)
+                    r = w - len(tap.buf)
+                    _set_text(shm_buf, _ERROR, f"recording to {path}: {lost} frames lost (disk too slow)")
+                while r < w:
+                    i = r & tap.mask
+                    n = min(w - r, len(tap.buf) - i)
+                    fh.write(tap.buf[i:i + n])
+                    r += n
+                tap.pos[0] = r
+                if time.monotonic() - last_flush >= 0.5:
+                    fh.flush()
+                    last_flush = time.monotonic()
+                if finished:
+                    break
+                time.sleep(0.05)
     except (OSError, RuntimeError) as exc:
         _set_text(shm_buf, _ERROR, f"recording to {path} failed: {exc}")
 
@@ -366,6 +391,7 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
     size = len(rb)
 
     rt = [cfg.realtime]
+    tap: _Ring | None = _Ring(2 * rate) if cfg.record else None   # what the callback plays, for the recorder
 
     def callback(outdata: np.ndarray, frames: int, time_info: Any, flags: Any) -> None:
         if rt[0]:
@@ -384,16 +410,19 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
             st[_S_UNDERFLOWS] += 1
         if flags.output_underflow:
             st[_S_XRUNS] += 1
+        if tap is not None:
+            tap.write(outdata)
         if r <= st[_S_MARK_POS] < r + n:
             st[_S_MARK_TIME] = time.monotonic()
         pos[0] = r + n
         st[_S_CALLBACKS] += 1
 
-    rec_q: queue.Queue[np.ndarray | None] | None = None
+
+    rec_done = threading.Event()
     rec_thread = None
-    if cfg.record:
-        rec_q = queue.Queue()
-        rec_thread = threading.Thread(target=_recorder, args=(cfg.record, rate, rec_q, buf), daemon=True)
+    if tap is not None:
+        rec_thread = threading.Thread(target=_recorder, args=(cfg.record, rate, tap, rec_done, buf),
+                                      name="ciel-recorder", daemon=True)
         rec_thread.start()
 
     clips: queue.Queue[tuple[float, np.ndarray]] = queue.Queue()
@@ -437,8 +466,6 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
             st[_S_MARK_POS] = out_index
         st[_S_PANIC] = 1.0 if synth.panicked else 0.0
         ring.write(block)
-        if rec_q is not None:
-            rec_q.put(block)
         peak = max(peak * peak_decay, float(np.max(np.abs(block))) if len(block) else 0.0)
         st[_S_PEAK] = 20 * math.log10(max(peak, 1e-10))
 
@@ -501,8 +528,8 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
             stream.close()
         except sd.PortAudioError:
             pass
-        if rec_q is not None and rec_thread is not None:
-            rec_q.put(None)
+        if rec_thread is not None:
+            rec_done.set()
             rec_thread.join(5)
         snapshot.shm.close()
 
