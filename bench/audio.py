@@ -10,7 +10,12 @@ Keys:
   block_ms_p50/p99  time of one decode step in the running audio process (one latent frame:
                  decoder, safety stage, resampler; 4 ms of audio for the default model)
   latency_ms_p50/p99  from sending an OSC message (/ciel/audio/jump with audio/glide 0) to the
-                 time the callback copies out the first sample decoded from the new latent
+                 moment the first sample decoded from the new latent leaves at ciel's output port:
+                 the callback's time + its block's DAC time as PortAudio reports it (JACK's port
+                 latency) + the sample's offset in the block; over the probes that arrived
+  missed         probes whose change never reached the output within 1 s (failures, not dropped)
+  audio_cpu_percent  CPU time of the audio process (user + system, all its threads) over the run,
+                 in % of one core
   underflows     callbacks that found the ring short plus PortAudio's output-underflow flags,
                  during the run
   seconds        length of the run
@@ -62,6 +67,13 @@ print("ready", flush=True)
 while time.monotonic() < end:
     a = np.tanh(a @ a / 400)
 """
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all threads), from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def realtime_rtf(steps: int, rate: int) -> tuple[float, float]:
@@ -172,6 +184,7 @@ def main(argv: list[str]) -> dict:
             audio.start()
             time.sleep(1.0)  # settle: first callbacks, JACK graph
             base = audio.status()
+            cpu0, wall0 = process_cpu_seconds(audio.pid), time.monotonic()
             steps_seen = audio.decode_steps
             if flooder is not None:
                 flooder.start()
@@ -198,6 +211,7 @@ def main(argv: list[str]) -> dict:
                     step_times.append(audio.step_times_ms()[-(n - steps_seen):])
                     steps_seen = n
             elapsed = time.monotonic() - t_start
+            cpu_percent = 100.0 * (process_cpu_seconds(audio.pid) - cpu0) / (time.monotonic() - wall0)
             n = audio.decode_steps
             step_times.append(audio.step_times_ms()[-min(n - steps_seen, 4096):])
             end = audio.status()
@@ -230,7 +244,9 @@ def main(argv: list[str]) -> dict:
         "block_ms_p99": percentile(blocks, 99),
         "latency_ms_p50": percentile(latencies, 50),
         "latency_ms_p99": percentile(latencies, 99),
+        "missed": missed,
         "underflows": int(end.underflows - base.underflows + end.xruns - base.xruns),
+        "audio_cpu_percent": round(cpu_percent, 1),
         "seconds": round(elapsed, 1),
         "load": f"{load_line}; beside: " + "; ".join(beside),
     }

@@ -413,7 +413,10 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
         if tap is not None:
             tap.write(outdata)
         if r <= st[_S_MARK_POS] < r + n:
-            st[_S_MARK_TIME] = time.monotonic()
+            # when that sample leaves at the port: the block's DAC time (PortAudio's clock) plus
+            # the sample's place in the block, carried over to the monotonic clock
+            dac = time_info.outputBufferDacTime - time_info.currentTime
+            st[_S_MARK_TIME] = time.monotonic() + max(dac, 0.0) + (st[_S_MARK_POS] - r) / rate
         pos[0] = r + n
         st[_S_CALLBACKS] += 1
 
@@ -700,8 +703,10 @@ class AudioProcess:
         )
 
     def marker(self) -> tuple[int, float, float]:
-        """(snapshot sequence, output index, monotonic time it left the callback or 0) of the newest
-        change at the probe slot. For latency measurements."""
+        """(snapshot sequence, output index, monotonic time it leaves at the output port or 0) of
+        the newest change at the probe slot: the callback's time plus its block's DAC time (as
+        PortAudio reports it: JACK's port latency) plus the sample's offset in the block. For
+        latency measurements."""
         st = self._st
         return int(st[_S_MARK_SEQ]), float(st[_S_MARK_POS]), float(st[_S_MARK_TIME])
 

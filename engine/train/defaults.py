@@ -263,14 +263,18 @@ def make_archive(folder: Path, audio_minutes: float, photos: int, seed: int = 0,
 
 # --- the rebuild ------------------------------------------------------------------------------
 
-def _train_cmd(kind: str, dataset: Path, run: Path, minutes: float, threads: int, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", "train", kind, str(dataset), "-o", str(run), "--minutes", str(minutes),
+def _train_cmd(kind: str, dataset: Path, run: Path, minutes: float, steps: int, threads: int,
+               extra: list[str]) -> list[str]:
+    budget = ["--steps", str(steps), "--minutes", "0"] if steps else ["--minutes", str(minutes)]
+    return [sys.executable, "-m", "engine.cli", "train", kind, str(dataset), "-o", str(run), *budget,
             "--threads", str(threads), *extra]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m engine.train.defaults", description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=15.0, help="training budget of each model (they run side by side)")
+    ap.add_argument("--steps", type=int, default=0,
+                    help="a step budget instead of minutes (the same model on any machine, however busy)")
     ap.add_argument("--audio-minutes", type=float, default=30.0, help="minutes of voice notes to generate")
     ap.add_argument("--photos", type=int, default=100, help="photos to generate")
     ap.add_argument("--out", type=Path, default=Path("models"), help="where audio-default/ and image-default/ go")
@@ -299,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = {kind: work / f"run-{kind}" for kind in ("audio", "image") if args.only in (None, kind)}
         for run in runs.values():
             shutil.rmtree(run, ignore_errors=True)
-        procs = {kind: subprocess.Popen(_train_cmd(kind, dataset, runs[kind], args.minutes, threads,
+        procs = {kind: subprocess.Popen(_train_cmd(kind, dataset, runs[kind], args.minutes, args.steps, threads,
                                                    ["--seed", str(args.seed)]))
                  for kind in runs}
         failed = [kind for kind, p in procs.items() if p.wait() != 0]
