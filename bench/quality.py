@@ -134,17 +134,8 @@ def sound_keys(model_dir: Path, ds, seconds: float, quick: bool, out: Path | Non
 
     # learning swept 0 -> 1 -> 0 over 20 s: clicks at the decode seams?
     if len(model.snapshots) >= 2:
-        synth = AudioSynth(model, 48000, seed=4)
-        v = REGISTRY.defaults()
-        li = REGISTRY.index("audio/learning")
-        steps = int(20.0 * frame_rate)
-        audio, seams = [], []
-        for k in range(steps):
-            v[li] = 1.0 - abs(1.0 - 2.0 * k / steps)
-            seams.append(synth.next_out_index)
-            audio.append(synth.step(v)[:, 0])
-        x = np.concatenate(audio)
-        res["seam_click_ratio"] = round(q.seam_click_ratio(x, np.array(seams[250:]), int(48000 / frame_rate)), 3)
+        x, seams, frame = q.learning_sweep(model, 20.0)
+        res["seam_click_ratio"] = round(q.seam_click_ratio(x, seams[int(frame_rate):], frame), 3)
     else:
         res["seam_click_ratio"] = None
         res["seam_click_ratio_reason"] = "the model holds no learning snapshots"

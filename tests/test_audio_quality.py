@@ -16,9 +16,7 @@ import torch
 from engine.audio import quality as q
 from engine.audio.inference import NumpyStream
 from engine.audio.model import AudioModelConfig, AudioVAE, export_audio_model, load_audio_model
-from engine.audio.stream import AudioSynth
 from engine.learning import WeightMorph
-from engine.params import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,17 +98,8 @@ def test_the_default_model_carries_its_training_from_step_zero(default) -> None:
 def test_learning_moves_from_noise_to_the_archive_without_a_click(default) -> None:
     """Swept 0 -> 1 -> 0 over 8 s: no clicks at the decode seams; the untrained end sounds farther
     from the archive's material than the trained end."""
-    frame_rate = default.sample_rate / default.hop
-    synth = AudioSynth(default, 48000, seed=4)
-    v = REGISTRY.defaults()
-    li = REGISTRY.index("audio/learning")
-    steps = int(8.0 * frame_rate)
-    audio, seams = [], []
-    for k in range(steps):
-        v[li] = 1.0 - abs(1.0 - 2.0 * k / steps)
-        seams.append(synth.next_out_index)
-        audio.append(synth.step(v)[:, 0])
-    assert q.seam_click_ratio(np.concatenate(audio), np.array(seams[250:]), int(48000 / frame_rate)) <= 1.5
+    x, seams, frame = q.learning_sweep(default, 8.0)
+    assert q.seam_click_ratio(x, seams[250:], frame) <= 1.5
     rate = default.sample_rate
     replay = np.concatenate([default.decode(default.knobs_to_latent(c).T) for c in default.clips[:16]])
     ref = q.logmel_stats(q.level_matched(replay), rate)

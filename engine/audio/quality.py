@@ -165,3 +165,23 @@ def walk_comb_db(model: "AudioModel", seconds: float = 30.0, seed: int = 0,
     rate = model.sample_rate
     return max(comb_db(x[:, c], rate, rate / model.hop) for c in range(x.shape[1]))
 
+
+
+def learning_sweep(model: "AudioModel", seconds: float, out_rate: int = 48000, seed: int = 4) -> tuple[np.ndarray, np.ndarray, int]:
+    """The live walk while `audio/learning` sweeps 0 -> 1 -> 0 over `seconds`, one decode step at a
+    time: (left channel (n,) at `out_rate`, output index of each step's first sample (steps,),
+    output samples a step). Feed them to `seam_click_ratio` (leave out the first second)."""
+    from ..params import REGISTRY
+    from .stream import AudioSynth
+
+    frame_rate = model.sample_rate / model.hop
+    synth = AudioSynth(model, out_rate, seed=seed)
+    v = REGISTRY.defaults()
+    li = REGISTRY.index("audio/learning")
+    steps = int(seconds * frame_rate)
+    audio, seams = [], []
+    for k in range(steps):
+        v[li] = 1.0 - abs(1.0 - 2.0 * k / steps)
+        seams.append(synth.next_out_index)
+        audio.append(synth.step(v)[:, 0])
+    return np.concatenate(audio), np.array(seams), int(round(out_rate / frame_rate))
