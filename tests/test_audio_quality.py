@@ -122,10 +122,10 @@ def test_weight_morph_ends_on_the_exact_final_weights_and_moves_in_place(default
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("overlap", [1, 2, 3])
-def test_the_numpy_stream_equals_the_offline_decode(overlap: int) -> None:
+@pytest.mark.parametrize("overlap,upsample", [(1, "transposed"), (2, "transposed"), (3, "transposed"), (1, "nearest")])
+def test_the_numpy_stream_equals_the_offline_decode(overlap: int, upsample: str) -> None:
     torch.manual_seed(overlap)
-    vae = AudioVAE(AudioModelConfig(overlap=overlap)).eval()
+    vae = AudioVAE(AudioModelConfig(overlap=overlap, upsample=upsample)).eval()
     z = torch.randn(2, 16, 37)
     ref = vae.decode(z).detach().numpy()
     stream = NumpyStream(vae.decoder, 2)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .model import Decoder, ResUnit, Upsample
+from .model import Decoder, ResizeUp, ResUnit, Upsample
 
 
 def _view(t: nn.Parameter | None) -> np.ndarray | None:
@@ -111,6 +111,17 @@ class _Up:
         return y[:, :, :T].reshape(B, self.cout, T * s) + self.b
 
 
+class _Resize:
+    """Each step repeated `stride` times, then the causal conv."""
+
+    def __init__(self, up: ResizeUp, batch: int) -> None:
+        self.s = up.step
+        self.conv = _Conv(up.conv, batch)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.conv(np.repeat(x, self.s, axis=2))
+
+
 class NumpyStream:
     """Stateful block decoding of `decoder` in numpy: successive calls equal one offline decode.
 
@@ -131,7 +142,7 @@ class NumpyStream:
                 raise ValueError("NumpyStream needs a float32 CPU decoder")
         self.inp = _Conv(dec.inp, b)
         self.stages = [[_Res(u, b) for u in units] for units in dec.res]
-        self.ups = [_Up(u, b) for u in dec.ups]
+        self.ups = [_Resize(u, b) if isinstance(u, ResizeUp) else _Up(u, b) for u in dec.ups]
         self.out = _Conv(dec.out, b)
 
     def __call__(self, z: np.ndarray) -> np.ndarray:

@@ -72,6 +72,11 @@ class AudioModelConfig:
     # (no state, hard frame edges: fine untrained, a buzz at the frame rate once trained);
     # `ciel train audio` uses 2.
     overlap: int = 1
+    # "transposed": kernel = overlap · stride transposed convolutions (every frame stamps a learned
+    # pattern: a drone at the frame rate until training wears it down); "nearest": repeat each
+    # step `stride` times, then a causal conv of kernel 2·stride + 1 (resize-convolution: nothing
+    # repeats per frame by construction).
+    upsample: str = "transposed"
 
     def __post_init__(self) -> None:
         if len(self.channels) != len(self.strides) + 1:
@@ -82,6 +87,8 @@ class AudioModelConfig:
             raise ValueError("kernel and dilations must be positive")
         if self.overlap < 1:
             raise ValueError("overlap must be at least 1")
+        if self.upsample not in ("transposed", "nearest"):
+            raise ValueError(f"upsample must be 'transposed' or 'nearest', got {self.upsample!r}")
 
     @property
     def hop(self) -> int:
@@ -160,6 +167,20 @@ class Upsample(nn.ConvTranspose1d):
         return main + self.bias[None, :, None]
 
 
+class ResizeUp(nn.Module):
+    """Resize-convolution: each step repeated `stride` times, then a causal conv of kernel
+    2·stride + 1. Causal and stateless apart from the conv's left context.
+    (B, C_in, T) -> (B, C_out, T * stride)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.step = stride
+        self.conv = CausalConv1d(cin, cout, 2 * stride + 1)
+
+    def forward(self, x: Tensor, state: StreamState | None = None) -> Tensor:
+        return self.conv(torch.repeat_interleave(x, self.step, dim=-1), state)
+
+
 class ResUnit(nn.Module):
     """x + 1x1(act(dilated conv(act(x)))); causal when `causal`, centred otherwise."""
 
@@ -190,7 +211,8 @@ class Decoder(nn.Module):
         self.ups = nn.ModuleList()
         self.res.append(nn.ModuleList(ResUnit(ch[0], cfg.kernel, d, cfg.leak, True) for d in cfg.dilations))
         for i, s in enumerate(cfg.strides):
-            self.ups.append(Upsample(ch[i], ch[i + 1], s, cfg.overlap))
+            self.ups.append(ResizeUp(ch[i], ch[i + 1], s) if cfg.upsample == "nearest"
+                            else Upsample(ch[i], ch[i + 1], s, cfg.overlap))
             self.res.append(nn.ModuleList(ResUnit(ch[i + 1], cfg.kernel, d, cfg.leak, True) for d in cfg.dilations))
         self.out = CausalConv1d(ch[-1], 1, 2 * cfg.kernel + 1)
 

@@ -46,7 +46,7 @@ class AudioTrainConfig:
     """`ciel train audio` settings (saved as RUN/train.toml and in the model card)."""
 
     run: RunConfig = RunConfig()
-    model: AudioModelConfig = AudioModelConfig(overlap=2)  # trained frames cross-fade: no buzz at the frame rate
+    model: AudioModelConfig = AudioModelConfig(upsample="nearest")  # resize-convolution: nothing repeats per frame
     batch: int = field(4, minimum=1, maximum=4096, doc="Windows per step (per process under torchrun).")
     window: int = field(8192, minimum=256, maximum=1 << 22, doc="Samples per window (a multiple of the model's hop; 8192 = 0.5 s at 16 kHz).")
     lr: float = field(2e-3, minimum=0.0, maximum=1.0, doc="Adam learning rate.")
