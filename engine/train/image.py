@@ -57,7 +57,7 @@ class ImageTrainConfig:
     resolution: int = field(256, choices=(64, 128, 256), doc="Side of the generated images (pixels).")
     latent_dim: int = field(128, minimum=1, maximum=1024, doc="Size of the generator's latent vector.")
     channels: int = field(256, minimum=8, maximum=2048, doc="Generator width at 4x4 (halves at each doubling).")
-    min_channels: int = field(16, minimum=4, maximum=1024, doc="Narrowest generator layer.")
+    min_channels: int = field(8, minimum=4, maximum=1024, doc="Narrowest generator layer.")
     norm: str = field("batch", choices=("batch", "pixel"), doc="Generator normalisation: batch norm (folded away at export) or pixel norm.")
     sle: bool = field(True, doc="Skip-layer excitation in the generator (coarse maps gate the finest ones).")
     d_channels: int = field(8, minimum=4, maximum=1024, doc="Discriminator width at full resolution (doubles as it shrinks).")

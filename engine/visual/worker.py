@@ -38,7 +38,7 @@ from .model import ImageModel, compile_generator, load_image_model
 log = logging.getLogger(__name__)
 
 COMPILE_AFTER = 5        # keyframes timed eagerly before deciding to compile
-COMPILE_ABOVE_MS = 20.0  # compile only a generator needing more CPU per keyframe (default: ~16 ms)
+COMPILE_ABOVE_MS = 20.0  # compile only a generator needing more CPU per keyframe (default: ~8 ms)
 _LEARNING = REGISTRY.index("image/learning")
 
 
