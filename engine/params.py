@@ -97,7 +97,7 @@ PARAMS: tuple[Param, ...] = (
        "Stereo width: 0 = the same voice on both channels, 1 = two independent walks."),
     # — image latent —
     _p("image/offset", -4.0, 4.0, 0.0, "sigma", 0.1,
-       "Offsets of the first image latent dimensions.", size=IMAGE_LATENT_KNOBS),
+       "Moves along the generator's principal latent directions, most important first, in standard deviations.", size=IMAGE_LATENT_KNOBS),
     _p("image/temperature", 0.0, 3.0, 1.0, "", 0.2, "Scale of the image latent."),
     _p("image/walk/speed", 0.0, 2.0, 0.05, "sigma/s", 0.3, "Speed of the image latent walk."),
     _p("image/glide", 0.0, 30.0, 4.0, "s", 0.0, "Crossfade time to a new image."),

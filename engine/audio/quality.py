@@ -19,10 +19,14 @@ Shapes and units: x (n,) float at `rate` Hz, mono. Pure numpy; called from any t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from ..stats import Gaussian, fit, frechet
+
+__all__ = ["comb_db", "logmel", "logmel_stats", "frechet", "Gaussian", "fit", "seam_click_ratio", "level_matched",
+           "render_walk", "walk_comb_db", "learning_sweep"]
 
 if TYPE_CHECKING:
     from .model import AudioModel
@@ -84,32 +88,6 @@ def logmel(x: np.ndarray, rate: int, bands: int = 40, window_s: float = 0.064, h
     idx = np.arange(n)[None, :] + hop * np.arange(count)[:, None]
     spec = np.abs(np.fft.rfft(x[idx] * np.hanning(n), n_fft)) ** 2   # (frames, n_fft/2+1)
     return np.log(spec @ mel_filterbank(rate, n_fft, bands).T + 1e-8)
-
-
-@dataclass(frozen=True)
-class Gaussian:
-    """Mean (d,) and covariance (d, d) of a set of feature vectors."""
-
-    mean: np.ndarray
-    cov: np.ndarray
-
-
-def fit(features: np.ndarray) -> Gaussian:
-    """Gaussian fit of features (n, d)."""
-    f = np.asarray(features, np.float64)
-    return Gaussian(f.mean(0), np.cov(f, rowvar=False))
-
-
-def _sqrtm_psd(a: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh((a + a.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-
-
-def frechet(a: Gaussian, b: Gaussian) -> float:
-    """Fréchet distance ‖μa − μb‖² + tr(Ca + Cb − 2 (Ca^½ Cb Ca^½)^½)."""
-    sa = _sqrtm_psd(a.cov)
-    cross = _sqrtm_psd(sa @ b.cov @ sa)
-    return float(np.sum((a.mean - b.mean) ** 2) + np.trace(a.cov) + np.trace(b.cov) - 2.0 * np.trace(cross))
 
 
 def logmel_stats(x: np.ndarray, rate: int) -> Gaussian:

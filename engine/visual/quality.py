@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..stats import frechet_distance
 from .model import ImageModel, load_image_model
 
 PERIODS = (2, 4, 8, 16)
@@ -96,20 +97,6 @@ def colour_features(images: np.ndarray) -> np.ndarray:
     x = resize(images, 64).astype(np.float64)  # (N, 64, 64, 3)
     layout = x.reshape(len(x), 4, 16, 4, 16, 3).mean(axis=(2, 4)).reshape(len(x), -1)  # (N, 48)
     return np.concatenate([x.mean(axis=(1, 2)), x.std(axis=(1, 2)), layout], axis=1)
-
-
-def _sqrtm_psd(c: np.ndarray) -> np.ndarray:
-    vals, vecs = np.linalg.eigh((c + c.T) / 2)
-    return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
-
-
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to feature rows a (N, F) and b (M, F)."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root = _sqrtm_psd(ca)
-    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root @ cb @ root), 0, None)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * cross)
 
 
 def compare(generated: np.ndarray, photos: np.ndarray, seed: int = 0) -> dict[str, Any]:
