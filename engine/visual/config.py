@@ -25,7 +25,7 @@ class VisualConfig:
     seed: int = field(0, minimum=0, doc="Seed of the image latent walk (0 = from the clock).")
     render_scale: float = field(0.0, minimum=0.0, maximum=1.0,
                                 doc="Fraction of the window resolution the sky is computed at, then upscaled "
-                                    "(the oval edge and the note stay sharp). 0 = auto: on a software renderer "
-                                    "(llvmpipe) about the keyframes' own resolution (0.36 of 1920x1080 for "
-                                    "256 px), on a GPU 1.")
+                                    "(the oval edge and the note stay sharp). 0 = auto: on a GPU 1; on a software "
+                                    "renderer (llvmpipe) 1 up to 1920x1080, above that about the keyframes' own "
+                                    "resolution.")
     screenshots: str = field("screenshots", doc="Folder for screenshots (S or F12 in the window).")
