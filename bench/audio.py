@@ -12,7 +12,8 @@ Keys:
   latency_ms_p50/p99  from sending an OSC message (/ciel/audio/jump with audio/glide 0) to the
                  moment the first sample decoded from the new latent leaves at ciel's output port:
                  the callback's time + its block's DAC time as PortAudio reports it (JACK's port
-                 latency) + the sample's offset in the block; over the probes that arrived
+                 latency) + the sample's offset in the block; over every probe, a missed one
+                 counting as 1000 ms
   missed         probes whose change never reached the output within 1 s (failures, not dropped)
   audio_cpu_percent  CPU time of the audio process (user + system, all its threads) over the run,
                  in % of one core
@@ -76,16 +77,15 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def realtime_rtf(steps: int, rate: int) -> tuple[float, float]:
-    """(median, p99) of one AudioSynth step's time / the audio it makes, one thread."""
+def realtime_rtf(model, steps: int, rate: int) -> tuple[float, float]:
+    """(median, p99) of one AudioSynth step's time / the audio it makes, one torch thread (the
+    decoder's numpy products are far below the size where BLAS would use a second thread)."""
     import torch
 
-    from engine.audio.model import load_audio_model
     from engine.audio.stream import AudioSynth
     from engine.params import REGISTRY
 
     torch.set_num_threads(1)
-    model = load_audio_model(MODEL)
     synth = AudioSynth(model, rate, seed=0)
     v = REGISTRY.defaults()
     frame_s = model.hop / model.sample_rate
@@ -160,7 +160,9 @@ def main(argv: list[str]) -> dict:
     from engine.params import REGISTRY, ParamStore, SharedSnapshot
     from pythonosc.udp_client import SimpleUDPClient
 
-    rtf, rtf_p99 = realtime_rtf(2000, args.samplerate)
+    from engine.audio.model import load_audio_model
+
+    rtf, rtf_p99 = realtime_rtf(load_audio_model(MODEL), 2000, args.samplerate)
     cfg = AudioConfig(model=str(MODEL), samplerate=args.samplerate, blocksize=args.blocksize,
                       **({"ahead_ms": args.ahead_ms} if args.ahead_ms else {}), seed=1)
     # a JACK server of the benchmark's own: nobody else can stop or load it mid-run
@@ -203,6 +205,7 @@ def main(argv: list[str]) -> dict:
                         break
                     if time.monotonic() > deadline:
                         missed += 1
+                        latencies.append(1000.0)   # a miss counts in the percentiles as at least 1 s
                         break
                     time.sleep(0.0002)
                 audio.poll()

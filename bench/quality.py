@@ -10,10 +10,12 @@ the navigation, decoder and safety stage `ciel run` plays, at the model's rate, 
   walk_comb_db_max  the worst over walk speed {0.3, 4} × spread {0.5, 1, 2} × temperature
                     {0.5, 1, 1.5} × hold {off, on} × audio/learning {0.5, 1} (72 walks of 8 s)
   walk_comb_db_worst_settings   the settings of that worst walk
-  recon_comb_db     the same measure on encoded-and-decoded dataset stretches (replay)
-  data_comb_db      on the dataset's own 30 s stretches (mean), with data_comb_db_range [min, max]
+  recon_comb_db     the same measure on up to 8 dataset stretches of 10–30 s, encoded and decoded
+                    offline (the decoder alone, mean)
+  data_comb_db      on those same stretches of the dataset (mean), with data_comb_db_range [min, max]
   walk_fd, recon_fd, data_fd    Fréchet distance of log-mel frame statistics to the dataset
-                    (walk; reconstructions; two halves of the dataset: the scale), level-matched
+                    (walk, left channel; reconstructions: the recon_comb_db stretches encoded and
+                    decoded offline; two halves of the dataset: the scale), level-matched
   walk_fd_by_learning   walk_fd at audio/learning 0, 0.5 and 1 (falls as the net learned)
   seam_click_ratio  click detector at the decode seams while audio/learning sweeps 0 → 1 → 0
                     over 20 s (about 1 = no click)
@@ -42,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.audio import realtime_rtf
 from bench.common import machine_load, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,9 +74,6 @@ def sound_keys(model_dir: Path, ds, seconds: float, quick: bool, out: Path | Non
     from engine.audio import quality as q
     from engine.audio.inference import NumpyStream
     from engine.audio.model import load_audio_model
-    from engine.audio.stream import AudioSynth
-    from engine.params import REGISTRY
-
     model = load_audio_model(model_dir)
     rate, frame_rate = model.sample_rate, model.sample_rate / model.hop
     if ds.config.samplerate != rate:
@@ -85,8 +85,8 @@ def sound_keys(model_dir: Path, ds, seconds: float, quick: bool, out: Path | Non
     clips = dataset_audio(ds, 30.0, rate)
     data = np.concatenate(clips)
     data_stats = stats(data)
-    long = [c for c in clips if len(c) >= 10 * rate] or clips
-    data_combs = [comb(c) for c in long[:8]]
+    long = ([c for c in clips if len(c) >= 10 * rate] or clips)[:8]   # the same stretches for data and recon
+    data_combs = [comb(c) for c in long]
     res["data_comb_db"] = round(float(np.mean(data_combs)), 2)
     res["data_comb_db_range"] = [round(min(data_combs), 2), round(max(data_combs), 2)]
     half = len(clips) // 2
@@ -97,21 +97,20 @@ def sound_keys(model_dir: Path, ds, seconds: float, quick: bool, out: Path | Non
     res["walk_fd"] = round(q.frechet(stats(walk[:, 0]), data_stats), 2)
     res["stereo_correlation"] = round(float(np.corrcoef(walk[:, 0], walk[:, 1])[0, 1]), 3)
 
-    # reconstructions: dataset stretches encoded and decoded (what `audio/replay` plays)
+    # reconstructions: the same stretches encoded and decoded offline (the decoder alone)
     with torch.inference_mode():
         recon = []
-        for c in clips[:16]:
+        for c in long:
             x = torch.from_numpy(c.astype(np.float32))[None, None]            # (1, 1, L)
             mu, _ = model.vae.encode(x)                                        # (1, D, T)
             recon.append(model.vae.decode(mu)[0, 0].numpy())
-    recon_all = np.concatenate(recon)
-    res["recon_comb_db"] = round(float(np.mean([comb(r) for r in recon if len(r) >= 10 * rate] or [comb(recon_all)])), 2)
-    res["recon_fd"] = round(q.frechet(stats(recon_all), data_stats), 2)
+    res["recon_comb_db"] = round(float(np.mean([comb(r) for r in recon])), 2)
+    res["recon_fd"] = round(q.frechet(stats(np.concatenate(recon)), data_stats), 2)
 
     # the grid: the worst comb anywhere the knobs go
     grid = list(itertools.product((0.3, 4.0), (0.5, 1.0, 2.0), (0.5, 1.0, 1.5), (0.0, 1.0), (0.5, 1.0)))
     if quick:
-        grid = grid[::6]
+        grid = grid[::7]   # coprime with the grid's shape: every knob takes each of its values
     worst, worst_at = -np.inf, {}
     for i, (speed, spread, temp, hold, learn) in enumerate(grid):
         settings = {"audio/walk/speed": speed, "audio/walk/spread": spread, "audio/temperature": temp,
@@ -124,12 +123,14 @@ def sound_keys(model_dir: Path, ds, seconds: float, quick: bool, out: Path | Non
     res["walk_comb_db_worst_settings"] = worst_at
     res["walk_comb_db_max_walks"] = len(grid)
 
-    by_learning = {}
-    for learn in (0.0, 0.5, 1.0):
-        x = q.render_walk(model, min(seconds, 15.0), seed=3, settings={"audio/learning": learn})
-        by_learning[str(learn)] = round(q.frechet(stats(x[:, 0]), data_stats), 2)
-    res["walk_fd_by_learning"] = by_learning if len(model.snapshots) >= 2 else None
-    if len(model.snapshots) < 2:
+    if len(model.snapshots) >= 2:
+        by_learning = {}
+        for learn in (0.0, 0.5, 1.0):
+            x = q.render_walk(model, min(seconds, 15.0), seed=3, settings={"audio/learning": learn})
+            by_learning[str(learn)] = round(q.frechet(stats(x[:, 0]), data_stats), 2)
+        res["walk_fd_by_learning"] = by_learning
+    else:
+        res["walk_fd_by_learning"] = None
         res["walk_fd_by_learning_reason"] = "the model holds no learning snapshots"
 
     # learning swept 0 -> 1 -> 0 over 20 s: clicks at the decode seams?
@@ -149,18 +150,10 @@ def sound_keys(model_dir: Path, ds, seconds: float, quick: bool, out: Path | Non
         t0 = time.perf_counter()
         stream(z)
         times.append(time.perf_counter() - t0)
-    frame_s = 1.0 / frame_rate
-    rtf = np.array(times[100:]) / frame_s
+    rtf = np.array(times[100:]) * frame_rate
     res["stream_rtf"], res["stream_rtf_p99"] = percentile(rtf, 50), percentile(rtf, 99)
-    synth = AudioSynth(model, 48000, seed=5)
-    v = REGISTRY.defaults()
-    times = []
-    for k in range(2100):
-        t0 = time.perf_counter()
-        synth.step(v)
-        times.append(time.perf_counter() - t0)
-    rtf = np.array(times[100:]) / frame_s
-    res["synth_rtf"], res["synth_rtf_p99"] = percentile(rtf, 50), percentile(rtf, 99)
+    synth_rtf, synth_rtf_p99 = realtime_rtf(model, 2000, 48000)
+    res["synth_rtf"], res["synth_rtf_p99"] = round(synth_rtf, 4), round(synth_rtf_p99, 4)
 
     if out is not None:
         from engine.train import previews
@@ -173,14 +166,15 @@ def sound_keys(model_dir: Path, ds, seconds: float, quick: bool, out: Path | Non
 
 
 def image_keys(model_dir: Path, ds, out: Path | None) -> dict:
-    try:
-        from engine.visual.quality import image_quality
-    except ImportError as exc:
-        return {"image": None, "image_reason": f"image measures unavailable ({exc})"}
+    from engine.visual.quality import image_quality
+
     photos = np.asarray(ds.images)
     if len(photos) < 8:
         return {"image": None, "image_reason": f"the dataset holds {len(photos)} photos; at least 8 are needed"}
-    return dict(image_quality(model_dir, photos, seed=0))
+    res = dict(image_quality(model_dir, photos, seed=0, images_png=out / "images.png" if out else None))
+    if "images_png" in res:
+        res["images_png"] = str(res["images_png"])
+    return res
 
 
 def main(argv: list[str]) -> dict:

@@ -117,10 +117,14 @@ class WeightMorph:
         i = min(int(math.floor(x)), self.count - 2)
         return i, x - i
 
+    def moves(self, learning: float) -> bool:
+        """Would `set(learning)` change the weights?"""
+        return self.available and not abs(learning - self.value) <= self.tolerance   # NaN: never set yet
+
     @torch.no_grad()
     def set(self, learning: float) -> bool:
         """Write the weights for `learning` into the module (no-op without two snapshots)."""
-        if not self.available or abs(learning - self.value) <= self.tolerance:
+        if not self.moves(learning):
             return False
         i, frac = self.position(learning)
         for target, stack in zip(self.targets, self.stacks):

@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from conftest import missing
+from engine.train.archive import MissingPackages
 from engine.train.defaults import make_archive
 from engine.train.ingest import IngestConfig, ingest
 from engine.visual.model import (ARCHITECTURE, Generator, GeneratorConfig, ImageModel, export_image_model,
@@ -25,7 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def photos(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     """64 phone-style photos at 256 px, uint8 (64, 256, 256, 3)."""
     tmp = tmp_path_factory.mktemp("quality")
-    make_archive(tmp / "archive", audio_minutes=0, photos=64, seed=5)
+    try:
+        make_archive(tmp / "archive", audio_minutes=0, photos=64, seed=5)
+    except MissingPackages as exc:
+        missing(str(exc))
     ingest(tmp / "archive", tmp / "dataset", IngestConfig(image_size=256), progress=False)
     return np.load(tmp / "dataset" / "images.npy")
 

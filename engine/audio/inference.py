@@ -145,6 +145,36 @@ class NumpyStream:
         self.ups = [_Resize(u, b) if isinstance(u, ResizeUp) else _Up(u, b) for u in dec.ups]
         self.out = _Conv(dec.out, b)
 
+    def _stateful(self) -> list:
+        convs: list = [self.inp, self.out]
+        for units in self.stages:
+            for unit in units:
+                convs += [unit.conv, unit.mix]
+        ups = []
+        for up in self.ups:
+            (convs.append(up.conv) if isinstance(up, _Resize) else ups.append(up))
+        return convs + ups
+
+    def save(self) -> list[tuple[np.ndarray, ...]]:
+        """A copy of every left context (to decode a block twice, e.g. with two weight sets)."""
+        out: list[tuple[np.ndarray, ...]] = []
+        for part in self._stateful():
+            if isinstance(part, _Up):
+                out.append((part.tail.copy(),))
+            else:
+                out.append((part.state.copy(), part.full.copy() if part._T >= 0 else part.state))
+        return out
+
+    def restore(self, saved: list[tuple[np.ndarray, ...]]) -> None:
+        """Back to the contexts of `save()` (same block length in between)."""
+        for part, arrays in zip(self._stateful(), saved):
+            if isinstance(part, _Up):
+                part.tail = arrays[0].copy()
+            else:
+                part.state = arrays[0].copy()
+                if part._T >= 0:
+                    part.full[...] = arrays[1]
+
     def __call__(self, z: np.ndarray) -> np.ndarray:
         """z (B, D, T) -> audio (B, 1, T · hop) float32."""
         x = self.inp(np.asarray(z, np.float32))

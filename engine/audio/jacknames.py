@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import re
-from typing import Any
+from types import ModuleType
 
 CLIENT = "ciel"
 _JACK_NO_START_SERVER = 0x01
@@ -28,18 +28,20 @@ _JACK_PORT_IS_OUTPUT = 0x02
 _NAME = ctypes.create_string_buffer(64)   # PortAudio keeps the pointer, not a copy: it must live on
 
 
-def set_client_name(sd: Any, name: str = CLIENT) -> str:
-    """Make PortAudio's JACK client `name`; re-initialises PortAudio (no stream may be open)."""
+def set_client_name(sd: ModuleType, name: str = CLIENT) -> str:
+    """Make PortAudio's JACK client `name`; re-initialises PortAudio through the `sounddevice`
+    module `sd` (no stream may be open)."""
     try:
         lib = ctypes.CDLL(sd._libname)
         setter = lib.PaJack_SetClientName
+        terminate, initialize = sd._terminate, sd._initialize
     except (OSError, AttributeError):
-        return "PortAudio without JACK support: client name left as it is"
-    sd._terminate()
+        return "PortAudio without JACK support (or a sounddevice without re-initialisation): client name left as it is"
+    terminate()
     _NAME.value = name.encode()[:63]
     setter.argtypes = [ctypes.c_char_p]
     setter(_NAME)
-    sd._initialize()
+    initialize()
     return f"JACK client name {name}"
 
 

@@ -317,7 +317,8 @@ class AudioModel:
     (D, D) with row i the i-th principal direction, pca_scale (D,) its standard deviation;
     clips: encoded clips in knob coordinates, a tuple of (T_i, D) float32 arrays (maybe empty);
     snapshots: the decoder's state dicts along its training (engine/learning.py), oldest first,
-    the last one the final weights; empty when the model has no learning axis.
+    the last one the final weights; empty when the model has no learning axis; clip_levels: the
+    source level of each clip frame in dBFS, (T_i,) per clip (empty for older models).
     """
 
     folder: Path
@@ -329,6 +330,7 @@ class AudioModel:
     pca_scale: np.ndarray
     clips: tuple[np.ndarray, ...]
     snapshots: tuple[dict[str, Tensor], ...] = ()
+    clip_levels: tuple[np.ndarray, ...] = ()
 
     @property
     def sample_rate(self) -> int:
@@ -386,7 +388,8 @@ def _pca(latents: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
 def export_audio_model(vae: AudioVAE, folder: str | Path, card_extra: Mapping[str, Any],
                        latents_for_pca: Tensor | None,
                        clips: Sequence[Tensor] | None = None,
-                       snapshots: Sequence[tuple[int, float, Mapping[str, Tensor]]] | None = None) -> Path:
+                       snapshots: Sequence[tuple[int, float, Mapping[str, Tensor]]] | None = None,
+                       clip_levels: Sequence[Tensor] | None = None) -> Path:
     """Write `vae` (weights, PCA of latents, encoded clips) and its card to `folder`, atomically.
 
     card_extra: TOML-able entries merged into the card (e.g. trained=True, steps, seconds, data,
@@ -394,7 +397,8 @@ def export_audio_model(vae: AudioVAE, folder: str | Path, card_extra: Mapping[st
     (knobs = decoder latent). clips: decoder latents (D, T_i) (or (1, D, T_i)) the performer can
     replay with `audio/replay`. snapshots: (step, seconds, decoder state dict) along training,
     oldest first, the last one `vae`'s own decoder (the learning axis; see engine/learning.py).
-    Returns the folder.
+    clip_levels: per clip, the source sound's level per latent frame (T_i,) in dBFS, so the live
+    walk can tell material from the silences between. Returns the folder.
     """
     cfg = vae.cfg
     d = cfg.latent_dim
@@ -408,6 +412,11 @@ def export_audio_model(vae: AudioVAE, folder: str | Path, card_extra: Mapping[st
         frames = [c.detach().float().reshape(d, -1).T for c in clips]  # (T_i, D) each
         tensors["clips.latents"] = torch.cat(frames, 0)
         tensors["clips.starts"] = torch.tensor(np.cumsum([0] + [f.shape[0] for f in frames]), dtype=torch.int64)
+        if clip_levels is not None:
+            levels = [lv.detach().float().reshape(-1) for lv in clip_levels]
+            if [lv.numel() for lv in levels] != [f.shape[0] for f in frames]:
+                raise ValueError("clip_levels: one level per latent frame of each clip")
+            tensors["clips.level"] = torch.cat(levels)
     snaps = list(snapshots or ())
     if len(snaps) >= 2:
         keys = list(vae.decoder.state_dict().keys())
@@ -465,7 +474,7 @@ def load_audio_model(folder: str | Path) -> AudioModel:
             raise ModelError(f"{w_src}: tensor {key!r} holds NaN or infinite values")
     d = cfg.latent_dim
     extra = (set(tensors) - set(expected) - learning.stored_keys(tensors)
-             - {"pca.mean", "pca.components", "pca.scale", "clips.latents", "clips.starts"})
+             - {"pca.mean", "pca.components", "pca.scale", "clips.latents", "clips.starts", "clips.level"})
     if extra:
         raise ModelError(f"{w_src}: unexpected tensors {sorted(extra)[:5]}")
     vae.load_state_dict({k: tensors[k].float() for k in expected})
@@ -485,6 +494,7 @@ def load_audio_model(folder: str | Path) -> AudioModel:
                                       len(steps), w_src))
     model = AudioModel(folder, cfg, vae, dict(card), mean, comps, scale, (), snapshots)
     clips: tuple[np.ndarray, ...] = ()
+    levels: tuple[np.ndarray, ...] = ()
     if "clips.latents" in tensors:
         lat = tensors["clips.latents"]
         starts = tensors.get("clips.starts")
@@ -495,7 +505,12 @@ def load_audio_model(folder: str | Path) -> AudioModel:
             raise ModelError(f"{w_src}: clips.starts must rise from 0 to {lat.shape[0]}")
         knobs = model.latent_to_knobs(lat.double().numpy())
         clips = tuple(knobs[a:b] for a, b in zip(s, s[1:]))
-    return dataclasses.replace(model, clips=clips)
+        if "clips.level" in tensors:
+            lv = _check_tensor(tensors, "clips.level", (lat.shape[0],), w_src).double().numpy()
+            if not np.isfinite(lv).all():
+                raise ModelError(f"{w_src}: tensor 'clips.level' holds NaN or infinite values")
+            levels = tuple(lv[a:b] for a, b in zip(s, s[1:]))
+    return dataclasses.replace(model, clips=clips, clip_levels=levels)
 
 
 def make_default_audio_model(folder: str | Path, seed: int = 0) -> Path:

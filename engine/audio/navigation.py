@@ -40,6 +40,8 @@ GRAIN_S = (0.3, 1.2)    # grain lengths (s), uniform
 XFADE_S = 0.032         # crossfade between grains (s)
 CANDIDATES = 16         # random grain starts compared with the walk's position
 STILL_SHARE = 0.4       # the stillest share of the bank's frames never starts a grain
+QUIET_SHARE = 0.3       # nor the quietest share of its source sound (pauses between words)
+QUIET_DB = -50.0        # nor anything quieter than this (dBFS, source sound)
 PRIOR_SLOW = 0.35       # without a bank: share of the prior's spread that moves slowly...
 PRIOR_FINE = 0.94       # ...and frame to frame (0.35² + 0.94² ≈ 1)
 
@@ -58,15 +60,19 @@ def moving_average(x: np.ndarray, n: int) -> np.ndarray:
 class MotionBank:
     """Encoded archive material split into slow position and fine motion.
 
-    clips: encoded clips in knob coordinates, each (T_i, D); frame_rate: latent frames per second.
+    clips: encoded clips in knob coordinates, each (T_i, D); frame_rate: latent frames per second;
+    levels: the source sound's level per frame (T_i,) in dBFS for each clip, or () if unknown.
     `slow` and `fine` are (N, D) over all clips' frames (clips concatenated; a grain never
     crosses a clip's end); `slow_std` (D,) is the spread of the slow part (the walk's unit).
     """
 
-    def __init__(self, clips: tuple[np.ndarray, ...], frame_rate: float, dim: int) -> None:
+    def __init__(self, clips: tuple[np.ndarray, ...], frame_rate: float, dim: int,
+                 levels: tuple[np.ndarray, ...] = ()) -> None:
         self.dim = dim
         n = max(1, int(round(SLOW_S * frame_rate)))
-        usable = [np.asarray(c, np.float64) for c in clips if len(c) >= 4 * n]
+        keep = [i for i, c in enumerate(clips) if len(c) >= 4 * n]
+        usable = [np.asarray(clips[i], np.float64) for i in keep]
+        usable_levels = [np.asarray(levels[i], np.float64) for i in keep] if len(levels) == len(clips) else []
         self.empty = not usable
         if self.empty:
             self.slow = np.zeros((0, dim))
@@ -88,6 +94,12 @@ class MotionBank:
         self.motion = np.sqrt(moving_average(np.mean(self.fine ** 2, axis=1, keepdims=True),
                                              max(1, int(0.25 * frame_rate))))[:, 0]
         self.lively = self.motion >= np.quantile(self.motion, STILL_SHARE)
+        if usable_levels:
+            # the source sound's level around each frame: pauses and silences start no grain
+            level = moving_average(np.concatenate(usable_levels)[:, None], max(1, int(0.25 * frame_rate)))[:, 0]
+            loud = level >= max(QUIET_DB, float(np.quantile(level, QUIET_SHARE)))
+            if np.any(self.lively & loud):
+                self.lively &= loud
 
     def __len__(self) -> int:
         return len(self.slow)
@@ -144,12 +156,15 @@ class Voice:
         if self._fade:
             a = 0.5 * math.pi * self._fade / (self._xfade + 1)
             out = math.sin(a) * new + math.cos(a) * bank.fine[self._old]
-            self._old = min(self._old + 1, len(bank) - 1)
+            self._old = min(self._old + 1, int(bank.ends[self._old]) - 1)
             self._fade = self._fade + 1 if self._fade < self._xfade else 0
         else:
             out = new
-        self._pos = min(self._pos + 1, len(bank) - 1)
+        self._pos += 1
         self._left -= 1
+        if self._pos >= bank.ends[self._pos - 1]:   # the clip ends: the next frame starts a new grain
+            self._pos -= 1
+            self._left = 0
         return out
 
     def step(self, centre: np.ndarray, speed: float, spread: float, hold: bool, dt: float) -> tuple[np.ndarray, np.ndarray]:

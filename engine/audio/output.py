@@ -355,7 +355,9 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
         import sounddevice as sd
     except OSError as exc:
         raise AudioDeviceError(f"PortAudio not available ({exc}): install libportaudio2 or run with --audio none") from None
-    jacknames.set_client_name(sd)   # JACK sees the client as `ciel`
+    named = jacknames.set_client_name(sd)   # JACK sees the client as `ciel`
+    if not named.startswith("JACK client"):
+        print(f"ciel-audio: {named}", file=sys.stderr, flush=True)
     found = _wait_for_device(sd, cfg.device, st, buf, wait_for_device)  # first: the quickest error
     if found is None:
         return

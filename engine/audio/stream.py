@@ -161,6 +161,8 @@ class AudioSynth:
         if len(model.snapshots) >= 2:
             decoder = copy.deepcopy(decoder)   # this synth's own weights to move
         self.morph = WeightMorph(decoder, model.snapshots)
+        self._learning = 1.0
+        self._first_step = True
         self.decoder = NumpyStream(decoder, self.CHANNELS)
         self.smoother = Smoother(registry)
         self.cond = [Conditioner(model.sample_rate) for _ in range(self.CHANNELS)]
@@ -178,7 +180,7 @@ class AudioSynth:
         self._last: np.ndarray | None = None
         # navigation state: the shared place (walk units) and one walk per channel
         frame_rate = model.sample_rate / model.hop
-        self.bank = MotionBank(model.clips, frame_rate, self.D)
+        self.bank = MotionBank(model.clips, frame_rate, self.D, model.clip_levels)
         self.voices = [Voice(self.bank, frame_rate, self.rng) for _ in range(self.CHANNELS)]
         self.centre = self.bank.random_place(self.rng)
         self._from = self.centre.copy()
@@ -319,9 +321,21 @@ class AudioSynth:
         return start + (end - start) * self._ramp
 
     def _decode(self, u: np.ndarray) -> np.ndarray:
-        """Knob coordinates (2, D) -> one hop (hop, 2) at the model rate from the streaming decoder."""
+        """Knob coordinates (2, D) -> one hop (hop, 2) at the model rate from the streaming decoder.
+
+        When `audio/learning` moved, the hop is decoded twice from the same left contexts, with
+        the old and the new weights, and crossfaded across the hop: a weight change never lands
+        as a step at the seam."""
         z = self.model.knobs_to_latent(u).reshape(self.CHANNELS, self.D, 1)  # (2, D, 1)
-        return self.decoder(z)[:, 0, :].T                                    # (hop, 2)
+        learn = self._learning
+        if not self.morph.moves(learn):
+            return self.decoder(z)[:, 0, :].T                                # (hop, 2)
+        saved = self.decoder.save()
+        old = self.decoder(z)[:, 0, :].T
+        self.decoder.restore(saved)
+        self.morph.set(learn)
+        new = self.decoder(z)[:, 0, :].T
+        return old + (new - old) * self._ramp[:, None]
 
     def step(self, values: np.ndarray) -> np.ndarray:
         """One latent frame: values (Registry.size,) -> audio (n, 2) float32 at the device rate."""
@@ -343,7 +357,10 @@ class AudioSynth:
                 self._panic = False
                 self.limiter.release_panic()
         s = self.smoother.step(v, self.dt)
-        self.morph.set(float(s[i["audio/learning"]]))
+        self._learning = float(s[i["audio/learning"]])
+        if self._first_step:   # the weights for the knob as it is, before the first hop
+            self.morph.set(self._learning)
+            self._first_step = False
         u = self._navigate(s)
         self.latent[:] = u[0]
         if self._voices or self._live < 1.0:

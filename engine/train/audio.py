@@ -55,6 +55,7 @@ class AudioTrainConfig:
     free_bits: float = field(0.1, minimum=0.0, maximum=10.0, doc="Nats per latent dimension the KL term does not penalise.")
     kl_warmup_steps: int = field(500, minimum=0, doc="Steps over which beta rises from 0.")
     fft_sizes: tuple[int, ...] = field((1024, 512, 256, 128, 64), doc="FFT sizes of the multi-resolution STFT loss.")
+    dc_weight: float = field(100.0, minimum=0.0, doc="Weight of the squared difference of the windows' mean (DC offset).")
     comb_weight: float = field(2.0, minimum=0.0, maximum=100.0, doc="Extra weight of the log-magnitude error on the harmonics of the latent frame rate (where the decoder's own drone lives).")
     preview_seconds: float = field(2.0, minimum=0.25, maximum=60.0, doc="Length of each preview snippet (s).")
     export_clips: int = field(48, minimum=0, maximum=4096, doc="Encoded stretches of the dataset stored in the model: the live walk's motion bank and the clips `audio/replay` plays.")
@@ -171,14 +172,17 @@ class AudioTask:
         self.vae.train()
         recon, mu, logvar = self.vae_ddp(x)
         stft = self.stft(recon, x)
+        # the STFT loss barely sees an offset; a decoder that drifts to one saturates its tanh and
+        # squeezes the sound into what is left of the range
+        dc = (recon.mean(dim=-1) - x.mean(dim=-1)).square().mean()
         kl, kl_raw = kl_free_bits(mu, logvar, cfg.free_bits)
-        loss = stft + self.beta(step) * kl
+        loss = stft + cfg.dc_weight * dc + self.beta(step) * kl
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
             nn.utils.clip_grad_norm_(self.vae.parameters(), cfg.grad_clip)
         self.opt.step()
-        return {"stft": stft.item(), "kl": kl_raw.item()}
+        return {"stft": stft.item(), "kl": kl_raw.item(), "dc": dc.item()}
 
     # --- previews and export ------------------------------------------------------------------
 
@@ -247,11 +251,15 @@ class AudioTask:
         g = torch.Generator().manual_seed(99)
         latents = [self.vae.encode(self.windows(g, 8, cfg.window))[0].cpu() for _ in range(8)]
         clips = []
+        levels = []
         if cfg.export_clips:
             x = self.bank_windows()
             for i in range(0, x.shape[0], 8):
                 mu = self.vae.encode(x[i:i + 8].to(self.env.device))[0].cpu()   # (b, D, T)
                 clips.extend(mu)
+            hop = cfg.model.hop
+            frames = x[:, 0, : x.shape[-1] // hop * hop].reshape(x.shape[0], -1, hop)      # (clips, T, hop)
+            levels = list(10.0 * torch.log10(frames.square().mean(-1) + 1e-10))          # (T,) dBFS each
         extra = dict(card_extra)
         extra.setdefault("description",
                          f"Waveform VAE trained by `ciel train audio` for {extra.get('steps', 0)} steps on "
@@ -261,4 +269,5 @@ class AudioTask:
         vae.load_state_dict({k: v.cpu() for k, v in self.vae.state_dict().items()})
         decoder_states = [(snap.step, snap.seconds, {k[len("decoder."):]: v for k, v in snap.states["vae"].items()
                                                      if k.startswith("decoder.")}) for snap in snapshots]
-        return export_audio_model(vae, folder, extra, torch.cat(latents), clips, decoder_states)
+        return export_audio_model(vae, folder, extra, torch.cat(latents), clips, decoder_states,
+                                  levels if levels else None)

@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ..configio import field
+from ..params import IMAGE_LATENT_KNOBS
 from ..errors import DatasetError
 from .. import learning
 from ..visual.model import Generator, GeneratorConfig, export_image_model, fold_batchnorm, latent_directions
@@ -46,7 +47,7 @@ from .loop import Env, RunConfig, Snapshot, wrap_ddp
 AUGMENTS = ("color", "translation", "cutout")
 IMAGE_SNAPSHOTS = 6   # learning snapshots an image model keeps at most: each float16 copy of the
                       # 1 M-parameter generator adds 2 MB (6 → a 14 MB model file, 8 would be 18 MB)
-KNOBS = 8             # latent knob directions stored in the model (engine.params IMAGE_LATENT_KNOBS)
+KNOBS = IMAGE_LATENT_KNOBS   # latent knob directions stored in the model
 
 
 @dataclass(frozen=True)

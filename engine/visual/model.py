@@ -254,6 +254,12 @@ class ImageModel:
     def has_learning(self) -> bool:
         return self._morph is not None and self._morph.available
 
+    @property
+    def learning(self) -> float:
+        """Where along its training the generator is (1 = the exported weights, also before any move)."""
+        value = self._morph.value if self._morph is not None else 1.0
+        return 1.0 if value != value else value
+
     def set_learning(self, value: float) -> bool:
         """Move the generator to `value` along its training (0 = untrained, 1 = the exported
         weights), in place; returns True when the weights changed. A model without learning
@@ -465,10 +471,7 @@ def compile_generator(gen: nn.Module, latent_dim: int, freeze: bool = True) -> t
     """`torch.compile` (with inductor freezing when `freeze`: faster, but the weights become
     constants, so a generator moved by the learning knob compiles without it); eager on failure."""
     try:
-        import torch._inductor.config as inductor_config
-
-        inductor_config.freezing = freeze
-        compiled = torch.compile(gen, dynamic=False)
+        compiled = torch.compile(gen, dynamic=False, options={"freezing": freeze})
         with torch.inference_mode():
             compiled(torch.zeros(1, latent_dim))
         return compiled, True
