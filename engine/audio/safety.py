@@ -36,10 +36,11 @@ def gain_to_db(g: float) -> float:
 
 
 class _History:
-    """The last `n` samples of a stream, prepended to each new block (FIR context)."""
+    """The last `n` samples of a stream, prepended to each new block (FIR context); (n,) for
+    one channel, (n, C) for C."""
 
-    def __init__(self, n: int) -> None:
-        self.tail = np.zeros(n, np.float64)
+    def __init__(self, n: int, channels: int = 0) -> None:
+        self.tail = np.zeros((n, channels) if channels else n, np.float64)
 
     def extend(self, x: np.ndarray) -> np.ndarray:
         """Return tail + x (float64) and keep the new tail."""
@@ -50,23 +51,26 @@ class _History:
 
 
 class Conditioner:
-    """DC blocker -> high-frequency tamer -> loudness normalisation, at the model rate (mono).
+    """DC blocker -> high-frequency tamer -> loudness normalisation, at the model rate.
 
-    rate: Hz. `process(x, target_db)` returns the conditioned block (same length, float32).
-    The tamer delays the signal by 2 samples (0.125 ms at 16 kHz).
+    rate: Hz. `process(x, target_db)` returns the conditioned block (same shape, float32): x is
+    (n,) mono, or (n, C) with `channels` C. Channels are linked: one tamer setting and one
+    loudness gain from the energy of all of them, so the stereo image never moves. The tamer
+    delays the signal by 2 samples (0.125 ms at 16 kHz).
     """
 
     HF_TAPS = np.array([1.0, -4.0, 6.0, -4.0, 1.0]) / 16.0  # |H| = sin^4(w/2): 0 at DC, 1 at Nyquist
 
     def __init__(self, rate: int, dc_hz: float = 5.0, hf_share: float = 0.08, hf_min: float = 0.2,
                  loudness_s: float = 0.4, gate_db: float = -70.0, max_boost_db: float = 36.0,
-                 max_cut_db: float = -40.0) -> None:
+                 max_cut_db: float = -40.0, channels: int = 0) -> None:
         self.rate = rate
+        self.channels = channels
         self.dc_a = math.exp(-2.0 * math.pi * dc_hz / rate)
-        self.dc_state = 0.0
+        self.dc_state = np.zeros(channels) if channels else 0.0
         self.hf_share, self.hf_min = hf_share, hf_min
         self.hf_c = hf_min
-        self.hist = _History(len(self.HF_TAPS) - 1)
+        self.hist = _History(len(self.HF_TAPS) - 1, channels)
         self.loud_tau = loudness_s
         self.gate = db_to_gain(gate_db) ** 2
         self.gain_range = (db_to_gain(max_cut_db), db_to_gain(max_boost_db))
@@ -79,23 +83,29 @@ class Conditioner:
         a, n = self.dc_a, len(x)
         k = np.arange(n, dtype=np.float64)
         w = a ** (-k)  # blocks are short (a hop), so this stays well inside float64
-        low = a ** (k + 1) * self.dc_state + (1 - a) * a ** k * np.cumsum(x * w)
-        self.dc_state = float(low[-1])
+        if x.ndim == 2:
+            k, w = k[:, None], w[:, None]
+        low = a ** (k + 1) * self.dc_state + (1 - a) * a ** k * np.cumsum(x * w, axis=0)
+        self.dc_state = low[-1].copy() if x.ndim == 2 else float(low[-1])
         return x - low
 
     def _tame(self, x: np.ndarray, dt: float) -> np.ndarray:
         full = self.hist.extend(x)
-        high = np.convolve(full, self.HF_TAPS, mode="valid")  # aligned with full[2:-2]
+        n = len(x)
+        if full.ndim == 1:
+            high = np.convolve(full, self.HF_TAPS, mode="valid")  # aligned with full[2:-2]
+        else:  # the same 5 taps (symmetric), per channel: (n, C)
+            high = sum(t * full[j:j + n] for j, t in enumerate(self.HF_TAPS))
         dry = full[2:len(full) - 2]
-        e_all = float(np.dot(dry, dry)) + 1e-12
-        e_high = float(np.dot(high, high))
+        e_all = float(np.sum(dry * dry)) + 1e-12
+        e_high = float(np.sum(high * high))
         need = 1.0 - math.sqrt(self.hf_share * e_all / e_high) if e_high > self.hf_share * e_all else 0.0
         want = max(self.hf_min, min(1.0, need))
         tau = 0.005 if want > self.hf_c else 0.3  # fast attack, slow release
         c_new = self.hf_c + (1 - math.exp(-dt / tau)) * (want - self.hf_c)
         ramp = np.linspace(self.hf_c, c_new, len(x) + 1)[1:]
         self.hf_c = c_new
-        return dry - ramp * high
+        return dry - (ramp[:, None] if dry.ndim == 2 else ramp) * high
 
     def _normalise(self, x: np.ndarray, target_db: float, dt: float) -> np.ndarray:
         ms = float(np.mean(x * x)) if len(x) else 0.0
@@ -112,10 +122,12 @@ class Conditioner:
             want = min(hi, max(lo, db_to_gain(target_db) / math.sqrt(self.ms)))
             tau = 0.08 if want < g_old else 0.6  # turn down fast, up slowly
             self.gain = want if warm else g_old * (want / g_old) ** (1 - math.exp(-dt / tau))
-        return x * np.linspace(g_old, self.gain, len(x) + 1)[1:]
+        g = np.linspace(g_old, self.gain, len(x) + 1)[1:]
+        return x * (g[:, None] if x.ndim == 2 else g)
 
     def process(self, x: np.ndarray, target_db: float) -> np.ndarray:
-        """One block (n,) at the model rate -> conditioned block (n,) float32; NaN/inf become 0."""
+        """One block (n,) or (n, C) at the model rate -> conditioned block of the same shape,
+        float32; NaN/inf become 0."""
         x = np.nan_to_num(np.asarray(x, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         if len(x) == 0:
             return x.astype(np.float32)

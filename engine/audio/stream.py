@@ -165,7 +165,7 @@ class AudioSynth:
         self._first_step = True
         self.decoder = NumpyStream(decoder, self.CHANNELS)
         self.smoother = Smoother(registry)
-        self.cond = [Conditioner(model.sample_rate) for _ in range(self.CHANNELS)]
+        self.cond = Conditioner(model.sample_rate, channels=self.CHANNELS)   # linked: the image stays
         self.resampler = Resampler(model.sample_rate, self.rate, channels=self.CHANNELS)
         self.limiter = TruePeakLimiter(self.rate, channels=self.CHANNELS)
         self.delay_out = 2 * self.resampler.ratio + self.resampler.delay + self.limiter.delay
@@ -368,7 +368,7 @@ class AudioSynth:
         else:
             x = self._decode(u)
         loud = float(s[i["audio/loudness"]])
-        x = np.stack([cond.process(x[:, c], loud) for c, cond in enumerate(self.cond)], axis=1)  # (hop, 2)
+        x = self.cond.process(x, loud)                                                       # (hop, 2)
         # per-sample ramps: gain, mute, master fade, start/stop fade
         g = db_to_gain(float(s[i["audio/gain"]]))
         gain = self._ramp_to(self._gain, g)
