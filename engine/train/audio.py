@@ -56,7 +56,7 @@ class AudioTrainConfig:
     kl_warmup_steps: int = field(500, minimum=0, doc="Steps over which beta rises from 0.")
     fft_sizes: tuple[int, ...] = field((1024, 512, 256, 128, 64), doc="FFT sizes of the multi-resolution STFT loss.")
     dc_weight: float = field(10.0, minimum=0.0, doc="Weight of the squared difference of the windows' mean (DC offset).")
-    comb_weight: float = field(2.0, minimum=0.0, maximum=100.0, doc="Extra weight of the log-magnitude error on the harmonics of the latent frame rate (where the decoder's own drone lives).")
+    comb_weight: float = field(4.0, minimum=0.0, maximum=100.0, doc="Extra weight of the log-magnitude error on the harmonics of the latent frame rate (where the decoder's own drone lives).")
     preview_seconds: float = field(2.0, minimum=0.25, maximum=60.0, doc="Length of each preview snippet (s).")
     export_clips: int = field(48, minimum=0, maximum=4096, doc="Encoded stretches of the dataset stored in the model: the live walk's motion bank and the clips `audio/replay` plays.")
     export_clip_seconds: float = field(2.0, minimum=0.1, maximum=600.0, doc="Length of each stored stretch (s).")
@@ -93,8 +93,22 @@ class MultiResolutionSTFTLoss(nn.Module):
             total = total + torch.linalg.norm(st - sp) / torch.linalg.norm(st) + diff.mean()
             bins = self.comb_bins.get(n)
             if bins is not None:
-                total = total + self.comb_weight * diff[:, bins.to(diff.device)].mean()
+                total = total + self.comb_weight * (diff[:, bins.to(diff.device)].mean()
+                                                    + comb_excess(sp, st, bins.to(diff.device)))
         return total
+
+
+def comb_excess(pred_mag: torch.Tensor, target_mag: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """How much more the prediction's energy stands out on the frame-rate harmonic `bins` against
+    their neighbours (±1, ±2 bins) than the target's does: mean over frames of
+    relu(log(E_h / E_n)_pred − log(E_h / E_n)_target). Magnitudes (B, F, T); a scalar."""
+    def ratio(mag: torch.Tensor) -> torch.Tensor:
+        power = mag.square()                                             # (B, F, T)
+        top = power.shape[1] - 1
+        harm = power[:, bins].mean(dim=1)                                # (B, T)
+        near = torch.stack([power[:, (bins + d).clamp(0, top)] for d in (-2, -1, 1, 2)]).mean(dim=(0, 2))
+        return (harm + 1e-10).log() - (near + 1e-10).log()
+    return torch.relu(ratio(pred_mag) - ratio(target_mag)).mean()
 
 
 def kl_free_bits(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float) -> tuple[torch.Tensor, torch.Tensor]:
