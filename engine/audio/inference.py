@@ -161,19 +161,20 @@ class NumpyStream:
         for part in self._stateful():
             if isinstance(part, _Up):
                 out.append((part.tail.copy(),))
+            elif part._T >= 0:   # the context lives in the head of the preallocated buffer
+                out.append((part.full[:, :, :part.context].copy(),))
             else:
-                out.append((part.state.copy(), part.full.copy() if part._T >= 0 else part.state))
+                out.append((part.state.copy(),))
         return out
 
     def restore(self, saved: list[tuple[np.ndarray, ...]]) -> None:
-        """Back to the contexts of `save()` (same block length in between)."""
+        """Back to the contexts of `save()`."""
         for part, arrays in zip(self._stateful(), saved):
             if isinstance(part, _Up):
                 part.tail = arrays[0].copy()
             else:
                 part.state = arrays[0].copy()
-                if part._T >= 0:
-                    part.full[...] = arrays[1]
+                part._T = -1   # the buffers are rebuilt around the restored context
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         """z (B, D, T) -> audio (B, 1, T · hop) float32."""
