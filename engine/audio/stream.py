@@ -3,19 +3,20 @@
 `AudioSynth.step(values)` runs one latent frame (hop samples at the model rate, 4 ms for the
 default model) through the whole chain:
 
-    latent navigation (knob coordinates, sigma)            centre + random walk, jump/glide, hold,
-        │                                                  replay of encoded clips, temperature,
-        │                                                  per-dimension offsets, dissolve
-    model.knobs_to_latent ─► streaming decoder (causal)   one frame -> hop samples, model rate
+    latent navigation, two voices (knob coordinates)      place (jump/glide, walk, hold) + the
+        │                                                  archive's motion (engine.audio.navigation),
+        │                                                  temperature, replay, width, offsets, dissolve
+    decoder weights ← audio/learning                      snapshots interpolated in place
+    model.knobs_to_latent ─► numpy streaming decoder      (2, D) -> (hop, 2), model rate
     clip player (baked scenes)                            crossfades decoder and clips, model rate
-    Conditioner (DC blocker, HF tamer, loudness)          engine.audio.safety
+    Conditioner (DC blocker, HF tamer, loudness)          engine.audio.safety, channels linked
     gain · mute · master fade · start/stop fade           per-sample ramps (no zipper noise)
     Resampler (polyphase windowed sinc, model -> device)  0.74 ms group delay at 16 -> 48 kHz
     TruePeakLimiter (ceiling, panic)                      the last stage: nothing bypasses it
 
 The realtime audio process and the offline renderer (`ciel render`) use this same class; for a
-given model, seed and sequence of calls the output is the same bytes. Random draws (walk, jumps,
-dissolve noise) come from one seeded generator in a fixed order per step.
+given model, seed and sequence of calls the output is the same bytes. Random draws (walks,
+grains, jumps, dissolve noise) come from one seeded generator in a fixed order per step.
 
 `values` is always the flat parameter array of `engine.params` (`Registry.size` float64 values,
 e.g. a `SharedSnapshot` copy). Triggers are counters: a trigger fires when its count changes.
