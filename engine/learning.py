@@ -81,6 +81,20 @@ def unpack(tensors: Mapping[str, Tensor], final: Mapping[str, Tensor], count: in
     return snaps
 
 
+def card_steps(card: Mapping[str, object], source: str) -> list[int]:
+    """The training steps of a model card's `[learning]` table (empty: no learning axis, also
+    for a single snapshot); ModelError naming `source` when the table is malformed."""
+    table = card.get("learning")
+    if table is None:
+        return []
+    if not isinstance(table, dict):
+        raise ModelError(f"{source}: learning: expected a table with steps and seconds")
+    steps = table.get("steps")
+    if not isinstance(steps, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in steps):
+        raise ModelError(f"{source}: learning.steps: expected a list of training steps, got {steps!r}")
+    return steps if len(steps) >= 2 else []
+
+
 def stored_keys(tensors: Mapping[str, Tensor]) -> set[str]:
     """Names of the learning tensors in a model file (to tell them from unexpected ones)."""
     return {k for k in tensors if k.startswith(PREFIX)}

@@ -92,3 +92,20 @@ def pd_bin() -> str:
     except FileNotFoundError as exc:
         missing(str(exc))
         raise
+
+
+@pytest.fixture(scope="session")
+def phone_dataset(tmp_path_factory: pytest.TempPathFactory):
+    """A small generated phone archive, ingested (2 minutes of voice notes, 64 photos at 256 px;
+    other recordings than the default models learned): the data the quality checks compare to."""
+    from engine.train.archive import MissingPackages
+    from engine.train.defaults import make_archive
+    from engine.train.ingest import ingest, load_dataset
+
+    tmp = tmp_path_factory.mktemp("phone")
+    try:
+        make_archive(tmp / "archive", audio_minutes=2.0, photos=64, seed=1)
+    except MissingPackages as exc:
+        missing(str(exc))
+    ingest(tmp / "archive", tmp / "dataset", progress=False)
+    return load_dataset(tmp / "dataset")

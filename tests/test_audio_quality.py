@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import missing
 from engine.audio import quality as q
 from engine.audio.inference import NumpyStream
 from engine.audio.model import AudioModelConfig, AudioVAE, export_audio_model, load_audio_model
@@ -99,20 +98,9 @@ def test_the_default_model_carries_its_training_from_step_zero(default) -> None:
 
 
 @pytest.fixture(scope="module")
-def archive_sound(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
-    """Two minutes of a generated phone archive (other recordings than the default's), 16 kHz."""
-    from engine.train.archive import MissingPackages
-    from engine.train.defaults import make_archive
-    from engine.train.ingest import ingest, load_dataset
-
-    tmp = tmp_path_factory.mktemp("archive")
-    try:
-        make_archive(tmp / "archive", audio_minutes=2.0, photos=0, seed=1)
-    except MissingPackages as exc:
-        missing(str(exc))
-    ingest(tmp / "archive", tmp / "dataset", progress=False)
-    ds = load_dataset(tmp / "dataset")
-    return np.asarray(ds.audio, np.float64) / 32768.0
+def archive_sound(phone_dataset) -> np.ndarray:
+    """The sound of a generated phone archive (other recordings than the default's), 16 kHz."""
+    return np.asarray(phone_dataset.audio, np.float64) / 32768.0
 
 
 def test_learning_moves_from_noise_to_the_archive_without_a_click(default, archive_sound) -> None:

@@ -12,10 +12,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import missing
-from engine.train.archive import MissingPackages
-from engine.train.defaults import make_archive
-from engine.train.ingest import IngestConfig, ingest
 from engine.visual.model import (ARCHITECTURE, Generator, GeneratorConfig, ImageModel, export_image_model,
                                  load_image_model)
 from engine.visual.quality import image_quality, write_grid
@@ -24,15 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+def photos(phone_dataset) -> np.ndarray:
     """64 phone-style photos at 256 px, uint8 (64, 256, 256, 3)."""
-    tmp = tmp_path_factory.mktemp("quality")
-    try:
-        make_archive(tmp / "archive", audio_minutes=0, photos=64, seed=5)
-    except MissingPackages as exc:
-        missing(str(exc))
-    ingest(tmp / "archive", tmp / "dataset", IngestConfig(image_size=256), progress=False)
-    return np.load(tmp / "dataset" / "images.npy")
+    return np.asarray(phone_dataset.images)
 
 
 class PhotoGenerator(nn.Module):

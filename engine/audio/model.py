@@ -486,10 +486,7 @@ def load_audio_model(folder: str | Path) -> AudioModel:
     scale = _check_tensor(tensors, "pca.scale", (d,), w_src).double().numpy()
     if not (np.isfinite(mean).all() and np.isfinite(comps).all() and np.all(scale > 0)):
         raise ModelError(f"{w_src}: PCA tensors must be finite with positive scale")
-    table = card.get("learning", {})
-    steps = table.get("steps", []) if isinstance(table, dict) else None
-    if not isinstance(steps, list) or not all(isinstance(x, int) for x in steps):
-        raise ModelError(f"{card_src}: learning.steps: expected a list of training steps")
+    steps = learning.card_steps(card, card_src)
     snapshots = tuple(learning.unpack(tensors, {k: tensors[f"decoder.{k}"] for k in vae.decoder.state_dict()},
                                       len(steps), w_src))
     model = AudioModel(folder, cfg, vae, dict(card), mean, comps, scale, (), snapshots)

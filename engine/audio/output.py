@@ -422,7 +422,6 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
         pos[0] = r + n
         st[_S_CALLBACKS] += 1
 
-
     rec_done = threading.Event()
     rec_thread = None
     if tap is not None:

@@ -358,7 +358,7 @@ def load_image_model(folder: str | Path, compile: bool = False) -> ImageModel:
     if not all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()):
         raise ModelError(f"{folder / WEIGHTS}: weights contain NaN or infinity")
     directions = _read_directions(tensors, knob_keys, cfg.latent_dim, str(folder / WEIGHTS))
-    steps = _learning_steps(card, source)
+    steps = learning.card_steps(card, source)
     fold_batchnorm(gen)
     snaps = learning.unpack(tensors, gen.state_dict(), len(steps), str(folder / WEIGHTS)) if steps else []
     model = ImageModel(gen, cfg.latent_dim, cfg.resolution, dict(card), folder, directions=directions,
@@ -453,18 +453,6 @@ def _read_directions(tensors: Mapping[str, torch.Tensor], keys: set[str], latent
     if not (np.isfinite(vecs).all() and np.isfinite(sigma).all()):
         raise ModelError(f"{source}: tensor {DIRECTIONS!r} holds NaN or infinite values")
     return (vecs * sigma[:, None]).astype(np.float32)
-
-
-def _learning_steps(card: Mapping[str, Any], source: str) -> list[int]:
-    table = card.get("learning")
-    if table is None:
-        return []
-    if not isinstance(table, dict):
-        raise ModelError(f"{source}: learning: expected a table with steps and seconds")
-    steps = table.get("steps")
-    if not isinstance(steps, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in steps):
-        raise ModelError(f"{source}: learning.steps: expected a list of training steps, got {steps!r}")
-    return steps if len(steps) >= 2 else []
 
 
 def compile_generator(gen: nn.Module, latent_dim: int, freeze: bool = True) -> tuple[nn.Module, bool]:
