@@ -171,8 +171,9 @@ def test_grey_circle_opens_the_program_note(pages, site):
     assert "A programme note for the test." in text and "Second paragraph." in text
     assert page.evaluate("document.getElementById('circle').getAttribute('aria-expanded')") == "true"
     page.key("Escape", "Escape", 27)
-    page.wait_for("!document.getElementById('note').open")
-    assert page.evaluate("document.getElementById('circle').getAttribute('aria-expanded')") == "false"
+    # The dialog's "close" event is queued after `open` turns false: wait for what it does.
+    page.wait_for("!document.getElementById('note').open"
+                  " && document.getElementById('circle').getAttribute('aria-expanded') === 'false'")
     assert page.evaluate("document.activeElement.id") == "circle"
     assert page.console_errors == []
 
