@@ -152,7 +152,7 @@ def main(argv: list[str]) -> dict:
     osc_rate = args.osc_rate if args.osc_rate is not None else (0.0 if args.quick else 1000.0)
     load_kind = args.load or ("none" if args.quick else "sky")
 
-    from engine import parts
+    from harness import parts
     from engine.audio.config import AudioConfig
     from engine.audio.output import AudioProcess
     from engine.control.config import OscConfig

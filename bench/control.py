@@ -1,7 +1,7 @@
 """Control surfaces: OSC throughput without loss, OSC and MIDI latency to the parameter store, and
 audio underflows while OSC floods the engine.
 
-`python -m bench control [--quick]` starts a JACK dummy server (engine.parts.jackd, 48 kHz,
+`python -m bench control [--quick]` starts a JACK dummy server (harness.parts.jackd, 48 kHz,
 128-frame periods, raised to real-time priority as bench/audio.py does), an OscServer and a MidiControl on a ParamStore that publishes to a
 SharedSnapshot, and the real audio process (engine.audio.output.AudioProcess) reading it.
 
@@ -188,7 +188,7 @@ def main(argv: list[str]) -> dict:
     args = ap.parse_args(argv)
     quick = args.quick
 
-    from engine import parts
+    from harness import parts
     from engine.control.config import OscConfig
     from engine.control.osc import OscServer
     from engine.params import REGISTRY, ParamStore, SharedSnapshot

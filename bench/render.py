@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import machine_load, percentile
-from engine import parts
+from harness import parts
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_LIMIT_S = 90.0  # time the generator process may take to make its first keyframe
@@ -64,8 +64,6 @@ def window_run(render_scale: float, seconds: float, audio: bool) -> dict[str, An
     Returns fps, the gaps between flips (ms), CPU per frame and the window's report."""
     from engine.app import Engine, RunOptions
     from engine.patch import load_patch
-    from engine.visual.window import run_window
-    from engine.visual.worker import GanWorker
 
     patch = load_patch()
     visual = dataclasses.replace(patch.visual, width=1920, height=1080, fullscreen=True, fps=240.0,
@@ -79,7 +77,7 @@ def window_run(render_scale: float, seconds: float, audio: bool) -> dict[str, An
         marks: list[tuple[float, float, float]] = []
         xvfb = f"Xvfb {os.environ['DISPLAY']} "
         done = engine.frame_done
-        workers: list[GanWorker] = []
+        workers: list[Any] = []   # the started keyframe source (its first_at)
 
         def frame_done(now: float) -> None:
             t = time.monotonic()
@@ -95,7 +93,7 @@ def window_run(render_scale: float, seconds: float, audio: bool) -> dict[str, An
                 engine.running = False
 
         engine.frame_done = frame_done  # type: ignore[method-assign]
-        report = run_window(engine, deadline=engine.clock() + seconds + STARTUP_LIMIT_S, on_worker=workers.append)
+        report = engine.show_window(deadline=engine.clock() + seconds + STARTUP_LIMIT_S, on_worker=workers.append)
         underflows = None
         if engine.audio is not None:
             underflows = getattr(engine.audio.status(), "underflows", None)

@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 
 from bench.common import machine_load, percentile
-from engine import parts
+from harness import parts
 
 log = logging.getLogger("ciel.soak")
 
@@ -125,9 +125,9 @@ class Sampler:
 def run(minutes: float, period: float, real: bool, control: bool = True) -> dict:
     from engine.app import Engine, RunOptions
     from engine.commands import check_display
-    from engine.health import Supervision, setup_file_logging
+    from engine.logfiles import setup_file_logging
+    from engine.supervise import Supervision
     from engine.installation import INSTALLATION_PATCH
-    from engine.visual.window import run_window
 
     seconds = minutes * 60.0
     warmup = min(300.0, max(15.0, 0.1 * seconds))
@@ -145,12 +145,12 @@ def run(minutes: float, period: float, real: bool, control: bool = True) -> dict
         stack.callback(engine.close)
         sup = engine.healthz if isinstance(engine.healthz, Supervision) else None
         if sup is None:
-            sup = Supervision(engine, port=0)
+            sup = engine.supervision(port=0)
             sup.start()
             stack.callback(sup.stop)
         sampler = Sampler(engine, sup, warmup)
         sampler.begin()
-        run_window(engine, deadline=engine.started + seconds)
+        engine.show_window(deadline=engine.started + seconds)
         end = sampler.end()
         start = sampler.start or end
         sched = engine.scheduler.status() if engine.scheduler is not None else {}

@@ -21,7 +21,15 @@ from .params import REGISTRY, ParamStore, Registry, SharedSnapshot
 from .patch import ROOT, Patch
 
 if TYPE_CHECKING:
-    from .control.scheduler import Scene
+    from .audio.output import AudioProcess
+    from .control.midi import MidiControl
+    from .control.osc import OscServer
+    from .control.oscquery import OscQueryServer
+    from .control.scheduler import Scene, Scheduler
+    from .parts import KeyframeSource
+    from .supervise import Supervision
+    from .visual.model import ImageModel
+    from .visual.window import WindowReport
 
 log = logging.getLogger("ciel")
 
@@ -94,14 +102,15 @@ class Engine:
         self.first_sound_s: float | None = None
         self.snapshot = SharedSnapshot(registry.size)
         self.store = ParamStore(registry, self.snapshot)
-        self.audio: Any = None
-        self.osc: Any = None
-        self.oscquery: Any = None
-        self.midi: Any = None
-        self.scheduler: Any = None
-        self.healthz: Any = None
-        self.gan: Any = None  # the keyframe source, set by the window (watched by the supervisor)
-        self.image_model: Any = None  # the generator, loaded once here for the window
+        self.audio: AudioProcess | None = None
+        self.osc: OscServer | None = None
+        self.oscquery: OscQueryServer | None = None
+        self.midi: MidiControl | None = None
+        self.scheduler: Scheduler | None = None
+        self.healthz: Supervision | None = None
+        self.image_model: ImageModel | None = None  # the generator, loaded once here for the window
+        self.keyframes: KeyframeSource | None = None  # where the window's pictures come from
+        self.seed = 0  # the image paths' seed (the patch's, or drawn at start)
         self.patch = patch
         try:
             apply_patch_params(self.store, patch)
@@ -114,6 +123,8 @@ class Engine:
                 self._start_control()
             if options.installation or self.patch.schedule.enabled:
                 self._start_scheduler()
+            if self.image_model is not None:
+                self.keyframes = self._keyframe_source(self.image_model)
             if options.installation:
                 self._start_supervision()
         except BaseException:
@@ -134,18 +145,24 @@ class Engine:
 
     def _start_control(self) -> None:
         """OSC, OSCQuery and MIDI. A port in use or a missing MIDI API is reported, not fatal."""
-        from .control.midi import MidiInput
+        from .control.config import PatchWriter
+        from .control.midi import MidiControl
         from .control.osc import OscServer
         from .control.oscquery import OscQueryServer
 
-        if self.patch.osc.enabled:
-            self.osc = self._guard("osc", lambda: OscServer(self.patch.osc, self.store, engine=self))
-        if self.patch.oscquery.enabled and self.osc is not None:
-            self.oscquery = self._guard("oscquery", lambda: OscQueryServer(self.patch.oscquery, self.store,
-                                                                            osc_port=self.osc.port, engine=self))
-        if self.patch.midi.enabled:
-            self.midi = self._guard("midi", lambda: MidiInput(self.patch.midi, self.store,
-                                                              patch_path=self.patch_path, engine=self))
+        patch = self.patch
+        writer = PatchWriter(self.patch_path) if self.patch_path is not None else None
+        if patch.midi.enabled:
+            self.midi = self._guard("midi", lambda: MidiControl(patch.midi, self.store, writer=writer,
+                                                                source=patch.source))
+        if patch.osc.enabled:
+            self.osc = self._guard("osc", lambda: OscServer(patch.osc, self.store, presets=patch.presets,
+                                                            writer=writer, learner=self.midi,
+                                                            on_quit=self.quit))
+        if patch.oscquery.enabled and self.osc is not None:
+            osc = self.osc
+            self.oscquery = self._guard("oscquery", lambda: OscQueryServer(patch.oscquery, self.store,
+                                                                            osc_port=osc.port, osc_host=osc.host))
 
     def _start_scheduler(self) -> None:
         from .control.scheduler import Scheduler
@@ -162,11 +179,62 @@ class Engine:
         if path is not None:
             self.audio.play(path)
 
+    def _keyframe_source(self, model: ImageModel) -> KeyframeSource:
+        """The window's pictures: the images of baked scenes when the scheduler plays a baked
+        folder, else the generator process behind a handle the supervisor can restart. Built here,
+        started by the window; it reads the parameters from this engine's shared snapshot."""
+        from .scenes import BakedImageWorker
+        from .supervise import RestartableWorker
+        from .visual.worker import GanWorker
+
+        cfg = self.patch.visual
+        self.seed = cfg.seed or int(time.time()) & 0x7FFFFFFF
+        if self.scheduler is not None and self.scheduler.baked is not None:
+            return BakedImageWorker(self.scheduler)
+        seed, snapshot = self.seed, self.snapshot.name
+        return RestartableWorker(lambda: GanWorker(model, seed, snapshot, cfg.keyframes_per_s, cfg.threads,
+                                                   cfg.compile))
+
+    def supervision(self, port: int | None = None) -> Supervision:
+        """/healthz, the systemd watchdog and the generator watchdog for this engine (not started).
+        `port`: where /healthz listens (default the patch's `[web] health_port`; 0 = any free port)."""
+        from .supervise import RestartableWorker, Supervision
+
+        gan = self.keyframes if isinstance(self.keyframes, RestartableWorker) else None
+        return Supervision(self.health, self.clock, self.report,
+                           self.patch.web.health_port if port is None else port, gan=gan)
+
     def _start_supervision(self) -> None:
         """/healthz, the systemd watchdog and the generator watchdog, on their own thread."""
-        from .health import Supervision
+        self.healthz = self._guard("healthz", self.supervision)
 
-        self.healthz = self._guard("healthz", lambda: Supervision(self))
+    def show_window(self, deadline: float = float("inf"),
+                    on_worker: Callable[[KeyframeSource], None] | None = None) -> WindowReport:
+        """Open the performance window and run the render loop on this (the main) thread until
+        quit or `deadline` (engine clock seconds). Raises DisplayError when no window opens."""
+        from .visual.model import load_image_model
+        from .visual.window import WindowHooks, run_window
+
+        cfg = self.patch.visual
+        if self.image_model is None:
+            self.image_model = load_image_model(cfg.model)
+        if self.keyframes is None:
+            self.keyframes = self._keyframe_source(self.image_model)
+        hooks = WindowHooks(clock=self.clock, running=lambda: self.running, quit=self.quit, tick=self.tick,
+                            frame_done=self.frame_done, report=self.report, messages=self.messages,
+                            learn=self.learn, note=self.patch.note)
+        return run_window(cfg, self.image_model, self.seed, self.store, self.keyframes, hooks, deadline, on_worker)
+
+    def learn(self) -> str:
+        """MIDI learn from the window's L key: bind the next control moved to the parameter touched
+        last (main thread). Returns the overlay's line; a failure is reported, never raised."""
+        if self.midi is None:
+            return "MIDI learn: MIDI is off"
+        try:
+            return f"MIDI learn: move a control for {self.midi.learn()}"
+        except CielError as exc:
+            self.report("midi", str(exc))
+            return f"MIDI learn: {exc}"
 
     def _guard(self, source: str, make: Callable[[], Any]) -> Any:
         try:
@@ -203,6 +271,10 @@ class Engine:
             self._fps_t0, self._fps_n = now, 0
 
     # — any thread —
+    def quit(self) -> None:
+        """Ask the render loop to end (OSC /ciel/quit, the window's Escape key)."""
+        self.running = False
+
     def report(self, source: str, message: str) -> None:
         """A failure as data: logged once per distinct message, kept for the overlay."""
         if self._messages.get(source) != message:
@@ -245,7 +317,7 @@ class Engine:
         log.info("stopped after %.1f s: %d frames, fps %.1f", now - self.started, self._frames, self._fps)
         if self.scheduler is not None:
             self.scheduler.close()
-        for part in (self.healthz, self.midi, self.oscquery, self.osc, self.audio):
+        for part in (self.healthz, self.midi, self.oscquery, self.osc, self.keyframes, self.audio):
             if part is not None:
                 try:
                     part.stop()

@@ -140,9 +140,7 @@ def run_engine(patch: Patch, patch_path: Path | None, *, window: bool = True, in
     deadline = engine.clock() + seconds if seconds > 0 else float("inf")
     try:
         if window:
-            from .visual.window import run_window
-
-            run_window(engine, deadline=deadline)
+            engine.show_window(deadline=deadline)
         else:
             while engine.running and engine.clock() < deadline:
                 now = engine.clock()
@@ -202,7 +200,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             if scheduler is not None:
                 clock_now[0] = t
                 scheduler.tick(t)
-            values = store.values.copy()
+            values = store.snapshot_values()
             start, stop = int(round(i * rate / args.fps)), int(round((i + 1) * rate / args.fps))
             chunks.append(synth.process(values, stop - start).copy())
             if frames is not None:

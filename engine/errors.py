@@ -39,3 +39,24 @@ class ParamError(CielError):
 
 class DatasetError(CielError):
     """A dataset folder is missing or unreadable."""
+
+
+class MidiUnavailable(CielError):
+    """No MIDI API could be opened (no ALSA sequencer, no JACK server, no CoreMIDI)."""
+
+
+class TrainError(CielError):
+    """A run folder or checkpoint is missing, unreadable or belongs to another kind of model."""
+
+
+class SkippedFile(CielError):
+    """An archive file `ciel ingest` cannot use; the message is the reason shown in its report."""
+
+
+class MissingPackages(CielError):
+    """The Debian packages the generated phone archive is made from are not installed
+    (`.packages` names them; the message says how to install them)."""
+
+    def __init__(self, message: str, packages: list[str]) -> None:
+        super().__init__(message)
+        self.packages = list(packages)

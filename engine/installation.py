@@ -87,7 +87,7 @@ def installation_patch(args: argparse.Namespace) -> Patch:
 
 def cmd_install(args: argparse.Namespace) -> int:
     from .commands import run_engine, setup_logging
-    from .health import setup_file_logging
+    from .logfiles import setup_file_logging
 
     t0 = time.monotonic()
     setup_logging(args.log_level)
@@ -131,7 +131,7 @@ def cmd_bake(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         print(f"\rciel bake: {done}/{total} scenes", end="", file=sys.stderr, flush=True)
 
-    index = bake(args.out, args.count, audio_model, image_model, store.values.copy(), seconds=seconds,
+    index = bake(args.out, args.count, audio_model, image_model, store.snapshot_values(), seconds=seconds,
                  seed=args.seed, wav=not args.no_wav, progress=progress, name=patch.name)
     print(f"\nciel: baked {args.count} scenes of {seconds:g} s into {args.out} in {time.monotonic() - t0:.1f} s "
           f"({index.name}); play them with `ciel install --baked {args.out}`", file=sys.stderr)

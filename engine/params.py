@@ -263,10 +263,23 @@ class ParamStore:
             self._listeners.remove(fn)
 
     def get(self, name: str) -> tuple[float, ...]:
-        return tuple(float(v) for v in self.values[self.registry.slot(name)])
+        sl = self.registry.slot(name)
+        with self._lock:
+            return tuple(float(v) for v in self.values[sl])
 
     def get1(self, name: str) -> float:
-        return float(self.values[self.registry.index(name)])
+        i = self.registry.index(name)
+        with self._lock:
+            return float(self.values[i])
+
+    def snapshot_values(self, out: np.ndarray | None = None) -> np.ndarray:
+        """A consistent copy of every target (float64, the registry's layout), taken under the
+        lock; written into `out` when given. Readers in this process use this, never `values`."""
+        with self._lock:
+            if out is None:
+                return self.values.copy()
+            out[:] = self.values
+            return out
 
     def set(self, name: str, value: float | Iterable[float], source: str = "api", index: int | None = None) -> tuple[float, ...]:
         """Set a parameter (clamped); `index` sets one element of a vector. Returns the stored values."""
@@ -341,3 +354,88 @@ class Smoother:
             a = np.where(self.tau > 0, 1.0 - np.exp(-max(dt, 0.0) / np.maximum(self.tau, 1e-9)), 1.0)
         self.value += a * (targets - self.value)
         return self.value
+
+
+# — the typed view ----------------------------------------------------------------------------
+# engine/paramview.py is generated from PARAMS by `python -m engine.params --view` (a test holds it
+# current): one read-only property per parameter, so a consumer writes `view.audio_gain` and mypy
+# catches a renamed parameter; `check_view` confirms the layout against a registry at start.
+
+VIEW_FILE = "paramview.py"
+
+
+def attribute(name: str) -> str:
+    """The view's attribute for a parameter name: "audio/walk/speed" → "audio_walk_speed"."""
+    return name.replace("/", "_")
+
+
+def view_source(registry: Registry = REGISTRY) -> str:
+    """The text of engine/paramview.py for `registry`."""
+    lines = [
+        '"""Typed reads of a flat parameter array: generated from engine/params.py by',
+        "`python -m engine.params --view`; do not edit.",
+        "",
+        "`ParamView(values)` wraps a float64 array in the registry's layout (a snapshot copy, a",
+        "Smoother's output) without copying it; each property reads one parameter. Scalars come",
+        "back as float; vectors as a view (their size) into the array. Any thread, as the array.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "import numpy as np",
+        "",
+        "# name → (first slot, size); the layout the properties below read",
+        "LAYOUT: dict[str, tuple[int, int]] = {",
+    ]
+    lines += [f'    "{p.name}": ({registry.index(p.name)}, {p.size}),' for p in registry.params]
+    lines += [
+        "}",
+        "",
+        "",
+        "class ParamView:",
+        '    """One property per parameter of engine.params.PARAMS (the name with "/" as "_")."""',
+        "",
+        '    __slots__ = ("values",)',
+        "",
+        "    def __init__(self, values: np.ndarray) -> None:",
+        "        self.values = values",
+    ]
+    for p in registry.params:
+        at = registry.index(p.name)
+        unit = f", {p.unit}" if p.unit else ""
+        doc = f"{p.name} ({p.kind}{unit})" if p.size == 1 else f"{p.name} ({p.size} floats{unit})"
+        lines += ["", "    @property"]
+        if p.size == 1:
+            lines += [f"    def {attribute(p.name)}(self) -> float:",
+                      f'        """{doc}"""',
+                      f"        return float(self.values[{at}])"]
+        else:
+            lines += [f"    def {attribute(p.name)}(self) -> np.ndarray:",
+                      f'        """{doc}"""',
+                      f"        return self.values[{at}:{at + p.size}]"]
+    return "\n".join(lines) + "\n"
+
+
+def check_view(registry: Registry = REGISTRY) -> None:
+    """Raise ParamError naming the first parameter whose place differs between `registry` and the
+    generated view (called once at start by each consumer)."""
+    from .paramview import LAYOUT
+
+    for p in registry.params:
+        if LAYOUT.get(p.name) != (registry.index(p.name), p.size):
+            raise ParamError(f"parameter {p.name}: the typed view (engine/paramview.py) has "
+                             f"{LAYOUT.get(p.name)}, the registry ({registry.index(p.name)}, {p.size}); "
+                             "regenerate it with `python -m engine.params --view`")
+    missing = sorted(set(LAYOUT) - {p.name for p in registry.params})
+    if missing:
+        raise ParamError(f"parameter {missing[0]}: in the typed view but not in the registry; "
+                         "regenerate it with `python -m engine.params --view`")
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    if sys.argv[1:] != ["--view"]:
+        sys.exit("usage: python -m engine.params --view   (regenerates engine/paramview.py)")
+    (Path(__file__).parent / VIEW_FILE).write_text(view_source(), encoding="utf-8")

@@ -1,210 +1,106 @@
-"""Start the real parts that ciel talks to when no hardware is there: a JACK server with the dummy
-driver (a clocked sound card), Xvfb (a display), and find Pure Data. Used by tests, benchmarks and
-soaks. `JackServer`, `jackd()` and `xvfb()` are context managers that stop what they started and
-leave alone what was already running.
+"""The swappable parts of a show, declared: what the wiring (engine/app.py) may plug in where.
+
+Each is a `typing.Protocol`, so a part is anything with these methods; nothing inherits from
+them. The wiring builds concrete parts from the patch and hands each one to the parts that use
+it, by constructor:
+
+- `KeyframeSource`: where the sky's pictures come from — the generator process
+  (`engine.visual.worker.GanWorker`), baked scene images (`engine.scenes.BakedImageWorker`), or
+  either behind the supervisor's restartable handle (`engine.supervise.RestartableWorker`).
+- `SoundSource`: what the audio process plays — the VAE decoder's synth
+  (`engine.audio.stream.AudioSynth`); a clip replaces its sound through `play`.
+- `ControlSurface`: a thread that turns the outside world into parameter changes — OSC, OSCQuery,
+  MIDI (`engine.control.*`). Started and stopped by the wiring; reports counters in `/healthz`.
+- `SupervisedChild`: a worker process the supervisor watches and restarts — the generator
+  process and the audio process. Its heartbeat is `count`; a failure is `error` (data, not an
+  exception).
+
+Threads: each protocol's docstring says who calls what.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
+from typing import Any, Protocol, runtime_checkable
 
-def jack_running(name: str | None = None) -> bool:
-    """True if the JACK server `name` (default: $JACK_DEFAULT_SERVER or "default") answers."""
-    lsp = shutil.which("jack_lsp")
-    if lsp is None:
-        return False
-    env = dict(os.environ, JACK_NO_START_SERVER="1")
-    if name is not None:
-        env["JACK_DEFAULT_SERVER"] = name
-    try:
-        return subprocess.run([lsp], capture_output=True, timeout=5, env=env).returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
+import numpy as np
 
 
 @dataclass(frozen=True)
-class JackXruns:
-    """Xruns a JACK server logged, by cause. `driver_late`: the server's own clock thread woke
-    after its cycle had ended (with the dummy driver: the machine did not run it in time; no
-    client's work is involved). `client_late`: a client had not finished its process callback
-    when the next cycle began (the client's dropout). `offset` marks the log position for the next
-    `xruns(since=...)`."""
+class Keyframe:
+    """One picture from a KeyframeSource. `image` (R, R, 3) uint8; `back` the image behind
+    (sky/mapping 1) or None. `seq` counts the source's keyframes from 1 (gaps are keyframes
+    nobody took: newest wins)."""
 
-    driver_late: int
-    client_late: int
-    offset: int
+    image: np.ndarray
+    back: np.ndarray | None
+    seq: int
 
 
-class JackServer:
-    """A private JACK server with the dummy driver (a clocked sound card without hardware).
+@runtime_checkable
+class SupervisedChild(Protocol):
+    """A worker the supervisor watches. `count` grows while it works (its heartbeat); `error` is
+    None or the one-line reason it stopped. Called from the main or the supervisor thread."""
 
-    It runs under its own name, and `start` points this process and its children at it through
-    $JACK_DEFAULT_SERVER, so tests, benchmarks and soaks neither use nor disturb another JACK
-    server on the machine. It runs at realtime priority when allowed (as `jackd -R`), else at
-    normal priority. `kill` is a crash (SIGKILL); starting again under the same name takes the
-    registration back; `stop` ends it cleanly (SIGTERM). Also a context manager. What the server
-    prints goes to a temporary log that `xruns` reads.
-    """
+    @property
+    def count(self) -> int: ...
 
-    def __init__(self, name: str | None = None, rate: int = 48000, period: int = 128) -> None:
-        self.name = name or free_server_name("ciel")
-        self.rate, self.period = rate, period
-        self.proc: subprocess.Popen | None = None
-        self.realtime = False
-        self._log = tempfile.NamedTemporaryFile(prefix=f"jackd-{self.name}-", suffix=".log")
-        self._saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
+    @property
+    def error(self) -> str | None: ...
 
-    def describe(self) -> str:
-        """One line for benchmark reports: the driver, its clock and its scheduling."""
-        how = "SCHED_FIFO (jackd -R)" if self.realtime else "normal priority (no realtime permission)"
-        return f"jackd dummy {self.rate} Hz / {self.period} frames at {how}"
+    def start(self) -> None: ...
 
-    def answers(self) -> bool:
-        return jack_running(self.name)
+    def stop(self, timeout: float = 5.0) -> None: ...
 
-    def start(self) -> "JackServer":
-        """Start it; FileNotFoundError (no jackd) or RuntimeError (it would not start) if not."""
-        exe = shutil.which("jackd")
-        if exe is None:
-            raise FileNotFoundError("jackd not found: run `bash scripts/setup-system.sh` (Debian package jackd2)")
-        self.proc = _start_jackd(exe, self.name, self.rate, self.period, self._log, realtime=True)
-        self.realtime = self.proc is not None
-        if self.proc is None:  # no realtime permission here: a normal-priority server still keeps time
-            self.proc = _start_jackd(exe, self.name, self.rate, self.period, self._log, realtime=False)
-        if self.proc is None:
-            raise RuntimeError(f"jackd -n {self.name} did not start")
-        os.environ["JACK_DEFAULT_SERVER"] = self.name
-        os.environ["JACK_NO_START_SERVER"] = "1"
-        return self
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(sig)
-            stop(self.proc)
-        self.proc = None
-
-    def xruns(self, since: int = 0) -> JackXruns:
-        """The xruns the server logged after log offset `since` (0: since it started), by cause. A
-        client found unfinished in the cycle right after a late driver cycle was woken late itself,
-        so it counts as the driver's."""
-        with open(self._log.name, "rb") as fh:
-            fh.seek(since)
-            lines = fh.read().decode("utf-8", "replace").splitlines()
-            offset = fh.tell()
-        driver = client = 0
-        after_driver = False
-        for line in lines:
-            if "Driver::Process XRun" in line:
-                driver, after_driver = driver + 1, True
-            elif "was not finished" in line:
-                client += 0 if after_driver else 1
-                after_driver = False
-        return JackXruns(driver_late=driver, client_late=client, offset=offset)
-
-    def stop(self) -> None:
-        """End the server cleanly and point JACK clients back where they pointed before `start`."""
-        self.kill(signal.SIGTERM)
-        for key, value in self._saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-    def __enter__(self) -> "JackServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def is_alive(self) -> bool: ...
 
 
-@contextlib.contextmanager
-def jackd(rate: int = 48000, period: int = 128, name: str | None = None) -> Iterator[JackServer]:
-    """A `JackServer` for the length of a `with` block (default name: the first free of "ciel",
-    "ciel-2"…). Yields the running server."""
-    with JackServer(name, rate, period) as server:
-        yield server
+@runtime_checkable
+class KeyframeSource(SupervisedChild, Protocol):
+    """Pictures for the sky. The render thread calls `latest()` once a frame: the newest keyframe
+    not yet taken, or None (never waits). Parameters reach the source through the engine's one
+    shared snapshot, not through the render loop, so they keep moving while the window stalls.
+    `times_ms`: the time of the most recent keyframes, ms (for the bench and /healthz)."""
+
+    @property
+    def times_ms(self) -> list[float]: ...
+
+    def latest(self) -> Keyframe | None: ...
 
 
-def free_server_name(prefix: str) -> str:
-    """The first of `prefix`, `prefix-2` … `prefix-8` that no running JACK server uses.
+@runtime_checkable
+class SoundSource(Protocol):
+    """What the audio process plays, stereo blocks at `rate` Hz. Called only by the audio
+    process's decode thread: `step(values)` (the smoothed parameter targets, the registry's flat
+    layout) returns the next block, float32 (N, 2), already through the safety stage."""
 
-    Fixed names, not process ids: JACK keeps a registry of at most 8 server names, and a server
-    that dies without unregistering holds its slot until a server of the same name starts again.
-    """
-    for i in range(1, 9):
-        name = prefix if i == 1 else f"{prefix}-{i}"
-        if not jack_running(name):
-            return name
-    raise RuntimeError(f"all JACK server names {prefix}..{prefix}-8 are in use")
+    rate: int
 
+    def step(self, values: np.ndarray) -> np.ndarray: ...
 
-def _start_jackd(exe: str, name: str, rate: int, period: int, log: "tempfile._TemporaryFileWrapper[bytes]",
-                 realtime: bool) -> subprocess.Popen | None:
-    """Start `jackd -n name -d dummy` (its output appended to `log`) and wait until it answers;
-    None if it exits or times out. With `realtime`, jackd runs its process thread at SCHED_FIFO
-    (it refuses to start without permission)."""
-    env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
-    args = [exe, "-n", name] + ([] if realtime else ["--no-realtime"]) + ["-d", "dummy", "-r", str(rate), "-p", str(period)]
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    deadline = time.monotonic() + 10
-    while not jack_running(name):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop(proc)
-            return None
-        time.sleep(0.1)
-    return proc
+    def play(self, clip: np.ndarray | None, fade_s: float) -> None: ...
+
+    def fade_out(self, seconds: float) -> None: ...
+
+    @property
+    def faded_out(self) -> bool: ...
+
+    def panic(self) -> None: ...
+
+    @property
+    def panicked(self) -> bool: ...
 
 
-def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
-    """Terminate a process politely, then kill it."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+@runtime_checkable
+class ControlSurface(Protocol):
+    """A control thread that writes into the ParamStore it was built with. `start()` and `stop()`
+    from the main thread; `status()` from any thread (a JSON-able dict for /healthz)."""
+
+    def start(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
 
 
-@contextlib.contextmanager
-def xvfb(display: str = ":99", size: str = "1920x1080x24") -> Iterator[str]:
-    """An Xvfb display (or the current $DISPLAY if one is set). Yields the display name."""
-    if os.environ.get("DISPLAY"):
-        yield os.environ["DISPLAY"]
-        return
-    exe = shutil.which("Xvfb")
-    if exe is None:
-        raise FileNotFoundError("Xvfb not found: run `bash scripts/setup-system.sh` (Debian package xvfb)")
-    num = int(display.lstrip(":"))
-    while Path(f"/tmp/.X11-unix/X{num}").exists() or Path(f"/tmp/.X{num}-lock").exists():
-        num += 1
-    display = f":{num}"
-    proc = subprocess.Popen([exe, display, "-screen", "0", size, "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 10
-        while not Path(f"/tmp/.X11-unix/X{num}").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Xvfb did not start on {display}")
-            time.sleep(0.05)
-        yield display
-    finally:
-        stop(proc)
-
-
-def pd_binary() -> str:
-    """Path of Pure Data (`pd`), or FileNotFoundError saying how to install it."""
-    exe = shutil.which("pd") or shutil.which("puredata")
-    if exe is None:
-        raise FileNotFoundError("Pure Data not found: run `bash scripts/setup-system.sh` (Debian package puredata-core)")
-    return exe
+__all__ = ["ControlSurface", "Keyframe", "KeyframeSource", "SoundSource", "SupervisedChild"]

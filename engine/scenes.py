@@ -36,6 +36,7 @@ import numpy as np
 from .configio import atomic_write
 from .errors import ConfigError
 from .params import REGISTRY, Registry
+from .parts import Keyframe
 
 INDEX = "index.json"
 VERSION = 1
@@ -249,17 +250,14 @@ def bake(folder: str | Path, count: int, audio_model, image_model, values: np.nd
 class BakedImageWorker:
     """Shows the images of baked scenes in place of the GAN worker (weak hardware).
 
-    Same interface as engine.visual.worker.GanWorker (`start`, `update`, `latest`, `stop`, `count`,
-    `error`, `times_ms`), so the render loop needs no other change. Fed by the scheduler: each scene
+    A `KeyframeSource` (engine/parts.py) like engine.visual.worker.GanWorker, so the render loop
+    needs no other change. Fed by the scheduler: each scene
     with an `image` is read (Pillow) on the thread that fires the scene (the scheduler's timer or
     the main thread's tick), never in the render loop's `latest()`. `back` is the previous image (the
     two-hemisphere mapping turns from one to the next).
     """
 
     def __init__(self, scheduler) -> None:
-        from .visual.worker import Keyframe
-
-        self._keyframe = Keyframe
         self.count = 0
         self.error: str | None = None
         self.times_ms: list[float] = []
@@ -287,7 +285,7 @@ class BakedImageWorker:
         ms = 1000.0 * (time.perf_counter() - t0)
         self.times_ms.append(ms)
         del self.times_ms[:-512]
-        self._latest = self._keyframe(image=image, seq=self.count,
+        self._latest = Keyframe(image=image, seq=self.count,
                                       back=back if back is not None and back.shape == image.shape else None)
 
     def start(self) -> None:
@@ -295,9 +293,6 @@ class BakedImageWorker:
 
     def is_alive(self) -> bool:
         return True
-
-    def update(self, values: np.ndarray) -> None:
-        """The GAN worker takes parameter targets here; baked images do not depend on them."""
 
     def latest(self):
         kf = self._latest

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import parts
+from harness import parts
 
 torch.set_num_threads(1)
 
@@ -98,7 +98,7 @@ def pd_bin() -> str:
 def phone_dataset(tmp_path_factory: pytest.TempPathFactory):
     """A small generated phone archive, ingested (2 minutes of voice notes, 64 photos at 256 px;
     other recordings than the default models learned): the data the quality checks compare to."""
-    from engine.train.archive import MissingPackages
+    from engine.errors import MissingPackages
     from engine.train.defaults import make_archive
     from engine.train.ingest import ingest, load_dataset
 

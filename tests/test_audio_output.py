@@ -1,6 +1,6 @@
 """The audio process through a real JACK server (dummy driver): sound, restarts, clear errors.
 
-The servers are private (`engine.parts.jackd`: `jackd -n NAME`, chosen through
+The servers are private (`harness.parts.jackd`: `jackd -n NAME`, chosen through
 $JACK_DEFAULT_SERVER, which PortAudio's JACK backend honours), so the test that stops and
 restarts one never touches a server someone else is using.
 """
@@ -22,7 +22,7 @@ import pytest
 import soundfile as sf
 
 from conftest import missing, tone_share
-from engine import parts
+from harness import parts
 from engine.audio.config import AudioConfig
 from engine.audio.model import load_audio_model
 from engine.audio.output import AudioProcess, RunAhead, list_devices

@@ -22,8 +22,8 @@ from typing import Iterator
 import pytest
 
 from conftest import missing
-from engine import parts
-from engine.parts import JackServer
+from harness import parts
+from harness.parts import JackServer
 from engine.patch import ROOT, load_patch
 
 SERVER = parts.free_server_name("ciel-faults")  # a fixed name: JACK keeps at most 8
@@ -170,11 +170,11 @@ def full_disk(tmp_path) -> Iterator[Path]:
 
 
 def test_log_disk_full_the_show_goes_on(jack, full_disk):
-    from engine.health import Supervision, setup_file_logging
+    from engine.logfiles import setup_file_logging
 
     handler = setup_file_logging(full_disk, logging.INFO)
     engine = headless_engine()
-    sup = Supervision(engine, port=0)
+    sup = engine.supervision(port=0)
     sup.start()
     try:
         assert run_until(engine, sounding(engine), 20) is not None

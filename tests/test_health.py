@@ -12,8 +12,9 @@ import urllib.request
 
 import pytest
 
-from engine.health import (Health, HealthServer, RestartableWorker, SafeRotatingFileHandler, StallWatch,
-                           setup_file_logging)
+from engine.health import Health, HealthServer
+from engine.logfiles import SafeRotatingFileHandler, setup_file_logging
+from engine.supervise import RestartableWorker, StallWatch
 from engine.systemd import Notifier, Watchdog
 
 
@@ -230,9 +231,8 @@ def test_supervision_thread_serves_health_and_restarts_a_stalled_gan(notify_sock
     keyframe counter stops is restarted (and reported) while the engine keeps running."""
     import threading
     import time as _time
-    from types import SimpleNamespace
 
-    from engine.health import Supervision
+    from engine.supervise import Supervision
 
     path, sock = notify_socket
 
@@ -250,7 +250,6 @@ def test_supervision_thread_serves_health_and_restarts_a_stalled_gan(notify_sock
 
     eng = FakeEngine()
     eng.gan = Gan()
-    eng.patch = SimpleNamespace(web=SimpleNamespace(health_port=0))
     reports = []
     eng.report = lambda source, message: reports.append((source, message))
     eng.clock = _time.monotonic
@@ -266,7 +265,8 @@ def test_supervision_thread_serves_health_and_restarts_a_stalled_gan(notify_sock
 
     loop = threading.Thread(target=engine_loop)
     loop.start()
-    sup = Supervision(eng, notifier=Notifier({"NOTIFY_SOCKET": path}), gan_timeout=0.5, interval=0.1)
+    sup = Supervision(eng.health, eng.clock, eng.report, port=0, gan=eng.gan,
+                      notifier=Notifier({"NOTIFY_SOCKET": path}), gan_timeout=0.5, interval=0.1)
     sup.start()
     try:
         deadline = _time.monotonic() + 10
@@ -297,10 +297,6 @@ def test_restartable_worker_replaces_a_dead_generator_thread():
             self.count, self.error, self.times_ms = 0, None, []
             self.fail_after = fail_after
             self._halt = threading.Event()
-            self.values = None
-
-        def update(self, values) -> None:
-            self.values = values
 
         def latest(self):
             return self.count or None
@@ -328,13 +324,11 @@ def test_restartable_worker_replaces_a_dead_generator_thread():
     watch = StallWatch("gan", lambda: handle.count, handle.restart, timeout=0.3)
     t0 = _time.monotonic()
     while handle.restarts == 0 and _time.monotonic() - t0 < 5:
-        handle.update([1.0])
         watch.tick(_time.monotonic())
         _time.sleep(0.02)
     assert handle.restarts == 1 and len(made) == 2 and not made[0].is_alive()
     _time.sleep(0.2)
     assert handle.count > 5 and handle.error is None and handle.latest()
-    handle.update([2.0])
-    assert made[1].values == [2.0]
+    assert handle.worker is made[1]   # the render loop's calls now reach the fresh worker
     handle.stop()
     assert not made[1].is_alive()

@@ -24,7 +24,7 @@ from engine.audio.output import AudioProcess
 from engine.control.config import OscConfig
 from engine.control.osc import OscClient, OscServer
 from engine.params import REGISTRY, ParamStore, SharedSnapshot
-from engine.parts import JackServer
+from harness.parts import JackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 ADDRESSES = [p.address for p in REGISTRY] + [p.address + "/at" for p in REGISTRY if p.size > 1] + [

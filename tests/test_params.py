@@ -106,3 +106,26 @@ def test_panic_leaves_the_sound_muted_until_unmuted() -> None:
     assert ("audio/mute", (1.0,)) in seen
     store.set("audio/mute", 0.0)
     assert store.get1("audio/mute") == 0.0
+
+
+def test_typed_view_is_generated_from_the_registry_and_checked_at_start():
+    import dataclasses
+    from pathlib import Path
+
+    import engine
+    from engine.errors import ParamError
+    from engine.params import PARAMS, Registry, check_view, view_source
+    from engine.paramview import ParamView
+
+    text = (Path(engine.__file__).parent / "paramview.py").read_text(encoding="utf-8")
+    assert text == view_source(), "engine/paramview.py is stale: run python -m engine.params --view"
+    values = REGISTRY.defaults()
+    values[REGISTRY.index("audio/walk/speed")] = 2.5
+    values[REGISTRY.slot("image/offset")] = np.arange(8)
+    view = ParamView(values)
+    assert view.audio_walk_speed == 2.5 and list(view.image_offset) == list(range(8))
+    check_view(REGISTRY)
+    renamed = Registry(tuple(dataclasses.replace(p, name="audio/volume") if p.name == "audio/gain" else p
+                             for p in PARAMS))
+    with pytest.raises(ParamError, match="audio/volume"):
+        check_view(renamed)

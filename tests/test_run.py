@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from engine import parts
+from harness import parts
 
 CIEL = [sys.executable, "-m", "engine.cli"]
 

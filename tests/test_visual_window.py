@@ -22,39 +22,34 @@ ROOT = Path(__file__).resolve().parent.parent
 WINDOW_SCRIPT = """
 import json, sys, time
 import pygame
-from engine.params import ParamStore
+from engine.app import Engine, RunOptions
 from engine.patch import Patch
 from engine.visual.config import VisualConfig
-from engine.visual.window import run_window
 
 KEYS = {5: pygame.K_n, 8: pygame.K_s, 12: pygame.K_ESCAPE}
+count = {"ticks": 0, "frames": 0}
 
 
-class FakeEngine:
-    # the parts of engine.app.Engine the window uses; presses keys from tick()
-    def __init__(self, patch):
-        self.patch, self.store, self.clock, self.running = patch, ParamStore(), time.monotonic, True
-        self.frames, self.ticks, self._messages = 0, 0, {"test": "overlay line"}
+def tick(now):  # presses keys as the frames go by
+    count["ticks"] += 1
+    if count["ticks"] in KEYS:
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=KEYS[count["ticks"]], mod=0, unicode=""))
 
-    def tick(self, now):
-        self.ticks += 1
-        if self.ticks in KEYS:
-            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=KEYS[self.ticks], mod=0, unicode=""))
 
-    def frame_done(self, now):
-        self.frames += 1
-
-    def report(self, source, message):
-        self._messages[source] = message
-
-    def messages(self):
-        return [f"{k}: {v}" for k, v in self._messages.items()]
+def frame_done(now):
+    count["frames"] += 1
 
 
 visual = VisualConfig(model=sys.argv[1], width=480, height=270, seed=5, screenshots=sys.argv[2])
-engine = FakeEngine(Patch(note="a note", visual=visual))
-report = run_window(engine, deadline=time.monotonic() + 60)
-print(json.dumps({"running": engine.running, "frames": engine.frames, "note": engine.store.get1("note/show"),
+engine = Engine(Patch(note="a note", visual=visual), None, RunOptions(audio=False, window=True, control=False))
+engine.tick, engine.frame_done = tick, frame_done
+engine.report("test", "overlay line")
+try:
+    report = engine.show_window(deadline=time.monotonic() + 60)
+    running = engine.running   # Esc ends the loop by clearing it
+finally:
+    engine.close()
+print(json.dumps({"running": running, "frames": count["frames"], "note": engine.store.get1("note/show"),
                   "renderer": report.renderer}))
 """
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from engine.params import REGISTRY
+from engine.params import REGISTRY, SharedSnapshot
 from engine.visual.model import Generator, GeneratorConfig, export_image_model, load_image_model
 from engine.visual.worker import GanWorker, ImagePath, make_paths, render_keyframe
 
@@ -122,6 +122,15 @@ def small_model(tmp_path_factory):
     return load_image_model(folder)
 
 
+@pytest.fixture
+def snapshot():
+    """The engine's shared parameter snapshot, as the GAN process reads it (defaults published)."""
+    snap = SharedSnapshot(REGISTRY.size)
+    snap.write(REGISTRY.defaults())
+    yield snap
+    snap.close()
+
+
 def wait_for(pred, timeout: float = 30.0) -> None:
     end = time.monotonic() + timeout
     while not pred():
@@ -129,8 +138,8 @@ def wait_for(pred, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def test_worker_delivers_newest_keyframes_once_and_reads_parameters(small_model):
-    worker = GanWorker(small_model, seed=1, keyframes_per_s=40.0)
+def test_worker_delivers_newest_keyframes_once_and_reads_parameters(small_model, snapshot):
+    worker = GanWorker(small_model, seed=1, snapshot=snapshot.name, keyframes_per_s=40.0)
     worker.start()
     try:
         wait_for(lambda: worker.count >= 3)
@@ -142,7 +151,7 @@ def test_worker_delivers_newest_keyframes_once_and_reads_parameters(small_model)
         assert kf2 is not None and kf2.seq > seen + 1  # the ones in between were dropped
         nxt = worker.latest()
         assert nxt is None or nxt.seq > kf2.seq  # each keyframe is taken once
-        worker.update(values(sky__mapping=1.0))
+        snapshot.write(values(sky__mapping=1.0))
         wait_for(lambda: (k := worker.latest()) is not None and k.back is not None)
         assert worker.error is None
     finally:
@@ -150,11 +159,11 @@ def test_worker_delivers_newest_keyframes_once_and_reads_parameters(small_model)
     assert worker.count > 5 and worker.rate > 0
 
 
-def test_generator_failure_becomes_data(tmp_path):
+def test_generator_failure_becomes_data(tmp_path, snapshot):
     export_image_model(Generator(GeneratorConfig(resolution=64, latent_dim=16, channels=32)), tmp_path)
     model = load_image_model(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"not a model")
-    worker = GanWorker(model, seed=1)
+    worker = GanWorker(model, seed=1, snapshot=snapshot.name)
     worker.start()
     try:
         wait_for(lambda: worker.error is not None)
@@ -165,7 +174,7 @@ def test_generator_failure_becomes_data(tmp_path):
         worker.stop()
 
 
-def test_display_never_waits_for_a_slow_generator(gl_context, small_model):
+def test_display_never_waits_for_a_slow_generator(gl_context, small_model, snapshot):
     """Generator slowed to 500 ms per picture: frames keep coming while pictures arrive.
 
     A display that waited for the generator would take 500 ms for every frame that takes in a
@@ -179,7 +188,7 @@ def test_display_never_waits_for_a_slow_generator(gl_context, small_model):
     fbo = gl_context.framebuffer(color_attachments=[gl_context.texture((w, h), 3)])
     fbo.use()
     sky = SkyRenderer(gl_context, w, h, 64, 1.0)
-    worker = GanWorker(small_model, seed=2, keyframes_per_s=50.0, slow_s=0.5)
+    worker = GanWorker(small_model, seed=2, snapshot=snapshot.name, keyframes_per_s=50.0, slow_s=0.5)
     worker.start()
     v = values()
     results, arrival_frames = [], []
@@ -193,7 +202,6 @@ def test_display_never_waits_for_a_slow_generator(gl_context, small_model):
             end = time.monotonic() + 2.5
             while time.monotonic() < end:
                 t0 = time.perf_counter()
-                worker.update(v)
                 kf = worker.latest()
                 if kf is not None:
                     sky.upload(kf.image)

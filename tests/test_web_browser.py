@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import missing
 from engine.patch import load_patch
 from engine.visual.projection import SQRT2, layout
-from engine.web.chromium import Chromium, find_chromium
+from harness.chromium import Chromium, find_chromium
 from engine.web.commands import page_settings
 from engine.web.config import WebConfig
 from engine.web.server import Broadcast, SceneClock, serve

@@ -32,7 +32,8 @@ from typing import Callable
 import numpy as np
 
 from ..learning import WeightMorph
-from ..params import REGISTRY, Registry, Smoother
+from ..params import REGISTRY, Registry, Smoother, check_view
+from ..paramview import ParamView
 from .inference import NumpyStream
 from .model import AudioModel
 from .navigation import MotionBank, Voice
@@ -170,14 +171,7 @@ class AudioSynth:
         self.resampler = Resampler(model.sample_rate, self.rate, channels=self.CHANNELS)
         self.limiter = TruePeakLimiter(self.rate, channels=self.CHANNELS)
         self.delay_out = 2 * self.resampler.ratio + self.resampler.delay + self.limiter.delay
-        self._i = {name: registry.index(name) for name in (
-            "audio/gain", "audio/mute", "audio/temperature", "audio/walk/speed", "audio/walk/spread",
-            "audio/glide", "audio/hold", "audio/replay", "audio/clip", "audio/dissolve",
-            "audio/loudness", "audio/ceiling", "audio/jump", "audio/learning", "audio/width",
-            "scene/next", "panic", "master/fade")}
-        self._offset = registry.slot("audio/offset")
-        if self._offset.stop - self._offset.start < self.D:
-            self._offset = slice(self._offset.start, self._offset.start + self.D)
+        check_view(registry)   # the typed view reads the registry's layout (a mismatch names the parameter)
         self._last: np.ndarray | None = None
         # navigation state: the shared place (walk units) and one walk per channel
         frame_rate = model.sample_rate / model.hop
@@ -271,29 +265,29 @@ class AudioSynth:
 
     # — one latent frame —
     def _triggers(self, v: np.ndarray) -> None:
-        last = self._last
-        assert last is not None
-        i = self._i
-        if v[i["panic"]] != last[i["panic"]]:
+        if self._last is None:
+            return
+        now, last = ParamView(v), ParamView(self._last)
+        if now.panic != last.panic:
             self.panic()
-        if v[i["audio/jump"]] != last[i["audio/jump"]] or v[i["scene/next"]] != last[i["scene/next"]]:
+        if now.audio_jump != last.audio_jump or now.scene_next != last.scene_next:
             self._from = self.centre.copy()
             self._to = self.bank.random_place(self.rng)
-            self._glide_t, self._glide_T = 0.0, float(v[i["audio/glide"]])
+            self._glide_t, self._glide_T = 0.0, now.audio_glide
             if self._glide_T <= 0.0:
                 self.centre = self._to.copy()
 
     def _navigate(self, s: np.ndarray) -> np.ndarray:
         """Advance both voices by one frame; returns knob coordinates (2, D): left, right."""
-        i, dt, D = self._i, self.dt, self.D
+        dt, D, p = self.dt, self.D, ParamView(s)
         noise_dissolve = self.rng.standard_normal((self.CHANNELS, D))
-        hold = s[i["audio/hold"]] >= 0.5
+        hold = p.audio_hold >= 0.5
         if not hold and self._glide_T > 0.0 and self._glide_t < self._glide_T:
             self._glide_t = min(self._glide_T, self._glide_t + dt)
             a = 0.5 - 0.5 * math.cos(math.pi * self._glide_t / self._glide_T)
             self.centre = self._from + (self._to - self._from) * a
-        speed, spread = float(s[i["audio/walk/speed"]]), float(s[i["audio/walk/spread"]])
-        temp = float(s[i["audio/temperature"]])
+        speed, spread = p.audio_walk_speed, p.audio_walk_spread
+        temp = p.audio_temperature
         u = np.empty((self.CHANNELS, D))
         for c, voice in enumerate(self.voices):
             slow, fine = voice.step(self.centre, speed, spread, hold, dt)
@@ -302,17 +296,18 @@ class AudioSynth:
                 self.place[:] = slow
         clips = self.model.clips
         if not hold:
-            want = 1.0 if (s[i["audio/replay"]] >= 0.5 and clips) else 0.0
+            want = 1.0 if (p.audio_replay >= 0.5 and clips) else 0.0
             self._replay = _toward(self._replay, want, dt / self.REPLAY_S)
             if clips:
                 self._clip_pos += 1
         if self._replay > 0.0:
-            clip = clips[int(s[i["audio/clip"]]) % len(clips)]
+            clip = clips[int(p.audio_clip) % len(clips)]
             u = (1.0 - self._replay) * u + self._replay * clip[self._clip_pos % len(clip)]
-        theta = 0.5 * math.pi * float(np.clip(s[i["audio/width"]], 0.0, 1.0))
+        theta = 0.5 * math.pi * min(max(p.audio_width, 0.0), 1.0)
         u[1] = math.cos(theta) * u[0] + math.sin(theta) * u[1]
-        u += s[self._offset][:D]
-        d = float(s[i["audio/dissolve"]])
+        off = p.audio_offset[:D]                 # the knobs: the first (most important) dimensions
+        u[:, :len(off)] += off
+        d = p.audio_dissolve
         if d > 0.0:
             alpha_bar = math.cos(0.5 * math.pi * d) ** 2  # cosine diffusion schedule
             u = math.sqrt(alpha_bar) * u + math.sqrt(1.0 - alpha_bar) * noise_dissolve
@@ -341,24 +336,25 @@ class AudioSynth:
     def step(self, values: np.ndarray) -> np.ndarray:
         """One latent frame: values (Registry.size,) -> audio (n, 2) float32 at the device rate."""
         v = np.asarray(values, np.float64)
-        i = self._i
+        target = ParamView(v)
         if self._last is None:
             self.smoother.reset(v)
             self._last = v.copy()
-            self._gain = db_to_gain(float(v[i["audio/gain"]]))
-            self._fade = float(v[i["master/fade"]])
+            self._gain = db_to_gain(target.audio_gain)
+            self._fade = target.master_fade
         elif not np.array_equal(v, self._last):
             self.change_pos = self.next_out_index
             self._triggers(v)
             self._last[:] = v
         if self._panic:  # released by audio/mute 1 then 0 ("after checking levels")
-            if v[i["audio/mute"]] >= 0.5:
+            if target.audio_mute >= 0.5:
                 self._panic_saw_mute = True
             elif self._panic_saw_mute:
                 self._panic = False
                 self.limiter.release_panic()
         s = self.smoother.step(v, self.dt)
-        self._learning = float(s[i["audio/learning"]])
+        now = ParamView(s)
+        self._learning = now.audio_learning
         if self._first_step:   # the weights for the knob as it is, before the first hop
             self.morph.set(self._learning)
             self._first_step = False
@@ -368,24 +364,24 @@ class AudioSynth:
             x = self._mix_clips(lambda: self._decode(u))
         else:
             x = self._decode(u)
-        loud = float(s[i["audio/loudness"]])
+        loud = now.audio_loudness
         x = self.cond.process(x, loud)                                                       # (hop, 2)
         # per-sample ramps: gain, mute, master fade, start/stop fade
-        g = db_to_gain(float(s[i["audio/gain"]]))
+        g = db_to_gain(now.audio_gain)
         gain = self._ramp_to(self._gain, g)
         self._gain = g
-        mute_to = 0.0 if (v[i["audio/mute"]] >= 0.5 or self._panic) else 1.0
+        mute_to = 0.0 if (target.audio_mute >= 0.5 or self._panic) else 1.0
         m_new = _toward(self._mute, mute_to, self.dt / self.MUTE_S)
         gain *= self._ramp_to(self._mute, m_new)
         self._mute = m_new
-        f = float(np.clip(s[i["master/fade"]], 0.0, 1.0))
+        f = min(max(now.master_fade, 0.0), 1.0)
         gain *= self._ramp_to(self._fade, f)
         self._fade = f
         r_new = _toward(self._run, self._run_target, self._run_rate * self.hop)
         gain *= self._ramp_to(self._run, r_new)
         self._run = r_new
         y = self.resampler.process(x * gain[:, None])
-        self.limiter.set_ceiling(float(s[i["audio/ceiling"]]))
+        self.limiter.set_ceiling(now.audio_ceiling)
         y = self.limiter.process(y)
         self.model_pos += self.hop
         self.out_pos += len(y)

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import mido
 
-from ..errors import CielError, ConfigError, ParamError, PatchError
+from ..errors import CielError, ConfigError, MidiUnavailable, ParamError, PatchError
 from ..params import Param, ParamStore
 from .config import MidiConfig, MidiMapping, PatchWriter
 
@@ -43,10 +43,6 @@ SOURCE = "midi"
 # Sources whose changes are not "the parameter the performer touched last" (for learn from a key).
 NOT_TOUCHED = frozenset({SOURCE, "midi-clock", "schedule", "patch", "preset"})
 CURVE_K = 4.0  # steepness of the exp/log curves: exp(4x) spans 1..55
-
-
-class MidiUnavailable(CielError):
-    """No MIDI API could be opened (no ALSA sequencer, no JACK server, no CoreMIDI)."""
 
 
 def open_client(api: str, kind: str = "in", name: str = "ciel") -> Any:
@@ -189,17 +185,14 @@ class MidiControl:
     writer:  where MIDI learn writes new mappings (the patch file); None keeps them in memory.
     source:  the patch file's name, for errors about its mappings.
     clock:   monotonic seconds (injected).
-    patch_path / engine: shortcuts: the writer for this patch file; the patch source of an
-             engine.app.Engine.
+    patch_path: a shortcut for the writer of this patch file.
     """
 
     def __init__(self, config: MidiConfig, store: ParamStore, writer: PatchWriter | None = None,
                  source: str = "<patch>", clock: Callable[[], float] = time.monotonic,
-                 client_name: str = "ciel", patch_path: str | Path | None = None, engine: Any = None) -> None:
+                 client_name: str = "ciel", patch_path: str | Path | None = None) -> None:
         if writer is None and patch_path is not None:
             writer = PatchWriter(patch_path)
-        if engine is not None:
-            source = engine.patch.source
         self.config, self.store, self.writer, self.source = config, store, writer, source
         self.clock, self.client_name = clock, client_name
         self.counters = Counters()
@@ -515,7 +508,7 @@ class MidiControl:
             self._set(b, b.to_value(velocity))
 
     def _current(self, b: Binding) -> float:
-        return float(self.store.values[self.store.registry.index(b.p.name) + max(b.m.index, 0)])
+        return self.store.get(b.p.name)[max(b.m.index, 0)]
 
     def _set(self, b: Binding, value: float) -> None:
         self._applying = b
@@ -664,4 +657,3 @@ def _close(client: Any) -> None:
     client.delete()
 
 
-MidiInput = MidiControl  # the name engine.app uses

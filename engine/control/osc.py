@@ -145,20 +145,12 @@ class OscServer:
     writer:   writes stored presets into the patch file (None = kept in memory only).
     learner:  MIDI learn (None = /ciel/learn answers that MIDI is off).
     on_quit:  called (on the server thread) for /ciel/quit.
-    engine:   an engine.app.Engine: presets, the patch file, MIDI learn (`engine.midi`, looked up
-              when needed) and quit are taken from it where not given.
     """
 
     def __init__(self, config: OscConfig, store: ParamStore,
                  presets: Mapping[str, Mapping[str, float | tuple[float, ...]]] | None = None,
                  writer: PatchWriter | None = None, learner: Learner | None = None,
-                 on_quit: Callable[[], None] | None = None, engine: Any = None) -> None:
-        if engine is not None:
-            presets = engine.patch.presets if presets is None else presets
-            if writer is None and engine.patch_path is not None:
-                writer = PatchWriter(engine.patch_path)
-            on_quit = on_quit or (lambda: setattr(engine, "running", False))
-        self.engine = engine
+                 on_quit: Callable[[], None] | None = None) -> None:
         self.config, self.store = config, store
         self.registry: Registry = store.registry
         self.presets: dict[str, dict[str, float | tuple[float, ...]]] = {
@@ -388,13 +380,8 @@ class OscServer:
     def _preset_list(self, args: tuple[Any, ...], addr: Address) -> None:
         self._send(message(f"{ROOT}/preset/names", sorted(self.presets)), self._reply_target(addr))
 
-    def _learner(self) -> Learner | None:
-        if self.learner is None and self.engine is not None:
-            return getattr(self.engine, "midi", None)
-        return self.learner
-
     def _learn(self, args: tuple[Any, ...], addr: Address) -> None:
-        learner = self._learner()
+        learner = self.learner
         if learner is None:
             raise ValueError("MIDI is off: nothing to learn")
         name = _name_of(args[0]) if args else None
@@ -406,7 +393,7 @@ class OscServer:
         learner.learn(name, index)
 
     def _learn_cancel(self, args: tuple[Any, ...], addr: Address) -> None:
-        learner = self._learner()
+        learner = self.learner
         if learner is not None:
             learner.cancel_learn()
 

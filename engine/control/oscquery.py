@@ -87,10 +87,7 @@ class OscQueryServer:
     osc_port:  the UDP port of the OSC server, given in HOST_INFO and the `_osc._udp` record.
     """
 
-    def __init__(self, config: OscQueryConfig, store: ParamStore, osc_port: int, osc_host: str = "127.0.0.1",
-                 engine: Any = None) -> None:
-        if engine is not None and getattr(engine, "osc", None) is not None:
-            osc_host = engine.osc.host
+    def __init__(self, config: OscQueryConfig, store: ParamStore, osc_port: int, osc_host: str = "127.0.0.1") -> None:
         self.config, self.store, self.osc_port, self.osc_host = config, store, osc_port, osc_host
         self.registry: Registry = store.registry
         self.requests = 0

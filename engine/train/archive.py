@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from ..errors import MissingPackages
 from .defaults import SR, babble, sky_photo, write_photo, write_sound
 
 APT_HINT = "sudo apt-get install --no-install-recommends {pkgs}   (or: make setup)"
@@ -607,14 +608,6 @@ PHOTO_SOURCES: dict[str, tuple[str, ...]] = {
         "OneStandsOut", "Path", "summer_1am")),
 }
 AUDIO_PACKAGES = ("espeak-ng",)
-
-
-class MissingPackages(RuntimeError):
-    """The Debian packages the archive is made from are not installed (`.packages` names them)."""
-
-    def __init__(self, message: str, packages: list[str]):
-        super().__init__(message)
-        self.packages = list(packages)
 
 
 def _missing_error(pkgs: list[str], what: str) -> MissingPackages:

@@ -299,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             (work / "archive.complete").touch()
         print(f"  {time.monotonic() - t0:.0f} s", flush=True)
         subprocess.run([sys.executable, "-m", "engine.cli", "ingest", str(archive), "-o", str(dataset), "-q"], check=True)
-        threads = max(1, (os.cpu_count() or 2) // 2)
         runs = {kind: work / f"run-{kind}" for kind in ("audio", "image") if args.only in (None, kind)}
+        threads = max(1, (os.cpu_count() or 2) // len(runs))   # the cores shared by the runs side by side
         for run in runs.values():
             shutil.rmtree(run, ignore_errors=True)
         procs = {kind: subprocess.Popen(_train_cmd(kind, dataset, runs[kind], args.minutes, args.steps, threads,

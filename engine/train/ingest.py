@@ -43,7 +43,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..configio import atomic_write, build, dumps_toml, field, read_toml, to_table
-from ..errors import ConfigError, DatasetError
+from ..errors import ConfigError, DatasetError, SkippedFile
 
 AUDIO_FILE = "audio.npy"
 AUDIO_INDEX_FILE = "audio_index.npy"
@@ -141,10 +141,6 @@ class Report:
         return "\n".join(lines) + "\n"
 
 
-class Skip(Exception):
-    """A file that cannot be used; the message is the reason shown in the report."""
-
-
 def _hms(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
@@ -180,13 +176,13 @@ def file_hash(path: str) -> str:
 
 def load_photo(fh: io.BufferedReader, size: int) -> tuple[np.ndarray, tuple[int, int]] | None:
     """An upright, centre-cropped `size`² RGB photo as uint8 [size, size, 3], plus the source size;
-    None when Pillow does not recognise the file. Raises Skip for a recognised but broken image."""
+    None when Pillow does not recognise the file. Raises SkippedFile for a recognised but broken image."""
     try:
         img = Image.open(fh)
     except UnidentifiedImageError:
         return None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise Skip(f"broken image ({exc})") from None
+        raise SkippedFile(f"broken image ({exc})") from None
     try:
         if img.format == "JPEG":
             img.draft("RGB", (size * 2, size * 2))  # decode at a reduced scale: much faster for phone photos
@@ -197,7 +193,7 @@ def load_photo(fh: io.BufferedReader, size: int) -> tuple[np.ndarray, tuple[int,
             img = img.convert("RGBA").convert("RGB") if "A" in img.getbands() or img.mode == "P" else img.convert("RGB")
         img = ImageOps.fit(img, (size, size), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise Skip(f"broken image ({exc})") from None
+        raise SkippedFile(f"broken image ({exc})") from None
     return np.asarray(img, dtype=np.uint8).copy(), src
 
 
@@ -206,16 +202,16 @@ def load_photo(fh: io.BufferedReader, size: int) -> tuple[np.ndarray, tuple[int,
 def decode_audio(fh: io.BufferedReader, cfg: IngestConfig) -> tuple[np.ndarray, float | None]:
     """The first audio track as float32 mono at `cfg.samplerate` and its declared duration (s).
 
-    Raises Skip when FFmpeg cannot read the file or it has no audio track."""
+    Raises SkippedFile when FFmpeg cannot read the file or it has no audio track."""
     try:
         container = av.open(fh, mode="r")
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise Skip(f"not a readable sound, video or image file ({_ff_reason(exc)})") from None
+        raise SkippedFile(f"not a readable sound, video or image file ({_ff_reason(exc)})") from None
     with container:
         streams = container.streams.audio
         if not streams:
             kinds = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
-            raise Skip(f"no audio track (the file holds {kinds})")
+            raise SkippedFile(f"no audio track (the file holds {kinds})")
         stream = streams[0]
         declared = None
         if stream.duration is not None and stream.time_base is not None:
@@ -244,9 +240,9 @@ def decode_audio(fh: io.BufferedReader, cfg: IngestConfig) -> tuple[np.ndarray, 
                 chunks.append(out.to_ndarray().reshape(-1))
         except (av.FFmpegError, ValueError) as exc:
             if not chunks:
-                raise Skip(f"audio track cannot be decoded ({_ff_reason(exc)})") from None
+                raise SkippedFile(f"audio track cannot be decoded ({_ff_reason(exc)})") from None
     if not chunks or total == 0:
-        raise Skip("audio track is empty (no samples decode)" + (f"; {errors} damaged packets" if errors else ""))
+        raise SkippedFile("audio track is empty (no samples decode)" + (f"; {errors} damaged packets" if errors else ""))
     x = np.concatenate(chunks)[:limit].astype(np.float32, copy=False)
     if not np.all(np.isfinite(x)):
         x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
@@ -289,16 +285,16 @@ def clean_audio(x: np.ndarray, cfg: IngestConfig) -> tuple[np.ndarray, float]:
     """Trim silence, shorten long pauses, normalise loudness, pad short clips.
 
     x: float32 mono at cfg.samplerate. Returns (clip, seconds of sound before padding). Raises
-    Skip for a silent file."""
+    SkippedFile for a silent file."""
     frame = max(1, cfg.samplerate // 50)  # 20 ms
     db = frame_db(x, frame)
     loudest = float(db.max())
     if loudest < cfg.silence_db:
         level = "digital silence" if loudest < -150 else f"loudest 20 ms at {loudest:.0f} dBFS"
-        raise Skip(f"silent ({level}, threshold {cfg.silence_db:.0f} dBFS)")
+        raise SkippedFile(f"silent ({level}, threshold {cfg.silence_db:.0f} dBFS)")
     active = db >= max(cfg.silence_db, loudest - cfg.silence_below_peak_db)
     if active.sum() * frame < cfg.min_active_seconds * cfg.samplerate:
-        raise Skip(f"silent (only {active.sum() * 20} ms of sound above the threshold)")
+        raise SkippedFile(f"silent (only {active.sum() * 20} ms of sound above the threshold)")
     # keep active frames, and of each pause at most max_pause_s (half before, half after the cut)
     keep = active.copy()
     max_gap = int(round(cfg.max_pause_s * 50))
@@ -352,7 +348,7 @@ def ingest(archive: str | os.PathLike[str], out: str | os.PathLike[str], config:
         name = display_name(path, root)
         try:
             _ingest_one(path, name, config, report, seen_bytes, seen_content, clips, photos)
-        except Skip as exc:
+        except SkippedFile as exc:
             report.skip(name, str(exc))
         except OSError as exc:
             report.skip(name, f"cannot read ({exc.strerror or exc})")
@@ -367,12 +363,12 @@ def _ingest_one(path: str, name: str, cfg: IngestConfig, report: Report, seen_by
                 seen_content: dict[str, str], clips: list[np.ndarray], photos: list[np.ndarray]) -> None:
     ext = os.path.splitext(name)[1].lower()
     if os.path.getsize(path) == 0:
-        raise Skip("empty file (0 bytes)")
+        raise SkippedFile("empty file (0 bytes)")
     if ext in NOT_MEDIA:
-        raise Skip(f"not a sound, video or photo ({ext} file)")
+        raise SkippedFile(f"not a sound, video or photo ({ext} file)")
     digest = file_hash(path)
     if digest in seen_bytes:
-        raise Skip(f"duplicate of {seen_bytes[digest]}")
+        raise SkippedFile(f"duplicate of {seen_bytes[digest]}")
     seen_bytes[digest] = name
     with open(path, "rb") as fh:
         photo = load_photo(fh, cfg.image_size) if cfg.images else None
@@ -384,9 +380,9 @@ def _ingest_one(path: str, name: str, cfg: IngestConfig, report: Report, seen_by
             return
         if ext in PHOTO_SUFFIXES:
             hint = " (install pillow-heif for HEIC photos)" if ext in (".heic", ".heif") else ""
-            raise Skip(f"not a readable image: Pillow cannot identify this {ext} file{hint}")
+            raise SkippedFile(f"not a readable image: Pillow cannot identify this {ext} file{hint}")
         if not cfg.audio:
-            raise Skip("not a photo (sound ingest is off)")
+            raise SkippedFile("not a photo (sound ingest is off)")
         fh.seek(0)
         riff = riff_declared_seconds(fh.read(4096))
         fh.seek(0)
@@ -410,7 +406,7 @@ def _ingest_one(path: str, name: str, cfg: IngestConfig, report: Report, seen_by
 def _dedupe(content: bytes, name: str, seen: dict[str, str]) -> None:
     digest = hashlib.sha256(content).hexdigest()
     if digest in seen:
-        raise Skip(f"same content as {seen[digest]}")
+        raise SkippedFile(f"same content as {seen[digest]}")
     seen[digest] = name
 
 

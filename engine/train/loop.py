@@ -45,7 +45,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from ..configio import atomic_write, build, dumps_toml, field, read_toml, to_table
-from ..errors import CielError, ConfigError, DatasetError, ModelError
+from ..errors import CielError, ConfigError, DatasetError, ModelError, TrainError
 from .. import learning
 from . import previews
 
@@ -54,10 +54,6 @@ SNAPSHOTS = "snapshots"
 PREVIEWS = "previews"
 TRAIN_TOML = "train.toml"
 MODEL = "model"
-
-
-class TrainError(CielError):
-    """A run folder or checkpoint is missing, unreadable or belongs to another kind of model."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from pathlib import Path
 import moderngl
 import numpy as np
 
-from ..params import REGISTRY, Registry, Smoother
+from ..params import REGISTRY, Registry, Smoother, check_view
+from ..paramview import ParamView
 from .projection import Layout, layout, rotation_matrix
 
 SHADERS = Path(__file__).resolve().parent.parent.parent / "shaders"
@@ -138,11 +139,7 @@ class SkyRenderer:
         self._key_for: tuple | None = None
         self._version = 0  # counts uploads: the keyframe texture is redrawn when it changes
         self.smoother = Smoother(registry)
-        self._slots = {name: registry.index(name) for name in (
-            "sky/projection", "sky/mapping", "sky/lon", "sky/lat", "sky/roll", "sky/spin", "sky/graticule",
-            "sky/spacing", "sky/colormap", "sky/grain", "sky/dissolve", "sky/brightness", "note/show",
-            "master/fade")}
-        self._background = registry.slot("sky/background")
+        check_view(registry)   # the typed view reads the registry's layout (a mismatch names the parameter)
         self.textures: list[moderngl.Texture] = []
         self._make_textures(texture_size)
         self.resize(width, height)
@@ -249,9 +246,8 @@ class SkyRenderer:
         else:
             dt = min(max(t - self._last_t, 0.0), 1.0)
         self._last_t = t
-        v = self.smoother.step(values, dt)
-        s = self._slots
-        self._spin = (self._spin + v[s["sky/spin"]] * dt) % 360.0
+        v = ParamView(self.smoother.step(values, dt))
+        self._spin = (self._spin + v.sky_spin * dt) % 360.0
         if self._arrived:
             if self._key_t is not None:
                 gap = min(max(t - self._key_t, 1.0 / 120.0), 2.0)
@@ -260,19 +256,19 @@ class SkyRenderer:
             self._arrived = False
         mix = 1.0 if self._key_t is None else min(max((t - self._key_t) / self.interval, 0.0), 1.0)
         lay = self.layout
-        lon0 = math.radians((v[s["sky/lon"]] + self._spin + 180.0) % 360.0 - 180.0)
-        tilt = (math.radians(v[s["sky/lat"]]), math.radians(v[s["sky/roll"]]))
+        lon0 = math.radians((v.sky_lon + self._spin + 180.0) % 360.0 - 180.0)
+        tilt = (math.radians(v.sky_lat), math.radians(v.sky_roll))
         rot = rotation_matrix(lon0, *tilt)
-        common = {"uGrain": float(v[s["sky/grain"]]), "uFade": float(v[s["master/fade"]]),
-                  "uBackground": tuple(float(x) for x in v[self._background]),
-                  "uNote": (lay.note_x, lay.note_y, lay.note_r, float(v[s["note/show"]] > 0.5)),
+        common = {"uGrain": v.sky_grain, "uFade": v.master_fade,
+                  "uBackground": tuple(float(x) for x in v.sky_background),
+                  "uNote": (lay.note_x, lay.note_y, lay.note_r, float(v.note_show > 0.5)),
                   "uFrame": self.frame % (1 << 30)}
-        sky = {"uProjection": int(round(v[s["sky/projection"]])), "uMapping": int(round(v[s["sky/mapping"]])),
+        sky = {"uProjection": int(round(v.sky_projection)), "uMapping": int(round(v.sky_mapping)),
                "uRotation": tuple(rot.T.flatten()),  # column-major
-               "uMix": mix, "uGraticule": float(v[s["sky/graticule"]]),
-               "uSpacing": math.radians(max(v[s["sky/spacing"]], 1.0)),
-               "uColormap": int(round(v[s["sky/colormap"]])), "uDissolve": float(v[s["sky/dissolve"]]),
-               "uBrightness": float(v[s["sky/brightness"]]),
+               "uMix": mix, "uGraticule": v.sky_graticule,
+               "uSpacing": math.radians(max(v.sky_spacing, 1.0)),
+               "uColormap": int(round(v.sky_colormap)), "uDissolve": v.sky_dissolve,
+               "uBrightness": v.sky_brightness,
                "uImageA0": 0, "uImageA1": 1, "uImageB0": 2, "uImageB1": 3, "uLon0": lon0}
         for unit, tex in enumerate((self._front[0], self._front[1], self._back[0], self._back[1])):
             tex.use(unit)

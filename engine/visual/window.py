@@ -1,8 +1,11 @@
 """The performance window: pygame + moderngl, the oval sky, the note and an overlay line.
 
-`run_window(engine, deadline)` owns the main thread until quit. The render loop is one function,
-`_loop`: tick → drain control (window events) → update (parameters, newest keyframe) → render →
-flip → frame_done. The generator runs in a `GanWorker` thread; the loop never waits for it.
+`run_window(...)` owns the main thread until quit; the show's wiring (engine/app.py) hands it the
+patch's visual settings, the model, the parameter store, a keyframe source and `WindowHooks`. The
+render loop is one function, `_loop`: tick → drain control (window events) → update (parameters,
+newest keyframe) → render → flip → frame_done. Keyframes come from a `KeyframeSource` (the
+generator process, or baked images); the loop never waits for it, and the source reads the
+parameters from the engine's shared snapshot itself.
 
 Keys: Esc quits · F11 fullscreen · S or F12 screenshot · N program note · Space next scene · L MIDI learn (the parameter touched last).
 A click on the grey circle at the bottom opens or closes the note.
@@ -22,11 +25,14 @@ from typing import Any, Callable
 import moderngl
 import numpy as np
 
-from ..errors import CielError, DisplayError
+from ..errors import DisplayError
+from ..params import ParamStore
+from ..paramview import ParamView
+from ..parts import KeyframeSource
 from .config import VisualConfig
-from .model import load_image_model
+from .model import ImageModel
 from .sky import SkyRenderer, gl_renderer, resolve_render_scale, shader_text, DESKTOP_HEADER
-from .worker import GanWorker, make_paths, render_keyframe
+from .worker import make_paths, render_keyframe
 
 log = logging.getLogger(__name__)
 
@@ -195,20 +201,41 @@ class WindowReport:
     first_keyframe_at: float | None  # time.monotonic() of the worker's first keyframe
 
 
-def run_window(engine: Any, deadline: float = math.inf,
-               on_worker: Callable[[GanWorker], None] | None = None) -> WindowReport:
-    """Open the window, start the generator worker and run the render loop until quit or `deadline`
-    (engine clock seconds). Main thread. Raises DisplayError when no window can be opened.
-    `on_worker` is called once with the started worker (benchmarks watch its progress)."""
-    cfg: VisualConfig = engine.patch.visual
-    model = getattr(engine, "image_model", None) or load_image_model(cfg.model)
-    seed = cfg.seed or int(time.time()) & 0x7FFFFFFF
+@dataclass(frozen=True)
+class WindowHooks:
+    """What the render loop calls outside the window, built by the show's wiring (engine/app.py).
+    All are called on the main (render) thread.
+
+    clock: monotonic seconds · running: False ends the loop · quit: Esc or closing the window ·
+    tick(now): once per frame before drawing (MIDI, scheduler, audio supervision) ·
+    frame_done(now): after each flip · report(source, message): a failure as data ·
+    messages(): the overlay's lines · learn(): MIDI learn from the L key, the overlay's line ·
+    note: the patch's programme note (the N key, the grey circle).
+    """
+
+    clock: Callable[[], float]
+    running: Callable[[], bool]
+    quit: Callable[[], None]
+    tick: Callable[[float], None]
+    frame_done: Callable[[float], None]
+    report: Callable[[str, str], None]
+    messages: Callable[[], list[str]]
+    learn: Callable[[], str]
+    note: str = ""
+
+
+def run_window(cfg: VisualConfig, model: ImageModel, seed: int, store: ParamStore, keyframes: KeyframeSource,
+               hooks: WindowHooks, deadline: float = math.inf,
+               on_worker: Callable[[KeyframeSource], None] | None = None) -> WindowReport:
+    """Open the window, start `keyframes` and run the render loop until quit or `deadline` (hooks'
+    clock seconds); `keyframes` is stopped on the way out. Main thread. Raises DisplayError when no
+    window can be opened. `store`: the engine's parameter targets (read each frame; the N key and
+    Space write to it). `on_worker` is called once with the started source (benchmarks watch it)."""
     pygame, ctx = open_window(cfg)
     renderer = gl_renderer(ctx)
-    worker = image_worker(engine, model, seed, cfg)
-    worker.start()
+    keyframes.start()
     if on_worker is not None:
-        on_worker(worker)
+        on_worker(keyframes)
     sky: SkyRenderer | None = None
     overlay: Overlay | None = None
     try:
@@ -217,70 +244,43 @@ def run_window(engine: Any, deadline: float = math.inf,
         overlay = Overlay(ctx, pygame, width, height)
         log.info("window %dx%d on %s, sky at %.2f of the resolution", width, height, renderer, sky.render_scale)
         # the first picture comes from this process (a few ms) while the worker process starts
-        sky.upload(*render_keyframe(model, make_paths(model, seed), engine.store.values, 0.0, True))
-        _loop(engine, pygame, ctx, sky, overlay, worker, cfg, deadline)
+        sky.upload(*render_keyframe(model, make_paths(model, seed), store.snapshot_values(), 0.0, True))
+        _loop(hooks, pygame, ctx, sky, overlay, keyframes, store, cfg, deadline)
     finally:
-        worker.stop()
+        keyframes.stop()
         for part in (overlay, sky):
             if part is not None:
                 part.release()
         pygame.display.quit()
-    return WindowReport(renderer, worker.count, getattr(worker, "rate", 0.0), tuple(worker.times_ms),
-                        sky.render_scale, worker.error, getattr(worker, "first_at", None))
+    return WindowReport(renderer, keyframes.count, float(getattr(keyframes, "rate", 0.0)),
+                        tuple(keyframes.times_ms), sky.render_scale if sky is not None else 0.0,
+                        keyframes.error, getattr(keyframes, "first_at", None))
 
 
-def image_worker(engine: Any, model: Any, seed: int, cfg: VisualConfig) -> Any:
-    """The source of keyframes, made available as `engine.gan` for the supervisor: the images of
-    baked scenes when the scheduler plays a baked folder, else the generator process behind a
-    handle the supervisor can restart."""
-    from ..health import RestartableWorker
-    from ..scenes import BakedImageWorker
-
-    scheduler = getattr(engine, "scheduler", None)
-    if scheduler is not None and getattr(scheduler, "baked", None) is not None:
-        worker: Any = BakedImageWorker(scheduler)
-    else:
-        worker = RestartableWorker(lambda: GanWorker(model, seed, cfg.keyframes_per_s, cfg.threads, cfg.compile))
-    engine.gan = worker
-    return worker
-
-
-def midi_learn(engine: Any) -> str:
-    """The L key: bind the next MIDI control moved to the parameter touched last (main thread).
-    Returns the line shown on the overlay; a failure is reported, never raised."""
-    midi = getattr(engine, "midi", None)
-    if midi is None:
-        return "MIDI learn: MIDI is off"
-    try:
-        return f"MIDI learn: move a control for {midi.learn()}"
-    except CielError as exc:
-        engine.report("midi", str(exc))
-        return f"MIDI learn: {exc}"
-
-
-def _loop(engine: Any, pygame: Any, ctx: moderngl.Context, sky: SkyRenderer, overlay: Overlay,
-          worker: GanWorker, cfg: VisualConfig, deadline: float) -> None:
-    store = engine.store
+def _loop(hooks: WindowHooks, pygame: Any, ctx: moderngl.Context, sky: SkyRenderer, overlay: Overlay,
+          keyframes: KeyframeSource, store: ParamStore, cfg: VisualConfig, deadline: float) -> None:
     period = 1.0 / cfg.fps
     fullscreen = cfg.fullscreen
     status = ""
     status_until = 0.0
-    next_frame = engine.clock()
-    values = np.empty_like(store.values)
+    clock = hooks.clock
+    next_frame = clock()
+    values = store.snapshot_values()
+    view = ParamView(values)
     shot = False
-    while engine.running:
-        now = engine.clock()
+    while hooks.running():
+        now = clock()
         if now >= deadline:
             break
         # tick
-        engine.tick(now)
+        hooks.tick(now)
         # drain control: window events
         for event in pygame.event.get():
             if event.type == pygame.QUIT:
-                engine.running = False
+                hooks.quit()
             elif event.type == pygame.KEYDOWN:
                 if event.key == pygame.K_ESCAPE:
-                    engine.running = False
+                    hooks.quit()
                 elif event.key == pygame.K_F11:
                     fullscreen = not fullscreen
                     pygame.display.toggle_fullscreen()
@@ -292,7 +292,7 @@ def _loop(engine: Any, pygame: Any, ctx: moderngl.Context, sky: SkyRenderer, ove
                 elif event.key == pygame.K_SPACE:
                     store.trigger("scene/next", "window")
                 elif event.key == pygame.K_l:
-                    status, status_until = midi_learn(engine), now + 5.0
+                    status, status_until = hooks.learn(), now + 5.0
             elif event.type == pygame.MOUSEBUTTONDOWN and event.button == 1:
                 if sky.note_hit(*event.pos):
                     store.set("note/show", 0.0 if store.get1("note/show") > 0.5 else 1.0, "window")
@@ -302,13 +302,12 @@ def _loop(engine: Any, pygame: Any, ctx: moderngl.Context, sky: SkyRenderer, ove
                     sky.resize(w, h)
                     overlay.resize(w, h)
         # update
-        values[:] = store.values
-        worker.update(values)
-        keyframe = worker.latest()
+        store.snapshot_values(values)
+        keyframe = keyframes.latest()
         if keyframe is not None:
             sky.upload(keyframe.image, keyframe.back)
-        if worker.error:
-            engine.report("image", worker.error)
+        if keyframes.error:
+            hooks.report("image", keyframes.error)
         # render
         ctx.screen.use()
         sky.render(values, now)
@@ -318,13 +317,13 @@ def _loop(engine: Any, pygame: Any, ctx: moderngl.Context, sky: SkyRenderer, ove
         if now > status_until:
             status = ""
         note = None
-        if values[store.registry.index("note/show")] > 0.5:
-            note = engine.patch.note or "This patch has no program note."
-        overlay.draw(note, engine.messages(), status)
+        if view.note_show > 0.5:
+            note = hooks.note or "This patch has no program note."
+        overlay.draw(note, hooks.messages(), status)
         # flip
         pygame.display.flip()
-        engine.frame_done(engine.clock())
-        next_frame = max(next_frame + period, engine.clock() - period)
-        wait = next_frame - engine.clock()
+        hooks.frame_done(clock())
+        next_frame = max(next_frame + period, clock() - period)
+        wait = next_frame - clock()
         if wait > 0:
             time.sleep(wait)

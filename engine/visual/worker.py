@@ -32,14 +32,15 @@ from multiprocessing import shared_memory
 import numpy as np
 import torch
 
-from ..params import IMAGE_LATENT_KNOBS, REGISTRY, Registry, SharedSnapshot
+from ..params import IMAGE_LATENT_KNOBS, REGISTRY, Registry, SharedSnapshot, check_view
+from ..paramview import ParamView
+from ..parts import Keyframe
 from .model import ImageModel, compile_generator, load_image_model
 
 log = logging.getLogger(__name__)
 
 COMPILE_AFTER = 5        # keyframes timed eagerly before deciding to compile
 COMPILE_ABOVE_MS = 20.0  # compile only a generator needing more CPU per keyframe (default: ~8 ms)
-_LEARNING = REGISTRY.index("image/learning")
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
@@ -71,10 +72,7 @@ class ImagePath:
         self.latent_dim = latent_dim
         self.directions = None if directions is None else np.asarray(directions, np.float64)[:IMAGE_LATENT_KNOBS]
         self.rng = np.random.default_rng(seed)
-        i = registry.index
-        self._speed, self._glide, self._hold = i("image/walk/speed"), i("image/glide"), i("image/hold")
-        self._temp, self._jump, self._next = i("image/temperature"), i("image/jump"), i("scene/next")
-        self._offset = registry.slot("image/offset")
+        check_view(registry)   # the typed view reads the registry's layout (a mismatch names the parameter)
         self._a = self._draw()
         self._b = self._draw()
         self._phase = 0.0
@@ -97,44 +95,35 @@ class ImagePath:
         """Advance to time `t` (seconds) with parameter targets `values`; returns the latent."""
         dt = 0.0 if self._t is None else min(max(t - self._t, 0.0), 5.0)
         self._t = t
-        counters = (float(values[self._jump]), float(values[self._next]))
+        p = ParamView(values)
+        counters = (p.image_jump, p.scene_next)
         if self._counters is not None and counters != self._counters:
             self.jump()
         self._counters = counters
-        if values[self._hold] < 0.5:
+        if p.image_hold < 0.5:
             # per-dimension distance between waypoints is about sqrt(2) sigma
             dist = max(float(np.linalg.norm(self._b - self._a)) / math.sqrt(self.latent_dim), 1e-6)
-            self._phase += float(values[self._speed]) * dt / dist
+            self._phase += p.image_walk_speed * dt / dist
             while self._phase >= 1.0:
                 self._phase -= 1.0
                 self._a, self._b = self._b, self._draw()
             self._glide_elapsed += dt
         walk = slerp(self._a, self._b, self._phase)
         if self._glide_from is not None:
-            glide = float(values[self._glide])
+            glide = p.image_glide
             k = 1.0 if glide <= 0 else _smoothstep(self._glide_elapsed / glide)
             walk = slerp(self._glide_from, walk, k)
             if k >= 1.0:
                 self._glide_from = None
         self.current = walk
-        z = walk * float(values[self._temp])
-        off = np.asarray(values[self._offset], dtype=np.float64)
+        z = walk * p.image_temperature
+        off = np.asarray(p.image_offset, dtype=np.float64)
         if self.directions is not None:
             z += off[:len(self.directions)] @ self.directions  # (K,) @ (K, latent_dim)
         else:
             n = min(IMAGE_LATENT_KNOBS, self.latent_dim)
             z[:n] += off[:n]
         return z.astype(np.float32)
-
-
-@dataclass(frozen=True)
-class Keyframe:
-    """One generated picture. `image` (R, R, 3) uint8; `back` the image behind (mapping 1) or None.
-    `seq` counts the worker's keyframes from 1 (gaps are keyframes nobody took: newest wins)."""
-
-    image: np.ndarray
-    back: np.ndarray | None
-    seq: int
 
 
 def make_paths(model: ImageModel, seed: int, registry: Registry = REGISTRY) -> tuple[ImagePath, ImagePath]:
@@ -147,7 +136,7 @@ def render_keyframe(model: ImageModel, paths: tuple[ImagePath, ImagePath], value
                     with_back: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Move the generator to `image/learning`, advance both paths to `t` and generate the front
     (and back) image, (R, R, 3) uint8."""
-    model.set_learning(float(values[_LEARNING]))
+    model.set_learning(ParamView(values).image_learning)
     zf = paths[0].step(values, t)
     zb = paths[1].step(values, t)
     front = model.to_uint8(torch.from_numpy(zf)).numpy()
@@ -205,16 +194,18 @@ class GanWorker:
     render thread:
 
     - `start()`: spawn the process (it imports torch and loads the model: a few seconds).
-    - `update(values)` (each frame): hand over the newest parameter targets (shared memory).
     - `latest()`: the newest Keyframe not yet taken, or None; older ones are never shown.
     - `error`: None, or the one-line reason the generator stopped (the last picture stays up).
     - `stop()`: end the process.
 
+    The process reads the parameters itself from the engine's shared snapshot (`snapshot`: its
+    shared-memory name, `engine.params.SharedSnapshot.name`), the one every consumer reads: an
+    image-latent change reaches it whether or not the window is drawing.
     `slow_s` adds a pause after each keyframe (tests use it to stand in for a slow generator).
     """
 
-    def __init__(self, model: ImageModel, seed: int, keyframes_per_s: float = 12.0, threads: int = 1,
-                 compile: bool = False, registry: Registry = REGISTRY, slow_s: float = 0.0) -> None:
+    def __init__(self, model: ImageModel, seed: int, snapshot: str, keyframes_per_s: float = 12.0,
+                 threads: int = 1, compile: bool = False, slow_s: float = 0.0) -> None:
         self.folder = str(model.folder)
         self.resolution = model.resolution
         self.seed = seed
@@ -222,9 +213,7 @@ class GanWorker:
         self.threads = threads
         self.compile = compile
         self.slow_s = slow_s
-        self._mapping = registry.index("sky/mapping")
-        self.values = SharedSnapshot(registry.size)
-        self.values.write(registry.defaults())
+        self.snapshot = snapshot
         _, slot_at, per_slot = _layout(model.resolution)
         self._shm = shared_memory.SharedMemory(create=True, size=slot_at + SLOTS * per_slot)
         self.block = _Block(self._shm, model.resolution)
@@ -237,12 +226,9 @@ class GanWorker:
     def start(self) -> None:
         ctx = mp.get_context("spawn")
         args = (self.folder, self.resolution, self.seed, self.keyframes_per_s, self.threads, self.compile,
-                self.values.name, self._shm.name, self.slow_s)
+                self.snapshot, self._shm.name, self.slow_s)
         self._proc = ctx.Process(target=_worker_main, args=args, name="ciel-gan", daemon=True)
         self._proc.start()
-
-    def update(self, values: np.ndarray) -> None:
-        self.values.write(values)
 
     def latest(self) -> Keyframe | None:
         ctl = self.block.ctl
@@ -315,7 +301,6 @@ class GanWorker:
         self.block.release()
         self._shm.close()
         self._shm.unlink()
-        self.values.close()
 
 
 def _worker_main(folder: str, resolution: int, seed: int, keyframes_per_s: float, threads: int,
@@ -343,8 +328,8 @@ def _produce(model: ImageModel, seed: int, keyframes_per_s: float, compile: bool
              block: _Block, slow_s: float) -> None:
     ctl = block.ctl
     paths = make_paths(model, seed)
-    mapping = REGISTRY.index("sky/mapping")
     values = REGISTRY.defaults()
+    view = ParamView(values)
     period = 1.0 / max(keyframes_per_s, 1e-3)
     parent = os.getppid()
     ctl[_STATE] = 1.0
@@ -355,7 +340,7 @@ def _produce(model: ImageModel, seed: int, keyframes_per_s: float, compile: bool
         snapshot.read_into(values)
         now = time.monotonic()
         t0, c0 = time.perf_counter(), time.thread_time()
-        m = values[mapping]
+        m = view.sky_mapping
         front, back = render_keyframe(model, paths, values, now, 0.5 <= m < 1.5)
         ms = 1000.0 * (time.perf_counter() - t0)
         if len(cpu_ms) < COMPILE_AFTER:

@@ -2,7 +2,7 @@
 
 Used by the browser tests and to take the page's screenshot for the docs:
 
-    python -m engine.web.chromium http://127.0.0.1:8080/ docs/broadcast.png [--click "#start"] [--wait 8]
+    python -m harness.chromium http://127.0.0.1:8080/ docs/broadcast.png [--click "#start"] [--wait 8]
 
 Chromium is started with `--remote-debugging-pipe`: it reads JSON commands, each ended by a NUL
 byte, on file descriptor 3 and writes answers and events the same way on descriptor 4. A reader
@@ -250,7 +250,7 @@ class Page:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m engine.web.chromium", description="Screenshot a page in headless Chromium.")
+    ap = argparse.ArgumentParser(prog="python -m harness.chromium", description="Screenshot a page in headless Chromium.")
     ap.add_argument("url")
     ap.add_argument("out", type=Path)
     ap.add_argument("--size", default="1280x720", help="viewport WxH")
