@@ -6,7 +6,7 @@ STAMP_SYS := $(VENV)/.stamp-system
 STAMP_PY := $(VENV)/.stamp-python
 ARGS ?=
 
-.PHONY: run test bench models clean setup
+.PHONY: run test lint bench models clean setup
 
 setup: $(STAMP_SYS) $(STAMP_PY)
 
@@ -18,7 +18,7 @@ $(STAMP_SYS): scripts/setup-system.sh
 $(STAMP_PY): pyproject.toml $(STAMP_SYS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,lint]'
 	@touch $@
 
 run: setup
@@ -26,6 +26,12 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q $(ARGS)
+
+# the house's checks: style and mistakes (ruff), types (mypy), layers (import-linter contracts)
+lint: setup
+	$(VENV)/bin/ruff check engine bench tests harness
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) -m bench --all $(ARGS)

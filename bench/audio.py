@@ -152,15 +152,15 @@ def main(argv: list[str]) -> dict:
     osc_rate = args.osc_rate if args.osc_rate is not None else (0.0 if args.quick else 1000.0)
     load_kind = args.load or ("none" if args.quick else "sky")
 
-    from harness import parts
+    from pythonosc.udp_client import SimpleUDPClient
+
     from engine.audio.config import AudioConfig
+    from engine.audio.model import load_audio_model
     from engine.audio.output import AudioProcess
     from engine.control.config import OscConfig
     from engine.control.osc import OscServer
     from engine.params import REGISTRY, ParamStore, SharedSnapshot
-    from pythonosc.udp_client import SimpleUDPClient
-
-    from engine.audio.model import load_audio_model
+    from harness import parts
 
     rtf, rtf_p99 = realtime_rtf(load_audio_model(MODEL), 2000, args.samplerate)
     cfg = AudioConfig(model=str(MODEL), samplerate=args.samplerate, blocksize=args.blocksize,

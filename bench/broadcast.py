@@ -35,7 +35,7 @@ MAX_LISTENERS = 1000
 
 def write_noise_scenes(folder: Path, count: int = 3, seconds: float = 2.0) -> None:
     """A baked folder (engine/scenes.py format) of noise sounds and noise images."""
-    from engine import scenes
+    from engine import baked, scenes
 
     rng = np.random.default_rng(0)
     entries = []
@@ -45,7 +45,7 @@ def write_noise_scenes(folder: Path, count: int = 3, seconds: float = 2.0) -> No
         sid = f"s{i + 1:04d}"
         entries.append({"id": sid, "seed": i, "seconds": seconds,
                         **scenes.write_scene_files(folder, sid, sound, image, 48000, wav=False)})
-    scenes.write_index(folder, entries, "bench", 48000, 64)
+    baked.write_index(folder, entries, "bench", 48000, 64)
 
 
 class Tally:

@@ -188,10 +188,10 @@ def main(argv: list[str]) -> dict:
     args = ap.parse_args(argv)
     quick = args.quick
 
-    from harness import parts
     from engine.control.config import OscConfig
     from engine.control.osc import OscServer
     from engine.params import REGISTRY, ParamStore, SharedSnapshot
+    from harness import parts
 
     with parts.jackd(rate=48000, period=128) as server:
         server_what = server.describe()

@@ -146,7 +146,7 @@ def sound_keys(model_dir: Path, ds, seconds: float, quick: bool, out: Path | Non
     stream = NumpyStream(model.vae.decoder, 2)
     z = np.random.default_rng(0).standard_normal((2, model.latent_dim, 1)).astype(np.float32)
     times = []
-    for k in range(2100):
+    for _ in range(2100):
         t0 = time.perf_counter()
         stream(z)
         times.append(time.perf_counter() - t0)

@@ -125,9 +125,9 @@ class Sampler:
 def run(minutes: float, period: float, real: bool, control: bool = True) -> dict:
     from engine.app import Engine, RunOptions
     from engine.commands import check_display
+    from engine.installation import INSTALLATION_PATCH
     from engine.logfiles import setup_file_logging
     from engine.supervise import Supervision
-    from engine.installation import INSTALLATION_PATCH
 
     seconds = minutes * 60.0
     warmup = min(300.0, max(15.0, 0.1 * seconds))

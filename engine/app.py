@@ -10,17 +10,20 @@ polled. A part that fails becomes a message (logged once, shown on the overlay) 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from .errors import CielError, ModelError
 from .params import REGISTRY, ParamStore, Registry, SharedSnapshot
 from .patch import ROOT, Patch
 
 if TYPE_CHECKING:
+    from .audio.model import AudioModel
     from .audio.output import AudioProcess
     from .control.midi import MidiControl
     from .control.osc import OscServer
@@ -54,19 +57,21 @@ def apply_patch_params(store: ParamStore, patch: Patch, source: str = "patch") -
         store.set(name, value, source)
 
 
-def checked_model(kind: str, patch: Patch, report: Callable[[str, str], None]) -> tuple[Patch, Any]:
-    """`(patch, model)`: the `kind` ("audio" or "image") model loaded in the main process, or, if
-    it cannot be loaded, the bundled default with the patch changed to name it (the swap is
-    reported, so an installation still starts). A broken default raises `ModelError`.
-    """
-    if kind == "audio":
-        from .audio.model import load_audio_model as loader
-        folder, default = patch.audio.model, DEFAULT_AUDIO_MODEL
-    else:
-        from .visual.model import load_image_model as loader
-        folder, default = patch.visual.model, DEFAULT_IMAGE_MODEL
+def checked_model(kind: Literal["audio", "image"], patch: Patch,
+                  report: Callable[[str, str], None]) -> tuple[Patch, AudioModel | ImageModel]:
+    """`(patch, model)`: the `kind` model loaded in the main process, or, if it cannot be loaded,
+    the bundled default with the patch changed to name it (the swap is reported, so an
+    installation still starts). A broken default raises `ModelError`."""
+    from .audio.model import load_audio_model
+    from .visual.model import load_image_model
+
+    def load(folder: str | Path) -> AudioModel | ImageModel:
+        return load_audio_model(folder) if kind == "audio" else load_image_model(folder)
+
+    folder, default = ((patch.audio.model, DEFAULT_AUDIO_MODEL) if kind == "audio"
+                       else (patch.visual.model, DEFAULT_IMAGE_MODEL))
     try:
-        return patch, loader(folder)
+        return patch, load(folder)
     except ModelError as exc:
         if Path(folder).resolve() == default.resolve():
             raise
@@ -75,7 +80,7 @@ def checked_model(kind: str, patch: Patch, report: Callable[[str, str], None]) -
         patch = patch.replace(audio=dataclasses.replace(patch.audio, model=str(default)))
     else:
         patch = patch.replace(visual=dataclasses.replace(patch.visual, model=str(default)))
-    return patch, loader(default)
+    return patch, load(default)
 
 
 class Engine:
@@ -118,7 +123,8 @@ class Engine:
                 self.patch, _ = checked_model("audio", self.patch, self.report)
                 self._start_audio()
             if options.window:
-                self.patch, self.image_model = checked_model("image", self.patch, self.report)
+                self.patch, model = checked_model("image", self.patch, self.report)
+                self.image_model = cast("ImageModel", model)   # kind "image" loads an ImageModel
             if options.control:
                 self._start_control()
             if options.installation or self.patch.schedule.enabled:
@@ -176,7 +182,7 @@ class Engine:
         """Scheduler listener (main thread, from `tick`): a baked scene's sound replaces the
         decoder's, crossfaded over the schedule's audio glide."""
         path = scene.wav or scene.audio
-        if path is not None:
+        if path is not None and self.audio is not None:
             self.audio.play(path)
 
     def _keyframe_source(self, model: ImageModel) -> KeyframeSource:
@@ -250,14 +256,16 @@ class Engine:
     # — main-thread hooks —
     def tick(self, now: float) -> None:
         """Main thread, once per frame: poll MIDI, run the scheduler, supervise the audio process."""
-        for name, part in (("midi", self.midi), ("scheduler", self.scheduler), ("audio", self.audio)):
-            if part is None:
-                continue
+        polls: list[tuple[str, Callable[[], object]]] = []
+        if self.midi is not None:
+            polls.append(("midi", self.midi.poll))
+        if self.scheduler is not None:
+            polls.append(("scheduler", functools.partial(self.scheduler.tick, now)))
+        if self.audio is not None:
+            polls.append(("audio", self.audio.poll))
+        for name, poll in polls:
             try:
-                if name == "scheduler":
-                    part.tick(now)
-                else:
-                    part.poll()
+                poll()
             except CielError as exc:
                 self.report(name, str(exc))
 

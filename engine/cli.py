@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from . import __version__
 from .errors import CielError

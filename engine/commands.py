@@ -24,7 +24,7 @@ from .patch import Patch, load_patch
 log = logging.getLogger("ciel")
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="play: sound through PortAudio, the oval sky in a window, OSC and MIDI control")
     add_patch_args(run)
     add_show_args(run)
@@ -168,10 +168,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     import soundfile as sf
     from PIL import Image
 
+    from .app import apply_patch_params
     from .audio.model import load_audio_model
     from .audio.stream import AudioSynth
     from .params import ParamStore
-    from .app import apply_patch_params
 
     patch = load_patch(args.patch)
     out: Path = args.out

@@ -220,3 +220,18 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+# the ciel checkout or installed package root: patches/, models/ and shaders/ live under it
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_path(value: str, base: Path) -> Path:
+    """A path from a patch: absolute, else relative to the patch folder, else to the ciel root."""
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return p
+    for root in (base, ROOT):
+        if (root / p).exists():
+            return (root / p).resolve()
+    return (base / p).resolve()

@@ -13,12 +13,13 @@ Threads: the supervisor (engine/supervise.py) samples; the HTTP server's threads
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger("ciel.health")
 

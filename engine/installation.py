@@ -27,7 +27,7 @@ log = logging.getLogger("ciel.installation")
 INSTALLATION_PATCH = PATCHES / "installation.toml"
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Add `install` and `bake` to the `ciel` parser."""
     from .commands import add_patch_args, add_show_args
 

@@ -24,7 +24,7 @@ Called from the thread that runs the module (the audio decode loop, the generato
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn

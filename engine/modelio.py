@@ -6,8 +6,9 @@ checks the card. Every failure raises `ModelError` naming the file and what was 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from safetensors import SafetensorError

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from multiprocessing import shared_memory
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 

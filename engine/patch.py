@@ -9,20 +9,20 @@ folder, then against the ciel root (the folder holding `models/` and `patches/`)
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from .audio.config import AudioConfig
-from .configio import atomic_write, build, dumps_toml, field, read_toml, to_table
+from .configio import ROOT, atomic_write, build, dumps_toml, field, read_toml, resolve_path, to_table
 from .control.config import MidiConfig, OscConfig, OscQueryConfig, ScheduleConfig
 from .errors import PatchError
 from .params import REGISTRY, Registry
 from .visual.config import VisualConfig
 from .web.config import WebConfig
 
-ROOT = Path(__file__).resolve().parent.parent
 PATCHES = ROOT / "patches"
 DEFAULT_PATCH = PATCHES / "default.toml"
 
@@ -54,7 +54,7 @@ class Patch:
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
 
-    def replace(self, **sections: Any) -> "Patch":
+    def replace(self, **sections: Any) -> Patch:
         """A copy with whole sections or fields replaced (e.g. audio=dataclasses.replace(p.audio, output='none'))."""
         return dataclasses.replace(self, **sections)
 
@@ -97,17 +97,6 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]
         else:
             items.append((name, v))
     return items
-
-
-def resolve_path(value: str, base: Path) -> Path:
-    """A path from a patch: absolute, else relative to the patch folder, else to the ciel root."""
-    p = Path(value).expanduser()
-    if p.is_absolute():
-        return p
-    for root in (base, ROOT):
-        if (root / p).exists():
-            return (root / p).resolve()
-    return (base / p).resolve()
 
 
 def load_patch(path: str | Path | None = None, check_models: bool = True) -> Patch:

@@ -4,117 +4,26 @@ A scene is what the installation shows for one period: a sound decoded by the au
 latent walk that starts from the seed, and one square GAN image from the seed's image latent (the
 oval projection is applied at display time, so a baked image can be shown by any renderer).
 
-Baked folder (written by `ciel bake`, read by the scheduler and the broadcast page):
-
-    OUT/index.json   {"version": 1, "name": ..., "created": ISO-8601 UTC, "samplerate": 48000,
-                      "image_size": 256, "scenes": [{"id": "s0001", "seed": 123,
-                      "audio": "s0001.ogg", "wav": "s0001.wav", "image": "s0001.png",
-                      "seconds": 8.0}, ...]}
-    OUT/s0001.ogg    the sound, Ogg Opus, stereo, 48 kHz (for the web)
-    OUT/s0001.wav    the same sound, 16-bit PCM WAV at `samplerate` (optional; for playback
-                     without a decoder)
-    OUT/s0001.png    the image, RGB, square, `image_size` pixels
-
-File names in the index are relative to the folder. `index.json` is written atomically after the
-files it names, so a reader never sees a scene whose files are missing.
+The baked folder's format (index.json and the files it names) is engine/baked.py.
 
 Called from the main thread (`ciel bake`) or the scheduler's listeners; nothing here is real-time.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from dataclasses import dataclass
-from fractions import Fraction
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from .configio import atomic_write
+from .baked import INDEX, read_index, write_index
 from .errors import ConfigError
+from .mediaio import encode_audio
 from .params import REGISTRY, Registry
 from .parts import Keyframe
 
-INDEX = "index.json"
-VERSION = 1
 OPUS_RATE = 48000
-
-
-@dataclass(frozen=True)
-class BakedScene:
-    """One entry of a baked index, with absolute paths (`wav` is None when absent)."""
-
-    id: str
-    seed: int
-    audio: Path
-    image: Path
-    seconds: float
-    wav: Path | None = None
-
-
-# — reading —
-def read_index(folder: str | Path, source: str | None = None) -> list[BakedScene]:
-    """The scenes of a baked folder, checked: every file named must exist.
-
-    Raises ConfigError naming index.json, the key (e.g. `scenes[3].audio`) and what was expected.
-    `source` is unused except to name who asked, when the folder itself is missing.
-    """
-    folder = Path(folder)
-    path = folder / INDEX
-    if not path.is_file():
-        where = source or str(folder)
-        raise ConfigError(where, "schedule.baked" if source else "", f"no baked scenes: {path} not found "
-                          "(write a folder with `ciel bake --count N OUT/`)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(str(path), "", f"not readable JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(str(path), "", "expected a JSON object")
-    if data.get("version") != VERSION:
-        raise ConfigError(str(path), "version", f"expected {VERSION}, got {data.get('version')!r}")
-    entries = data.get("scenes")
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(str(path), "scenes", "expected a non-empty list of scenes")
-    out = []
-    seen: set[str] = set()
-    for i, e in enumerate(entries):
-        key = f"scenes[{i}]"
-        if not isinstance(e, dict):
-            raise ConfigError(str(path), key, "expected an object")
-        sid = _typed(e, "id", str, path, key)
-        if sid in seen:
-            raise ConfigError(str(path), key + ".id", f"duplicate scene id {sid!r}")
-        seen.add(sid)
-        seed = _typed(e, "seed", int, path, key)
-        seconds = _typed(e, "seconds", (int, float), path, key)
-        if not (math.isfinite(seconds) and seconds > 0):
-            raise ConfigError(str(path), key + ".seconds", f"expected a positive number, got {seconds!r}")
-        files = {}
-        for name in ("audio", "image", "wav"):
-            if name == "wav" and name not in e:
-                files[name] = None
-                continue
-            rel = _typed(e, name, str, path, key)
-            f = (folder / rel).resolve()
-            if folder.resolve() not in f.parents:
-                raise ConfigError(str(path), f"{key}.{name}", f"expected a file inside the folder, got {rel!r}")
-            if not f.is_file():
-                raise ConfigError(str(path), f"{key}.{name}", f"file not found: {f}")
-            files[name] = f
-        out.append(BakedScene(sid, seed, files["audio"], files["image"], float(seconds), files["wav"]))
-    return out
-
-
-def _typed(entry: dict, name: str, typ: type | tuple[type, ...], path: Path, key: str):
-    value = entry.get(name)
-    if isinstance(value, bool) or not isinstance(value, typ):
-        want = typ.__name__ if isinstance(typ, type) else "number"
-        raise ConfigError(str(path), f"{key}.{name}", f"expected {want}, got {value!r}")
-    return value
 
 
 # — making —
@@ -161,25 +70,10 @@ def render_sound(audio_model, seed: int, values: np.ndarray, seconds: float, rat
 
 
 def write_opus(path: Path, audio: np.ndarray, rate: int = OPUS_RATE, bitrate: int = 96000) -> None:
-    """Write (frames, 2) float32 audio as Ogg Opus with PyAV (resampled to 48 kHz by libopus if needed)."""
-    import av
-
+    """Write (frames, 2) float32 audio as Ogg Opus at 48 kHz (resampled by the encoder if needed), atomically."""
+    data = encode_audio(audio.T, rate, "ogg", "libopus", out_rate=OPUS_RATE, bit_rate=bitrate)  # audio.T: (2, frames)
     tmp = path.with_name(f".{path.name}.tmp")
-    with av.open(str(tmp), "w", format="ogg") as container:
-        stream = container.add_stream("libopus", rate=OPUS_RATE)
-        stream.bit_rate = bitrate
-        stream.layout = "stereo"
-        data = np.ascontiguousarray(audio.T, dtype=np.float32)
-        step = 960 * 4
-        for start in range(0, data.shape[1], step):
-            frame = av.AudioFrame.from_ndarray(data[:, start:start + step], format="fltp", layout="stereo")
-            frame.sample_rate = rate
-            frame.pts = start
-            frame.time_base = Fraction(1, rate)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+    tmp.write_bytes(data)
     tmp.replace(path)
 
 
@@ -200,17 +94,6 @@ def write_scene_files(folder: Path, sid: str, audio: np.ndarray, image: np.ndarr
     Image.fromarray(image, "RGB").save(tmp, format="PNG")
     tmp.replace(folder / names["image"])
     return names
-
-
-def write_index(folder: Path, scenes: Sequence[dict], name: str, rate: int, image_size: int) -> Path:
-    """Write index.json atomically."""
-    data = {"version": VERSION, "name": name,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "samplerate": rate, "image_size": image_size, "scenes": list(scenes)}
-    path = folder / INDEX
-    atomic_write(path, json.dumps(data, indent=1) + "\n")
-    path.chmod(0o644)  # readable by a web server running as another user, like the media files
-    return path
 
 
 def bake(folder: str | Path, count: int, audio_model, image_model, values: np.ndarray, seconds: float = 8.0,

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from .health import Health, HealthServer, get_path
 from .logfiles import SafeRotatingFileHandler
@@ -72,7 +73,7 @@ class StallWatch:
             self.report(self.name, message)
         try:
             self._restart()
-        except Exception as exc:  # a failed restart is retried after the backoff, never fatal
+        except Exception as exc:  # noqa: BLE001 — a failed restart is retried after the backoff, never fatal
             log.error("%s restart failed: %s", self.name, exc)
         self._since = self.heartbeat()
         self._count, self._moved = self._since, now
@@ -216,7 +217,7 @@ class Supervision:
         while not self._stop.wait(self.interval):
             try:
                 self.tick(self.clock())
-            except Exception as exc:  # the supervisor must outlive any part it watches
+            except Exception as exc:  # noqa: BLE001 — the supervisor must outlive any part it watches
                 log.error("supervisor: %s: %s", type(exc).__name__, exc)
 
     def tick(self, now: float) -> None:

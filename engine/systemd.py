@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger("ciel.systemd")
 

@@ -80,7 +80,7 @@ class Chromium:
         self._reader.start()
         self.call("Browser.getVersion", timeout=60)
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -144,7 +144,7 @@ class Chromium:
             raise CDPError(f"{method}: {answer['error'].get('message')}")
         return answer.get("result", {})
 
-    def page(self, url: str, new_context: bool = True) -> "Page":
+    def page(self, url: str, new_context: bool = True) -> Page:
         """Open `url` in a new tab (in a new browser context: no shared cookies or cache)."""
         params: dict[str, Any] = {"url": "about:blank"}
         if new_context:
@@ -186,7 +186,7 @@ class Page:
     def __init__(self, browser: Chromium, target: str, session: str, context: str | None = None) -> None:
         self.browser, self.target, self.session, self.context = browser, target, session, context
 
-    def __enter__(self) -> "Page":
+    def __enter__(self) -> Page:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,9 +13,10 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+
 
 def jack_running(name: str | None = None) -> bool:
     """True if the JACK server `name` (default: $JACK_DEFAULT_SERVER or "default") answers."""
@@ -71,7 +72,7 @@ class JackServer:
     def answers(self) -> bool:
         return jack_running(self.name)
 
-    def start(self) -> "JackServer":
+    def start(self) -> JackServer:
         """Start it; FileNotFoundError (no jackd) or RuntimeError (it would not start) if not."""
         exe = shutil.which("jackd")
         if exe is None:
@@ -120,7 +121,7 @@ class JackServer:
             else:
                 os.environ[key] = value
 
-    def __enter__(self) -> "JackServer":
+    def __enter__(self) -> JackServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -148,7 +149,7 @@ def free_server_name(prefix: str) -> str:
     raise RuntimeError(f"all JACK server names {prefix}..{prefix}-8 are in use")
 
 
-def _start_jackd(exe: str, name: str, rate: int, period: int, log: "tempfile._TemporaryFileWrapper[bytes]",
+def _start_jackd(exe: str, name: str, rate: int, period: int, log: tempfile._TemporaryFileWrapper[bytes],
                  realtime: bool) -> subprocess.Popen | None:
     """Start `jackd -n name -d dummy` (its output appended to `log`) and wait until it answers;
     None if it exits or times out. With `realtime`, jackd runs its process thread at SCHED_FIFO

@@ -7,7 +7,7 @@ the reason, so a laptop without Pure Data still runs everything else.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest

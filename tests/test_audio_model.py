@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.audio.model import (AudioModelConfig, AudioVAE, export_audio_model, load_audio_model,
-                                make_default_audio_model)
+from engine.audio.model import AudioModelConfig, AudioVAE, export_audio_model, load_audio_model, make_default_audio_model
 from engine.errors import ModelError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,20 +14,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import missing, tone_share
-from harness import parts
+
 from engine.audio.config import AudioConfig
 from engine.audio.model import load_audio_model
 from engine.audio.output import AudioProcess, RunAhead, list_devices
 from engine.errors import AudioDeviceError, ModelError
 from engine.params import REGISTRY, ParamStore, SharedSnapshot
+from harness import parts
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = str(ROOT / "models" / "audio-default")

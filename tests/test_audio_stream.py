@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import tone_share
+
 from engine.audio.model import AudioModelConfig, AudioVAE, export_audio_model, load_audio_model, make_default_audio_model
 from engine.audio.safety import Conditioner, TruePeakLimiter, db_to_gain
 from engine.audio.stream import AudioSynth, Resampler, loop_clip

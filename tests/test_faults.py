@@ -16,15 +16,15 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from conftest import missing
+
+from engine.patch import ROOT, load_patch
 from harness import parts
 from harness.parts import JackServer
-from engine.patch import ROOT, load_patch
 
 SERVER = parts.free_server_name("ciel-faults")  # a fixed name: JACK keeps at most 8
 

@@ -12,8 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from engine.visual.model import (ARCHITECTURE, Generator, GeneratorConfig, ImageModel, export_image_model,
-                                 load_image_model)
+from engine.visual.model import ARCHITECTURE, Generator, GeneratorConfig, ImageModel, export_image_model, load_image_model
 from engine.visual.quality import image_quality, write_grid
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.baked import read_index
 from engine.cli import main as ciel
-from engine.scenes import read_index
 
 ROOT = Path(__file__).resolve().parent.parent
 

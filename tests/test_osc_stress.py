@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import IN_CI
 from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from conftest import IN_CI
 from engine.audio.config import AudioConfig
 from engine.audio.output import AudioProcess
 from engine.control.config import OscConfig

@@ -55,7 +55,7 @@ def test_ints_and_bools_are_rounded_and_triggers_count() -> None:
         store.set("nope", 1.0)
 
 
-def _read_in_child(name: str, size: int, queue: "mp.Queue[list[float]]") -> None:
+def _read_in_child(name: str, size: int, queue: mp.Queue[list[float]]) -> None:
     snap = SharedSnapshot(size, name=name, create=False)
     out = np.empty(size)
     ok = snap.read_into(out)

@@ -105,7 +105,7 @@ def test_parameters_follow_the_pd_patch_within_50ms(pd_engine):
         target = -50.0 + i * 1.5
         t0 = time.perf_counter()
         pd.drive("ciel-audio-gain", f"{target}")
-        took = wait_until(lambda: abs(store.get1("audio/gain") - target) <= resolution, 2.0)
+        took = wait_until(lambda target=target: abs(store.get1("audio/gain") - target) <= resolution, 2.0)
         assert took is not None, f"audio/gain did not follow Pd to {target}; Pd said:\n" + "\n".join(pd.lines)
         latencies.append((time.perf_counter() - t0) * 1000)
         time.sleep(0.01)

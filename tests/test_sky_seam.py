@@ -13,7 +13,7 @@ import pytest
 
 from engine.params import REGISTRY
 from engine.visual import sky as sky_module
-from engine.visual.projection import MOLLWEIDE, HAMMER, inverse, layout, project, rotation_matrix, unit
+from engine.visual.projection import HAMMER, MOLLWEIDE, inverse, layout, project, rotation_matrix, unit
 
 W, H = 960, 540
 SPACING = 30.0  # degrees: the tiles of mapping 2

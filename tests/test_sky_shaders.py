@@ -7,8 +7,8 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import missing
+
 from engine.visual.sky import DESKTOP_HEADER, SHADERS, WEBGL_HEADER, fragment_source, vertex_source
 
 
@@ -16,7 +16,8 @@ from engine.visual.sky import DESKTOP_HEADER, SHADERS, WEBGL_HEADER, fragment_so
 @pytest.mark.parametrize("stage,name,defines", [
     ("vert", "sky.vert", ""), ("frag", "sky.frag", ""), ("frag", "composite.frag", ""),
     ("frag", "sky_lut.frag", ""), ("frag", "sky_lut.frag", "#define CIEL_DISSOLVE 1\n"),
-    ("frag", "keyframe.frag", ""), ("frag", "keyframe.frag", "#define CIEL_PANORAMA 1\n"), ("frag", "inverse.frag", ""), ("frag", "inverse.frag", "#define CIEL_TILT 1\n"),
+    ("frag", "keyframe.frag", ""), ("frag", "keyframe.frag", "#define CIEL_PANORAMA 1\n"),
+    ("frag", "inverse.frag", ""), ("frag", "inverse.frag", "#define CIEL_TILT 1\n"),
     ("frag", "sky_lut.frag", "#define CIEL_TILT 1\n"), ("frag", "sky_lut.frag", "#define CIEL_TILT 1\n#define CIEL_DISSOLVE 1\n")])
 def test_shared_shaders_compile_for_desktop_and_webgl2(tmp_path, header, stage, name, defines):
     exe = shutil.which("glslangValidator")

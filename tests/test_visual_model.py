@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from engine.errors import ModelError
-from engine.visual.model import (Generator, GeneratorConfig, export_image_model, load_image_model,
-                                 make_default_image_model)
+from engine.visual.model import Generator, GeneratorConfig, export_image_model, load_image_model, make_default_image_model
 
 
 def trained_like(cfg: GeneratorConfig) -> Generator:
@@ -142,8 +141,8 @@ def test_generator_has_no_stride_lattice():
 
 
 def test_earlier_transposed_convolution_models_still_play(tmp_path):
-    from engine.visual.model import LegacyGenerator
     from engine.modelio import save_model
+    from engine.visual.model import LegacyGenerator
 
     cfg = GeneratorConfig(resolution=64, latent_dim=16, channels=32, min_channels=16)
     gen = LegacyGenerator(cfg).eval()

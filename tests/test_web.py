@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from engine import scenes
+from engine.baked import write_index
 from engine.errors import ConfigError
 from engine.web.media import decode
 from engine.web.server import Broadcast, SceneClock, SceneMedia, serve
@@ -45,7 +46,7 @@ def make_baked(folder: Path, count: int = 3, seconds: float = 2.0, size: int = 3
         sid = f"s{i + 1:04d}"
         entries.append({"id": sid, "seed": 100 + i, "seconds": seconds,
                         **scenes.write_scene_files(folder, sid, sound, img, rate, wav=False)})
-    scenes.write_index(folder, entries, "test", rate, size)
+    write_index(folder, entries, "test", rate, size)
     return folder
 
 

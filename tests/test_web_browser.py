@@ -11,17 +11,17 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import missing
+from PIL import Image
+from test_web import make_baked
+
 from engine.patch import load_patch
 from engine.visual.projection import SQRT2, layout
-from harness.chromium import Chromium, find_chromium
 from engine.web.commands import page_settings
 from engine.web.config import WebConfig
 from engine.web.server import Broadcast, SceneClock, serve
 from engine.web.source import BakedScenes
-from test_web import make_baked
+from harness.chromium import Chromium, find_chromium
 
 PERIOD = 5.0
 W, H = 640, 400

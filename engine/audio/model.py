@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -282,7 +283,7 @@ class AudioVAE(nn.Module):
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         return self.decode(z), mu, logvar
 
-    def streaming(self, batch: int = 1) -> "StreamingDecoder":
+    def streaming(self, batch: int = 1) -> StreamingDecoder:
         return StreamingDecoder(self.decoder, batch)
 
 

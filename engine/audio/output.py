@@ -258,7 +258,7 @@ def load_clip(path: str, rate: int) -> np.ndarray:
     return loop_clip(mono, rate)
 
 
-def _clip_loader(path: str, seq: float, rate: int, out: "queue.Queue[tuple[float, np.ndarray]]",
+def _clip_loader(path: str, seq: float, rate: int, out: queue.Queue[tuple[float, np.ndarray]],
                  shm_buf: memoryview) -> None:
     """Loader thread of the audio process: the file `play()` named (request `seq`), ready for
     `AudioSynth.play`. A file it cannot read becomes the status block's error line (cleared by the
@@ -317,7 +317,7 @@ def _child_main(cfg_table: dict, snapshot_name: str, status_name: str, seed: int
         _fail(st, buf, ERR_DEVICE, str(exc))
     except ModelError as exc:
         _fail(st, buf, ERR_MODEL, str(exc))
-    except Exception as exc:  # the process boundary: any failure becomes a status line
+    except Exception as exc:  # noqa: BLE001 — the process boundary: any failure becomes a status line
         _fail(st, buf, ERR_OTHER, f"{type(exc).__name__}: {exc}")
     finally:
         del st

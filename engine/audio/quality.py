@@ -119,7 +119,7 @@ def level_matched(x: np.ndarray, rms_db: float = -20.0) -> np.ndarray:
     return x * (10.0 ** (rms_db / 20.0) / rms) if rms > 1e-9 else x
 
 
-def render_walk(model: "AudioModel", seconds: float, seed: int = 0, out_rate: int | None = None,
+def render_walk(model: AudioModel, seconds: float, seed: int = 0, out_rate: int | None = None,
                 settings: dict[str, float] | None = None, skip_s: float = 1.0) -> np.ndarray:
     """The live walk through `AudioSynth` (navigation, decoder, safety stage), as `ciel run` plays
     it: (n, 2) float32 at `out_rate` (default: the model's rate), the first `skip_s` (fade-in,
@@ -136,7 +136,7 @@ def render_walk(model: "AudioModel", seconds: float, seed: int = 0, out_rate: in
     return synth.process(v, int(seconds * rate)).copy()
 
 
-def walk_comb_db(model: "AudioModel", seconds: float = 30.0, seed: int = 0,
+def walk_comb_db(model: AudioModel, seconds: float = 30.0, seed: int = 0,
                  settings: dict[str, float] | None = None) -> float:
     """`comb_db` of the live walk (the worse of its two channels) at the model's rate."""
     x = render_walk(model, seconds, seed, settings=settings)
@@ -145,7 +145,7 @@ def walk_comb_db(model: "AudioModel", seconds: float = 30.0, seed: int = 0,
 
 
 
-def learning_sweep(model: "AudioModel", seconds: float, out_rate: int = 48000, seed: int = 4) -> tuple[np.ndarray, np.ndarray, int]:
+def learning_sweep(model: AudioModel, seconds: float, out_rate: int = 48000, seed: int = 4) -> tuple[np.ndarray, np.ndarray, int]:
     """The live walk while `audio/learning` sweeps 0 -> 1 -> 0 over `seconds`, one decode step at a
     time: (left channel (n,) at `out_rate`, output index of each step's first sample (steps,),
     output samples a step). Feed them to `seam_click_ratio` (leave out the first second)."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from ..configio import atomic_write, build, dumps_toml, field, read_toml, to_table
 from ..errors import PatchError

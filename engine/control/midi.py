@@ -26,13 +26,14 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import mido
 
-from ..errors import CielError, ConfigError, MidiUnavailable, ParamError, PatchError
+from ..errors import ConfigError, MidiUnavailable, ParamError, PatchError
 from ..params import Param, ParamStore
 from .config import MidiConfig, MidiMapping, PatchWriter
 
@@ -272,7 +273,7 @@ class MidiControl:
         return tuple(b.m for b in self._bindings)
 
     # — lifecycle —
-    def start(self) -> "MidiControl":
+    def start(self) -> MidiControl:
         """Open the ports there are now and start the reader thread. Never raises for a missing
         MIDI system: the problem shows in `health()` and the ports are looked for again later."""
         self._scan(self.clock())
@@ -301,7 +302,7 @@ class MidiControl:
     def status(self) -> dict[str, Any]:
         return self.health()
 
-    def __enter__(self) -> "MidiControl":
+    def __enter__(self) -> MidiControl:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -362,7 +363,7 @@ class MidiControl:
                 client = open_client(self.api, "in", self.client_name)
                 client.ignore_types(sysex=True, timing=not self.config.clock, active_sense=True)
                 client.open_port(i, "in")
-            except Exception as exc:  # rtmidi raises several kinds when a port goes as it is opened
+            except Exception as exc:  # noqa: BLE001 — rtmidi raises several kinds when a port goes as it is opened
                 log.warning("MIDI input %r could not be opened: %s", name, exc)
                 continue
             with self._lock:
@@ -391,7 +392,7 @@ class MidiControl:
             try:
                 out = open_client(self.api, "out", self.client_name)
                 out.open_port(match[0], "feedback")
-            except Exception as exc:  # as for inputs
+            except Exception as exc:  # noqa: BLE001 — as for inputs
                 log.warning("MIDI output %r could not be opened: %s", names[match[0]], exc)
                 return
             self.output, self.output_name = out, names[match[0]]
@@ -566,7 +567,7 @@ class MidiControl:
                     try:
                         self.output.send_message(data)
                         self.counters.feedback += 1
-                    except Exception as exc:  # the output went away; the next scan notices
+                    except Exception as exc:  # noqa: BLE001 — the output went away; the next scan notices
                         log.warning("MIDI feedback to %r failed: %s", self.output_name, exc)
                         return
 
@@ -652,7 +653,7 @@ def _label(param: str, index: int) -> str:
 def _close(client: Any) -> None:
     try:
         client.close_port()
-    except Exception:  # closing a port that is gone is not a problem
+    except Exception:  # noqa: BLE001 — closing a port that is gone is not a problem
         pass
     client.delete()
 

@@ -32,8 +32,9 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 from pythonosc import osc_bundle, osc_message, osc_packet
 from pythonosc.osc_message_builder import OscMessageBuilder
@@ -186,7 +187,7 @@ class OscServer:
         logging.getLogger().addFilter(_quiet_parser)
 
     # — lifecycle —
-    def start(self) -> "OscServer":
+    def start(self) -> OscServer:
         for target, name in ((self._serve, "ciel-osc"), (self._feedback_loop, "ciel-osc-feedback")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -203,7 +204,7 @@ class OscServer:
             t.join(timeout=2.0)
         self.sock.close()
 
-    def __enter__(self) -> "OscServer":
+    def __enter__(self) -> OscServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -228,7 +229,7 @@ class OscServer:
         while not self._stop.is_set():
             try:
                 data, addr = self.sock.recvfrom(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError as exc:
                 if self._stop.is_set():
@@ -238,7 +239,7 @@ class OscServer:
             self.counters["datagrams"] += 1
             try:
                 self.handle_datagram(data, addr)
-            except Exception as exc:  # the last net: a handler bug must not end the server
+            except Exception as exc:  # noqa: BLE001 — the last net: a handler bug must not end the server
                 self.counters["errors"] += 1
                 self._warn("error", f"OSC: internal error on a packet from {addr[0]}:{addr[1]}: {exc!r}")
 
@@ -547,7 +548,7 @@ class OscClient:
         self.sock.settimeout(timeout)
         try:
             data, _ = self.sock.recvfrom(65536)
-        except socket.timeout:
+        except TimeoutError:
             return None
         m = OscPacket(data).messages[0].message
         return m.address, tuple(m.params)

@@ -111,7 +111,7 @@ class OscQueryServer:
                                "UNIT": True, "CLIPMODE": True, "CRITICAL": False, "LISTEN": False,
                                "PATH_CHANGED": False}}
 
-    def start(self) -> "OscQueryServer":
+    def start(self) -> OscQueryServer:
         t = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
                              name="ciel-oscquery", daemon=True)
         t.start()
@@ -141,7 +141,7 @@ class OscQueryServer:
                 self._zc.register_service(info, allow_name_change=True)
                 self._infos.append(info)
             log.info("OSCQuery advertised over zeroconf as %r", name)
-        except Exception as exc:  # zeroconf raises many kinds (network, name conflicts): discovery is optional
+        except Exception as exc:  # noqa: BLE001 — zeroconf raises many kinds (network, name conflicts): discovery is optional
             if not self._closing:
                 log.warning("OSCQuery: zeroconf advertisement failed (%s); the tree is still at http://%s:%d/",
                             exc, self.host, self.port)
@@ -163,7 +163,7 @@ class OscQueryServer:
     def status(self) -> dict[str, Any]:
         return {"host": self.host, "port": self.port, "requests": self.requests, "advertised": bool(self._infos)}
 
-    def __enter__(self) -> "OscQueryServer":
+    def __enter__(self) -> OscQueryServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

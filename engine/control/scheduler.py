@@ -24,14 +24,16 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
+from ..baked import BakedFolder
+from ..configio import resolve_path
 from ..errors import PatchError
 from ..params import ParamStore
 from .config import Hours, ScheduleConfig
@@ -126,23 +128,8 @@ def is_open(ranges: tuple[_Range, ...], local: datetime) -> bool:
 
 def baked_folder(value: str, source: str) -> Path:
     """`schedule.baked` as a folder: absolute, or relative to the patch file's folder, then the ciel root."""
-    from ..patch import resolve_path
-
     base = Path(source).resolve().parent if source and not source.startswith("<") else Path.cwd()
     return resolve_path(value, base)
-
-
-class BakedScenes:
-    """The scenes of a folder written by `ciel bake` (see docs/installation.md for the format)."""
-
-    def __init__(self, folder: str | Path, source: str = "<schedule>") -> None:
-        from ..scenes import read_index  # the baked format lives with the code that writes it
-
-        self.folder = Path(folder)
-        self.entries = read_index(self.folder, source)
-
-    def __len__(self) -> int:
-        return len(self.entries)
 
 
 SceneListener = Callable[[Scene], None]
@@ -172,9 +159,9 @@ class Scheduler:
         self.period = float(config.period)
         self.ranges = parse_hours(config.hours, source)
         self.tz = zone(config.timezone, source)
-        self.baked = BakedScenes(baked_folder(config.baked, source), source) if config.baked else None
+        self.baked = BakedFolder.read(baked_folder(config.baked, source), source) if config.baked else None
         self._rng = np.random.default_rng(rng_seed if seed is None else seed)
-        pool = len(self.baked) if self.baked is not None else SEED_SPACE
+        pool = len(self.baked.entries) if self.baked is not None else SEED_SPACE
         self._window = min(config.no_repeat, max(pool - 1, 0))
         self._recent: deque[int] = deque(maxlen=self._window or None)
         self._listeners: list[SceneListener] = []
@@ -249,7 +236,7 @@ class Scheduler:
     def _fire(self, due: float, now: float) -> Scene:
         self.scenes += 1
         if self.baked is not None:
-            i = self._pick(len(self.baked))
+            i = self._pick(len(self.baked.entries))
             e = self.baked.entries[i]
             scene = Scene(self.scenes, e.id, e.seed, due, now, e.seconds, e.audio, e.image, e.wav)
         else:
@@ -371,7 +358,7 @@ class Scheduler:
                 break
             try:
                 self.tick()
-            except Exception as exc:  # e.g. the store closed under us: ticks from the main thread go on
+            except Exception as exc:  # noqa: BLE001 — e.g. the store closed under us: ticks from the main thread go on
                 log.error("scheduler timer stopped: %s: %s", type(exc).__name__, exc)
                 break
 

@@ -29,14 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..configio import field
-from ..errors import DatasetError
 from ..audio.model import AudioModelConfig, AudioVAE, export_audio_model
 from ..audio.navigation import MotionBank, Voice
+from ..configio import field
+from ..errors import DatasetError
 from . import previews
 from .ingest import Dataset
 from .loop import Env, RunConfig, Snapshot, wrap_ddp
-
 
 WIDE_BAND_STRIDES = (4, 4, 8)
 
@@ -56,9 +55,11 @@ class AudioTrainConfig:
     kl_warmup_steps: int = field(500, minimum=0, doc="Steps over which beta rises from 0.")
     fft_sizes: tuple[int, ...] = field((1024, 512, 256, 128, 64), doc="FFT sizes of the multi-resolution STFT loss.")
     dc_weight: float = field(10.0, minimum=0.0, doc="Weight of the squared difference of the windows' mean (DC offset).")
-    comb_weight: float = field(4.0, minimum=0.0, maximum=100.0, doc="Extra weight of the log-magnitude error on the harmonics of the latent frame rate (where the decoder's own drone lives).")
+    comb_weight: float = field(4.0, minimum=0.0, maximum=100.0, doc="Extra weight of the log-magnitude error on the harmonics of the latent frame rate "
+                                     "(where the decoder's own drone lives).")
     preview_seconds: float = field(2.0, minimum=0.25, maximum=60.0, doc="Length of each preview snippet (s).")
-    export_clips: int = field(48, minimum=0, maximum=4096, doc="Encoded stretches of the dataset stored in the model: the live walk's motion bank and the clips `audio/replay` plays.")
+    export_clips: int = field(48, minimum=0, maximum=4096, doc="Encoded stretches of the dataset stored in the model: the live walk's motion bank "
+                                   "and the clips `audio/replay` plays.")
     export_clip_seconds: float = field(2.0, minimum=0.1, maximum=600.0, doc="Length of each stored stretch (s).")
 
 

@@ -30,7 +30,7 @@ from .ingest import IngestConfig, ingest, load_config, load_dataset
 KINDS = ("audio", "image")
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Add `ingest`, `train` and `export` to the `ciel` parser."""
     p = sub.add_parser("ingest", help="turn a phone archive (voice notes, videos, photos) into a training dataset")
     p.add_argument("archive", type=Path, help="folder to walk (nested folders, any file names)")
@@ -166,9 +166,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .loop import Env, export_checkpoint, read_run_config
-
     import torch
+
+    from .loop import Env, export_checkpoint, read_run_config
 
     kind, dataset, cfg = read_run_config(args.run, config_types())
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device="cpu"))

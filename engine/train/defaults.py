@@ -32,9 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
+
+from ..mediaio import encode_audio
 
 SR = 16000
 # Formants (F1, F2, F3) in Hz of a few vowels, roughly an adult voice.
@@ -153,27 +154,9 @@ def write_sound(path: Path, audio: np.ndarray, sr: int = SR) -> Path:
 
         sf.write(str(path), audio, sr, subtype="PCM_16")
         return path
-    codec, rate, fmt = {".m4a": ("aac", sr, "mp4"), ".amr": ("libopencore_amrnb", 8000, "amr")}[suffix]
-    if rate != sr:
-        import soxr
-
-        audio = soxr.resample(audio, sr, rate).astype(np.float32)
-    with av.open(str(path), mode="w", format=fmt) as out:
-        stream = out.add_stream(codec, rate=rate, layout="mono")
-        if codec == "libopencore_amrnb":
-            stream.bit_rate = 12200
-        frame_size = 1024 if codec == "aac" else 160
-        pcm = np.clip(audio, -1, 1)
-        for i in range(0, pcm.size, frame_size):
-            chunk = pcm[i:i + frame_size]
-            if chunk.size < frame_size:
-                chunk = np.pad(chunk, (0, frame_size - chunk.size))
-            frame = av.AudioFrame.from_ndarray((chunk * 32767).astype(np.int16)[None], format="s16", layout="mono")
-            frame.sample_rate = rate
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+    codec, rate, fmt, bit_rate = {".m4a": ("aac", sr, "mp4", None),
+                                  ".amr": ("libopencore_amrnb", 8000, "amr", 12200)}[suffix]
+    path.write_bytes(encode_audio(np.asarray(audio)[None], sr, fmt, codec, out_rate=rate, bit_rate=bit_rate))  # (1, N)
     return path
 
 

@@ -38,10 +38,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..configio import field
-from ..params import IMAGE_LATENT_KNOBS
-from ..errors import DatasetError
 from .. import learning
+from ..configio import field
+from ..errors import DatasetError
+from ..params import IMAGE_LATENT_KNOBS
 from ..visual.model import Generator, GeneratorConfig, export_image_model, fold_batchnorm, latent_directions
 from . import previews
 from .ingest import Dataset

@@ -34,19 +34,20 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import nn
 
-from ..configio import atomic_write, build, dumps_toml, field, read_toml, to_table
-from ..errors import CielError, ConfigError, DatasetError, ModelError, TrainError
 from .. import learning
+from ..configio import atomic_write, build, dumps_toml, field, read_toml, to_table
+from ..errors import ConfigError, DatasetError, ModelError, TrainError
 from . import previews
 
 CHECKPOINTS = "checkpoints"
@@ -65,8 +66,10 @@ class RunConfig:
     checkpoint_minutes: float = field(2.0, minimum=0.0, doc="Checkpoint and previews every this many minutes (0 = off).")
     checkpoint_steps: int = field(0, minimum=0, doc="...and/or every this many steps (0 = off).")
     keep_checkpoints: int = field(3, minimum=1, maximum=1000, doc="How many of the newest checkpoints to keep.")
-    snapshot_seconds: float = field(5.0, minimum=0.0, doc="First learning snapshot after this many seconds of training, then at doubling times (0 = only the first and last step).")
-    export_snapshots: int = field(8, minimum=0, maximum=64, doc="Learning snapshots the exported model keeps, spread evenly from step 0 to the last (0 = none).")
+    snapshot_seconds: float = field(5.0, minimum=0.0, doc="First learning snapshot after this many seconds of training, then at doubling "
+                                           "times (0 = only the first and last step).")
+    export_snapshots: int = field(8, minimum=0, maximum=64, doc="Learning snapshots the exported model keeps, spread evenly from step 0 "
+                                       "to the last (0 = none).")
     history_every: int = field(10, minimum=1, doc="Steps averaged into one point of the loss history.")
     log_seconds: float = field(10.0, minimum=0.5, doc="Seconds between progress lines.")
     seed: int = field(0, minimum=0, doc="Seed of initialisation and batch sampling.")
@@ -163,7 +166,7 @@ class StopSignal:
         self.requested = ""
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopSignal":
+    def __enter__(self) -> StopSignal:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
         return self

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import soundfile as sf
@@ -61,7 +61,7 @@ def image_grid(images: np.ndarray, columns: int = 8, pad: int = 2) -> Image.Imag
     return Image.fromarray(grid)
 
 
-def to_uint8_images(batch: "np.ndarray") -> np.ndarray:
+def to_uint8_images(batch: np.ndarray) -> np.ndarray:
     """float [N, 3, H, W] in [-1, 1] → uint8 [N, H, W, 3]."""
     x = np.clip((np.asarray(batch, dtype=np.float32) + 1.0) * 127.5, 0, 255)
     return x.round().astype(np.uint8).transpose(0, 2, 3, 1)

@@ -35,9 +35,10 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -271,7 +272,7 @@ class ImageModel:
         with torch.inference_mode():
             return self.generator(z)
 
-    def to_uint8(self, z: torch.Tensor) -> "torch.Tensor":
+    def to_uint8(self, z: torch.Tensor) -> torch.Tensor:
         """(latent_dim,) or (1, latent_dim) → (R, R, 3) uint8 image (HWC, for textures)."""
         img = self.generate(z.reshape(1, self.latent_dim))[0]
         return ((img.permute(1, 2, 0) + 1.0) * 127.5).clamp_(0, 255).to(torch.uint8)
@@ -463,7 +464,7 @@ def compile_generator(gen: nn.Module, latent_dim: int, freeze: bool = True) -> t
         with torch.inference_mode():
             compiled(torch.zeros(1, latent_dim))
         return compiled, True
-    except Exception as exc:  # inductor raises many kinds (no compiler, unsupported op): eager still works
+    except Exception as exc:  # noqa: BLE001 — inductor raises many kinds (no compiler, unsupported op): eager still works
         log.warning("torch.compile failed, using the eager generator: %s", str(exc).splitlines()[0][:200])
         return gen, False
 

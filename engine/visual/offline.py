@@ -24,7 +24,7 @@ def offscreen_context() -> moderngl.Context:
     """A standalone OpenGL 3.3+ context on EGL (Mesa llvmpipe without a GPU)."""
     try:
         return moderngl.create_context(standalone=True, backend="egl", require=330)
-    except Exception as exc:  # moderngl raises plain Exception for a missing libEGL or driver
+    except Exception as exc:  # noqa: BLE001 — moderngl raises plain Exception for a missing libEGL or driver
         raise DisplayError(f"no offscreen OpenGL (EGL) context: {exc} "
                            "(install libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1)") from None
 
@@ -70,7 +70,7 @@ class FrameRenderer:
         self.fbo.release()
         self.ctx.release()
 
-    def __enter__(self) -> "FrameRenderer":
+    def __enter__(self) -> FrameRenderer:
         return self
 
     def __exit__(self, *exc: object) -> None:

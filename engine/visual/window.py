@@ -18,9 +18,10 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import moderngl
 import numpy as np
@@ -31,7 +32,7 @@ from ..paramview import ParamView
 from ..parts import KeyframeSource
 from .config import VisualConfig
 from .model import ImageModel
-from .sky import SkyRenderer, gl_renderer, resolve_render_scale, shader_text, DESKTOP_HEADER
+from .sky import DESKTOP_HEADER, SkyRenderer, gl_renderer, resolve_render_scale, shader_text
 from .worker import make_paths, render_keyframe
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def open_window(cfg: VisualConfig) -> tuple[Any, moderngl.Context]:
     pygame.mouse.set_visible(not cfg.fullscreen)
     try:
         ctx = moderngl.create_context(require=330)
-    except Exception as exc:  # moderngl raises plain Exception without a usable GL
+    except Exception as exc:  # noqa: BLE001 — moderngl raises plain Exception without a usable GL
         pygame.display.quit()
         raise DisplayError(f"no OpenGL 3.3 in the window: {exc}") from None
     return pygame, ctx
@@ -99,16 +100,23 @@ class Overlay:
         self.prog = ctx.program(vertex_shader=DESKTOP_HEADER + shader_text("sky.vert"),
                                 fragment_shader=DESKTOP_HEADER + shader_text("overlay.frag"))
         self.vao = ctx.vertex_array(self.prog, [])
-        self.tex: moderngl.Texture | None = None
+        self.width, self.height = width, height
+        self.tex: moderngl.Texture = self._texture()
+        self._key: tuple[str | None, tuple[str, ...], str] | None = None
+        self._rects: list[tuple[int, int, int, int]] = []  # GL scissor boxes (x, y from the bottom, w, h)
         self.resize(width, height)
 
+    def _texture(self) -> moderngl.Texture:
+        tex = self.ctx.texture((self.width, self.height), 4)
+        tex.filter = (moderngl.NEAREST, moderngl.NEAREST)
+        return tex
+
     def resize(self, width: int, height: int) -> None:
-        if self.tex is not None:
+        if (width, height) != (self.width, self.height):
             self.tex.release()
-        self.width, self.height = width, height
-        self.tex = self.ctx.texture((width, height), 4)
-        self.tex.filter = (moderngl.NEAREST, moderngl.NEAREST)
-        self._key: tuple = ()
+            self.width, self.height = width, height
+            self.tex = self._texture()
+        self._key = None
         self._rects = []
         self.font = self.pg.font.Font(None, max(14, height // 40))
         self.small = self.pg.font.Font(None, max(12, height // 60))
@@ -123,7 +131,7 @@ class Overlay:
         self.ctx.enable(moderngl.BLEND)
         self.ctx.blend_func = moderngl.SRC_ALPHA, moderngl.ONE_MINUS_SRC_ALPHA
         self.tex.use(0)
-        self.prog["uText"].value = 0
+        self.prog["uText"].value = 0  # type: ignore[union-attr]  # a Uniform: the shader declares it
         for rect in self._rects:  # blend only where there is text: a full-window blend costs ms on a CPU
             self.ctx.scissor = rect
             self.vao.render(moderngl.TRIANGLES, vertices=3)
@@ -133,7 +141,7 @@ class Overlay:
     def _paint(self, note: str | None, messages: list[str], status: str) -> None:
         pg = self.pg
         canvas = pg.Surface((self.width, self.height), pg.SRCALPHA)
-        self._rects: list[tuple[int, int, int, int]] = []  # GL scissor boxes (x, y from the bottom, w, h)
+        self._rects = []
         if note:
             lines = [ln for para in note.splitlines() for ln in _wrap(self.font, para, int(self.width * 0.6))]
             lh = self.font.get_linesize()

@@ -26,7 +26,6 @@ import math
 import multiprocessing as mp
 import os
 import time
-from dataclasses import dataclass
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -314,7 +313,7 @@ def _worker_main(folder: str, resolution: int, seed: int, keyframes_per_s: float
         model = load_image_model(folder)
         snapshot = SharedSnapshot(REGISTRY.size, name=values_name, create=False)
         _produce(model, seed, keyframes_per_s, compile, snapshot, block, slow_s)
-    except Exception as exc:  # any failure becomes the parent's `error` (shown on the overlay)
+    except Exception as exc:  # noqa: BLE001 — any failure becomes the parent's `error` (shown on the overlay)
         block.set_error(f"image generator stopped: {type(exc).__name__}: {exc}"[:_ERR_BYTES - 1])
         block.ctl[_STATE] = 2.0
     finally:

@@ -21,7 +21,7 @@ log = logging.getLogger("ciel.web")
 MAX_LIVE_SECONDS = 60.0  # a live scene's sound is one period long, at most this (the page loops it)
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Add `ciel broadcast` to the `ciel` parser."""
     p = sub.add_parser("broadcast", help="serve the oval map on a web page: a new sound and image every period")
     p.add_argument("patch", nargs="?", type=Path, default=None, help="patch file (default: patches/default.toml)")

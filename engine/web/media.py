@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..mediaio import encode_audio
+
 MP3_BITRATE = 96000
 
 
@@ -29,7 +31,7 @@ class Media:
     ext: str
 
     @classmethod
-    def of(cls, data: bytes, ctype: str, ext: str) -> "Media":
+    def of(cls, data: bytes, ctype: str, ext: str) -> Media:
         return cls(data, ctype, hashlib.sha1(data).hexdigest()[:24], ext)
 
     @property
@@ -77,25 +79,12 @@ def decode(data: bytes) -> tuple[np.ndarray, int, int]:
 def mp3(data: bytes) -> Media:
     """A sound file (Ogg Opus, WAV, ...) → MP3 at 96 kbit/s per channel: the copy for browsers
     that cannot decode Ogg Opus. Takes about 1/50 of the sound's length on one core."""
-    import av
-
     samples, rate, channels = decode(data)
-    layout = "stereo" if channels == 2 else "mono"
-    samples = np.ascontiguousarray(np.clip(samples[:2] if channels >= 2 else samples[:1], -1.0, 1.0))
+    samples = samples[:2] if channels >= 2 else samples[:1]                   # (C, N), C = 1 or 2
     out_rate = rate if rate in (32000, 44100, 48000) else 48000
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp3") as container:
-        stream = container.add_stream("libmp3lame", rate=out_rate, layout=layout)
-        stream.bit_rate = MP3_BITRATE * samples.shape[0]
-        resampler = av.AudioResampler(format=stream.format.name, layout=layout, rate=out_rate)
-        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
-        frame.sample_rate = rate
-        for f in resampler.resample(frame) + resampler.resample(None):
-            for packet in stream.encode(f):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return Media.of(buf.getvalue(), "audio/mpeg", "mp3")
+    encoded = encode_audio(samples, rate, "mp3", "libmp3lame", out_rate=out_rate,
+                           bit_rate=MP3_BITRATE * samples.shape[0])
+    return Media.of(encoded, "audio/mpeg", "mp3")
 
 
 SOUND_TYPES = {".ogg": ("audio/ogg", "ogg"), ".opus": ("audio/ogg", "ogg"), ".wav": ("audio/wav", "wav"),

@@ -27,11 +27,12 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Protocol
+from typing import Protocol
 
 from ..errors import CielError, ConfigError
 from .media import Media, MediaStore
@@ -153,7 +154,7 @@ class Broadcast:
             return False
         try:
             scene = self.source.prepare(scene_id)
-        except Exception as exc:  # a bad file or a generator failure becomes data: logged once, scene held
+        except Exception as exc:  # noqa: BLE001 — a bad file or a generator failure becomes data: logged once, scene held
             self.prepare_errors += 1
             self._last_error = exc
             if scene_id not in self._failed:
@@ -320,7 +321,8 @@ def load_files(note: str, settings: Mapping[str, object]) -> dict[str, Media]:
                 files["/"] = Media.of(data, "text/html; charset=utf-8", "html")
             else:
                 ctype = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
-                files[f"/static/{p.name}"] = Media.of(data, ctype + ("; charset=utf-8" if ctype.startswith("text/") or "javascript" in ctype else ""), p.suffix[1:])
+                text = ctype.startswith("text/") or "javascript" in ctype
+                files[f"/static/{p.name}"] = Media.of(data, ctype + ("; charset=utf-8" if text else ""), p.suffix[1:])
     for p in sorted(SHADERS.iterdir()) if SHADERS.is_dir() else []:
         if p.suffix in SHADER_SUFFIXES and p.is_file():
             files[f"/shaders/{p.name}"] = Media.of(p.read_bytes(), "text/plain; charset=utf-8", p.suffix[1:])

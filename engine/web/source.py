@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import scenes
+from .. import baked, scenes
 from ..params import REGISTRY
 from ..patch import Patch
 from .media import IMAGE_TYPES, SOUND_TYPES, Media, mp3
@@ -31,7 +31,7 @@ log = logging.getLogger("ciel.web")
 SEED_MODULUS = 2**31 - 1
 
 
-def scene_media(entry: scenes.BakedScene) -> SceneMedia:
+def scene_media(entry: baked.BakedScene) -> SceneMedia:
     """Read one baked scene's files (Ogg Opus or WAV sound, PNG/JPEG/WebP image) and make the MP3 copy."""
     ctype, ext = SOUND_TYPES.get(entry.audio.suffix.lower(), ("application/octet-stream", "bin"))
     sound = Media.of(entry.audio.read_bytes(), ctype, ext)
@@ -47,15 +47,15 @@ class BakedScenes:
     def __init__(self, folder: str | Path, cache: int = 8) -> None:
         self.folder = Path(folder)
         self._mtime = 0.0
-        self._entries: list[scenes.BakedScene] = []
+        self._entries: list[baked.BakedScene] = []
         self._cache: OrderedDict[str, SceneMedia] = OrderedDict()
         self._max = cache
         self._reload()
 
     def _reload(self) -> None:
-        mtime = (self.folder / scenes.INDEX).stat().st_mtime if (self.folder / scenes.INDEX).exists() else 0.0
+        mtime = (self.folder / baked.INDEX).stat().st_mtime if (self.folder / baked.INDEX).exists() else 0.0
         if mtime != self._mtime or not self._entries:
-            self._entries = scenes.read_index(self.folder)
+            self._entries = baked.read_index(self.folder)
             self._mtime = mtime
             log.info("broadcast: %d baked scenes in %s", len(self._entries), self.folder)
 
@@ -120,7 +120,7 @@ class LiveScenes:
             folder = Path(self._tmp.name)
             sid = f"live{scene_id}"
             names = scenes.write_scene_files(folder, sid, sound, picture, self.rate, wav=False)
-            entry = scenes.BakedScene(sid, seed, folder / names["audio"], folder / names["image"], self.seconds)
+            entry = baked.BakedScene(sid, seed, folder / names["audio"], folder / names["image"], self.seconds)
             try:
                 return scene_media(entry)
             finally:
