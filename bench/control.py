@@ -81,7 +81,7 @@ def lossless_rate(osc, rates: list[float], seconds: float) -> tuple[float, str]:
 
 
 def osc_latency(osc, store, n: int) -> list[float]:
-    from engine.control.osc import OscClient
+    from harness.osc import OscClient
 
     seen = threading.Event()
     want = [0.0]

@@ -12,10 +12,12 @@ from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from engine.control.config import OscConfig, PatchWriter
-from engine.control.osc import OscClient, OscServer, address_table, message
+from engine.control.osc import OscServer, message
+from engine.control.oscdoc import address_table
 from engine.errors import CielError
 from engine.params import REGISTRY, ParamStore
 from engine.patch import DEFAULT_PATCH, load_patch
+from harness.osc import OscClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -263,4 +265,4 @@ def test_message_encoding_keeps_types():
 
 def test_docs_address_table_is_current():
     doc = (ROOT / "docs" / "osc.md").read_text()
-    assert address_table(REGISTRY) in doc, "docs/osc.md is out of date: run python -m engine.control.osc --doc"
+    assert address_table(REGISTRY) in doc, "docs/osc.md is out of date: run python -m engine.control.oscdoc --doc"

@@ -22,8 +22,9 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from engine.audio.config import AudioConfig
 from engine.audio.output import AudioProcess
 from engine.control.config import OscConfig
-from engine.control.osc import OscClient, OscServer
+from engine.control.osc import OscServer
 from engine.params import REGISTRY, ParamStore, SharedSnapshot
+from harness.osc import OscClient
 from harness.parts import JackServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,7 +140,7 @@ def test_fuzz_100k_packets_no_crash_no_value_outside_its_range():
 
 FLOODER = """
 import sys, time
-from engine.control.osc import OscClient
+from harness.osc import OscClient
 port, rate, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 c = OscClient(port=port)
 t0 = time.monotonic(); n = 0

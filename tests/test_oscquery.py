@@ -13,9 +13,10 @@ import pytest
 from zeroconf import IPVersion, ServiceBrowser, ServiceListener, Zeroconf
 
 from engine.control.config import OscConfig, OscQueryConfig
-from engine.control.osc import OscClient, OscServer
+from engine.control.osc import OscServer
 from engine.control.oscquery import OscQueryServer, find
 from engine.params import REGISTRY, ParamStore
+from harness.osc import OscClient
 
 
 def get(url: str):
