@@ -3,11 +3,16 @@
 Starts the real command (`python -m engine.cli broadcast --baked DIR --port 0`) on a small baked
 folder of noise scenes, then runs `--listeners` asyncio clients in this process for `--seconds`:
 each holds one Server-Sent Events stream and, on a second keep-alive connection, fetches
-/scene.json every `--interval` seconds (jittered). Every request goes to 127.0.0.1 only; the run
+/scene.json every `--interval` seconds (jittered) and, as the page does, downloads the sound and
+the image of each scene it has not fetched yet (the current one and the next, which the page
+prefetches). Every request goes to 127.0.0.1 only; the run
 is bounded in listeners and time and stops the server at the end.
 
-Keys: listeners (clients that ran), scene_json_ms_p99 (request sent → body read, 99th percentile),
-errors (failed or non-200 requests, broken or silent event streams, scene changes an event stream
+Keys: listeners (clients that completed: their event stream saw every scene change and every
+request they made, /scene.json and media, answered 200 with a whole body), listeners_started,
+scene_json_ms_p99 (request sent → body read, 99th percentile), media_downloads (sounds and images
+fetched), media_ms_p99 (request sent → whole file read), media_mb (bytes fetched), errors (failed or
+non-200 requests, short bodies, broken or silent event streams, scene changes an event stream
 missed), server_cpu_percent (the server process's CPU time over the load phase, % of one core).
 """
 
@@ -51,11 +56,15 @@ def write_noise_scenes(folder: Path, count: int = 3, seconds: float = 2.0) -> No
 class Tally:
     def __init__(self) -> None:
         self.latencies_ms: list[float] = []
+        self.media_ms: list[float] = []
+        self.media_bytes = 0
         self.errors: list[str] = []
+        self.failed: set[int] = set()   # clients with at least one error
         self.events: dict[int, set[int]] = {}  # listener → scene ids received over SSE
 
-    def error(self, what: str) -> None:
+    def error(self, what: str, client: int) -> None:
         self.errors.append(what)
+        self.failed.add(client)
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -68,19 +77,37 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 async def poller(n: int, port: int, until: float, interval: float, tally: Tally) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = b"GET /scene.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    fetched: set[str] = set()   # media paths this client has (the browser's cache: they are immutable)
+
+    async def get(path: str) -> tuple[int, bytes]:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        return await asyncio.wait_for(read_response(reader), timeout=20)
+
     try:
         await asyncio.sleep(random.uniform(0, interval))
         while time.monotonic() < until:
             t0 = time.perf_counter()
             try:
-                writer.write(request)
-                status, body = await asyncio.wait_for(read_response(reader), timeout=10)
+                status, body = await get("/scene.json")
                 tally.latencies_ms.append((time.perf_counter() - t0) * 1000)
-                if status != 200 or "id" not in json.loads(body):
-                    tally.error(f"poller {n}: HTTP {status}")
+                scene = json.loads(body) if status == 200 else {}
+                if "id" not in scene:
+                    tally.error(f"poller {n}: /scene.json HTTP {status}", n)
+                for entry in (scene, scene.get("next") or {}):
+                    for key in ("sound", "image"):
+                        path = entry.get(key)
+                        if not path or path in fetched:
+                            continue
+                        t1 = time.perf_counter()
+                        status, data = await get(path)
+                        tally.media_ms.append((time.perf_counter() - t1) * 1000)
+                        if status != 200 or not data:
+                            tally.error(f"poller {n}: {path} HTTP {status}, {len(data)} bytes", n)
+                        else:
+                            fetched.add(path)
+                            tally.media_bytes += len(data)
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
-                tally.error(f"poller {n}: {exc!r}")
+                tally.error(f"poller {n}: {exc!r}", n)
                 writer.close()
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
             await asyncio.sleep(interval * random.uniform(0.8, 1.2))
@@ -95,7 +122,7 @@ async def listener(n: int, port: int, until: float, tally: Tally) -> None:
         writer.write(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
         if b" 200 " not in head.split(b"\r\n", 1)[0]:
-            tally.error(f"listener {n}: {head.splitlines()[0]!r}")
+            tally.error(f"listener {n}: {head.splitlines()[0]!r}", n)
             return
         while True:
             left = until - time.monotonic()
@@ -110,7 +137,7 @@ async def listener(n: int, port: int, until: float, tally: Tally) -> None:
                     seen.add(json.loads(line[6:])["id"])
         writer.close()
     except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
-        tally.error(f"listener {n}: {exc!r}")
+        tally.error(f"listener {n}: {exc!r}", n)
 
 
 async def load(port: int, listeners: int, seconds: float, interval: float) -> Tally:
@@ -166,12 +193,17 @@ def main(argv: list[str]) -> dict:
     # Every stream should have seen every scene from its first one on (a missed change is an error).
     for n, ids in tally.events.items():
         if not ids:
-            tally.error(f"listener {n}: no scene event")
+            tally.error(f"listener {n}: no scene event", n)
         elif len(ids) != max(ids) - min(ids) + 1:
-            tally.error(f"listener {n}: missed scene changes ({sorted(ids)})")
+            tally.error(f"listener {n}: missed scene changes ({sorted(ids)})", n)
     for e in tally.errors[:5]:
         print("bench broadcast:", e, file=sys.stderr)
     print(f"bench broadcast: {len(tally.latencies_ms)} scene.json requests in {seconds:g} s, "
           f"p50 {percentile(tally.latencies_ms, 50)} ms; {machine_load()}", file=sys.stderr)
-    return {"listeners": listeners, "scene_json_ms_p99": percentile(tally.latencies_ms, 99),
+    return {"listeners": listeners - len(tally.failed), "listeners_started": listeners,
+            "scene_json_ms_p99": percentile(tally.latencies_ms, 99),
+            "media_downloads": len(tally.media_ms),
+            "media_ms_p99": percentile(tally.media_ms, 99) if tally.media_ms else None,
+            **({} if tally.media_ms else {"media_ms_p99_reason": "no client downloaded a sound or an image"}),
+            "media_mb": round(tally.media_bytes / 1e6, 2),
             "errors": len(tally.errors), "server_cpu_percent": round(cpu, 1)}

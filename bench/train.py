@@ -10,7 +10,13 @@ Keys:
   (upsample + 3x3 conv generator with 128 channels, 4-block discriminator with dropout and batch
   norm, BCE loss, Adam 2e-4 / (0.5, 0.999)), timed in the same run, alternating with ours;
 - ingest_files_per_s: files per second through `ingest` on a generated archive (voice notes as
-  WAV / AAC / AMR, 640x480 JPEG photos).
+  WAV / AAC / AMR, 640x480 JPEG photos);
+- *_gmacs_per_step: the multiply-adds of one whole training step of that network (forward and
+  backward of every network the step runs, counted by torch.utils.flop_counter over one step;
+  convolutions and matrix products, which are nearly all of it), in 10^9;
+- *_gmacs_per_s: steps/s × gmacs_per_step: the compute each recipe gets through on this machine.
+  Our 64 px image step and the reference's differ in compute, so compare their speed per
+  multiply-add, and their quality per minute with `python -m bench quality`, not steps/s.
 
 All on random or generated data, with torch's default threads. The machine load is printed to stderr.
 """
@@ -101,6 +107,16 @@ class ReferenceDCGAN:
         self.opt_d.step()
 
 
+def gmacs_per_step(task, step: int = 0) -> float:
+    """Multiply-adds (10^9) of one `task.train_step`, forward and backward (FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        task.train_step(step)
+    return counter.get_total_flops() / 2e9
+
+
 def steps_per_s(task, steps: int, warmup: int = 1) -> float:
     for s in range(warmup):
         task.train_step(s)
@@ -155,7 +171,11 @@ def main(argv: list[str]) -> dict:
         t0 = time.perf_counter()
         ingest(archive, Path(tmp) / "dataset", IngestConfig(), progress=False)
         ingest_rate = files / (time.perf_counter() - t0)
-    print(f"bench train: image64 / reference_dcgan64 = {ours_rate / ref_rate:.2f}; {machine_load()}", file=sys.stderr)
+    macs = {"audio": gmacs_per_step(atask), "image": gmacs_per_step(itask), "image64": gmacs_per_step(ours64),
+            "reference_dcgan64": gmacs_per_step(ReferenceDCGAN(64, 64))}
+    rates = {"audio": audio_rate, "image": image_rate, "image64": ours_rate, "reference_dcgan64": ref_rate}
+    print(f"bench train: image64 / reference_dcgan64 = {ours_rate / ref_rate:.2f} in steps/s, "
+          f"{macs['image64'] / macs['reference_dcgan64']:.3f} in multiply-adds per step; {machine_load()}", file=sys.stderr)
     return {
         "audio_steps_per_s": round(audio_rate, 3),
         "audio_batch_seconds": round(acfg.batch * acfg.window / 16000, 3),
@@ -164,4 +184,6 @@ def main(argv: list[str]) -> dict:
         "image64_steps_per_s": round(ours_rate, 3),
         "reference_dcgan64_steps_per_s": round(ref_rate, 3),
         "ingest_files_per_s": round(ingest_rate, 2),
+        **{f"{k}_gmacs_per_step": round(v, 3) for k, v in macs.items()},
+        **{f"{k}_gmacs_per_s": round(rates[k] * macs[k], 2) for k in macs},
     }
