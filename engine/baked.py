@@ -95,10 +95,9 @@ def read_index(folder: str | Path, source: str | None = None) -> list[BakedScene
         seconds = _typed(e, "seconds", (int, float), path, key)
         if not (math.isfinite(seconds) and seconds > 0):
             raise ConfigError(str(path), key + ".seconds", f"expected a positive number, got {seconds!r}")
-        files = {}
+        files: dict[str, Path] = {}
         for name in ("audio", "image", "wav"):
             if name == "wav" and name not in e:
-                files[name] = None
                 continue
             rel = _typed(e, name, str, path, key)
             f = (folder / rel).resolve()
@@ -107,7 +106,7 @@ def read_index(folder: str | Path, source: str | None = None) -> list[BakedScene
             if not f.is_file():
                 raise ConfigError(str(path), f"{key}.{name}", f"file not found: {f}")
             files[name] = f
-        out.append(BakedScene(sid, seed, files["audio"], files["image"], float(seconds), files["wav"]))
+        out.append(BakedScene(sid, seed, files["audio"], files["image"], float(seconds), files.get("wav")))
     return out
 
 

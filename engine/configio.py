@@ -76,7 +76,7 @@ def _check(tp: Any, value: Any, source: str, key: str, error: type[ConfigError])
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise error(source, key, f"expected a table, got {type(value).__name__}")
-        return build(tp, value, source, prefix=key, error=error)
+        return build(typing.cast(type, tp), value, source, prefix=key, error=error)
     if origin is tuple:
         args = get_args(tp)
         if not isinstance(value, (list, tuple)):

@@ -136,7 +136,7 @@ class HealthServer:
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
-        self.host, self.port = self.server.server_address[:2]
+        self.host, self.port = str(self.server.server_address[0]), int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, name="ciel-healthz", daemon=True)
 
     @property

@@ -35,15 +35,15 @@ class Patch:
 
     name: str = field("untitled")
     note: str = field("", doc="Program note shown behind the grey circle.")
-    params: Mapping[str, ParamValue] = field(None)  # type: ignore[assignment]
-    presets: Mapping[str, Mapping[str, ParamValue]] = field(None)  # type: ignore[assignment]
-    audio: AudioConfig = field(None)  # type: ignore[assignment]
-    visual: VisualConfig = field(None)  # type: ignore[assignment]
-    osc: OscConfig = field(None)  # type: ignore[assignment]
-    oscquery: OscQueryConfig = field(None)  # type: ignore[assignment]
-    midi: MidiConfig = field(None)  # type: ignore[assignment]
-    schedule: ScheduleConfig = field(None)  # type: ignore[assignment]
-    web: WebConfig = field(None)  # type: ignore[assignment]
+    params: Mapping[str, ParamValue] = field(None)
+    presets: Mapping[str, Mapping[str, ParamValue]] = field(None)
+    audio: AudioConfig = field(None)
+    visual: VisualConfig = field(None)
+    osc: OscConfig = field(None)
+    oscquery: OscQueryConfig = field(None)
+    midi: MidiConfig = field(None)
+    schedule: ScheduleConfig = field(None)
+    web: WebConfig = field(None)
     source: str = dataclasses.field(default="<defaults>", compare=False)
 
     def __post_init__(self) -> None:

@@ -20,6 +20,8 @@ thread (the audio process's decode loop); not thread-safe.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from torch import nn
@@ -27,9 +29,12 @@ from torch import nn
 from .model import Decoder, ResizeUp, ResUnit, Upsample
 
 
-def _view(t: nn.Parameter | None) -> np.ndarray | None:
-    """A numpy view of a CPU float32 torch tensor (shares memory; in-place torch edits show)."""
-    return None if t is None else t.detach().numpy()
+def _view(t: torch.Tensor | None) -> np.ndarray:
+    """A numpy view of a CPU float32 torch tensor (shares memory; in-place torch edits show).
+    The decoder's layers all have weights and biases: a missing one is a ValueError."""
+    if t is None:
+        raise ValueError("NumpyStream needs every decoder layer to have its weight and bias")
+    return t.detach().numpy()
 
 
 class _Conv:
@@ -141,8 +146,8 @@ class NumpyStream:
             if p.dtype != torch.float32 or p.device.type != "cpu":
                 raise ValueError("NumpyStream needs a float32 CPU decoder")
         self.inp = _Conv(dec.inp, b)
-        self.stages = [[_Res(u, b) for u in units] for units in dec.res]
-        self.ups = [_Resize(u, b) if isinstance(u, ResizeUp) else _Up(u, b) for u in dec.ups]
+        self.stages = [[_Res(u, b) for u in cast(nn.ModuleList, units)] for units in dec.res]
+        self.ups = [_Resize(u, b) if isinstance(u, ResizeUp) else _Up(cast(Upsample, u), b) for u in dec.ups]
         self.out = _Conv(dec.out, b)
 
     def _stateful(self) -> list:

@@ -41,7 +41,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -119,7 +119,7 @@ class CausalConv1d(nn.Conv1d):
         super().__init__(cin, cout, kernel, dilation=dilation)
         self.context = (kernel - 1) * dilation
 
-    def forward(self, x: Tensor, state: StreamState | None = None) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, state: StreamState | None = None) -> Tensor:
         if self.context == 0:
             return super().forward(x)
         if state is None:
@@ -165,6 +165,7 @@ class Upsample(nn.ConvTranspose1d):
                 rest = rest.clone()
                 rest[..., :carry.shape[-1]] += carry
             state.cache[self] = rest
+        assert self.bias is not None  # built with bias=True
         return main + self.bias[None, :, None]
 
 
@@ -219,11 +220,11 @@ class Decoder(nn.Module):
 
     def forward(self, z: Tensor, state: StreamState | None = None) -> Tensor:
         x = self.inp(z, state)
-        for unit in self.res[0]:
+        for unit in cast(nn.ModuleList, self.res[0]):
             x = unit(x, state)
         for up, units in zip(self.ups, self.res[1:]):
             x = up(F.leaky_relu(x, self.cfg.leak), state)
-            for unit in units:
+            for unit in cast(nn.ModuleList, units):   # each stage's residual units
                 x = unit(x, state)
         return torch.tanh(self.out(F.leaky_relu(x, self.cfg.leak), state))
 
@@ -248,7 +249,7 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.inp(x)
         for units, down in zip(self.res, self.downs):
-            for unit in units:
+            for unit in cast(nn.ModuleList, units):   # each stage's residual units
                 h = unit(h)
             h = down(F.leaky_relu(h, self.cfg.leak))
         for unit in self.top:

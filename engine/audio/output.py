@@ -40,7 +40,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
@@ -48,6 +47,7 @@ import numpy as np
 from ..configio import to_table
 from ..errors import AudioDeviceError, ModelError
 from ..params import REGISTRY
+from ..shmblock import BlockLayout, StatusBlock
 from . import jacknames
 from .config import AudioConfig
 
@@ -60,10 +60,9 @@ _S_MARK_POS, _S_MARK_SEQ, _S_MARK_TIME, _S_PROBE, _S_STOP, _S_ERRKIND = 12, 13, 
 _S_READ, _S_WRITTEN, _S_STEPS, _S_PANIC, _S_PLAY_SEQ, _S_PLAYING_SEQ, _S_AHEAD = 18, 19, 20, 21, 22, 23, 24
 _S_STEP_TIMES = 64             # ring of decode-step durations (ms)
 _N_STEP_TIMES = 4096
-_TEXT = (_S_STEP_TIMES + _N_STEP_TIMES) * 8   # byte offset of the text fields
 _TEXT_LEN = 4096               # bytes per text field: device name, last error, the sound file to play
 _DEVICE, _ERROR, _PLAY = 0, 1, 2
-_SIZE = _TEXT + 3 * _TEXT_LEN
+_LAYOUT = BlockLayout(slots=_S_STEP_TIMES + _N_STEP_TIMES, texts=3, text_bytes=_TEXT_LEN)
 
 STARTING, RUNNING, STOPPED, FAILED = 0.0, 1.0, 2.0, -1.0
 ERR_DEVICE, ERR_MODEL, ERR_OTHER = 1.0, 2.0, 3.0
@@ -94,17 +93,6 @@ class AudioStatus:
     error: str
     playing: str = ""
     ahead_ms: float = 0.0
-
-
-def _text(buf: memoryview, slot: int) -> str:
-    raw = bytes(buf[_TEXT + slot * _TEXT_LEN:_TEXT + (slot + 1) * _TEXT_LEN])
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-
-
-def _set_text(buf: memoryview, slot: int, value: str) -> None:
-    data = value.encode("utf-8")[: _TEXT_LEN - 1] + b"\0"
-    start = _TEXT + slot * _TEXT_LEN
-    buf[start:start + len(data)] = data
 
 
 # — devices —
@@ -204,7 +192,7 @@ class _Ring:
         self.pos[1] = w + n
 
 
-def _recorder(path: str, rate: int, tap: _Ring, done: threading.Event, shm_buf: memoryview) -> None:
+def _recorder(path: str, rate: int, tap: _Ring, done: threading.Event, block: StatusBlock) -> None:
     """Writer thread of the audio process: what the callback played (the `tap` ring, written by
     the callback, read here) to a 24-bit WAV file. The header is updated every 0.5 s (libsndfile
     rewrites it on flush), so a killed process leaves a readable file. A writer that falls a whole
@@ -221,7 +209,7 @@ def _recorder(path: str, rate: int, tap: _Ring, done: threading.Event, shm_buf: 
                 if w - r > len(tap.buf):
                     lost += w - r - len(tap.buf)
                     r = w - len(tap.buf)
-                    _set_text(shm_buf, _ERROR, f"recording to {path}: {lost} frames lost (disk too slow)")
+                    block.set_text(_ERROR, f"recording to {path}: {lost} frames lost (disk too slow)")
                 while r < w:
                     i = r & tap.mask
                     n = min(w - r, len(tap.buf) - i)
@@ -235,7 +223,7 @@ def _recorder(path: str, rate: int, tap: _Ring, done: threading.Event, shm_buf: 
                     break
                 time.sleep(0.05)
     except (OSError, RuntimeError) as exc:
-        _set_text(shm_buf, _ERROR, f"recording to {path} failed: {exc}")
+        block.set_text(_ERROR, f"recording to {path} failed: {exc}")
 
 
 def load_clip(path: str, rate: int) -> np.ndarray:
@@ -259,7 +247,7 @@ def load_clip(path: str, rate: int) -> np.ndarray:
 
 
 def _clip_loader(path: str, seq: float, rate: int, out: queue.Queue[tuple[float, np.ndarray]],
-                 shm_buf: memoryview) -> None:
+                 block: StatusBlock) -> None:
     """Loader thread of the audio process: the file `play()` named (request `seq`), ready for
     `AudioSynth.play`. A file it cannot read becomes the status block's error line (cleared by the
     next file that loads); the sound goes on. Runs at normal priority: the decode loop it was
@@ -271,10 +259,10 @@ def _clip_loader(path: str, seq: float, rate: int, out: queue.Queue[tuple[float,
     try:
         out.put((seq, load_clip(path, rate)))
     except AudioDeviceError as exc:
-        _set_text(shm_buf, _ERROR, str(exc))
+        block.set_text(_ERROR, str(exc))
         return
-    if _text(shm_buf, _ERROR).startswith("cannot play "):
-        _set_text(shm_buf, _ERROR, "")
+    if block.text(_ERROR).startswith("cannot play "):
+        block.set_text(_ERROR, "")
 
 
 # SCHED_FIFO priorities when the system allows them. JACK runs its driver at 10 by default and gives
@@ -306,31 +294,30 @@ def _child_main(cfg_table: dict, snapshot_name: str, status_name: str, seed: int
                 wait_for_device: bool) -> None:
     """Entry point of the audio process (spawned). How it ended is in the status block: STOPPED,
     or FAILED with the kind of error and its one-line message."""
-    status_shm = shared_memory.SharedMemory(name=status_name)
-    st = np.ndarray((_S_STEP_TIMES + _N_STEP_TIMES,), np.float64, buffer=status_shm.buf)
-    buf = status_shm.buf
+    block = StatusBlock(_LAYOUT, status_name)
+    st = block.ctl
     st[_S_PID] = os.getpid()
     try:
-        _run_child(AudioConfig(**cfg_table), snapshot_name, st, buf, seed, fade_in_s, wait_for_device)
+        _run_child(AudioConfig(**cfg_table), snapshot_name, st, block, seed, fade_in_s, wait_for_device)
         st[_S_STATE] = STOPPED
     except AudioDeviceError as exc:
-        _fail(st, buf, ERR_DEVICE, str(exc))
+        _fail(st, block, ERR_DEVICE, str(exc))
     except ModelError as exc:
-        _fail(st, buf, ERR_MODEL, str(exc))
+        _fail(st, block, ERR_MODEL, str(exc))
     except Exception as exc:  # noqa: BLE001 — the process boundary: any failure becomes a status line
-        _fail(st, buf, ERR_OTHER, f"{type(exc).__name__}: {exc}")
+        _fail(st, block, ERR_OTHER, f"{type(exc).__name__}: {exc}")
     finally:
         del st
-        status_shm.close()
+        block.close()
 
 
-def _fail(st: np.ndarray, buf: memoryview, kind: float, message: str) -> None:
-    _set_text(buf, _ERROR, message)
+def _fail(st: np.ndarray, block: StatusBlock, kind: float, message: str) -> None:
+    block.set_text(_ERROR, message)
     st[_S_ERRKIND] = kind
     st[_S_STATE] = FAILED
 
 
-def _wait_for_device(sd: Any, name: str, st: np.ndarray, buf: memoryview, wait: bool) -> tuple[int, str] | None:
+def _wait_for_device(sd: Any, name: str, st: np.ndarray, block: StatusBlock, wait: bool) -> tuple[int, str] | None:
     """The output device; when `wait`, re-initialise PortAudio every 0.5 s until it is there
     (a JACK server restarted, a USB interface plugged back in). None if asked to stop meanwhile."""
     while True:
@@ -339,7 +326,7 @@ def _wait_for_device(sd: Any, name: str, st: np.ndarray, buf: memoryview, wait: 
         except AudioDeviceError as exc:
             if not wait:
                 raise
-            _set_text(buf, _ERROR, f"{exc} (waiting for it)")
+            block.set_text(_ERROR, f"{exc} (waiting for it)")
         for _ in range(5):
             st[_S_HEARTBEAT] = time.monotonic()
             if st[_S_STOP] > 0:
@@ -349,7 +336,7 @@ def _wait_for_device(sd: Any, name: str, st: np.ndarray, buf: memoryview, wait: 
         sd._initialize()  # no public call for this; no stream is open in this process yet)
 
 
-def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memoryview, seed: int,
+def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, block: StatusBlock, seed: int,
                fade_in_s: float, wait_for_device: bool) -> None:
     try:
         import sounddevice as sd
@@ -358,11 +345,11 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
     named = jacknames.set_client_name(sd)   # JACK sees the client as `ciel`
     if not named.startswith("JACK client"):
         print(f"ciel-audio: {named}", file=sys.stderr, flush=True)
-    found = _wait_for_device(sd, cfg.device, st, buf, wait_for_device)  # first: the quickest error
+    found = _wait_for_device(sd, cfg.device, st, block, wait_for_device)  # first: the quickest error
     if found is None:
         return
     index, label = found
-    _set_text(buf, _ERROR, "")
+    block.set_text(_ERROR, "")
 
     import torch
 
@@ -425,7 +412,7 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
     rec_done = threading.Event()
     rec_thread = None
     if tap is not None:
-        rec_thread = threading.Thread(target=_recorder, args=(cfg.record, rate, tap, rec_done, buf),
+        rec_thread = threading.Thread(target=_recorder, args=(cfg.record, rate, tap, rec_done, block),
                                       name="ciel-recorder", daemon=True)
         rec_thread.start()
 
@@ -444,9 +431,9 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
         snapshot.read_into(values)
         if st[_S_PLAY_SEQ] != play_seq:  # play() named a file (or none): load it off this loop
             play_seq = st[_S_PLAY_SEQ]
-            path = _text(buf, _PLAY)
+            path = block.text(_PLAY)
             if path:
-                threading.Thread(target=_clip_loader, args=(path, play_seq, model.sample_rate, clips, buf),
+                threading.Thread(target=_clip_loader, args=(path, play_seq, model.sample_rate, clips, block),
                                  name="ciel-clip-loader", daemon=True).start()
             else:
                 synth.play(None, float(values[glide]))
@@ -459,7 +446,7 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
         seq = snapshot.sequence
         out_index = synth.next_out_index
         t0 = time.perf_counter()
-        block = synth.step(values)
+        sound = synth.step(values)
         st[_S_STEP_TIMES + steps % _N_STEP_TIMES] = (time.perf_counter() - t0) * 1e3
         steps += 1
         st[_S_STEPS] = steps
@@ -469,8 +456,8 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
             st[_S_MARK_SEQ] = seq
             st[_S_MARK_POS] = out_index
         st[_S_PANIC] = 1.0 if synth.panicked else 0.0
-        ring.write(block)
-        peak = max(peak * peak_decay, float(np.max(np.abs(block))) if len(block) else 0.0)
+        ring.write(sound)
+        peak = max(peak * peak_decay, float(np.max(np.abs(sound))) if len(sound) else 0.0)
         st[_S_PEAK] = 20 * math.log10(max(peak, 1e-10))
 
     if cfg.realtime:
@@ -487,7 +474,7 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, buf: memory
         note = jacknames.number_ports_from_one()
         if not note.startswith("JACK ports"):
             print(f"ciel-audio: {note}", file=sys.stderr, flush=True)
-    _set_text(buf, _DEVICE, label)
+    block.set_text(_DEVICE, label)
     st[_S_RATE], st[_S_BLOCK] = rate, cfg.blocksize
     st[_S_LATENCY] = float(stream.latency) * 1e3
     st[_S_STATE] = RUNNING
@@ -550,9 +537,8 @@ class AudioProcess:
     def __init__(self, config: AudioConfig, snapshot_name: str, probe: str | None = None) -> None:
         self.config = config
         self.snapshot_name = snapshot_name
-        self._shm = shared_memory.SharedMemory(create=True, size=_SIZE)
-        self._st = np.ndarray((_S_STEP_TIMES + _N_STEP_TIMES,), np.float64, buffer=self._shm.buf)
-        self._st[:] = 0.0
+        self._block: StatusBlock | None = StatusBlock(_LAYOUT)
+        self._st = self._block.ctl
         self._st[_S_PROBE] = REGISTRY.index(probe) if probe else -1
         self._proc: mp.process.BaseProcess | None = None
         self._ctx = mp.get_context("spawn")
@@ -569,9 +555,10 @@ class AudioProcess:
         for slot in (_S_STATE, _S_HEARTBEAT, _S_STOP, _S_ERRKIND, _S_MARK_TIME):
             st[slot] = 0.0
         st[_S_MARK_POS] = -1.0
-        _set_text(self._shm.buf, _DEVICE, "")
-        _set_text(self._shm.buf, _ERROR, "")
-        args = (to_table(self.config), self.snapshot_name, self._shm.name, self.seed + self.restarts, fade_in_s,
+        block = self._live_block()
+        block.set_text(_DEVICE, "")
+        block.set_text(_ERROR, "")
+        args = (to_table(self.config), self.snapshot_name, block.name, self.seed + self.restarts, fade_in_s,
                 wait_for_device)
         if self.config.record and self.restarts:
             # a restarted process records to a new file beside the first: nothing is overwritten
@@ -596,12 +583,13 @@ class AudioProcess:
                 raise AudioDeviceError(f"audio process did not start within {timeout:.0f} s")
             time.sleep(0.02)
         if self._st[_S_STATE] == FAILED:
-            self._proc and self._proc.join(2)
+            if self._proc is not None:
+                self._proc.join(2)
             self._raise_failure("audio process failed")
         self._failures = 0
 
     def _raise_failure(self, fallback: str) -> None:
-        message = _text(self._shm.buf, _ERROR) or fallback
+        message = self._live_block().text(_ERROR) or fallback
         if self._st[_S_ERRKIND] == ERR_MODEL:
             raise ModelError(message)
         raise AudioDeviceError(message)
@@ -629,7 +617,7 @@ class AudioProcess:
         elif stalled:
             reason = f"no heartbeat for {now - st[_S_HEARTBEAT]:.1f} s"
         else:
-            reason = _text(self._shm.buf, _ERROR) or f"exit code {self._proc.exitcode}"
+            reason = self._live_block().text(_ERROR) or f"exit code {self._proc.exitcode}"
         log.warning("audio process %s (%s); restarting with a fade-in", "stalled" if stalled else "stopped", reason)
         self._kill()
         self.restarts += 1
@@ -647,7 +635,7 @@ class AudioProcess:
         text = os.fspath(path) if path else ""
         if len(text.encode("utf-8")) >= _TEXT_LEN:
             raise AudioDeviceError(f"sound file path longer than {_TEXT_LEN - 1} bytes: {text[:80]}…")
-        _set_text(self._shm.buf, _PLAY, text)
+        self._live_block().set_text(_PLAY, text)
         self._st[_S_PLAY_SEQ] += 1
 
     def _kill(self) -> None:
@@ -672,26 +660,31 @@ class AudioProcess:
                 proc.join(1)
             self._kill()
         self._proc = None
-        if self._shm is not None:
+        if self._block is not None:
             del self._st
-            self._shm.close()
-            self._shm.unlink()
-            self._shm = None  # type: ignore[assignment]
+            self._block.close()
+            self._block = None
 
     # — status —
     @property
     def pid(self) -> int:
         return self._proc.pid if self._proc is not None and self._proc.pid else 0
 
+    def _live_block(self) -> StatusBlock:
+        if self._block is None:
+            raise AudioDeviceError("the audio process was stopped")
+        return self._block
+
     def status(self) -> AudioStatus:
-        if self._shm is None:
+        block = self._block
+        if block is None:
             return AudioStatus(False, 0, "", 0, 0, 0, 0, 0, 0, self.restarts, -1.0, -200.0, 0.0, 0.0, "stopped")
         st = self._st
         rate = st[_S_RATE] or self.config.samplerate
         hb = st[_S_HEARTBEAT]
         return AudioStatus(
             running=bool(st[_S_STATE] == RUNNING and self._proc is not None and self._proc.is_alive()),
-            pid=self.pid, device=_text(self._shm.buf, _DEVICE), samplerate=int(st[_S_RATE]), blocksize=int(st[_S_BLOCK]),
+            pid=self.pid, device=block.text(_DEVICE), samplerate=int(st[_S_RATE]), blocksize=int(st[_S_BLOCK]),
             callbacks=int(st[_S_CALLBACKS]), underflows=int(st[_S_UNDERFLOWS]), xruns=int(st[_S_XRUNS]),
             stalls=int(st[_S_STALLS]), restarts=self.restarts,
             heartbeat_age_s=round(time.monotonic() - float(hb), 3) if hb else -1.0,
@@ -699,8 +692,8 @@ class AudioProcess:
             fill_ms=round(1000.0 * float(st[_S_FILL]) / float(rate), 2),
             output_latency_ms=round(float(st[_S_LATENCY]), 2),
             ahead_ms=round(float(st[_S_AHEAD]), 2),
-            error=_text(self._shm.buf, _ERROR),
-            playing=_text(self._shm.buf, _PLAY) if st[_S_PLAYING_SEQ] == st[_S_PLAY_SEQ] > 0 else "",
+            error=block.text(_ERROR),
+            playing=block.text(_PLAY) if st[_S_PLAYING_SEQ] == st[_S_PLAY_SEQ] > 0 else "",
         )
 
     def marker(self) -> tuple[int, float, float]:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mido
 
@@ -491,7 +491,7 @@ class MidiControl:
         b.last = x
 
     def _button(self, b: Binding, on: bool, velocity: float) -> None:
-        mode = b.m.mode
+        mode: str = b.m.mode
         if mode == "auto":
             mode = {"trigger": "trigger", "bool": "toggle"}.get(b.p.kind, "velocity")
         edge = on and not b.pressed
@@ -594,6 +594,7 @@ class MidiControl:
         target = self._learning
         if target is None:
             return False
+        kind: Literal["cc", "note", "pitchbend"]
         if msg.type == "control_change":
             kind, number = "cc", msg.control
         elif msg.type == "note_on" and msg.velocity > 0:

@@ -127,14 +127,16 @@ class OscQueryServer:
         """Register `_oscjson._tcp` and `_osc._udp` (background thread; probing takes seconds)."""
         from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
-        loopback = self.host in ("127.0.0.1", "localhost")
-        address = "127.0.0.1" if loopback or self.host == "0.0.0.0" else self.host
+        host_name = str(self.host)
+        loopback = host_name in ("127.0.0.1", "localhost")
+        address = "127.0.0.1" if loopback or host_name == "0.0.0.0" else host_name
         name, host = self.config.name, socket.gethostname().split(".")[0] or "ciel"
         try:
             with self._zc_lock:
                 if self._closing:
                     return
-                self._zc = Zeroconf(interfaces=["127.0.0.1"] if loopback else None, ip_version=IPVersion.V4Only)
+                self._zc = (Zeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only) if loopback
+                            else Zeroconf(ip_version=IPVersion.V4Only))
             for stype, port in (("_oscjson._tcp.local.", self.port), ("_osc._udp.local.", self.osc_port)):
                 info = ServiceInfo(stype, f"{name}.{stype}", port=port, addresses=[socket.inet_aton(address)],
                                    properties={"txtvers": "1"}, server=f"{host}-{name}.local.")

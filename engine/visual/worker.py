@@ -26,7 +26,6 @@ import math
 import multiprocessing as mp
 import os
 import time
-from multiprocessing import shared_memory
 
 import numpy as np
 import torch
@@ -34,6 +33,7 @@ import torch
 from ..params import IMAGE_LATENT_KNOBS, REGISTRY, Registry, SharedSnapshot, check_view
 from ..paramview import ParamView
 from ..parts import Keyframe
+from ..shmblock import BlockLayout, StatusBlock
 from .model import ImageModel, compile_generator, load_image_model
 
 log = logging.getLogger(__name__)
@@ -154,37 +154,34 @@ _N_CTL = _RING_AT + _RING
 _ERR_BYTES = 512
 
 
-def _layout(resolution: int) -> tuple[int, int, int]:
-    """(offset of the error text, offset of the first slot, bytes per slot)."""
-    err_at = 8 * _N_CTL
-    slot_at = err_at + _ERR_BYTES
-    return err_at, slot_at, 2 * resolution * resolution * 3
+def _layout(resolution: int) -> BlockLayout:
+    """The generator's status block: control words, the error text, then SLOTS keyframe slots
+    of (2, R, R, 3) uint8 (front and back images)."""
+    return BlockLayout(slots=_N_CTL, texts=1, text_bytes=_ERR_BYTES, payload_bytes=SLOTS * 2 * resolution * resolution * 3)
 
 
 class _Block:
-    """Views into the worker's shared memory block (either side)."""
+    """The generator's StatusBlock with its keyframe slots as arrays (either side)."""
 
-    def __init__(self, shm: shared_memory.SharedMemory, resolution: int) -> None:
-        self.shm = shm
-        self.ctl = np.ndarray((_N_CTL,), np.float64, buffer=shm.buf)
-        err_at, slot_at, per_slot = _layout(resolution)
-        self.err = shm.buf[err_at:err_at + _ERR_BYTES]
+    def __init__(self, resolution: int, name: str | None = None) -> None:
+        self.status = StatusBlock(_layout(resolution), name)
+        self.ctl = self.status.ctl
         r = resolution
-        self.slots = [np.ndarray((2, r, r, 3), np.uint8, buffer=shm.buf, offset=slot_at + i * per_slot)
-                      for i in range(SLOTS)]
+        self.slots = [self.status.payload((2, r, r, 3), np.uint8, offset=i * 2 * r * r * 3) for i in range(SLOTS)]
+
+    @property
+    def name(self) -> str:
+        return self.status.name
 
     def set_error(self, text: str) -> None:
-        data = text.encode("utf-8", "replace")[:_ERR_BYTES - 1]
-        self.err[:len(data)] = data
-        self.err[len(data)] = 0
+        self.status.set_text(0, text)
 
     def error(self) -> str:
-        raw = bytes(self.err)
-        return raw[:raw.index(0)].decode("utf-8", "replace") if 0 in raw else raw.decode("utf-8", "replace")
+        return self.status.text(0)
 
     def release(self) -> None:
         del self.ctl, self.slots
-        self.err.release()
+        self.status.close()
 
 
 class GanWorker:
@@ -213,11 +210,7 @@ class GanWorker:
         self.compile = compile
         self.slow_s = slow_s
         self.snapshot = snapshot
-        _, slot_at, per_slot = _layout(model.resolution)
-        self._shm = shared_memory.SharedMemory(create=True, size=slot_at + SLOTS * per_slot)
-        self.block = _Block(self._shm, model.resolution)
-        self.block.ctl[:] = 0.0
-        self.block.set_error("")
+        self.block = _Block(model.resolution)
         self._proc: mp.process.BaseProcess | None = None
         self._taken = 0
         self._final: tuple[int, list[float], str | None, float, float | None] | None = None  # stats kept after stop()
@@ -225,7 +218,7 @@ class GanWorker:
     def start(self) -> None:
         ctx = mp.get_context("spawn")
         args = (self.folder, self.resolution, self.seed, self.keyframes_per_s, self.threads, self.compile,
-                self.snapshot, self._shm.name, self.slow_s)
+                self.snapshot, self.block.name, self.slow_s)
         self._proc = ctx.Process(target=_worker_main, args=args, name="ciel-gan", daemon=True)
         self._proc.start()
 
@@ -298,15 +291,12 @@ class GanWorker:
                 self._proc.terminate()
                 self._proc.join(timeout)
         self.block.release()
-        self._shm.close()
-        self._shm.unlink()
 
 
 def _worker_main(folder: str, resolution: int, seed: int, keyframes_per_s: float, threads: int,
                  compile: bool, values_name: str, block_name: str, slow_s: float) -> None:
     """Entry of the generator process: keyframes along the image paths until told to stop."""
-    shm = shared_memory.SharedMemory(name=block_name)  # the parent owns and unlinks it
-    block = _Block(shm, resolution)
+    block = _Block(resolution, block_name)  # the parent owns and unlinks it
     snapshot: SharedSnapshot | None = None
     try:
         torch.set_num_threads(threads)
@@ -320,7 +310,6 @@ def _worker_main(folder: str, resolution: int, seed: int, keyframes_per_s: float
         if snapshot is not None:
             snapshot.close()
         block.release()
-        shm.close()
 
 
 def _produce(model: ImageModel, seed: int, keyframes_per_s: float, compile: bool, snapshot: SharedSnapshot,
