@@ -144,7 +144,7 @@ class BakedImageWorker:
         self.count = 0
         self.error: str | None = None
         self.times_ms: list[float] = []
-        self._latest = None
+        self._latest: Keyframe | None = None
         self._taken = 0
         self._front: np.ndarray | None = None
         scheduler.add_listener(self._on_scene)

@@ -146,7 +146,7 @@ class NumpyStream:
             if p.dtype != torch.float32 or p.device.type != "cpu":
                 raise ValueError("NumpyStream needs a float32 CPU decoder")
         self.inp = _Conv(dec.inp, b)
-        self.stages = [[_Res(u, b) for u in cast(nn.ModuleList, units)] for units in dec.res]
+        self.stages = [[_Res(cast(ResUnit, u), b) for u in cast(nn.ModuleList, units)] for units in dec.res]
         self.ups = [_Resize(u, b) if isinstance(u, ResizeUp) else _Up(cast(Upsample, u), b) for u in dec.ups]
         self.out = _Conv(dec.out, b)
 

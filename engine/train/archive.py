@@ -330,7 +330,8 @@ def _car(n: int, rng: np.random.Generator, at: float) -> np.ndarray:
     doppler = 1.0 - rng.uniform(0.03, 0.08) * t / np.sqrt(t ** 2 + width ** 2)
     f0 = rng.uniform(25, 60) * doppler * (1 + 0.05 * np.sin(2 * np.pi * 0.3 * t))
     phase = 2 * np.pi * np.cumsum(f0) / SR
-    engine = sum(np.sin(k * phase + rng.uniform(0, 6.3)) / k for k in range(1, 14) if 14 * f0.max() < SR / 2)
+    engine = sum((np.sin(k * phase + rng.uniform(0, 6.3)) / k for k in range(1, 14) if 14 * f0.max() < SR / 2),
+                 np.zeros(t.size))
     engine = _filter(engine, hi=rng.uniform(400, 900))
     tyres = _filter(rng.standard_normal(t.size), lo=200, hi=2500)
     car = _norm(engine, 1.0) * near * 0.6 + _norm(tyres, 1.0) * near ** 2 * rng.uniform(0.4, 1.0)
@@ -419,8 +420,8 @@ def _ringtone(seconds: float, rng: np.random.Generator) -> np.ndarray:
             d = int(beat * length * SR)
             if deg is not None:
                 t = np.arange(d) / SR
-                f = root * 2 ** (deg / 12)
-                tone = sum(np.sin(2 * np.pi * f * h * t) / h for h in harmonics if f * h < SR / 2 - 500)
+                pitch = root * 2 ** (deg / 12)
+                tone = sum((np.sin(2 * np.pi * pitch * h * t) / h for h in harmonics if pitch * h < SR / 2 - 500), np.zeros(d))
                 tone *= np.minimum(1, t / 0.005)
                 if not square:                                    # chimes fade, beeps hold
                     tone *= np.exp(-t / rng.uniform(0.15, 0.6))
@@ -479,7 +480,7 @@ def _scene_kitchen(n: int, rng: np.random.Generator) -> np.ndarray:
         if rng.random() < 0.5:
             speakers.append(_speaker(rng, speakers[0].lang))
         tracks = _speech_track(n, rng, speakers, start=rng.uniform(0.5, 3.0), fill=rng.uniform(0.5, 1.0))
-        voices = sum(tr * rng.uniform(0.3, 0.9) for tr in tracks)
+        voices = sum((tr * rng.uniform(0.3, 0.9) for tr in tracks), np.zeros(n))
         mix = mix + _norm(voices + 0.4 * _reverb(voices, room), 0.05)
     return mix + _room_tone(n, rng) * rng.uniform(0.003, 0.01)
 
@@ -508,7 +509,7 @@ def _scene_street(n: int, rng: np.random.Generator) -> np.ndarray:
         if rng.random() < 0.4:
             speakers.append(_speaker(rng, speakers[0].lang))
         tracks = _speech_track(n, rng, speakers, start=rng.uniform(0.5, 2.0), fill=rng.uniform(0.4, 1.0))
-        mix += _norm(sum(tr * g for tr, g in zip(tracks, (1.0, 0.5))), 0.08)
+        mix += _norm(sum((tr * g for tr, g in zip(tracks, (1.0, 0.5))), np.zeros(n)), 0.08)
     return mix
 
 
@@ -729,7 +730,7 @@ def make_archive(folder: Path, audio_minutes: float, photos: int, seed: int = 0,
         raise _missing_error(missing, "espeak-ng voices and photographic wallpapers")
     rng = np.random.default_rng(seed)
     # plan the voice notes: lengths, formats, seeds (the plan alone decides the output)
-    notes = []
+    notes: list[tuple[Path, float, int]] = []   # (file, seconds, seed)
     done = 0.0
     while done < audio_minutes * 60:
         seconds = float(min(rng.uniform(5, 60), audio_minutes * 60 - done + 1))

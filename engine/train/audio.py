@@ -265,7 +265,7 @@ class AudioTask:
         self.vae.eval()
         g = torch.Generator().manual_seed(99)
         latents = [self.vae.encode(self.windows(g, 8, cfg.window))[0].cpu() for _ in range(8)]
-        clips = []
+        clips: list[torch.Tensor] = []
         levels = []
         if cfg.export_clips:
             x = self.bank_windows()

@@ -280,8 +280,8 @@ class ImageTask:
         decay = min(self.cfg.ema, (1.0 + step) / (10.0 + step))
         for e, p in zip(self.ema.parameters(), self.gen.parameters()):
             e.lerp_(p, 1.0 - decay)
-        for e, b in zip(self.ema.buffers(), self.gen.buffers()):
-            e.copy_(b)
+        for eb, b in zip(self.ema.buffers(), self.gen.buffers()):
+            eb.copy_(b)
 
     def standing_generator(self, state: dict[str, torch.Tensor] | None = None) -> Generator:
         """A copy of the EMA generator (or of `state`, a generator state dict) with batch-norm

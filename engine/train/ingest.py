@@ -179,7 +179,7 @@ def load_photo(fh: io.BufferedReader, size: int) -> tuple[np.ndarray, tuple[int,
     """An upright, centre-cropped `size`² RGB photo as uint8 [size, size, 3], plus the source size;
     None when Pillow does not recognise the file. Raises SkippedFile for a recognised but broken image."""
     try:
-        img = Image.open(fh)
+        img: Image.Image = Image.open(fh)
     except UnidentifiedImageError:
         return None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:

@@ -38,7 +38,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -160,7 +160,8 @@ class Generator(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.normal_(m.weight, 1.0, 0.02)
                 nn.init.zeros_(m.bias)
-        for e in self.excite:
+        for module in self.excite:
+            e = cast(Excitation, module)
             nn.init.kaiming_normal_(e.conv1.weight, a=0.0)
             nn.init.kaiming_normal_(e.conv2.weight, a=0.0)
 
@@ -186,7 +187,10 @@ class Generator(nn.Module):
 
 # --- batch-norm folding -------------------------------------------------------------------------
 
-def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+def _bn_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) of an eval-mode batch norm: y = x · scale + shift per channel."""
+    if not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None or bn.running_mean is None:
+        raise ModelError(f"cannot fold {type(bn).__name__}: a batch norm with running statistics was expected")
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     return scale, bn.bias - bn.running_mean * scale
 
@@ -203,7 +207,8 @@ def folded_tensors(gen: Generator) -> dict[str, torch.Tensor]:
     c = scale.numel()
     out["fc.weight"] = (gen.fc.weight.view(c, 16, -1) * scale[:, None, None]).reshape(c * 16, -1)
     out["fc.bias"] = shift.repeat_interleave(16)
-    for i, block in enumerate(gen.blocks):
+    for i, module in enumerate(gen.blocks):
+        block = cast(UpBlock, module)
         scale, shift = _bn_affine(block.norm)
         out[f"blocks.{i}.conv.weight"] = block.conv.weight * scale[:, None, None, None]
         out[f"blocks.{i}.conv.bias"] = shift
@@ -223,7 +228,8 @@ def fold_batchnorm(gen: Generator) -> Generator:
     tensors = folded_tensors(gen)
     gen.fc = nn.Linear(gen.fc.in_features, gen.fc.out_features)
     gen.norm0 = nn.Identity()
-    for block in gen.blocks:
+    for module in gen.blocks:
+        block = cast(UpBlock, module)
         conv = block.conv
         block.conv = nn.Conv2d(conv.in_channels, conv.out_channels, 3, 1, 1, padding_mode=conv.padding_mode)
         block.norm = nn.Identity()
@@ -384,7 +390,7 @@ class LegacyGenerator(nn.Module):
         self.cfg = cfg
         widths = cfg.widths()
         self.fc = nn.Linear(cfg.latent_dim, widths[0] * 16, bias=False)
-        self.bn0 = nn.BatchNorm2d(widths[0])
+        self.bn0: nn.Module = nn.BatchNorm2d(widths[0])
         ups: list[nn.Module] = []
         for cin, cout in zip(widths[:-1], widths[1:]):
             ups += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
@@ -425,7 +431,7 @@ def _load_legacy(folder: Path, tensors: Mapping[str, torch.Tensor], card: Mappin
     for i, m in enumerate(layers):
         if isinstance(m, nn.BatchNorm2d):
             scale, shift = _bn_affine(m)
-            conv = layers[i - 1]
+            conv = cast(nn.ConvTranspose2d, layers[i - 1])
             conv.weight.mul_(scale[None, :, None, None])
             conv.bias = nn.Parameter(shift.clone())
             layers[i] = nn.Identity()
@@ -463,7 +469,7 @@ def compile_generator(gen: nn.Module, latent_dim: int, freeze: bool = True) -> t
         compiled = torch.compile(gen, dynamic=False, options={"freezing": freeze})
         with torch.inference_mode():
             compiled(torch.zeros(1, latent_dim))
-        return compiled, True
+        return cast(nn.Module, compiled), True
     except Exception as exc:  # noqa: BLE001 — inductor raises many kinds (no compiler, unsupported op): eager still works
         log.warning("torch.compile failed, using the eager generator: %s", str(exc).splitlines()[0][:200])
         return gen, False
@@ -521,12 +527,15 @@ def calibrate(gen: Generator, seed: int, batches: int = 8, batch_size: int = 32,
     pre = last(x)  # (B, 3, R, R) before tanh
     mean, std = pre.mean(dim=(0, 2, 3)), pre.std(dim=(0, 2, 3)).clamp_min(1e-6)
     scale = contrast / std  # each colour channel centred, with the same spread
+    bias = last.bias
+    if bias is None:
+        raise ModelError("the generator's RGB layer has no bias to calibrate")
     last.weight.mul_(scale[:, None, None, None])
-    last.bias.copy_((last.bias - mean) * scale)
+    bias.copy_((bias - mean) * scale)
     # pull the channels towards their mean: muted colours, like a photographic sky survey
     mix = (1 - desaturate) * torch.eye(3) + desaturate / 3 * torch.ones(3, 3)
     last.weight.copy_(torch.einsum("oc,cikl->oikl", mix, last.weight))
-    last.bias.copy_(mix @ last.bias)
+    bias.copy_(mix @ bias)
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ from .worker import make_paths, render_keyframe
 def offscreen_context() -> moderngl.Context:
     """A standalone OpenGL 3.3+ context on EGL (Mesa llvmpipe without a GPU)."""
     try:
-        return moderngl.create_context(standalone=True, backend="egl", require=330)
+        return moderngl.create_context(standalone=True, backend="egl", require=330)  # type: ignore[arg-type]  # stub: a str
     except Exception as exc:  # noqa: BLE001 — moderngl raises plain Exception for a missing libEGL or driver
         raise DisplayError(f"no offscreen OpenGL (EGL) context: {exc} "
                            "(install libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1)") from None

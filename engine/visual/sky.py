@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, cast
 
 import moderngl
 import numpy as np
@@ -19,6 +20,8 @@ import numpy as np
 from ..params import REGISTRY, Registry, Smoother, check_view
 from ..paramview import ParamView
 from .projection import Layout, layout, rotation_matrix
+
+Uniforms = dict[str, Any]   # uniform name → value: a float, an int or a tuple of floats, as GL takes it
 
 SHADERS = Path(__file__).resolve().parent.parent.parent / "shaders"
 DESKTOP_HEADER = "#version 330\n"
@@ -283,10 +286,10 @@ class SkyRenderer:
                                                     "uScale": lay.scale * min(sx, sy), "uLayer": 1})
             self.vao.render(moderngl.TRIANGLES, vertices=3)
             target.use()
-            self._composite(common, self._layer.color_attachments[0], self._n_all)
+            self._composite(common, _texture(self._layer), self._n_all)
         self.frame += 1
 
-    def _composite(self, common: dict[str, object], sky_texture: moderngl.Texture, upto: int) -> None:
+    def _composite(self, common: Uniforms, sky_texture: moderngl.Texture, upto: int) -> None:
         """Clear the bound framebuffer to the background and draw composite.frag: the layer's
         interior, its edge band and the note square; `upto` = 6 draws only the note square."""
         lay = self.layout
@@ -298,14 +301,14 @@ class SkyRenderer:
         _set_uniforms(self.composite, common, {"uSky": 4, "uResolution": (float(self.width), float(self.height)),
                                                "uCentre": (lay.cx, lay.cy), "uScale": lay.scale})
         if upto == self._n_all:  # interior: texture only
-            self.composite["uInterior"].value = 1
+            _uniform(self.composite, "uInterior").value = 1
             self.composite_vao.render(moderngl.TRIANGLES, vertices=self._n_inner, first=0)
         # edge band and note square (the last 6 vertices): the full composite shader
-        self.composite["uInterior"].value = 0
+        _uniform(self.composite, "uInterior").value = 0
         self.composite_vao.render(moderngl.TRIANGLES, vertices=min(upto, self._n_all - self._n_inner),
                                   first=self._n_all - min(upto, self._n_all - self._n_inner))
 
-    def _render_full(self, target: moderngl.Framebuffer, common: dict[str, object], sky: dict[str, object],
+    def _render_full(self, target: moderngl.Framebuffer, common: Uniforms, sky: Uniforms,
                      tilt: tuple[float, float]) -> None:
         """Full resolution: refresh the tables and the keyframe texture where needed, then the
         per-pixel pass over the oval's rectangles and composite.frag over the note square.
@@ -353,9 +356,9 @@ class SkyRenderer:
         self.ctx.viewport = (0, 0, self.width, self.height)
         fade = common["uFade"]
         self.ctx.clear(*(c * fade for c in common["uBackground"]))  # outside the oval: a memset
-        self._inverse.color_attachments[0].use(5)
-        self._tilted.color_attachments[0].use(6)
-        key.color_attachments[0].use(4)
+        _texture(self._inverse).use(5)
+        _texture(self._tilted).use(6)
+        _texture(key).use(4)
         half = 0.5 / self.texture_size
         clamp_u = (-1.0, 2.0) if panorama else (half, 1.0 - half)
         if panorama:  # lon -180°..180° across the panorama, lat 90° at its top row
@@ -378,7 +381,7 @@ class SkyRenderer:
             prog = self.lut_progs[variant]
             _set_uniforms(prog, common, sky, tables)
             self.lut_vaos[variant].render(moderngl.TRIANGLES, vertices=n_oval, first=0)
-        self._composite(common, key.color_attachments[0], 6)
+        self._composite(common, _texture(key), 6)
 
     def release(self) -> None:
         """Free every GL object this renderer made."""
@@ -386,10 +389,11 @@ class SkyRenderer:
             if fbo is not None:
                 fbo.color_attachments[0].release()
                 fbo.release()
-        for obj in (*self.textures, self.vao, self.prog, self.composite_vao, self.composite, self._geometry,
+        gl_objects: tuple[Any, ...] = (*self.textures, self.vao, self.prog, self.composite_vao, self.composite, self._geometry,
                     self.inverse_vao, self.inverse_prog, self.tilt_vao, self.tilt_prog,
                     *self.key_vaos.values(), *self.key_progs.values(),
-                    *self.lut_vaos.values(), *self.lut_progs.values()):
+                    *self.lut_vaos.values(), *self.lut_progs.values())
+        for obj in gl_objects:
             obj.release()
 
 
@@ -434,9 +438,19 @@ def composite_geometry(lay: Layout, band_px: int = 16, margin_px: float = 2.0) -
     return np.concatenate([triangles(inner), triangles(edge)]), 6 * len(inner)
 
 
-def _set_uniforms(prog: moderngl.Program, *tables: dict[str, object]) -> None:
+def _texture(fbo: moderngl.Framebuffer) -> moderngl.Texture:
+    """The texture a framebuffer of this renderer draws into (each is made with one texture)."""
+    return cast(moderngl.Texture, fbo.color_attachments[0])
+
+
+def _uniform(prog: moderngl.Program, name: str) -> moderngl.Uniform:
+    """A uniform of `prog` (the shaders declare each name this renderer sets)."""
+    return cast(moderngl.Uniform, prog[name])
+
+
+def _set_uniforms(prog: moderngl.Program, *tables: Uniforms) -> None:
     """Write uniforms; names the GLSL compiler dropped (unused in this program) are skipped."""
     for table in tables:
         for name, value in table.items():
             if name in prog:
-                prog[name].value = value
+                _uniform(prog, name).value = value

@@ -261,7 +261,7 @@ class Server(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{host!s}:{port}/"
 
     def track(self, sock: socket.socket, opened: bool) -> None:
         """Remember open connections, so that server_close can end them (keep-alive and SSE alike)."""
@@ -321,8 +321,8 @@ def load_files(note: str, settings: Mapping[str, object]) -> dict[str, Media]:
                 files["/"] = Media.of(data, "text/html; charset=utf-8", "html")
             else:
                 ctype = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
-                text = ctype.startswith("text/") or "javascript" in ctype
-                files[f"/static/{p.name}"] = Media.of(data, ctype + ("; charset=utf-8" if text else ""), p.suffix[1:])
+                is_text = ctype.startswith("text/") or "javascript" in ctype
+                files[f"/static/{p.name}"] = Media.of(data, ctype + ("; charset=utf-8" if is_text else ""), p.suffix[1:])
     for p in sorted(SHADERS.iterdir()) if SHADERS.is_dir() else []:
         if p.suffix in SHADER_SUFFIXES and p.is_file():
             files[f"/shaders/{p.name}"] = Media.of(p.read_bytes(), "text/plain; charset=utf-8", p.suffix[1:])
