@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from .health import Health, HealthServer, get_path
 from .logfiles import SafeRotatingFileHandler
 from .parts import SupervisedChild
+from .restart import Backoff
 from .systemd import Notifier, Watchdog
 
 log = logging.getLogger("ciel.health")
@@ -44,26 +45,27 @@ class StallWatch:
         self.timeout = timeout
         self.startup = startup
         self.backoff_max = backoff_max
+        self.backoff = Backoff(timeout, max(backoff_max, timeout))
         self.report = report
         self.restarts = 0
         self._count: int | None = None
         self._since = 0          # the count at the last start: output after it means "producing"
         self._moved = 0.0
-        self._wait = timeout
 
     def tick(self, now: float) -> bool:
         """Called periodically (the supervisor thread). Returns True when a restart was made."""
         count = self.heartbeat()
         dead = self.failed() if self.failed is not None else False
         if count != self._count:
-            if self._count is not None and count > self._count and self._wait > self.timeout and count > self._since:
-                self._wait = self.timeout  # healthy again
+            if self._count is not None and count > self._count and self.backoff.backing_off and count > self._since:
+                self.backoff.reset()  # healthy again
             self._count, self._moved = count, now
             if not dead:
                 return False
         quiet = now - self._moved
-        limit = self._wait if count > self._since else max(self._wait, self.startup)
-        if (dead and quiet < min(self._wait, limit)) or (not dead and quiet < limit):
+        wait = self.backoff.wait
+        limit = wait if count > self._since else max(wait, self.startup)
+        if (dead and quiet < min(wait, limit)) or (not dead and quiet < limit):
             return False
         self.restarts += 1
         why = "failed" if dead else f"stalled for {quiet:.1f} s"
@@ -77,7 +79,7 @@ class StallWatch:
             log.error("%s restart failed: %s", self.name, exc)
         self._since = self.heartbeat()
         self._count, self._moved = self._since, now
-        self._wait = min(self.backoff_max, self._wait * 2)
+        self.backoff.failed()
         return True
 
 

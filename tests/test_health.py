@@ -205,7 +205,7 @@ def test_stall_watch_restarts_a_stuck_worker_with_backoff():
     assert "gan stalled" in reports[0]
     state["count"] += 1  # it came back: the timeout resets
     watch.tick(t + 0.1)
-    assert watch._wait == 5.0
+    assert watch.backoff.wait == 5.0
 
 
 def test_stall_watch_gives_a_starting_worker_time_and_restarts_a_dead_one_at_once():

@@ -47,6 +47,7 @@ import numpy as np
 from ..configio import to_table
 from ..errors import AudioDeviceError, ModelError
 from ..params import REGISTRY
+from ..restart import Backoff
 from ..shmblock import BlockLayout, StatusBlock
 from . import jacknames
 from .config import AudioConfig
@@ -530,7 +531,7 @@ def _run_child(cfg: AudioConfig, snapshot_name: str, st: np.ndarray, block: Stat
 class AudioProcess:
     """Owns the audio child process. Methods are called from the main thread."""
 
-    RESTART_BACKOFF_S = (0.5, 1.0, 2.0)
+    RESTART_BACKOFF_S = (0.5, 2.0)   # the first wait between tries, the longest (engine.restart.Backoff)
     STALL_S = 4.0          # no heartbeat for this long: the child is replaced
     START_LIMIT_S = 20.0   # a child still starting after this long is replaced too
 
@@ -544,7 +545,7 @@ class AudioProcess:
         self._ctx = mp.get_context("spawn")
         self.seed = config.seed or (int(time.time() * 1000) & 0x7FFFFFFF)
         self.restarts = 0
-        self._failures = 0
+        self._backoff = Backoff(*self.RESTART_BACKOFF_S)
         self._next_try = 0.0
         self._spawned = 0.0
         self._stopped = False
@@ -586,7 +587,7 @@ class AudioProcess:
             if self._proc is not None:
                 self._proc.join(2)
             self._raise_failure("audio process failed")
-        self._failures = 0
+        self._backoff.reset()
 
     def _raise_failure(self, fallback: str) -> None:
         message = self._live_block().text(_ERROR) or fallback
@@ -608,7 +609,7 @@ class AudioProcess:
         starting = state == STARTING and alive and not stalled
         if starting or (alive and state == RUNNING and not stalled):
             if state == RUNNING:
-                self._failures = 0
+                self._backoff.reset()
             return
         if now < self._next_try:
             return
@@ -621,9 +622,7 @@ class AudioProcess:
         log.warning("audio process %s (%s); restarting with a fade-in", "stalled" if stalled else "stopped", reason)
         self._kill()
         self.restarts += 1
-        self._failures += 1
-        backoff = self.RESTART_BACKOFF_S[min(self._failures - 1, len(self.RESTART_BACKOFF_S) - 1)]
-        self._next_try = now + backoff
+        self._next_try = now + self._backoff.failed()
         self._spawn(fade_in_s=0.3, wait_for_device=True)
 
     def play(self, path: str | os.PathLike[str] | None) -> None:

@@ -36,6 +36,7 @@ import mido
 from ..errors import ConfigError, MidiUnavailable, ParamError, PatchError
 from ..params import Param, ParamStore
 from .config import MidiConfig, MidiMapping, PatchWriter
+from .lifecycle import Lifecycle
 
 log = logging.getLogger("ciel.midi")
 
@@ -178,7 +179,7 @@ class Counters:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-class MidiControl:
+class MidiControl(Lifecycle):
     """MIDI inputs, mappings and feedback. `start()`, then `poll()` once a frame, `close()` at the end.
 
     config:  the patch's `[midi]` section.
@@ -296,17 +297,11 @@ class MidiControl:
                     _close(c)
             self.output = self._scanner = self._out_scanner = None
 
-    def stop(self) -> None:
-        self.close()
 
     def status(self) -> dict[str, Any]:
         return self.health()
 
-    def __enter__(self) -> MidiControl:
-        return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def poll(self, now: float | None = None) -> None:
         """Main thread, once a frame: rescan ports when due, read them (without the reader thread),

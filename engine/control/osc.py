@@ -44,6 +44,7 @@ from pythonosc.parsing import osc_types
 from ..errors import CielError
 from ..params import Param, ParamStore, Registry
 from .config import OscConfig, PatchWriter
+from .lifecycle import Lifecycle
 
 log = logging.getLogger("ciel.osc")
 
@@ -137,7 +138,7 @@ def _name_of(arg: Any) -> str:
     return s[len("ciel/"):] if s.startswith("ciel/") else s
 
 
-class OscServer:
+class OscServer(Lifecycle):
     """The OSC server. Construct, then `start()`; `close()` stops both threads and the socket.
 
     config:   host, port (0 = any free port; `self.port` tells which), allow-list, feedback.
@@ -204,14 +205,8 @@ class OscServer:
             t.join(timeout=2.0)
         self.sock.close()
 
-    def __enter__(self) -> OscServer:
-        return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
-    def stop(self) -> None:
-        self.close()
 
     def status(self) -> dict[str, Any]:
         return self.health()

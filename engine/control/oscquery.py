@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 from ..errors import CielError
 from ..params import Param, ParamStore, Registry
 from .config import OscQueryConfig
+from .lifecycle import Lifecycle
 
 log = logging.getLogger("ciel.oscquery")
 
@@ -80,7 +81,7 @@ def find(node: dict[str, Any], path: str) -> dict[str, Any] | None:
     return node
 
 
-class OscQueryServer:
+class OscQueryServer(Lifecycle):
     """HTTP JSON tree + zeroconf advertisement. `start()`, then `close()`.
 
     config:    host/port of the HTTP server (port 0 = any free port; `self.port` tells which).
@@ -159,17 +160,11 @@ class OscQueryServer:
                 self._threads[-1].join(timeout=4.0)   # a registration under way (right after start)
             zc.close()  # says goodbye for the registered services
 
-    def stop(self) -> None:
-        self.close()
 
     def status(self) -> dict[str, Any]:
         return {"host": self.host, "port": self.port, "requests": self.requests, "advertised": bool(self._infos)}
 
-    def __enter__(self) -> OscQueryServer:
-        return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def answer(self, raw_path: str) -> tuple[int, dict[str, Any] | None]:
         """HTTP status and JSON for a request path such as '/ciel/audio/gain?VALUE'."""
