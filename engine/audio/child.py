@@ -1,0 +1,444 @@
+"""The audio process (spawned by engine/audio/output.py's `AudioProcess`).
+
+It loads the model, opens a sounddevice OutputStream on the device chosen by name substring,
+and runs the decode loop on its main thread:
+
+    read SharedSnapshot -> SoundSource.step (one latent frame) -> ring (preallocated, float32 (N, 2))
+
+whenever the ring holds less than the run-ahead (`RunAhead`) of sound. The PortAudio callback
+only copies from the ring (see `AudioChild.callback` for its rules). Recording takes what the
+callback hands to PortAudio; a file named by `play()` is loaded on a thread of its own.
+How the process ended is in its status block (engine/audio/status.py): STOPPED, or FAILED with
+the kind of error and its one-line message.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import AudioDeviceError, ModelError
+from ..params import REGISTRY, SharedSnapshot
+from ..shmblock import StatusBlock
+from . import jacknames
+from .config import AudioConfig
+from .devices import _CALLBACK_PRIORITY, _DECODE_PRIORITY, _realtime, _wait_for_device
+from .status import (
+    _DEVICE,
+    _ERROR,
+    _N_STEP_TIMES,
+    _PLAY,
+    _S_AHEAD,
+    _S_BLOCK,
+    _S_CALLBACKS,
+    _S_ERRKIND,
+    _S_FILL,
+    _S_HEARTBEAT,
+    _S_LATENCY,
+    _S_MARK_POS,
+    _S_MARK_SEQ,
+    _S_MARK_TIME,
+    _S_PANIC,
+    _S_PEAK,
+    _S_PID,
+    _S_PLAY_SEQ,
+    _S_PLAYING_SEQ,
+    _S_PROBE,
+    _S_RATE,
+    _S_READ,
+    _S_STALLS,
+    _S_STATE,
+    _S_STEP_TIMES,
+    _S_STEPS,
+    _S_STOP,
+    _S_UNDERFLOWS,
+    _S_WRITTEN,
+    _S_XRUNS,
+    ERR_DEVICE,
+    ERR_MODEL,
+    ERR_OTHER,
+    FAILED,
+    LAYOUT,
+    RUNNING,
+    STOPPED,
+)
+
+
+class RunAhead:
+    """How much sound (frames) the decode loop keeps queued: `low` at first; each underflow adds
+    `up_ms`, up to `high`; every `calm_s` seconds without one takes `down_ms` off, down to `low`.
+    A performer keeps the lowest latency the machine allows, and a machine that cannot hold it
+    trades a few milliseconds of latency for no more dropouts. `update` takes the underflow count
+    and a monotonic time (injected, so tests run hours in a moment). Audio process, decode loop."""
+
+    def __init__(self, low: int, high: int, rate: int, up_ms: float = 1.0, down_ms: float = 0.5,
+                 calm_s: float = 30.0) -> None:
+        self.low, self.high = low, max(low, high)
+        self.up, self.down = int(up_ms * rate / 1000), int(down_ms * rate / 1000)
+        self.calm_s = calm_s
+        self.frames = low
+        self._seen: int | None = None
+        self._since = 0.0
+
+    def update(self, underflows: int, now: float) -> int:
+        if self._seen is None:
+            self._seen, self._since = underflows, now
+        elif underflows != self._seen:
+            self._seen, self._since = underflows, now
+            self.frames = min(self.frames + self.up, self.high)
+        elif self.frames > self.low and now - self._since >= self.calm_s:
+            self._since = now
+            self.frames = max(self.frames - self.down, self.low)
+        return self.frames
+
+
+class _Ring:
+    """Preallocated stereo ring; `pos[0]` frames read (callback), `pos[1]` frames written (decoder)."""
+
+    def __init__(self, frames: int) -> None:
+        size = 1 << max(10, math.ceil(math.log2(frames)))
+        self.buf = np.zeros((size, 2), np.float32)
+        self.mask = size - 1
+        self.pos = np.zeros(2, np.int64)
+
+    @property
+    def fill(self) -> int:
+        return int(self.pos[1] - self.pos[0])
+
+    def write(self, block: np.ndarray) -> None:
+        n, w = len(block), int(self.pos[1])
+        i = w & self.mask
+        first = min(n, len(self.buf) - i)
+        self.buf[i:i + first] = block[:first]
+        if first < n:
+            self.buf[: n - first] = block[first:]
+        self.pos[1] = w + n
+
+
+def _recorder(path: str, rate: int, tap: _Ring, done: threading.Event, block: StatusBlock) -> None:
+    """Writer thread of the audio process: what the callback played (the `tap` ring, written by
+    the callback, read here) to a 24-bit WAV file. The header is updated every 0.5 s (libsndfile
+    rewrites it on flush), so a killed process leaves a readable file. A writer that falls a whole
+    ring behind skips ahead (the lost frames are counted in the status error line)."""
+    import soundfile as sf
+
+    lost = 0
+    try:
+        with sf.SoundFile(path, "w", samplerate=rate, channels=2, subtype="PCM_24") as fh:
+            last_flush = time.monotonic()
+            while True:
+                finished = done.is_set()
+                r, w = int(tap.pos[0]), int(tap.pos[1])
+                if w - r > len(tap.buf):
+                    lost += w - r - len(tap.buf)
+                    r = w - len(tap.buf)
+                    block.set_text(_ERROR, f"recording to {path}: {lost} frames lost (disk too slow)")
+                while r < w:
+                    i = r & tap.mask
+                    n = min(w - r, len(tap.buf) - i)
+                    fh.write(tap.buf[i:i + n])
+                    r += n
+                tap.pos[0] = r
+                if time.monotonic() - last_flush >= 0.5:
+                    fh.flush()
+                    last_flush = time.monotonic()
+                if finished:
+                    break
+                time.sleep(0.05)
+    except (OSError, RuntimeError) as exc:
+        block.set_text(_ERROR, f"recording to {path} failed: {exc}")
+
+
+def load_clip(path: str, rate: int) -> np.ndarray:
+    """A sound file as a seamless mono loop at `rate` Hz, (n,) float32 (any rate and channel count
+    libsndfile reads: WAV, FLAC, Ogg Vorbis/Opus). Raises AudioDeviceError naming the file."""
+    import soundfile as sf
+    import soxr
+
+    from .stream import loop_clip
+
+    try:
+        data, file_rate = sf.read(path, dtype="float32", always_2d=True)
+    except (OSError, RuntimeError) as exc:  # soundfile's LibsndfileError is a RuntimeError
+        raise AudioDeviceError(f"cannot play {path}: {exc}") from None
+    if not len(data):
+        raise AudioDeviceError(f"cannot play {path}: the file holds no samples")
+    mono = data.mean(axis=1)
+    if file_rate != rate:
+        mono = soxr.resample(mono, file_rate, rate, quality="HQ")
+    return loop_clip(mono, rate)
+
+
+def _clip_loader(path: str, seq: float, rate: int, out: queue.Queue[tuple[float, np.ndarray]],
+                 block: StatusBlock) -> None:
+    """Loader thread of the audio process: the file `play()` named (request `seq`), ready for
+    `AudioSynth.play`. A file it cannot read becomes the status block's error line (cleared by the
+    next file that loads); the sound goes on. Runs at normal priority: the decode loop it was
+    started from runs at a realtime one."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (PermissionError, OSError, AttributeError):
+        pass
+    try:
+        out.put((seq, load_clip(path, rate)))
+    except AudioDeviceError as exc:
+        block.set_text(_ERROR, str(exc))
+        return
+    if block.text(_ERROR).startswith("cannot play "):
+        block.set_text(_ERROR, "")
+
+
+def _child_main(cfg_table: dict, snapshot_name: str, status_name: str, seed: int, fade_in_s: float,
+                wait_for_device: bool) -> None:
+    """Entry point of the audio process (spawned). How it ended is in the status block: STOPPED,
+    or FAILED with the kind of error and its one-line message."""
+    block = StatusBlock(LAYOUT, status_name)
+    st = block.ctl
+    st[_S_PID] = os.getpid()
+    try:
+        AudioChild(AudioConfig(**cfg_table), snapshot_name, st, block, seed, fade_in_s, wait_for_device).run()
+        st[_S_STATE] = STOPPED
+    except AudioDeviceError as exc:
+        _fail(st, block, ERR_DEVICE, str(exc))
+    except ModelError as exc:
+        _fail(st, block, ERR_MODEL, str(exc))
+    except Exception as exc:  # noqa: BLE001 — the process boundary: any failure becomes a status line
+        _fail(st, block, ERR_OTHER, f"{type(exc).__name__}: {exc}")
+    finally:
+        del st
+        block.close()
+
+
+def _fail(st: np.ndarray, block: StatusBlock, kind: float, message: str) -> None:
+    block.set_text(_ERROR, message)
+    st[_S_ERRKIND] = kind
+    st[_S_STATE] = FAILED
+
+
+class AudioChild:
+    """The audio process's work, on its main thread (`run`), plus the PortAudio callback (a
+    PortAudio/JACK thread) and the helper threads it starts (recorder, clip loader).
+
+    cfg: the patch's `[audio]`; snapshot_name: the engine's parameter snapshot; st/block: the
+    status block (`st` is `block.ctl`); seed: of the latent walks; fade_in_s: the start's fade;
+    wait_for_device: wait for a vanished device to come back instead of failing.
+    """
+
+    def __init__(self, cfg: AudioConfig, snapshot_name: str, st: np.ndarray, block: StatusBlock, seed: int,
+                 fade_in_s: float, wait_for_device: bool) -> None:
+        self.cfg, self.snapshot_name, self.st, self.block = cfg, snapshot_name, st, block
+        self.seed, self.fade_in_s, self.wait_for_device = seed, fade_in_s, wait_for_device
+        self._first_callback = cfg.realtime
+        self.steps = 0
+        self.peak = 0.0
+        self.play_seq = 0.0
+        self.clips: queue.Queue[tuple[float, np.ndarray]] = queue.Queue()
+        self.tap: _Ring | None = None
+        self.rate = cfg.samplerate
+        self._glide = self._probe = 0          # value slots, set in run()
+        self._last_probe = 0.0
+        self._peak_decay = 1.0
+
+    # — the callback: real-time rules —
+    def callback(self, outdata: np.ndarray, frames: int, time_info: Any, flags: Any) -> None:
+        """PortAudio's callback (a PortAudio/JACK thread, at a realtime priority where allowed).
+
+        The contract it keeps, as python-sounddevice asks of a callback:
+        - it only copies: `frames` frames of the preallocated ring into `outdata`, zeros where the
+          ring is short (an underflow, counted), and the same block into the recorder's ring;
+        - it allocates nothing big, takes no lock, does no I/O, never waits for the decode loop
+          and never raises (the ring's positions are plain int64 words: one writer each);
+        - it touches only the ring, the tap, and status words in shared memory;
+        - the GIL is its only wait: the decode loop runs numpy in short steps and the switch
+          interval is 0.5 ms, so it gets the interpreter within about that.
+        """
+        if self._first_callback:
+            self._first_callback = False
+            _realtime(_CALLBACK_PRIORITY)
+        st, rb, pos, size = self.st, self._rb, self._pos, self._size
+        r = int(pos[0])
+        avail = int(pos[1]) - r
+        n = frames if avail >= frames else max(avail, 0)
+        i = r & self._mask
+        first = min(n, size - i)
+        outdata[:first] = rb[i:i + first]
+        if first < n:
+            outdata[first:n] = rb[: n - first]
+        if n < frames:
+            outdata[n:] = 0.0
+            st[_S_UNDERFLOWS] += 1
+        if flags.output_underflow:
+            st[_S_XRUNS] += 1
+        if self.tap is not None:
+            self.tap.write(outdata)
+        if r <= st[_S_MARK_POS] < r + n:
+            # when that sample leaves at the port: the block's DAC time (PortAudio's clock) plus
+            # the sample's place in the block, carried over to the monotonic clock
+            dac = time_info.outputBufferDacTime - time_info.currentTime
+            st[_S_MARK_TIME] = time.monotonic() + max(dac, 0.0) + (st[_S_MARK_POS] - r) / self.rate
+        pos[0] = r + n
+        st[_S_CALLBACKS] += 1
+
+    # — the decode loop —
+    def decode_step(self) -> None:
+        """One latent frame of sound into the ring (decode loop; main thread of the process)."""
+        st, block, synth, values = self.st, self.block, self.synth, self.values
+        self.snapshot.read_into(values)
+        if st[_S_PLAY_SEQ] != self.play_seq:  # play() named a file (or none): load it off this loop
+            self.play_seq = st[_S_PLAY_SEQ]
+            path = block.text(_PLAY)
+            if path:
+                threading.Thread(target=_clip_loader, args=(path, self.play_seq, self.model.sample_rate, self.clips, block),
+                                 name="ciel-clip-loader", daemon=True).start()
+            else:
+                synth.play(None, float(values[self._glide]))
+                st[_S_PLAYING_SEQ] = 0.0
+        while not self.clips.empty():
+            asked, clip = self.clips.get_nowait()
+            if asked == self.play_seq:  # a file asked for since then wins
+                synth.play(clip, float(values[self._glide]))
+                st[_S_PLAYING_SEQ] = asked
+        seq = self.snapshot.sequence
+        out_index = synth.next_out_index
+        t0 = time.perf_counter()
+        sound = synth.step(values)                                               # (n, 2) at the device rate
+        st[_S_STEP_TIMES + self.steps % _N_STEP_TIMES] = (time.perf_counter() - t0) * 1e3
+        self.steps += 1
+        st[_S_STEPS] = self.steps
+        if values[self._probe] != self._last_probe:
+            self._last_probe = values[self._probe]
+            st[_S_MARK_TIME] = 0.0
+            st[_S_MARK_SEQ] = seq
+            st[_S_MARK_POS] = out_index
+        st[_S_PANIC] = 1.0 if synth.panicked else 0.0
+        self.ring.write(sound)
+        self.peak = max(self.peak * self._peak_decay, float(np.max(np.abs(sound))) if len(sound) else 0.0)
+        st[_S_PEAK] = 20 * math.log10(max(self.peak, 1e-10))
+
+    def run(self) -> None:
+        """Open the device, load the model, fill the ring and keep it filled until asked to stop
+        (or orphaned). Raises AudioDeviceError / ModelError with one line."""
+        cfg, st, block = self.cfg, self.st, self.block
+        try:
+            import sounddevice as sd
+        except OSError as exc:
+            raise AudioDeviceError(f"PortAudio not available ({exc}): install libportaudio2 or run with --audio none") from None
+        named = jacknames.set_client_name(sd)   # JACK sees the client as `ciel`
+        if not named.startswith("JACK client"):
+            print(f"ciel-audio: {named}", file=sys.stderr, flush=True)
+        found = _wait_for_device(sd, cfg.device, st, block, self.wait_for_device)  # first: the quickest error
+        if found is None:
+            return
+        index, label = found
+        block.set_text(_ERROR, "")
+
+        import torch
+
+        from .model import load_audio_model
+        from .stream import AudioSynth
+
+        torch.set_num_threads(cfg.threads)
+        sys.setswitchinterval(0.0005)  # the callback thread waits at most this long for the GIL
+        self.model = model = load_audio_model(cfg.model)
+        self.snapshot = SharedSnapshot(REGISTRY.size, name=self.snapshot_name, create=False)
+        self.values = np.empty(REGISTRY.size, np.float64)
+        if not self.snapshot.read_into(self.values):
+            self.values[:] = REGISTRY.defaults()
+
+        rate = cfg.samplerate
+        try:
+            sd.check_output_settings(device=index, channels=2, dtype="float32", samplerate=rate)
+        except sd.PortAudioError:
+            rate = int(sd.query_devices(index)["default_samplerate"])  # e.g. JACK runs at its own rate
+        self.rate = rate
+        self.synth = synth = AudioSynth(model, rate, self.seed, fade_in_s=self.fade_in_s)
+        if st[_S_PANIC] > 0:  # a panic outlives a restart of the audio process
+            synth.panic()
+        run_ahead = RunAhead(max(int(cfg.ahead_ms * rate / 1000), 1), int(cfg.ahead_max_ms * rate / 1000), rate)
+        ahead = run_ahead.low
+        self.ring = ring = _Ring(run_ahead.high + 8 * cfg.blocksize + 4 * model.hop * rate // model.sample_rate + 1024)
+        self._rb, self._mask, self._pos, self._size = ring.buf, ring.mask, ring.pos, len(ring.buf)
+        self.tap = _Ring(2 * rate) if cfg.record else None   # what the callback plays, for the recorder
+
+        rec_done = threading.Event()
+        rec_thread = None
+        if self.tap is not None and cfg.record:
+            rec_thread = threading.Thread(target=_recorder, args=(cfg.record, rate, self.tap, rec_done, block),
+                                          name="ciel-recorder", daemon=True)
+            rec_thread.start()
+
+        self._glide = REGISTRY.index("audio/glide")
+        self._probe = int(st[_S_PROBE]) if st[_S_PROBE] >= 0 else REGISTRY.index("audio/jump")
+        self._last_probe = self.values[self._probe]
+        self._peak_decay = math.exp(-model.hop / (0.5 * model.sample_rate))  # per step: 0.5 s time constant
+
+        if cfg.realtime:
+            _realtime(_DECODE_PRIORITY)
+        while ring.fill < ahead:
+            self.decode_step()
+        try:
+            stream = sd.OutputStream(samplerate=rate, blocksize=cfg.blocksize, device=index, channels=2,
+                                     dtype="float32", callback=self.callback, latency="low")
+            stream.start()
+        except sd.PortAudioError as exc:
+            raise AudioDeviceError(f"cannot open audio device {label} at {rate} Hz, block {cfg.blocksize}: {exc}") from None
+        if "JACK" in sd.query_hostapis(sd.query_devices(index)["hostapi"])["name"]:
+            note = jacknames.number_ports_from_one()
+            if not note.startswith("JACK ports"):
+                print(f"ciel-audio: {note}", file=sys.stderr, flush=True)
+        block.set_text(_DEVICE, label)
+        st[_S_RATE], st[_S_BLOCK] = rate, cfg.blocksize
+        st[_S_LATENCY] = float(stream.latency) * 1e3
+        st[_S_STATE] = RUNNING
+        last_cb, last_cb_change = -1.0, time.monotonic()
+        stopping = False
+        busy = 0
+        parent = os.getppid()
+        try:
+            while True:
+                now = time.monotonic()
+                st[_S_HEARTBEAT] = now
+                if (st[_S_STOP] > 0 or os.getppid() != parent) and not stopping:  # asked, or orphaned
+                    stopping = True
+                    synth.fade_out(0.05)
+                if stopping and synth.faded_out:  # the fade is decoded: play it out, then end
+                    if ring.fill < cfg.blocksize:  # what is left is silence after the fade
+                        break
+                    time.sleep(cfg.blocksize / rate)
+                    continue
+                if st[_S_CALLBACKS] != last_cb:
+                    last_cb, last_cb_change = st[_S_CALLBACKS], now
+                elif now - last_cb_change > 1.0:
+                    raise AudioDeviceError(f"audio device {label} stopped calling back (device lost)")
+                ahead = run_ahead.update(int(st[_S_UNDERFLOWS]), now)
+                fill = ring.fill
+                st[_S_FILL], st[_S_READ], st[_S_WRITTEN] = fill, ring.pos[0], ring.pos[1]
+                st[_S_AHEAD] = 1000.0 * ahead / rate
+                if fill < ahead:
+                    if fill < cfg.blocksize and self.steps > 0 and st[_S_CALLBACKS] > 0:
+                        st[_S_STALLS] += 1  # decoding fell behind: the next callback may underflow
+                    self.decode_step()
+                    busy += 1
+                    if busy > 250:  # a second of audio without catching up: let the machine breathe
+                        time.sleep(0.002)
+                        busy = 0
+                else:
+                    busy = 0
+                    time.sleep(max(0.0003, (fill - ahead) / rate))
+        finally:
+            try:
+                stream.abort() if not stopping else stream.stop()
+                stream.close()
+            except sd.PortAudioError:
+                pass
+            if rec_thread is not None:
+                rec_done.set()
+                rec_thread.join(5)
+            self.snapshot.shm.close()
