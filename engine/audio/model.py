@@ -126,10 +126,10 @@ class CausalConv1d(nn.Conv1d):
             return super().forward(F.pad(x, (self.context, 0)))
         prev = state.cache.get(self)
         if prev is None:
-            prev = x.new_zeros(x.shape[0], x.shape[1], self.context)
-        x = torch.cat((prev, x), dim=-1)
+            prev = x.new_zeros(x.shape[0], x.shape[1], self.context)   # (B, C_in, context)
+        x = torch.cat((prev, x), dim=-1)                                 # (B, C_in, context + T)
         state.cache[self] = x[..., -self.context:]
-        return super().forward(x)
+        return super().forward(x)                                        # (B, C_out, T)
 
 
 class Upsample(nn.ConvTranspose1d):
@@ -149,9 +149,9 @@ class Upsample(nn.ConvTranspose1d):
         self.tail = (overlap - 1) * stride
 
     def forward(self, x: Tensor, state: StreamState | None = None) -> Tensor:  # type: ignore[override]
-        y = F.conv_transpose1d(x, self.weight, None, stride=self.step)
+        y = F.conv_transpose1d(x, self.weight, None, stride=self.step)  # (B, C_out, T·step + tail)
         n = x.shape[-1] * self.step
-        main = y[..., :n]
+        main = y[..., :n]                                                  # (B, C_out, T·step)
         if self.tail and state is not None:
             prev = state.cache.get(self)
             if prev is not None:
@@ -180,7 +180,7 @@ class ResizeUp(nn.Module):
         self.conv = CausalConv1d(cin, cout, 2 * stride + 1)
 
     def forward(self, x: Tensor, state: StreamState | None = None) -> Tensor:
-        return self.conv(torch.repeat_interleave(x, self.step, dim=-1), state)
+        return self.conv(torch.repeat_interleave(x, self.step, dim=-1), state)  # (B, C, T) → (B, C_out, T·step)
 
 
 class ResUnit(nn.Module):
@@ -196,9 +196,9 @@ class ResUnit(nn.Module):
         self.mix = nn.Conv1d(ch, ch, 1)
 
     def forward(self, x: Tensor, state: StreamState | None = None) -> Tensor:
-        h = F.leaky_relu(x, self.leak)
-        h = self.conv(h, state) if isinstance(self.conv, CausalConv1d) else self.conv(h)
-        return x + self.mix(F.leaky_relu(h, self.leak))
+        h = F.leaky_relu(x, self.leak)                                                     # (B, C, T)
+        h = self.conv(h, state) if isinstance(self.conv, CausalConv1d) else self.conv(h)  # (B, C, T)
+        return x + self.mix(F.leaky_relu(h, self.leak))                                    # (B, C, T)
 
 
 class Decoder(nn.Module):
@@ -219,14 +219,14 @@ class Decoder(nn.Module):
         self.out = CausalConv1d(ch[-1], 1, 2 * cfg.kernel + 1)
 
     def forward(self, z: Tensor, state: StreamState | None = None) -> Tensor:
-        x = self.inp(z, state)
+        x = self.inp(z, state)                                  # (B, D, T) → (B, C0, T)
         for unit in cast(nn.ModuleList, self.res[0]):
             x = unit(x, state)
         for up, units in zip(self.ups, self.res[1:]):
-            x = up(F.leaky_relu(x, self.cfg.leak), state)
+            x = up(F.leaky_relu(x, self.cfg.leak), state)       # (B, Ci, T·s1…si)
             for unit in cast(nn.ModuleList, units):   # each stage's residual units
                 x = unit(x, state)
-        return torch.tanh(self.out(F.leaky_relu(x, self.cfg.leak), state))
+        return torch.tanh(self.out(F.leaky_relu(x, self.cfg.leak), state))  # (B, 1, T·hop)
 
 
 class Encoder(nn.Module):
@@ -247,14 +247,14 @@ class Encoder(nn.Module):
         self.head = nn.Conv1d(ch[0], 2 * cfg.latent_dim, cfg.kernel, padding=cfg.kernel // 2)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.inp(x)
+        h = self.inp(x)                                         # (B, 1, N) → (B, C0, N)
         for units, down in zip(self.res, self.downs):
             for unit in cast(nn.ModuleList, units):   # each stage's residual units
                 h = unit(h)
-            h = down(F.leaky_relu(h, self.cfg.leak))
+            h = down(F.leaky_relu(h, self.cfg.leak))            # (B, Ci, N / (s1…si))
         for unit in self.top:
-            h = unit(h)
-        mu, logvar = self.head(F.leaky_relu(h, self.cfg.leak)).chunk(2, dim=1)
+            h = unit(h)                                         # (B, C_top, N / hop)
+        mu, logvar = self.head(F.leaky_relu(h, self.cfg.leak)).chunk(2, dim=1)  # (B, D, N / hop) each
         return mu, logvar.clamp(-12.0, 6.0)
 
 
@@ -280,8 +280,8 @@ class AudioVAE(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, 1, L) -> (recon (B, 1, ceil(L/hop)*hop), mu, logvar); z is sampled while training."""
-        mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        mu, logvar = self.encode(x)                             # (B, D, T) each
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu  # (B, D, T)
         return self.decode(z), mu, logvar
 
     def streaming(self, batch: int = 1) -> StreamingDecoder:

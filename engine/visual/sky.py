@@ -389,10 +389,10 @@ class SkyRenderer:
             if fbo is not None:
                 fbo.color_attachments[0].release()
                 fbo.release()
-        gl_objects: tuple[Any, ...] = (*self.textures, self.vao, self.prog, self.composite_vao, self.composite, self._geometry,
-                    self.inverse_vao, self.inverse_prog, self.tilt_vao, self.tilt_prog,
-                    *self.key_vaos.values(), *self.key_progs.values(),
-                    *self.lut_vaos.values(), *self.lut_progs.values())
+        gl_objects: tuple[Any, ...] = (
+            *self.textures, self.vao, self.prog, self.composite_vao, self.composite, self._geometry,
+            self.inverse_vao, self.inverse_prog, self.tilt_vao, self.tilt_prog,
+            *self.key_vaos.values(), *self.key_progs.values(), *self.lut_vaos.values(), *self.lut_progs.values())
         for obj in gl_objects:
             obj.release()
 
