@@ -15,12 +15,12 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from multiprocessing import shared_memory
 from typing import Literal
 
 import numpy as np
 
 from .errors import ParamError
+from .shmblock import BlockLayout, StatusBlock
 
 Kind = Literal["float", "int", "bool", "trigger"]
 
@@ -191,20 +191,15 @@ class SharedSnapshot:
     """
 
     def __init__(self, size: int, name: str | None = None, create: bool = True) -> None:
-        nbytes = 8 * (size + 1)
-        if create:
-            self.shm = shared_memory.SharedMemory(create=True, size=nbytes)
-        else:
-            self.shm = shared_memory.SharedMemory(name=name)
+        if not create and name is None:
+            raise ParamError("SharedSnapshot: attaching needs the creator's name")
+        self.block = StatusBlock(BlockLayout(slots=size + 1), None if create else name)
         self.size = size
-        self._arr = np.ndarray((size + 1,), dtype=np.float64, buffer=self.shm.buf)
-        self._owner = create
-        if create:
-            self._arr[:] = 0.0
+        self._arr = self.block.ctl   # (size + 1,) float64: [seq, values...]
 
     @property
     def name(self) -> str:
-        return self.shm.name
+        return self.block.name
 
     def write(self, values: np.ndarray) -> None:
         """Publish a full value array. Called by the main process only."""
@@ -229,13 +224,9 @@ class SharedSnapshot:
         return int(self._arr[0])
 
     def close(self) -> None:
+        """Unmap (and, in the process that created it, unlink) the block."""
         del self._arr
-        self.shm.close()
-        if self._owner:
-            try:
-                self.shm.unlink()
-            except FileNotFoundError:
-                pass
+        self.block.close()
 
 
 class ParamStore:

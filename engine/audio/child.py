@@ -441,4 +441,4 @@ class AudioChild:
             if rec_thread is not None:
                 rec_done.set()
                 rec_thread.join(5)
-            self.snapshot.shm.close()
+            self.snapshot.close()
