@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from .configio import ROOT
 from .errors import CielError, ModelError
 from .params import REGISTRY, ParamStore, Registry, SharedSnapshot
-from .patch import ROOT, Patch
+from .patch import Patch
 
 if TYPE_CHECKING:
     from .audio.model import AudioModel

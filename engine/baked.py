@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .configio import atomic_write
 from .errors import ConfigError
@@ -110,7 +111,7 @@ def read_index(folder: str | Path, source: str | None = None) -> list[BakedScene
     return out
 
 
-def _typed(entry: dict, name: str, typ: type | tuple[type, ...], path: Path, key: str):
+def _typed(entry: dict[str, Any], name: str, typ: type | tuple[type, ...], path: Path, key: str) -> Any:
     value = entry.get(name)
     if isinstance(value, bool) or not isinstance(value, typ):
         want = typ.__name__ if isinstance(typ, type) else "number"
@@ -118,7 +119,7 @@ def _typed(entry: dict, name: str, typ: type | tuple[type, ...], path: Path, key
     return value
 
 
-def write_index(folder: Path, scenes: Sequence[dict], name: str, rate: int, image_size: int) -> Path:
+def write_index(folder: Path, scenes: Sequence[dict[str, Any]], name: str, rate: int, image_size: int) -> Path:
     """Write index.json atomically."""
     data = {"version": VERSION, "name": name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

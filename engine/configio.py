@@ -39,7 +39,8 @@ def read_toml(path: Path, error: type[ConfigError] = ConfigError) -> dict[str, A
     """Parse a TOML file; a missing file or a syntax error raises `error` naming the file."""
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            table: dict[str, Any] = tomllib.load(fh)
+            return table
     except FileNotFoundError:
         raise error(str(path), "", "file not found") from None
     except tomllib.TOMLDecodeError as exc:

@@ -43,7 +43,7 @@ class Health:
     (main thread, about once a second); `document` (any thread) returns the latest sample.
     """
 
-    def __init__(self, source: Callable[[], dict], clock: Callable[[], float] = time.monotonic,
+    def __init__(self, source: Callable[[], dict[str, Any]], clock: Callable[[], float] = time.monotonic,
                  interval: float = 1.0) -> None:
         self.source = source
         self.clock = clock
@@ -115,7 +115,7 @@ class Health:
 class HealthServer:
     """`GET /healthz` → JSON on `host:port` (127.0.0.1 by default; port 0 = any free port)."""
 
-    def __init__(self, health: Callable[[], dict], host: str = "127.0.0.1", port: int = 8090) -> None:
+    def __init__(self, health: Callable[[], dict[str, Any]], host: str = "127.0.0.1", port: int = 8090) -> None:
         doc = health
 
         class Handler(BaseHTTPRequestHandler):

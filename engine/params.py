@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -149,7 +149,7 @@ class Registry:
     def __contains__(self, name: str) -> bool:
         return name in self._by_name
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Param]:
         return iter(self.params)
 
     def get(self, name: str) -> Param:
@@ -269,7 +269,8 @@ class ParamStore:
         lock; written into `out` when given. Readers in this process use this, never `values`."""
         with self._lock:
             if out is None:
-                return self.values.copy()
+                copy: np.ndarray = self.values.copy()
+                return copy
             out[:] = self.values
             return out
 

@@ -78,7 +78,8 @@ class StatusBlock:
 
     def payload(self, shape: tuple[int, ...], dtype: type | np.dtype, offset: int = 0) -> np.ndarray:
         """A view of the payload region, `offset` bytes in."""
-        return np.ndarray(shape, dtype, buffer=self._buf, offset=self.layout.payload_at + offset)
+        view: np.ndarray = np.ndarray(shape, dtype, buffer=self._buf, offset=self.layout.payload_at + offset)
+        return view
 
     def close(self) -> None:
         """Drop this process's views and mapping; the creator also unlinks the block. Views

@@ -28,7 +28,8 @@ def fit(features: np.ndarray) -> Gaussian:
 def _sqrtm_psd(a: np.ndarray) -> np.ndarray:
     """Square root of a symmetric positive semi-definite matrix (negative eigenvalues clipped)."""
     w, v = np.linalg.eigh((a + a.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    root: np.ndarray = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    return root
 
 
 def frechet(a: Gaussian, b: Gaussian) -> float:

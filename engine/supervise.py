@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from .health import Health, HealthServer, get_path
 from .logfiles import SafeRotatingFileHandler
-from .parts import SupervisedChild
+from .parts import Keyframe, KeyframeSource, SupervisedChild
 from .restart import Backoff
 from .systemd import Notifier, Watchdog
 
@@ -93,7 +93,7 @@ class RestartableWorker:
     Threads: `latest` from the render thread, `restart` from the supervisor thread.
     """
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
+    def __init__(self, factory: Callable[[], KeyframeSource]) -> None:
         self._factory = factory
         self._worker = factory()
         self._base = 0
@@ -102,7 +102,7 @@ class RestartableWorker:
         self._lock = threading.Lock()
 
     @property
-    def worker(self) -> Any:
+    def worker(self) -> KeyframeSource:
         return self._worker
 
     @property
@@ -121,7 +121,7 @@ class RestartableWorker:
         self._started = True
         self._worker.start()
 
-    def latest(self) -> Any:
+    def latest(self) -> Keyframe | None:
         return self._worker.latest()
 
     def is_alive(self) -> bool:
