@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .control.osc import OscServer
     from .control.oscquery import OscQueryServer
     from .control.scheduler import Scene, Scheduler
-    from .parts import KeyframeSource
+    from .parts import ControlSurface, KeyframeSource
     from .supervise import Supervision
     from .visual.model import ImageModel
     from .visual.window import WindowReport
@@ -279,6 +279,11 @@ class Engine:
             self._fps = self._fps_n / (now - self._fps_t0)
             self._fps_t0, self._fps_n = now, 0
 
+    def surfaces(self) -> list[ControlSurface]:
+        """The control surfaces that run (MIDI, OSCQuery, OSC), in the order they stop."""
+        parts: tuple[ControlSurface | None, ...] = (self.midi, self.oscquery, self.osc)
+        return [p for p in parts if p is not None]
+
     # — any thread —
     def quit(self) -> None:
         """Ask the render loop to end (OSC /ciel/quit, the window's Escape key)."""
@@ -326,7 +331,7 @@ class Engine:
         log.info("stopped after %.1f s: %d frames, fps %.1f", now - self.started, self._frames, self._fps)
         if self.scheduler is not None:
             self.scheduler.close()
-        for part in (self.healthz, self.midi, self.oscquery, self.osc, self.keyframes, self.audio):
+        for part in (self.healthz, *self.surfaces(), self.keyframes, self.audio):
             if part is not None:
                 try:
                     part.stop()

@@ -11,9 +11,9 @@ it, by constructor:
   (`engine.audio.stream.AudioSynth`); a clip replaces its sound through `play`.
 - `ControlSurface`: a thread that turns the outside world into parameter changes — OSC, OSCQuery,
   MIDI (`engine.control.*`). Started and stopped by the wiring; reports counters in `/healthz`.
-- `SupervisedChild`: a worker process the supervisor watches and restarts — the generator
-  process and the audio process. Its heartbeat is `count`; a failure is `error` (data, not an
-  exception).
+- `SupervisedChild`: a worker process the supervisor's watchdog restarts — the generator
+  process (the audio process is restarted by its own handle's `poll`, with the same
+  `engine.restart.Backoff` policy). Its heartbeat is `count`; a failure is `error` (data).
 
 Threads: each protocol's docstring says who calls what.
 """
@@ -77,6 +77,11 @@ class SoundSource(Protocol):
     rate: int
 
     def step(self, values: np.ndarray) -> np.ndarray: ...
+
+    @property
+    def next_out_index(self) -> int:
+        """Output frames handed out so far: where the next step's sound starts (the latency probe)."""
+        ...
 
     def play(self, clip: np.ndarray | None, fade_s: float) -> None: ...
 

@@ -20,7 +20,8 @@ import numpy as np
 from .baked import INDEX, read_index, write_index
 from .errors import ConfigError
 from .mediaio import encode_audio
-from .params import REGISTRY, Registry
+from .params import REGISTRY, Registry, check_view
+from .paramview import ParamView
 from .parts import Keyframe
 
 OPUS_RATE = 48000
@@ -30,9 +31,11 @@ OPUS_RATE = 48000
 def image_latent(seed: int, latent_dim: int, values: np.ndarray, registry: Registry = REGISTRY) -> np.ndarray:
     """The image latent of a scene: N(0, 1) from `seed`, scaled by image/temperature, plus the
     image/offset knobs on the first dimensions. Shape (latent_dim,), float32."""
-    z = np.random.default_rng(seed).standard_normal(latent_dim)
-    z *= values[registry.index("image/temperature")]
-    off = values[registry.slot("image/offset")]
+    check_view(registry)
+    p = ParamView(values)
+    z = np.random.default_rng(seed).standard_normal(latent_dim)  # (latent_dim,)
+    z *= p.image_temperature
+    off = p.image_offset
     n = min(len(off), latent_dim)
     z[:n] += off[:n]
     return z.astype(np.float32)

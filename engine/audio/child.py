@@ -14,6 +14,7 @@ the kind of error and its one-line message.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import queue
@@ -26,6 +27,8 @@ import numpy as np
 
 from ..errors import AudioDeviceError, ModelError
 from ..params import REGISTRY, SharedSnapshot
+from ..paramview import ParamView
+from ..parts import SoundSource
 from ..shmblock import StatusBlock
 from . import jacknames
 from .config import AudioConfig
@@ -242,7 +245,7 @@ class AudioChild:
         self.clips: queue.Queue[tuple[float, np.ndarray]] = queue.Queue()
         self.tap: _Ring | None = None
         self.rate = cfg.samplerate
-        self._glide = self._probe = 0          # value slots, set in run()
+        self._probe = 0                        # the latency probe's value slot, set in run()
         self._last_probe = 0.0
         self._peak_decay = 1.0
 
@@ -253,11 +256,17 @@ class AudioChild:
         The contract it keeps, as python-sounddevice asks of a callback:
         - it only copies: `frames` frames of the preallocated ring into `outdata`, zeros where the
           ring is short (an underflow, counted), and the same block into the recorder's ring;
-        - it allocates nothing big, takes no lock, does no I/O, never waits for the decode loop
-          and never raises (the ring's positions are plain int64 words: one writer each);
+        - it allocates no sample buffer (only the small objects Python makes for any
+          statement: slice views, numpy scalars, floats), takes no lock, does no I/O, never
+          waits for the decode loop and never raises (the ring's positions are plain int64
+          words: one writer each); its first call also sets its thread's priority;
         - it touches only the ring, the tap, and status words in shared memory;
-        - the GIL is its only wait: the decode loop runs numpy in short steps and the switch
-          interval is 0.5 ms, so it gets the interpreter within about that.
+        - the GIL is its only wait. The decode loop runs numpy in short steps and the switch
+          interval is 0.5 ms; automatic garbage collection is off in this process (objects
+          made while loading are frozen, and the decode loop collects the young generations in
+          its idle time), so a collection never holds the interpreter in the middle of a
+          cycle. Reading a sound file for `play()` runs on a loader thread and can still hold
+          it for the length of one C call.
         """
         if self._first_callback:
             self._first_callback = False
@@ -298,12 +307,12 @@ class AudioChild:
                 threading.Thread(target=_clip_loader, args=(path, self.play_seq, self.model.sample_rate, self.clips, block),
                                  name="ciel-clip-loader", daemon=True).start()
             else:
-                synth.play(None, float(values[self._glide]))
+                synth.play(None, ParamView(values).audio_glide)
                 st[_S_PLAYING_SEQ] = 0.0
         while not self.clips.empty():
             asked, clip = self.clips.get_nowait()
             if asked == self.play_seq:  # a file asked for since then wins
-                synth.play(clip, float(values[self._glide]))
+                synth.play(clip, ParamView(values).audio_glide)
                 st[_S_PLAYING_SEQ] = asked
         seq = self.snapshot.sequence
         out_index = synth.next_out_index
@@ -358,7 +367,8 @@ class AudioChild:
         except sd.PortAudioError:
             rate = int(sd.query_devices(index)["default_samplerate"])  # e.g. JACK runs at its own rate
         self.rate = rate
-        self.synth = synth = AudioSynth(model, rate, self.seed, fade_in_s=self.fade_in_s)
+        synth: SoundSource = AudioSynth(model, rate, self.seed, fade_in_s=self.fade_in_s)
+        self.synth = synth
         if st[_S_PANIC] > 0:  # a panic outlives a restart of the audio process
             synth.panic()
         run_ahead = RunAhead(max(int(cfg.ahead_ms * rate / 1000), 1), int(cfg.ahead_max_ms * rate / 1000), rate)
@@ -374,7 +384,6 @@ class AudioChild:
                                           name="ciel-recorder", daemon=True)
             rec_thread.start()
 
-        self._glide = REGISTRY.index("audio/glide")
         self._probe = int(st[_S_PROBE]) if st[_S_PROBE] >= 0 else REGISTRY.index("audio/jump")
         self._last_probe = self.values[self._probe]
         self._peak_decay = math.exp(-model.hop / (0.5 * model.sample_rate))  # per step: 0.5 s time constant
@@ -383,6 +392,10 @@ class AudioChild:
             _realtime(_DECODE_PRIORITY)
         while ring.fill < ahead:
             self.decode_step()
+        gc.collect()
+        gc.freeze()      # what loading made is never scanned again
+        gc.disable()     # collections run only in the decode loop's idle time (below)
+        next_gc = time.monotonic()
         try:
             stream = sd.OutputStream(samplerate=rate, blocksize=cfg.blocksize, device=index, channels=2,
                                      dtype="float32", callback=self.callback, latency="low")
@@ -431,6 +444,9 @@ class AudioChild:
                         busy = 0
                 else:
                     busy = 0
+                    if now >= next_gc:   # idle: the ring is full enough for this to fit in
+                        gc.collect(1)
+                        next_gc = now + 0.5
                     time.sleep(max(0.0003, (fill - ahead) / rate))
         finally:
             try:

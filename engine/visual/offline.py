@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import DisplayError
 from ..params import REGISTRY, Registry
+from ..paramview import ParamView
 from .config import VisualConfig
 from .model import ImageModel, load_image_model
 from .sky import SkyRenderer
@@ -39,7 +40,6 @@ class FrameRenderer:
         self.model = model or load_image_model(visual.model)
         self.period = 1.0 / visual.keyframes_per_s
         self.paths = make_paths(self.model, seed, registry)
-        self._mapping = registry.index("sky/mapping")
         self.fbo = self.ctx.framebuffer(color_attachments=[self.ctx.texture((self.width, self.height), 3)])
         self.fbo.use()
         # offline there is no frame budget: full resolution unless the patch asks for less
@@ -54,7 +54,7 @@ class FrameRenderer:
         if due >= self._next_key:
             # one keyframe per grid step passed since the last frame; only the newest is drawn
             key_t = due * self.period
-            mapping = values[self._mapping]
+            mapping = ParamView(values).sky_mapping
             front, back = render_keyframe(self.model, self.paths, values, key_t, 0.5 <= mapping < 1.5)
             self.sky.upload(front, back)
             self._next_key = due + 1

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..configio import build, to_table
 from ..errors import ConfigError
 from ..params import REGISTRY
+from ..paramview import ParamView
 from ..patch import Patch, load_patch, resolve_path
 from .config import WebConfig
 from .server import Broadcast, SceneClock, SceneSource, serve
@@ -64,7 +65,7 @@ def page_settings(patch: Patch, web: WebConfig) -> dict[str, object]:
     values = patch_values(patch)
     sky = {k: [float(v) for v in values[REGISTRY.slot(f"sky/{k}")]] if REGISTRY.get(f"sky/{k}").size > 1
            else float(values[REGISTRY.index(f"sky/{k}")]) for k in SKY_KEYS}
-    glide = min(float(values[REGISTRY.index("image/glide")]), web.period / 2)
+    glide = min(ParamView(values).image_glide, web.period / 2)
     return {"volume": web.volume, "glide": glide, "sky": sky}
 
 
