@@ -264,8 +264,8 @@ class AudioChild:
         - the GIL is its only wait. The decode loop runs numpy in short steps and the switch
           interval is 0.5 ms; automatic garbage collection is off in this process (objects
           made while loading are frozen, and the decode loop collects the young generations in
-          its idle time), so a collection never holds the interpreter in the middle of a
-          cycle. Reading a sound file for `play()` runs on a loader thread and can still hold
+          its idle time, all of them once a minute), so a collection never holds the
+          interpreter in the middle of a cycle. Reading a sound file for `play()` runs on a loader thread and can still hold
           it for the length of one C call.
         """
         if self._first_callback:
@@ -396,6 +396,7 @@ class AudioChild:
         gc.freeze()      # what loading made is never scanned again
         gc.disable()     # collections run only in the decode loop's idle time (below)
         next_gc = time.monotonic()
+        idle_collections = 0
         try:
             stream = sd.OutputStream(samplerate=rate, blocksize=cfg.blocksize, device=index, channels=2,
                                      dtype="float32", callback=self.callback, latency="low")
@@ -445,7 +446,8 @@ class AudioChild:
                 else:
                     busy = 0
                     if now >= next_gc:   # idle: the ring is full enough for this to fit in
-                        gc.collect(1)
+                        idle_collections += 1
+                        gc.collect(2 if idle_collections % 120 == 0 else 1)   # all generations once a minute
                         next_gc = now + 0.5
                     time.sleep(max(0.0003, (fill - ahead) / rate))
         finally:
