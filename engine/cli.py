@@ -24,7 +24,7 @@ COMMAND_MODULES = (
     "engine.commands",
     "engine.train.commands",
     "engine.installation",
-    "engine.web.commands",
+    "engine.broadcast.commands",
 )
 
 

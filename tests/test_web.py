@@ -21,10 +21,10 @@ from PIL import Image
 
 from engine import scenes
 from engine.baked import write_index
+from engine.broadcast.source import BakedScenes
 from engine.errors import ConfigError
 from engine.web.media import decode
 from engine.web.server import Broadcast, SceneClock, SceneMedia, serve
-from engine.web.source import BakedScenes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -278,8 +278,8 @@ def test_ciel_broadcast_command_serves_and_stops_on_sigterm(baked, tmp_path):
 
 
 def test_live_scenes_come_from_the_models_and_repeat_for_the_same_id():
+    from engine.broadcast.source import LiveScenes
     from engine.patch import load_patch
-    from engine.web.source import LiveScenes
 
     live = LiveScenes(load_patch(), seconds=1.0, seed=7)
     try:

@@ -15,12 +15,12 @@ from conftest import missing
 from PIL import Image
 from test_web import make_baked
 
+from engine.broadcast.commands import page_settings
+from engine.broadcast.source import BakedScenes
 from engine.patch import load_patch
 from engine.visual.projection import SQRT2, layout
-from engine.web.commands import page_settings
 from engine.web.config import WebConfig
 from engine.web.server import Broadcast, SceneClock, serve
-from engine.web.source import BakedScenes
 from harness.chromium import Chromium, find_chromium
 
 PERIOD = 5.0

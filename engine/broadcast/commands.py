@@ -9,13 +9,13 @@ import sys
 import threading
 from pathlib import Path
 
-from ..configio import build, to_table
+from ..configio import build, resolve_path, to_table
 from ..errors import ConfigError
 from ..params import REGISTRY
 from ..paramview import ParamView
-from ..patch import Patch, load_patch, resolve_path
-from .config import WebConfig
-from .server import Broadcast, SceneClock, SceneSource, serve
+from ..patch import Patch, load_patch
+from ..web.config import WebConfig
+from ..web.server import Broadcast, SceneClock, SceneSource, serve
 from .source import BakedScenes, LiveScenes, patch_values
 
 log = logging.getLogger("ciel.web")

@@ -24,8 +24,8 @@ import numpy as np
 from .. import baked, scenes
 from ..params import REGISTRY
 from ..patch import Patch
-from .media import IMAGE_TYPES, SOUND_TYPES, Media, mp3
-from .server import SceneMedia
+from ..web.media import IMAGE_TYPES, SOUND_TYPES, Media, mp3
+from ..web.server import SceneMedia
 
 log = logging.getLogger("ciel.web")
 SEED_MODULUS = 2**31 - 1
