@@ -56,7 +56,7 @@ def level_db(x: np.ndarray) -> float:
 
 
 @contextlib.contextmanager
-def playing(store: ParamStore, **config: str) -> Iterator[AudioProcess]:
+def playing(store: ParamStore, **config: str | int) -> Iterator[AudioProcess]:
     """An audio process that has started and called back 100 times; stopped afterwards."""
     audio = AudioProcess(AudioConfig(model=MODEL, **config), store.snapshot.name)
     try:
@@ -193,8 +193,10 @@ def test_stop_plays_the_fade_out_and_ends_the_process_by_itself(jackd: parts.Jac
 
 
 def test_killed_audio_process_comes_back_with_a_fade_in(jackd: parts.JackServer, store: ParamStore, tmp_path: Path) -> None:
-    with playing(store, record=str(tmp_path / "rec.wav")) as audio:
-        kill_and_wait_for_restart(audio, 300)
+    # a fixed seed: the restarted process plays the same stretch of the walk every run (a walk
+    # from the clock can sit in one of the archive's pauses just when the level is read)
+    with playing(store, record=str(tmp_path / "rec.wav"), seed=5) as audio:
+        kill_and_wait_for_restart(audio, 500)
         assert audio.status().restarts == 1
         # a panic holds through a crash: the next audio process starts silent
         store.trigger("panic")
@@ -202,8 +204,9 @@ def test_killed_audio_process_comes_back_with_a_fade_in(jackd: parts.JackServer,
         kill_and_wait_for_restart(audio, 200)
     sound, rate = sf.read(tmp_path / "rec-1.wav")
     first = np.abs(sound[:int(0.01 * rate), 0]).max()
-    later = np.abs(sound[int(0.4 * rate):int(0.8 * rate), 0]).max()
-    assert later > 0.01 and first < 0.2 * later
+    later = np.abs(sound[int(0.4 * rate):int(1.2 * rate), 0]).max()
+    print(f"restart: peak {first:.4f} in the first 10 ms, {later:.4f} from 0.4 to 1.2 s")
+    assert later > 0.01 and first < 0.2 * later, (first, later)
     after_panic, _ = sf.read(tmp_path / "rec-2.wav")
     assert len(after_panic) > rate // 4 and np.all(after_panic == 0.0)
 
