@@ -168,8 +168,9 @@ class Engine:
                                                             on_quit=self.quit))
         if patch.oscquery.enabled and self.osc is not None:
             osc = self.osc
-            self.oscquery = self._guard("oscquery", lambda: OscQueryServer(patch.oscquery, self.store,
-                                                                            osc_port=osc.port, osc_host=osc.host))
+            self.oscquery = self._guard("oscquery", lambda: OscQueryServer(patch.oscquery, self.store, osc,
+                                                                            allow=patch.osc.allow,
+                                                                            status=self.page_status))
 
     def _start_scheduler(self) -> None:
         from .control.scheduler import Scheduler
@@ -300,6 +301,13 @@ class Engine:
 
     def messages(self) -> list[str]:
         return [f"{k}: {v}" for k, v in self._messages.items()]
+
+    def page_status(self) -> dict[str, object]:
+        """What the control page shows beside the sliders (the OSCQuery server's threads): the
+        overlay's problems, the MIDI learn under way and the presets."""
+        learning = self.midi.status().get("learning") if self.midi is not None else None
+        return {"name": self.patch.name, "problems": self.messages(), "learning": learning,
+                "midi": self.midi is not None, "presets": list(self.osc.presets) if self.osc is not None else []}
 
     @property
     def fps(self) -> float:

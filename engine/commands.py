@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioDeviceError, CielError, DisplayError
+from .control.config import OscConfig, OscQueryConfig
+from .errors import AudioDeviceError, CielError, DisplayError, PatchError
 from .patch import Patch, load_patch
 
 log = logging.getLogger("ciel")
@@ -70,6 +71,10 @@ def add_patch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=_size, default=None, help="window size WxH")
     p.add_argument("--osc-host", default=None, help="OSC listen address (default 127.0.0.1)")
     p.add_argument("--osc-port", type=int, default=None, help="OSC UDP port (default 9000)")
+    p.add_argument("--lan", action="store_true",
+                   help="open OSC, OSCQuery and the control page to the machines of --allow (or [osc] allow)")
+    p.add_argument("--allow", action="append", default=None, metavar="CIDR",
+                   help="a machine or network that may control ciel, e.g. 192.168.1.0/24 (repeatable)")
     p.add_argument("--no-midi", action="store_true", help="do not open MIDI ports")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
@@ -100,8 +105,27 @@ def patch_from_args(args: argparse.Namespace) -> Patch:
         osc = dataclasses.replace(osc, host=args.osc_host)
     if args.osc_port is not None:
         osc = dataclasses.replace(osc, port=args.osc_port)
+    if args.allow:
+        osc = dataclasses.replace(osc, allow=(*osc.allow, *args.allow))
+    oscquery = patch.oscquery
+    if args.lan:
+        osc = dataclasses.replace(osc, host="0.0.0.0")
+        oscquery = dataclasses.replace(oscquery, host="0.0.0.0")
+    check_lan(osc, oscquery, patch.source)
     midi = dataclasses.replace(patch.midi, enabled=False) if args.no_midi else patch.midi
-    return patch.replace(audio=audio, visual=visual, osc=osc, midi=midi)
+    return patch.replace(audio=audio, visual=visual, osc=osc, oscquery=oscquery, midi=midi)
+
+
+def check_lan(osc: OscConfig, oscquery: OscQueryConfig, source: str) -> None:
+    """PatchError before anything starts when OSC or OSCQuery would open to the network without an
+    allow-list (or with an entry that is not an address or network)."""
+    from .control.osc import Allow
+
+    for section, host in (("[osc]", osc.host), ("[oscquery]", oscquery.host)):
+        try:
+            Allow(osc.allow, host, section)
+        except CielError as exc:
+            raise PatchError(source, "osc.allow", str(exc)) from None
 
 
 def setup_logging(level: str) -> None:

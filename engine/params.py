@@ -36,6 +36,9 @@ class Param:
     minimum/maximum/default: in the parameter's own unit; ints and bools are stored as floats.
     unit:        "dB", "s", "deg", "sigma", "" …
     smoothing_s: time constant consumers use to glide to a new target (0 = jump).
+    labels:      names of an int parameter's values, in order (an enumeration: a menu on the control page,
+                 RANGE VALS in OSCQuery).
+    extended:    what the values are beyond numbers, in OSCQuery's words ("color.rgb"), or "".
     """
 
     name: str
@@ -47,6 +50,8 @@ class Param:
     description: str = ""
     kind: Kind = "float"
     size: int = 1
+    labels: tuple[str, ...] = ()
+    extended: str = ""
 
     @property
     def address(self) -> str:
@@ -66,8 +71,8 @@ class Param:
 
 
 def _p(name: str, lo: float, hi: float, default: float, unit: str = "", smooth: float = 0.0,
-       doc: str = "", kind: Kind = "float", size: int = 1) -> Param:
-    return Param(name, lo, hi, default, unit, smooth, doc, kind, size)
+       doc: str = "", kind: Kind = "float", size: int = 1, labels: tuple[str, ...] = (), extended: str = "") -> Param:
+    return Param(name, lo, hi, default, unit, smooth, doc, kind, size, labels, extended)
 
 
 def _trigger(name: str, doc: str) -> Param:
@@ -107,8 +112,10 @@ PARAMS: tuple[Param, ...] = (
     _p("image/learning", 0.0, 1.0, 1.0, "", 0.5,
        "Where along its training the generator draws: 0 = the untrained net, 1 = the final one."),
     # — sky —
-    _p("sky/projection", 0, 1, 0, "", 0.0, "0 = Mollweide, 1 = Hammer-Aitoff.", "int"),
-    _p("sky/mapping", 0, 2, 0, "", 0.0, "Image on the sphere: 0 mirrored equirectangular, 1 two hemispheres, 2 tiled.", "int"),
+    _p("sky/projection", 0, 1, 0, "", 0.0, "Map projection of the sky.", "int",
+       labels=("Mollweide", "Hammer-Aitoff")),
+    _p("sky/mapping", 0, 2, 0, "", 0.0, "How the image wraps the sphere (mirrored equirectangular, two hemispheres, tiled).", "int",
+       labels=("mirrored", "hemispheres", "tiled")),
     _p("sky/lon", -180.0, 180.0, 0.0, "deg", 0.3, "Longitude at the centre of the map."),
     _p("sky/lat", -90.0, 90.0, 0.0, "deg", 0.3, "Latitude at the centre of the map."),
     _p("sky/roll", -180.0, 180.0, 0.0, "deg", 0.3, "Roll of the sky around the view axis."),
@@ -119,7 +126,8 @@ PARAMS: tuple[Param, ...] = (
     _p("sky/grain", 0.0, 1.0, 0.15, "", 0.2, "Film grain amount."),
     _p("sky/dissolve", 0.0, 1.0, 0.0, "", 0.2, "Gaussian noise along a diffusion schedule (0 = image, 1 = pure noise)."),
     _p("sky/brightness", 0.0, 2.0, 1.0, "", 0.2, "Brightness of the map."),
-    _p("sky/background", 0.0, 1.0, 0.0, "", 0.0, "Background colour outside the oval (RGB).", size=3),
+    _p("sky/background", 0.0, 1.0, 0.0, "", 0.0, "Background colour outside the oval (RGB).", size=3,
+       extended="color.rgb"),
     # — scene, installation, safety —
     _trigger("scene/next", "New sound and new image now (the scheduler sends this every period)."),
     _p("note/show", 0, 1, 0, "", 0.0, "Show the program note (1 = shown).", "bool"),

@@ -230,16 +230,18 @@ def test_learn_and_quit_reach_their_parts():
     assert quits == [1]
 
 
-def test_allow_list_refuses_other_addresses():
+def test_allow_list_refuses_other_addresses_and_this_machine_always_may():
     store = ParamStore()
     with OscServer(OscConfig(port=0, allow=("10.0.0.0/8",)), store) as server:
-        c = OscClient(port=server.port)
+        server.handle_datagram(message("/ciel/audio/gain", [-30.0]), ("192.168.5.5", 9000))
+        server.handle_datagram(message("/ciel/ping"), ("192.168.5.5", 9000))
+        assert server.counters["denied"] == 2 and server.counters["sent"] == 0
+        assert store.get1("audio/gain") == -6.0
+        c = OscClient(port=server.port)                 # loopback is never refused
         c.send("/ciel/audio/gain", -30.0)
-        c.send("/ciel/ping")
-        assert c.wait_for("/ciel/pong", 0.3) is None
-        assert wait_until(lambda: server.counters["denied"] == 2)
+        roundtrip(c)
         c.close()
-    assert store.get1("audio/gain") == -6.0
+    assert store.get1("audio/gain") == -30.0
 
 
 def test_bad_allow_list_entry_is_a_clear_error():
@@ -266,3 +268,100 @@ def test_message_encoding_keeps_types():
 def test_docs_address_table_is_current():
     doc = (ROOT / "docs" / "osc.md").read_text()
     assert address_table(REGISTRY) in doc, "docs/osc.md is out of date: run python -m engine.control.oscdoc --doc"
+
+
+# — the field's conventions: per-channel addresses, 0–1 faders, OSC 1.0 patterns —
+
+def test_touchdesigner_channels_normalised_faders_and_patterns_reach_the_right_parameters(osc):
+    server, store, c = osc
+    c.send("/ciel/audio/offset/3", 1.5)             # TouchDesigner's OSC Out CHOP: one address per channel
+    c.send("/ciel/audio/offset/0", -2.0)
+    c.send("/ciel/norm/sky/lat", 0.75)              # a TouchOSC fader: 0–1 of the range (-90…90)
+    c.send("/ciel/norm/image/offset/1", 0.0)        # 0 = the bottom of -4…4
+    c.send("/ciel/norm/audio/mute", 1.0)
+    c.send("/ciel/sky/{lon,roll}", 33.0)            # OSC 1.0 patterns
+    c.send("/ciel/*/hold", 1)
+    c.send("/ciel/sky/background/[0-1]", 0.5)
+    roundtrip(c)
+    off = store.get("audio/offset")
+    assert (off[0], off[3]) == (-2.0, 1.5) and off[1] == off[2] == 0.0
+    assert store.get1("sky/lat") == 45.0
+    assert store.get("image/offset")[1] == -4.0 and store.get("image/offset")[0] == 0.0
+    assert store.get1("audio/mute") == 1.0
+    assert store.get1("sky/lon") == store.get1("sky/roll") == 33.0 and store.get1("sky/lat") == 45.0
+    assert store.get1("audio/hold") == store.get1("image/hold") == 1.0
+    assert store.get("sky/background") == (0.5, 0.5, 0.0)
+    assert server.counters["unknown"] == 0 and server.counters["malformed"] == 0
+
+
+def test_patterns_never_reach_commands_and_bad_patterns_are_refused(osc, caplog):
+    server, store, c = osc
+    quits = []
+    server.on_quit = lambda: quits.append(1)
+    c.send("/ciel/*", 0.5)                          # would match /ciel/quit if commands were patterned
+    c.send("/ciel/qui?")
+    c.send("/ciel/sky/[lon", 3.0)
+    roundtrip(c)
+    assert quits == []
+    assert server.counters["malformed"] >= 1 and store.get1("sky/lon") == 0.0
+
+
+def test_admin_addresses_are_refused_from_other_machines_unless_remote_admin():
+    from engine.control.osc import Peer
+
+    store = ParamStore()
+    quits: list[int] = []
+    config = OscConfig(port=0, allow=("10.9.0.0/16",))
+    with OscServer(config, store, on_quit=lambda: quits.append(1)) as server:
+        remote, outsider = Peer(("10.9.0.7", 5000), "ws", reply=lambda data: None), Peer(("10.8.0.7", 5000), "ws", reply=lambda data: None)
+        server.handle_packet(message("/ciel/quit"), remote)
+        server.handle_packet(message("/ciel/preset/store", ["x"]), remote)
+        server.handle_packet(message("/ciel/sky/lon", [20.0]), remote)       # allowed: a plain set
+        server.handle_packet(message("/ciel/sky/lat", [20.0]), outsider)     # outside the allow-list
+        assert quits == [] and "x" not in server.presets
+        assert server.counters["admin_refused"] == 2 and server.counters["denied"] == 1
+        assert store.get1("sky/lon") == 20.0 and store.get1("sky/lat") == 0.0
+        server.handle_packet(message("/ciel/quit"), Peer(("127.0.0.1", 5000)))
+        assert quits == [1]
+    with OscServer(OscConfig(port=0, allow=("10.9.0.0/16",), remote_admin=True), store,
+                   on_quit=lambda: quits.append(2)) as server:
+        server.handle_packet(message("/ciel/quit"), Peer(("10.9.0.7", 5000), "ws", reply=lambda data: None))
+        assert quits == [1, 2]
+
+
+def test_reply_budget_gives_a_forged_source_less_than_twice_its_bytes():
+    from engine.control.osc import ReplyBudget
+
+    budget = ReplyBudget()
+    assert not budget.spend("10.1.2.3", 40)          # nothing received yet: nothing goes back
+    sent = answered = 0
+    for _ in range(1000):
+        budget.earn("10.1.2.3", 16)
+        sent += 16
+        while budget.spend("10.1.2.3", 40):            # the whole /ciel/get answer, 40 bytes at a time
+            answered += 40
+    assert answered <= 2 * sent and answered > sent
+    assert budget.spend("127.0.0.1", 10**6)          # this machine is not limited
+
+
+def test_subscriptions_expire_unless_renewed():
+    store = ParamStore()
+    now = [0.0]
+    with OscServer(OscConfig(port=0, subscription_ttl=10.0, heartbeat=0), store, clock=lambda: now[0]) as server:
+        c = OscClient(port=server.port)
+        try:
+            c.send("/ciel/subscribe", c.port)
+            roundtrip(c)
+            assert len(server.health()["subscribers"]) == 1
+            now[0] = 8.0
+            c.send("/ciel/subscribe", c.port)          # renewed at 8 s: lasts until 18 s
+            roundtrip(c)
+            now[0] = 15.0
+            store.set("sky/lon", 5.0, source="midi")
+            assert c.wait_for("/ciel/sky/lon", 2.0) == (5.0,)
+            now[0] = 19.0
+            store.set("sky/lon", 6.0, source="midi")
+            assert wait_until(lambda: server.counters["subscriptions_expired"] == 1)
+            assert server.health()["subscribers"] == []
+        finally:
+            c.close()

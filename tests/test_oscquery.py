@@ -10,11 +10,14 @@ import urllib.error
 import urllib.request
 
 import pytest
+from pythonosc.osc_message import OscMessage
+from websockets.sync.client import connect
 from zeroconf import IPVersion, ServiceBrowser, ServiceListener, Zeroconf
 
 from engine.control.config import OscConfig, OscQueryConfig
-from engine.control.osc import OscServer
+from engine.control.osc import OscServer, message
 from engine.control.oscquery import OscQueryServer, find
+from engine.errors import CielError
 from engine.params import REGISTRY, ParamStore
 from harness.osc import OscClient
 
@@ -29,7 +32,7 @@ def served():
     store = ParamStore()
     name = f"ciel-test-{os.getpid()}"
     osc = OscServer(OscConfig(port=0), store).start()
-    query = OscQueryServer(OscQueryConfig(port=0, name=name), store, osc_port=osc.port).start()
+    query = OscQueryServer(OscQueryConfig(port=0, name=name), store, osc).start()
     try:
         yield store, osc, query, name
     finally:
@@ -77,9 +80,14 @@ def test_zeroconf_browser_finds_the_tree_with_every_parameter_and_range(served):
             continue
         assert node["ACCESS"] == 3
         assert len(node["TYPE"]) == p.size
-        assert node["RANGE"] == [{"MIN": pytest.approx(p.minimum), "MAX": pytest.approx(p.maximum)}] * p.size
+        if p.kind == "bool":
+            assert node["RANGE"] == [{"VALS": [False, True]}] * p.size and node["TYPE"] == "T" * p.size
+        else:
+            rng = node["RANGE"][0]
+            assert len(node["RANGE"]) == p.size
+            assert (rng["MIN"], rng["MAX"]) == (pytest.approx(p.minimum), pytest.approx(p.maximum))
         assert node["VALUE"] == pytest.approx(list(store.get(p.name)))
-        assert node["DESCRIPTION"] == p.description
+        assert node["DESCRIPTION"].startswith(p.description)
     status, hi = get(f"http://{host}:{info.port}/?HOST_INFO")
     assert hi["OSC_PORT"] == osc.port and hi["OSC_TRANSPORT"] == "UDP"
     assert hi["EXTENSIONS"]["RANGE"] is True
@@ -107,5 +115,67 @@ def test_values_follow_osc_and_bad_paths_answer_404(served):
 def test_closing_right_after_start_does_not_hang():
     store = ParamStore()
     t0 = time.monotonic()
-    OscQueryServer(OscQueryConfig(port=0, name=f"ciel-quick-{os.getpid()}"), store, osc_port=9000).start().close()
+    with OscServer(OscConfig(port=0), store) as osc:
+        OscQueryServer(OscQueryConfig(port=0, name=f"ciel-quick-{os.getpid()}"), store, osc).start().close()
     assert time.monotonic() - t0 < 10
+
+
+def test_listen_pushes_changes_from_other_sources_as_osc_over_the_websocket(served):
+    store, osc, query, _ = served
+    url = f"ws://127.0.0.1:{query.port}/"
+    with connect(url) as ws, connect(url) as other:
+        ws.send(json.dumps({"COMMAND": "LISTEN", "DATA": "/ciel/sky"}))      # a container: all of the sky
+        ws.send(json.dumps({"COMMAND": "LISTEN", "DATA": "/ciel/audio/mute"}))
+        ws.send(message("/ciel/ping", [1]))                                   # answered after the LISTENs are in
+        assert ws.recv(timeout=5).startswith(b"/ciel/pong")
+        store.set("sky/lon", 30.0, source="midi:knob")
+        store.set("audio/gain", -3.0, source="midi:knob")                     # not listened to: never pushed
+        store.set("audio/mute", 1.0, source="scheduler")
+        got = [OscMessage(ws.recv(timeout=5)) for _ in range(2)]
+        assert {(m.address, tuple(m.params)) for m in got} == {("/ciel/sky/lon", (30.0,)), ("/ciel/audio/mute", (True,))}
+        other.send(message("/ciel/norm/sky/lat", [0.25]))                     # another client's change reaches us
+        pushed = OscMessage(ws.recv(timeout=5))
+        assert (pushed.address, pushed.params) == ("/ciel/sky/lat", [-45.0])
+        ws.send(message("/ciel/sky/roll", [12.0]))                            # our own change is not echoed
+        ws.send(json.dumps({"COMMAND": "IGNORE", "DATA": "/ciel/sky"}))
+        ws.send(message("/ciel/ping", [2]))
+        assert ws.recv(timeout=5).startswith(b"/ciel/pong")                   # the roll and the IGNORE are in
+        store.set("sky/spin", 2.0, source="midi:knob")
+        time.sleep(0.3)                                                        # a push would have come by now
+        ws.send(message("/ciel/ping", [3]))
+        assert ws.recv(timeout=5).startswith(b"/ciel/pong")
+        assert store.get1("sky/roll") == 12.0
+
+
+def test_tree_speaks_the_spec_switches_enumerations_units_colour_and_commands(served):
+    store, osc, query, _ = served
+    osc.presets["dawn"] = {"sky/lon": 10.0}
+    base = f"http://127.0.0.1:{query.port}"
+    mute = get(base + "/ciel/audio/mute")[1]
+    assert mute["TYPE"] == "T" and mute["VALUE"] == [False] and mute["RANGE"] == [{"VALS": [False, True]}]
+    proj = get(base + "/ciel/sky/projection")[1]
+    assert proj["RANGE"][0]["VALS"] == [0, 1] and "Hammer-Aitoff" in proj["DESCRIPTION"]
+    assert get(base + "/ciel/audio/gain?UNIT") == (200, {"UNIT": ["gain.db"]})
+    bg = get(base + "/ciel/sky/background")[1]
+    assert bg["EXTENDED_TYPE"] == ["color.rgb"] * 3 and bg["UNIT"] == ["color.rgb"] * 3
+    recall = get(base + "/ciel/preset/recall")[1]
+    assert recall["TYPE"] == "s" and recall["RANGE"] == [{"VALS": ["dawn"]}] and recall["ACCESS"] == 2
+    assert get(base + "/ciel/learn?TYPE") == (200, {"TYPE": "si"})
+    assert get(base + "/?HOST_INFO")[1]["EXTENSIONS"]["LISTEN"] is True
+
+
+def test_control_page_is_served_with_the_broadcast_pages_headers(served):
+    _, _, query, _ = served
+    with urllib.request.urlopen(f"http://127.0.0.1:{query.port}/control/", timeout=5) as resp:
+        csp = resp.headers["Content-Security-Policy"]
+        assert resp.status == 200 and b"page.js" in resp.read()
+    assert "connect-src 'self'" in csp and "default-src 'self'" in csp
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"http://127.0.0.1:{query.port}/control/../../etc/passwd", timeout=5)
+    assert err.value.code == 404
+
+
+def test_no_allow_list_refuses_to_open_to_the_network():
+    store = ParamStore()
+    with pytest.raises(CielError, match="allow-list"):
+        OscServer(OscConfig(host="0.0.0.0", port=0), store)

@@ -4,36 +4,51 @@ Addresses (the full table is in docs/osc.md, rendered by `address_table()`):
 
     /ciel/<param> v            set a scalar (float, int or T/F; clamped to the range)
     /ciel/<param> v0 v1 ...    set a vector, one message with every element (one value = all)
-    /ciel/<param>/at i v       set element i of a vector
+    /ciel/<param>/<i> v        set element i of a vector (TouchDesigner's one address per channel)
+    /ciel/<param>/at i v       the same, with the index as an argument
+    /ciel/norm/<param>[/<i>] x the same in 0–1 of the range (TouchOSC, Open Stage Control, Resolume faders)
     /ciel/<trigger> [1]        fire a trigger (no argument or a non-zero number; 0 is ignored)
+    /ciel/sky/*, /ciel/{a,b}   OSC 1.0 address patterns reach every parameter they match (never a command)
     /ciel/get [name ...]       reply with the current values (all of them without a name)
-    /ciel/subscribe [port]     receive changed values, a heartbeat and replies on `port`
+    /ciel/subscribe [port]     receive changed values, a heartbeat and replies on `port` (renew within
+                               [osc] subscription_ttl seconds)
     /ciel/unsubscribe [port]
     /ciel/ping [args]          reply /ciel/pong [args]
     /ciel/preset/recall name   /ciel/preset/store name   /ciel/preset/list
-    /ciel/learn name [index]   /ciel/learn/cancel          (MIDI learn)
+    /ciel/learn name [index]   /ciel/learn/cancel   /ciel/unlearn name [index]   (MIDI learn)
     /ciel/quit
 
-One thread reads the socket (enlarged receive buffer), parses datagrams with python-osc's parser
-and applies them at once: bundles are unpacked and their time tags ignored, so nothing waits.
-A second thread sends feedback: changes are coalesced and sent at most `feedback_rate` times a
-second to each subscriber, except a change back to the client that made it (its own fader would
-fight the echo), and a heartbeat. Malformed, unknown and refused packets are counted and logged
-at a limited rate; nothing a client sends can stop the server.
+Who may do what: packets from outside `[osc] allow` are dropped (loopback is always allowed); the
+admin addresses (quit, preset store, learn, unlearn, subscribe) are taken only from this machine
+unless `[osc] remote_admin = true`. Answers to another machine are limited to 1.8 times the bytes it
+sent (QUIC's anti-amplification rule, RFC 9000 §8), so a forged source cannot turn ciel into a
+reflector; remote tools read the whole tree over OSCQuery (TCP) instead.
+
+Packets arrive over UDP (`handle_datagram`) or over the OSCQuery websocket (`handle_packet` with a
+`Peer` that answers on its own connection): one path for both. One thread reads the socket
+(enlarged receive buffer), parses datagrams with python-osc's parser and applies them at once:
+bundles are unpacked and their time tags ignored, so nothing waits. A second thread sends
+feedback: changes are coalesced and sent at most `feedback_rate` times a second to each subscriber,
+except a change back to the client that made it (its own fader would fight the echo), and a
+heartbeat. Malformed, unknown and refused packets are counted and logged at a limited rate;
+nothing a client sends can stop the server.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import math
 import os
+import re
 import socket
 import struct
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pythonosc import osc_bundle, osc_message, osc_packet
@@ -43,12 +58,16 @@ from pythonosc.parsing import osc_types
 
 from ..errors import CielError
 from ..params import Param, ParamStore, Registry
-from .config import OscConfig, PatchWriter
+from .config import OscConfig, PatchWriter, preset_name
 from .lifecycle import Lifecycle
 
 log = logging.getLogger("ciel.osc")
 
 ROOT = "/ciel"
+NORM = ROOT + "/norm"
+# Commands only this machine may send, unless [osc] remote_admin = true.
+ADMIN = frozenset({"quit", "preset/store", "learn", "learn/cancel", "unlearn", "subscribe"})
+PATTERN_CHARS = frozenset("*?[]{}")
 # Parameters a stored preset leaves out: recalling a preset never unmutes nor raises the ceiling.
 PRESET_EXCLUDE = frozenset({"audio/mute", "audio/ceiling"})
 
@@ -62,6 +81,70 @@ class Learner(Protocol):
 
     def learn(self, param: str | None = None, index: int = -1) -> str: ...
     def cancel_learn(self) -> None: ...
+    def unlearn(self, param: str | None = None, index: int = -1) -> int: ...
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who sent a packet, and how to answer it.
+
+    address:   (IP, port) as the transport saw it.
+    transport: "osc" for UDP, "ws" for the OSCQuery websocket (the source tag of its changes).
+    reply:     sends one OSC packet back on the peer's own connection (websocket); None = UDP to
+               `address` (or to its subscription's port), under the reply budget.
+    """
+
+    address: Address
+    transport: str = "osc"
+    reply: Callable[[bytes], None] | None = field(default=None, compare=False)
+
+    @property
+    def source(self) -> str:
+        """The source tag of the changes this peer makes ("osc:IP:PORT")."""
+        return f"{self.transport}:{self.address[0]}:{self.address[1]}"
+
+    @property
+    def local(self) -> bool:
+        """True for this machine (loopback)."""
+        return is_loopback(self.address[0])
+
+
+def is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+class ReplyBudget:
+    """Bytes ciel may still send to each remote IP: `ratio` × what it received from it, at most `cap`.
+
+    A forged source address gets at most `ratio` times its own traffic back (RFC 9000 §8's
+    anti-amplification limit, 3 there). Loopback is not limited. Keeps the `entries` most recent
+    addresses. Server thread only (the feedback thread never answers requests).
+    """
+
+    def __init__(self, ratio: float = 1.8, cap: int = 65536, entries: int = 4096) -> None:
+        self.ratio, self.cap, self.entries = ratio, cap, entries
+        self._credit: OrderedDict[str, float] = OrderedDict()
+
+    def earn(self, ip: str, nbytes: int) -> None:
+        if is_loopback(ip):
+            return
+        credit = min(self.cap, self._credit.pop(ip, 0.0) + self.ratio * nbytes)
+        self._credit[ip] = credit
+        if len(self._credit) > self.entries:
+            self._credit.popitem(last=False)
+
+    def spend(self, ip: str, nbytes: int) -> bool:
+        """True (and charged) if `nbytes` may go to `ip` now."""
+        if is_loopback(ip):
+            return True
+        credit = self._credit.get(ip, 0.0)
+        if credit < nbytes:
+            return False
+        self._credit[ip] = credit - nbytes
+        return True
 
 
 def _quiet_parser(record: logging.LogRecord) -> bool:
@@ -93,6 +176,7 @@ class RateLimitedLog:
 class Subscriber:
     sender: Address      # where its messages come from (the echo rule compares this)
     target: Address      # where feedback goes
+    expires: float       # monotonic seconds; the subscription ends unless renewed before
 
 
 def message(address: str, args: tuple[Any, ...] | list[Any] = ()) -> bytes:
@@ -138,30 +222,36 @@ def _name_of(arg: Any) -> str:
     return s[len("ciel/"):] if s.startswith("ciel/") else s
 
 
+Route = Callable[[tuple[Any, ...], Peer], None]
+
+
 class OscServer(Lifecycle):
     """The OSC server. Construct, then `start()`; `close()` stops both threads and the socket.
 
     config:   host, port (0 = any free port; `self.port` tells which), allow-list, feedback.
-    store:    the ParamStore every set and trigger goes to, with source "osc:IP:PORT".
+    store:    the ParamStore every set and trigger goes to, with source "osc:IP:PORT" ("ws:…" from
+              the OSCQuery websocket).
     presets:  name → {param: value} from the patch (`patch.presets`); stored presets are added.
     writer:   writes stored presets into the patch file (None = kept in memory only).
     learner:  MIDI learn (None = /ciel/learn answers that MIDI is off).
     on_quit:  called (on the server thread) for /ciel/quit.
+    clock:    monotonic seconds (subscription expiry).
     """
 
     def __init__(self, config: OscConfig, store: ParamStore,
                  presets: Mapping[str, Mapping[str, float | tuple[float, ...]]] | None = None,
                  writer: PatchWriter | None = None, learner: Learner | None = None,
-                 on_quit: Callable[[], None] | None = None) -> None:
-        self.config, self.store = config, store
+                 on_quit: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config, self.store, self.clock = config, store, clock
         self.registry: Registry = store.registry
         self.presets: dict[str, dict[str, float | tuple[float, ...]]] = {
             k: dict(v) for k, v in (presets or {}).items()}
         self.writer, self.learner, self.on_quit = writer, learner, on_quit
         self.counters = dict.fromkeys(
-            ("datagrams", "messages", "handled", "malformed", "unknown", "denied", "clamped",
-             "sent", "send_errors", "errors"), 0)
-        self._allow = [_network(a) for a in config.allow]
+            ("datagrams", "messages", "handled", "malformed", "unknown", "denied", "admin_refused", "clamped",
+             "sent", "send_errors", "replies_limited", "subscriptions_expired", "errors"), 0)
+        self.allow = Allow(config.allow, config.host, "[osc]")
+        self.budget = ReplyBudget()
         self._warn = RateLimitedLog(log)
         self._subs: dict[Address, Subscriber] = {}
         self._subs_lock = threading.Lock()
@@ -171,7 +261,8 @@ class OscServer(Lifecycle):
         self._stop = threading.Event()
         self._started = time.monotonic()
         self._beats = 0
-        self._routes = self._build_routes()
+        self._routes, self._commands = self._build_routes()
+        self._pattern_routes = {a: r for a, r in self._routes.items() if not a.endswith("/at")}
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, config.receive_buffer)
@@ -193,7 +284,7 @@ class OscServer(Lifecycle):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
-        log.info("OSC listening on %s:%d", self.host, self.port)
+        log.info("OSC listening on %s:%d%s", self.host, self.port, self.allow.describe())
         return self
 
     def close(self) -> None:
@@ -205,9 +296,6 @@ class OscServer(Lifecycle):
             t.join(timeout=2.0)
         self.sock.close()
 
-
-
-
     def status(self) -> dict[str, Any]:
         return self.health()
 
@@ -218,7 +306,7 @@ class OscServer(Lifecycle):
         return {"host": self.host, "port": self.port, "subscribers": subs, "priority": self.priority,
                 "kernel_drops": udp_drops(self.port), **self.counters}
 
-    # — receiving (server thread) —
+    # — receiving (server thread; the websocket's threads for `handle_packet` with a ws peer) —
     def _serve(self) -> None:
         self.priority = _raise_priority()
         while not self._stop.is_set():
@@ -239,79 +327,123 @@ class OscServer(Lifecycle):
                 self._warn("error", f"OSC: internal error on a packet from {addr[0]}:{addr[1]}: {exc!r}")
 
     def handle_datagram(self, data: bytes, addr: Address) -> None:
-        """Parse and apply one datagram from `addr` (server thread; tests may call it directly)."""
-        if self._allow and not any(ipaddress.ip_address(addr[0]) in n for n in self._allow):
+        """Parse and apply one UDP datagram from `addr` (server thread; tests may call it directly)."""
+        self.handle_packet(data, Peer((str(addr[0]), int(addr[1]))))
+
+    def handle_packet(self, data: bytes, peer: Peer) -> None:
+        """Parse and apply one OSC packet (message or bundle) from `peer`, on the caller's thread."""
+        if not self.allow(peer.address[0]):
             self.counters["denied"] += 1
-            self._warn("denied", f"OSC: packet from {addr[0]} refused (not in [osc] allow)")
+            self._warn("denied", f"OSC: packet from {peer.address[0]} refused (not in [osc] allow)")
             return
+        if peer.reply is None:
+            self.budget.earn(peer.address[0], len(data))
         try:
             packet = OscPacket(data)
         except PARSE_ERRORS as exc:
             self.counters["malformed"] += 1
-            self._warn("malformed", f"OSC: malformed packet ({len(data)} bytes) from {addr[0]}:{addr[1]}: {exc}")
+            self._warn("malformed", f"OSC: malformed packet ({len(data)} bytes) from {peer.address[0]}:"
+                                    f"{peer.address[1]}: {exc}")
             return
         for timed in packet.messages:
             self.counters["messages"] += 1
-            self._dispatch(timed.message.address, tuple(timed.message.params), addr)
+            self._dispatch(timed.message.address, tuple(timed.message.params), peer)
 
-    def _dispatch(self, address: str, args: tuple[Any, ...], addr: Address) -> None:
-        route = self._routes.get(address.rstrip("/").lower() if address != "/" else address)
-        if route is None:
-            self.counters["unknown"] += 1
-            self._warn("unknown", f"OSC: unknown address {address!r} from {addr[0]}:{addr[1]} (see docs/osc.md)")
+    def _dispatch(self, address: str, args: tuple[Any, ...], peer: Peer) -> None:
+        key = address.rstrip("/").lower() if address != "/" else address
+        routes = [r for r in (self._routes.get(key) or self._command(key, peer),) if r is not None]
+        if not routes and PATTERN_CHARS.intersection(key):
+            try:
+                regex = pattern_regex(key)
+            except ValueError as exc:
+                self.counters["malformed"] += 1
+                self._warn("pattern", f"OSC: address pattern {address!r}: {exc}")
+                return
+            routes = [r for a, r in self._pattern_routes.items() if regex.fullmatch(a)]
+        if not routes:
+            if key[len(ROOT) + 1:] not in ADMIN:
+                self.counters["unknown"] += 1
+                self._warn("unknown", f"OSC: unknown address {address!r} from {peer.address[0]}:{peer.address[1]} "
+                                      "(see docs/osc.md)")
             return
         try:
-            route(args, addr)
+            for route in routes:
+                route(args, peer)
         except (ValueError, TypeError, CielError) as exc:
             self.counters["malformed"] += 1
             self._warn("args", f"OSC: {address} {list(args)!r}: {exc}")
             return
         self.counters["handled"] += 1
 
-    def _build_routes(self) -> dict[str, Callable[[tuple[Any, ...], Address], None]]:
-        routes: dict[str, Callable[[tuple[Any, ...], Address], None]] = {}
-        for p in self.registry:
-            if p.kind == "trigger":
-                routes[p.address] = self._trigger_route(p)
-            else:
-                routes[p.address] = self._set_route(p)
-                if p.size > 1:
-                    routes[p.address + "/at"] = self._at_route(p)
-        commands = {"get": self._get, "subscribe": self._subscribe, "unsubscribe": self._unsubscribe,
-                    "ping": self._ping, "preset/recall": self._preset_recall, "preset/store": self._preset_store,
-                    "preset/list": self._preset_list, "learn": self._learn, "learn/cancel": self._learn_cancel,
-                    "quit": self._quit}
-        for name, fn in commands.items():
-            routes[f"{ROOT}/{name}"] = fn
-        return routes
+    def _command(self, key: str, peer: Peer) -> Route | None:
+        """The route of a command address; None (counted, logged) for an admin command from another
+        machine without `remote_admin`."""
+        name = key[len(ROOT) + 1:] if key.startswith(ROOT + "/") else ""
+        route = self._commands.get(name)
+        if route is not None and name in ADMIN and not (peer.local or self.config.remote_admin):
+            self.counters["admin_refused"] += 1
+            self._warn("admin", f"OSC: {key} from {peer.address[0]} refused: only this machine may send it "
+                                "(set [osc] remote_admin = true to allow the allow-list)")
+            return None
+        return route
 
-    def _set_route(self, p: Param) -> Callable[[tuple[Any, ...], Address], None]:
-        def set_(args: tuple[Any, ...], addr: Address) -> None:
+    def _build_routes(self) -> tuple[dict[str, Route], dict[str, Route]]:
+        routes: dict[str, Route] = {}
+        for p in self.registry:
+            norm = NORM + p.address[len(ROOT):]
+            if p.kind == "trigger":
+                routes[p.address] = routes[norm] = self._trigger_route(p)
+                continue
+            routes[p.address] = self._set_route(p, False)
+            routes[norm] = self._set_route(p, True)
+            if p.size > 1:
+                routes[p.address + "/at"] = self._at_route(p)
+                for i in range(p.size):
+                    routes[f"{p.address}/{i}"] = self._element_route(p, i, False)
+                    routes[f"{norm}/{i}"] = self._element_route(p, i, True)
+        commands: dict[str, Route] = {
+            "get": self._get, "subscribe": self._subscribe, "unsubscribe": self._unsubscribe,
+            "ping": self._ping, "preset/recall": self._preset_recall, "preset/store": self._preset_store,
+            "preset/list": self._preset_list, "learn": self._learn, "learn/cancel": self._learn_cancel,
+            "unlearn": self._unlearn, "quit": self._quit}
+        return routes, commands
+
+    def _set_route(self, p: Param, normalised: bool) -> Route:
+        def set_(args: tuple[Any, ...], peer: Peer) -> None:
             if len(args) not in (1, p.size):
                 raise ValueError(f"expected {p.size if p.size > 1 else 1} number(s), got {len(args)}")
-            vals = [_number(a) for a in args]
+            vals = [_denormalise(p, _number(a)) if normalised else _number(a) for a in args]
             self._count_clamped(p, vals)
-            self.store.set(p.name, vals[0] if len(vals) == 1 else vals, source=_source(addr))
+            self.store.set(p.name, vals[0] if len(vals) == 1 else vals, source=peer.source)
         return set_
 
-    def _at_route(self, p: Param) -> Callable[[tuple[Any, ...], Address], None]:
-        def at(args: tuple[Any, ...], addr: Address) -> None:
+    def _element_route(self, p: Param, index: int, normalised: bool) -> Route:
+        def element(args: tuple[Any, ...], peer: Peer) -> None:
+            if len(args) != 1:
+                raise ValueError("expected one number")
+            v = _denormalise(p, _number(args[0])) if normalised else _number(args[0])
+            self._count_clamped(p, [v])
+            self.store.set(p.name, v, source=peer.source, index=index)
+        return element
+
+    def _at_route(self, p: Param) -> Route:
+        def at(args: tuple[Any, ...], peer: Peer) -> None:
             if len(args) != 2:
                 raise ValueError("expected an index and a value")
             i, v = _number(args[0]), _number(args[1])
             if i != int(i) or not 0 <= i < p.size:
                 raise ValueError(f"index {args[0]!r} outside 0..{p.size - 1}")
             self._count_clamped(p, [v])
-            self.store.set(p.name, v, source=_source(addr), index=int(i))
+            self.store.set(p.name, v, source=peer.source, index=int(i))
         return at
 
-    def _trigger_route(self, p: Param) -> Callable[[tuple[Any, ...], Address], None]:
-        def fire(args: tuple[Any, ...], addr: Address) -> None:
+    def _trigger_route(self, p: Param) -> Route:
+        def fire(args: tuple[Any, ...], peer: Peer) -> None:
             if len(args) > 1:
                 raise ValueError("a trigger takes no argument or one number")
             if args and args[0] is not None and args[0] != math.inf and _number(args[0]) == 0.0:
                 return  # a button's release (OSCQuery clients may send N or I: they fire)
-            self.store.trigger(p.name, source=_source(addr))
+            self.store.trigger(p.name, source=peer.source)
         return fire
 
     def _count_clamped(self, p: Param, vals: list[float]) -> None:
@@ -327,82 +459,134 @@ class OscServer(Lifecycle):
             self.registry.get(n)
         return names
 
-    def _get(self, args: tuple[Any, ...], addr: Address) -> None:
-        to = self._reply_target(addr)
+    def _get(self, args: tuple[Any, ...], peer: Peer) -> None:
         for name in self._names(args):
             p = self.registry.get(name)
-            self._send(message(p.address, wire_values(p, self.store.get(name))), to)
+            self._answer(message(p.address, wire_values(p, self.store.get(name))), peer)
 
-    def _subscribe(self, args: tuple[Any, ...], addr: Address) -> None:
+    def _subscribe(self, args: tuple[Any, ...], peer: Peer) -> None:
+        if peer.reply is not None:
+            raise ValueError("a websocket listens with LISTEN, not /ciel/subscribe")
+        addr = peer.address
         port = int(_number(args[0])) if args else self.config.feedback_port
         if not 0 < port < 65536:
             raise ValueError(f"port {port} outside 1..65535")
-        sub = Subscriber(addr, (addr[0], port))
+        ttl = self.config.subscription_ttl
+        sub = Subscriber(addr, (addr[0], port), self.clock() + ttl if ttl > 0 else math.inf)
         with self._subs_lock:
+            self._expire()
             if addr not in self._subs and len(self._subs) >= self.config.max_subscribers:
                 raise ValueError(f"too many subscribers ({self.config.max_subscribers}, see [osc] max_subscribers)")
-            renewed = self._subs.get(addr) == sub
+            old = self._subs.get(addr)
+            renewed = old is not None and old.target == sub.target
             self._subs[addr] = sub
         if not renewed:  # a new subscriber starts in sync; a renewal (patches repeat it) changes nothing
             log.info("OSC: %s:%d subscribed, feedback to port %d", addr[0], addr[1], port)
-            self._get((), addr)
+            self._get((), peer)
 
-    def _unsubscribe(self, args: tuple[Any, ...], addr: Address) -> None:
+    def _expire(self) -> None:
+        """Drop subscriptions not renewed in time (caller holds _subs_lock)."""
+        now = self.clock()
+        for key in [k for k, s in self._subs.items() if s.expires <= now]:
+            del self._subs[key]
+            self.counters["subscriptions_expired"] += 1
+
+    def _unsubscribe(self, args: tuple[Any, ...], peer: Peer) -> None:
+        addr = peer.address
         port = int(_number(args[0])) if args else None
         with self._subs_lock:
             for key, sub in list(self._subs.items()):
                 if key == addr or (sub.target[0] == addr[0] and sub.target[1] == port):
                     del self._subs[key]
 
-    def _ping(self, args: tuple[Any, ...], addr: Address) -> None:
-        self._send(message(f"{ROOT}/pong", args), self._reply_target(addr))
+    def _ping(self, args: tuple[Any, ...], peer: Peer) -> None:
+        self._answer(message(f"{ROOT}/pong", args), peer)
 
-    def _preset_recall(self, args: tuple[Any, ...], addr: Address) -> None:
-        name = _preset_name(args)
+    def recall_preset(self, name: str, source: str = "preset") -> None:
+        """Set every value of preset `name` (ValueError naming the known presets if there is none)."""
         if name not in self.presets:
             raise ValueError(f"no preset {name!r} (known: {', '.join(sorted(self.presets)) or 'none'})")
         for pname, value in self.presets[name].items():
-            self.store.set(pname, value, source="preset")
+            self.store.set(pname, value, source=source)
 
-    def _preset_store(self, args: tuple[Any, ...], addr: Address) -> None:
+    def recall_program(self, program: int) -> None:
+        """MIDI program change (MIDI thread): recall the preset at that place in the patch's order,
+        counting from 0; a program with no preset is logged and ignored."""
+        names = list(self.presets)
+        if not 0 <= program < len(names):
+            self._warn("program", f"MIDI program change {program}: no preset there ({len(names)} in the patch)")
+            return
+        self.recall_preset(names[program], source="midi:program")
+
+    def _preset_recall(self, args: tuple[Any, ...], peer: Peer) -> None:
+        self.recall_preset(_preset_name(args))
+
+    def _preset_store(self, args: tuple[Any, ...], peer: Peer) -> None:
         name = _preset_name(args)
         values = {p.name: (self.store.get(p.name) if p.size > 1 else self.store.get1(p.name))
                   for p in self.registry if p.kind != "trigger" and p.name not in PRESET_EXCLUDE}
-        self.presets[name] = values
         if self.writer is not None:
-            self.writer.store_preset(name, values)
+            self.writer.store_preset(name, values)   # PatchError when it could not: the preset is not kept
+        self.presets[name] = values
         log.info("OSC: preset %r stored", name)
+        self._answer(message(f"{ROOT}/preset/stored", [name]), peer)
 
-    def _preset_list(self, args: tuple[Any, ...], addr: Address) -> None:
-        self._send(message(f"{ROOT}/preset/names", sorted(self.presets)), self._reply_target(addr))
+    def _preset_list(self, args: tuple[Any, ...], peer: Peer) -> None:
+        self._answer(message(f"{ROOT}/preset/names", list(self.presets)), peer)
 
-    def _learn(self, args: tuple[Any, ...], addr: Address) -> None:
+    def _learn(self, args: tuple[Any, ...], peer: Peer) -> None:
         learner = self.learner
         if learner is None:
             raise ValueError("MIDI is off: nothing to learn")
+        name, index = self._param_and_index(args)
+        learner.learn(name, index)
+
+    def _unlearn(self, args: tuple[Any, ...], peer: Peer) -> None:
+        learner = self.learner
+        if learner is None:
+            raise ValueError("MIDI is off: nothing to unlearn")
+        name, index = self._param_and_index(args)
+        removed = learner.unlearn(name, index)
+        log.info("OSC: %d MIDI mapping(s) of %s removed", removed, name or "every parameter")
+
+    def _param_and_index(self, args: tuple[Any, ...]) -> tuple[str | None, int]:
         name = _name_of(args[0]) if args else None
         index = int(_number(args[1])) if len(args) > 1 else -1
         if name is not None:
             p = self.registry.get(name)
             if not -1 <= index < p.size:
                 raise ValueError(f"index {index} outside 0..{p.size - 1}")
-        learner.learn(name, index)
+        return name, index
 
-    def _learn_cancel(self, args: tuple[Any, ...], addr: Address) -> None:
+    def _learn_cancel(self, args: tuple[Any, ...], peer: Peer) -> None:
         learner = self.learner
         if learner is not None:
             learner.cancel_learn()
 
-    def _quit(self, args: tuple[Any, ...], addr: Address) -> None:
-        log.info("OSC: quit asked by %s:%d", *addr)
+    def _quit(self, args: tuple[Any, ...], peer: Peer) -> None:
+        log.info("OSC: quit asked by %s:%d", *peer.address)
         if self.on_quit is not None:
             self.on_quit()
 
     # — sending —
-    def _reply_target(self, addr: Address) -> Address:
+    def _answer(self, data: bytes, peer: Peer) -> None:
+        """Send a reply to `peer`: on its websocket, or over UDP to its subscription's port (else the
+        port it sent from) while its reply budget lasts."""
+        if peer.reply is not None:
+            try:
+                peer.reply(data)
+                self.counters["sent"] += 1
+            except (OSError, RuntimeError) as exc:   # the websocket closed under us
+                self.counters["send_errors"] += 1
+                self._warn("send", f"OSC: cannot answer {peer.source}: {exc}")
+            return
         with self._subs_lock:
-            sub = self._subs.get(addr)
-        return sub.target if sub is not None else addr
+            sub = self._subs.get(peer.address)
+        to = sub.target if sub is not None else peer.address
+        if not self.budget.spend(to[0], len(data)):
+            self.counters["replies_limited"] += 1
+            return
+        self._send(data, to)
 
     def _send(self, data: bytes, to: Address) -> None:
         try:
@@ -435,27 +619,101 @@ class OscServer(Lifecycle):
                 self._broadcast(message(f"{ROOT}/heartbeat", [round(time.monotonic() - self._started, 3), self._beats]))
             time.sleep(gap)
 
+    def _subscribers(self) -> list[Subscriber]:
+        with self._subs_lock:
+            self._expire()
+            return list(self._subs.values())
+
     def _flush(self) -> None:
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, {}
         if not dirty:
             return
-        with self._subs_lock:
-            subs = list(self._subs.values())
+        subs = self._subscribers()
         if not subs:
             return
         for name, (values, source) in dirty.items():
             p = self.registry.get(name)
             data = message(p.address, () if p.kind == "trigger" else wire_values(p, values))
             for sub in subs:
-                if source != _source(sub.sender):
+                if source != Peer(sub.sender).source:
                     self._send(data, sub.target)
 
     def _broadcast(self, data: bytes) -> None:
-        with self._subs_lock:
-            subs = list(self._subs.values())
-        for sub in subs:
+        for sub in self._subscribers():
             self._send(data, sub.target)
+
+
+class Allow:
+    """The allow-list of a listening surface: loopback always, else the networks of `allow`.
+
+    An empty list on a non-loopback listen address is refused (CielError): opening the show to the
+    whole network is a decision the performer writes down, not a default. Any thread.
+    """
+
+    def __init__(self, allow: tuple[str, ...], host: str, section: str) -> None:
+        self.networks = [_network(a, section) for a in allow]
+        if not self.networks and not is_loopback(host) and host != "localhost":
+            raise CielError(f"{section}: listening on {host} needs an allow-list of the machines that may "
+                            f"control ciel, e.g. --allow 192.168.1.0/24 or {section} allow = [\"192.168.1.0/24\"]")
+
+    def __call__(self, ip: str) -> bool:
+        if is_loopback(ip):
+            return True
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in n for n in self.networks)
+
+    def describe(self) -> str:
+        return f" (allowed: loopback, {', '.join(map(str, self.networks))})" if self.networks else ""
+
+
+@functools.lru_cache(maxsize=256)
+def pattern_regex(pattern: str) -> re.Pattern[str]:
+    """An OSC 1.0 address pattern as a compiled regex: `?` one character, `*` any run (never '/'),
+    `[a-z]` / `[!a-z]` one of (not one of), `{foo,bar}` one of the words. ValueError if malformed."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "?":
+            out.append("[^/]")
+        elif c == "*":
+            out.append("[^/]*")
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end < 0:
+                raise ValueError("'[' without ']'")
+            body = pattern[i + 1:end]
+            negate = body.startswith("!")
+            body = body[1:] if negate else body
+            if not body or "/" in body:
+                raise ValueError(f"bad character class [{pattern[i + 1:end]}]")
+            cls = "".join("-" if ch == "-" and 0 < k < len(body) - 1 else re.escape(ch) for k, ch in enumerate(body))
+            out.append(f"[{'^' if negate else ''}{cls}]")
+            i = end
+        elif c == "{":
+            end = pattern.find("}", i + 1)
+            if end < 0:
+                raise ValueError("'{' without '}'")
+            words = pattern[i + 1:end].split(",")
+            out.append("(?:" + "|".join(re.escape(w) for w in words) + ")")
+            i = end
+        elif c in "]}":
+            raise ValueError(f"unmatched {c!r}")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    try:
+        return re.compile("".join(out))
+    except re.error as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _denormalise(p: Param, x: float) -> float:
+    """0–1 → the parameter's range (out-of-range x is clamped by the store)."""
+    return p.minimum + x * (p.maximum - p.minimum)
 
 
 def _raise_priority(nice: int = -5) -> str:
@@ -468,25 +726,20 @@ def _raise_priority(nice: int = -5) -> str:
         return "normal"
 
 
-def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+def _network(text: str, section: str = "[osc]") -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise CielError(f"[osc] allow: {text!r} is not an IP address or network (e.g. '192.168.1.0/24')") from None
-
-
-def _source(addr: Address) -> str:
-    return f"osc:{addr[0]}:{addr[1]}"
+        raise CielError(f"{section} allow: {text!r} is not an IP address or network (e.g. '192.168.1.0/24')") from None
 
 
 def _preset_name(args: tuple[Any, ...]) -> str:
+    """A preset name from OSC arguments (Pd sends a number as a float: 3.0 names preset "3")."""
     if len(args) != 1:
         raise ValueError("expected one preset name")
     a = args[0]
     name = str(int(a)) if isinstance(a, (int, float)) and not isinstance(a, bool) and float(a).is_integer() else str(a)
-    if not name or not all(c.isalnum() or c in "-_ " for c in name):
-        raise ValueError(f"preset name {name!r}: use letters, digits, '-', '_' or spaces")
-    return name
+    return preset_name(name)
 
 
 def udp_drops(port: int) -> int | None:

@@ -18,9 +18,10 @@ def address_table(registry: Registry) -> str:
             args, rng, default = "none or `1`", "", ""
         else:
             t = {"float": "f", "int": "i", "bool": "i (0/1)"}[p.kind]
-            args = t if p.size == 1 else f"{p.size} × f (or `/at i f`)"
+            args = t if p.size == 1 else f"{p.size} × f (or `/{{i}} f`, `/at i f`)"
             rng, default = f"{p.minimum:g} … {p.maximum:g}", f"{p.default:g}"
-        rows.append(f"| `{p.address}` | {args} | {rng} | {default} | {p.unit} | {p.description} |")
+        labels = f" ({', '.join(f'{i} = {v}' for i, v in enumerate(p.labels))})" if p.labels else ""
+        rows.append(f"| `{p.address}` | {args} | {rng} | {default} | {p.unit} | {p.description}{labels} |")
     return "\n".join(rows) + "\n"
 
 
