@@ -235,6 +235,22 @@ class Page:
             self.browser.call("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left",
                                                             "clickCount": 1}, self.session)
 
+    def box(self, selector: str) -> list[float]:
+        """[x, y, width, height] of the element in CSS pixels (CDPError if there is none)."""
+        return self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
+                             " return [r.x, r.y, r.width, r.height]; })()")
+
+    def press(self, x: float, y: float, to_x: float | None = None, steps: int = 4) -> None:
+        """A real mouse press at (x, y), moved to (to_x, y) in `steps`, then released: a drag."""
+        def mouse(kind: str, at_x: float) -> None:
+            self.browser.call("Input.dispatchMouseEvent", {"type": kind, "x": at_x, "y": y, "button": "left",
+                                                            "buttons": 1, "clickCount": 1}, self.session)
+        mouse("mousePressed", x)
+        if to_x is not None:
+            for i in range(1, steps + 1):
+                mouse("mouseMoved", x + (to_x - x) * i / steps)
+        mouse("mouseReleased", x if to_x is None else to_x)
+
     def key(self, key: str, code: str, keycode: int, text: str = "") -> None:
         """Press and release one key in the focused element, e.g. ("Enter", "Enter", 13, "\r")."""
         for kind in ("keyDown", "keyUp"):
