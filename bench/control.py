@@ -16,6 +16,18 @@ SharedSnapshot, and the real audio process (engine.audio.output.AudioProcess) re
   process floods OSC at 10,000 messages/s for 10 s (--quick: 5 s); null if the audio process
   cannot start.
 
+- listen_push_ms_p99 (listen_push_missed): a change made on the engine's machine (as the scheduler
+  or a MIDI knob makes it) until an OSCQuery LISTEN client on loopback receives it over the websocket.
+- page_to_param_ms_p99 (page_to_param_missed): the control page in headless Chromium at 390x844; a
+  real mouse press (DevTools Input events) on the sky/lon slider until the store has the page's
+  value. Includes the page's one send per animation frame (16.7 ms at 60 Hz).
+- midi_to_page_ms_p99 (midi_to_page_missed): a CC from a virtual JACK MIDI port until the page has
+  set the slider (the page stamps Date.now(); same wall clock). Null with `page_reason` without Chromium.
+- get_reflection_ratio: `ciel run --lan` in a network namespace; a client in a second one sends
+  /ciel/get 500 times a second for 10 s from an allowed address (as a forger would): bytes that came
+  back ÷ bytes sent. Null with `get_reflection_reason` without namespaces (root and iproute2).
+Every probe counts: a miss enters the percentile at the 1 s timeout and is counted in `*_missed`.
+
 Medians, the rate ladder, the machine's load and the audio details go to stderr as one line.
 """
 
@@ -182,6 +194,161 @@ def underflows_during_flood(osc, snapshot_name: str, seconds: float) -> tuple[in
         audio.stop()
 
 
+def probe_ms(samples: list[float | None], timeout_ms: float) -> tuple[list[float], int]:
+    """Probe times with each miss counted at the timeout (a miss is a failure, never dropped)."""
+    missed = sum(1 for s in samples if s is None)
+    return [timeout_ms if s is None else s for s in samples], missed
+
+
+def listen_push_latency(store, osc, n: int) -> list[float | None]:
+    """A change made on the engine's machine (source 'scheduler', as the scheduler or a MIDI knob
+    makes it) until an OSCQuery LISTEN client receives it over the websocket on loopback."""
+    import json
+
+    from websockets.sync.client import connect
+
+    from engine.control.config import OscQueryConfig
+    from engine.control.oscquery import OscQueryServer
+
+    query = OscQueryServer(OscQueryConfig(port=0, zeroconf=False), store, osc).start()
+    out: list[float | None] = []
+    try:
+        with connect(f"ws://127.0.0.1:{query.port}/") as ws:
+            ws.send(json.dumps({"COMMAND": "LISTEN", "DATA": "/ciel/sky/spacing"}))
+            time.sleep(0.2)
+            for i in range(n):
+                value = 5.0 + (i % 80)
+                t0 = time.perf_counter()
+                store.set("sky/spacing", value, source="scheduler")
+                got = None
+                while got is None and time.perf_counter() - t0 < 1.0:
+                    try:
+                        frame = ws.recv(timeout=1.0)
+                    except TimeoutError:
+                        break
+                    if isinstance(frame, bytes) and frame.startswith(b"/ciel/sky/spacing\0"):
+                        got = (time.perf_counter() - t0) * 1000
+                out.append(got)
+                time.sleep(0.005)
+    finally:
+        query.close()
+    return out
+
+
+def page_latencies(store, osc, n: int) -> tuple[list[float | None], list[float | None], str]:
+    """The control page in headless Chromium (a 390x844 phone screen):
+    page_to_param: a real mouse press on the `sky/lon` slider (CDP Input events) until the store
+    sees the new value from the page's websocket; midi_to_page: a CC from a virtual JACK MIDI port
+    (mapped to `sky/lat`) until the page has applied the pushed value (the page stamps Date.now()
+    when it sets the slider; the bench's clock is the same wall clock)."""
+    import mido
+
+    from engine.control.config import MidiConfig, MidiMapping, OscQueryConfig
+    from engine.control.midi import MidiControl
+    from engine.control.oscquery import OscQueryServer
+    from harness.chromium import Chromium, find_chromium
+
+    try:
+        find_chromium()
+    except FileNotFoundError as exc:
+        return [], [], str(exc)
+    name = f"ciel-bench-page-{os.getpid()}"
+    controller = mido.Backend("mido.backends.rtmidi/UNIX_JACK").open_output(name, virtual=True)
+    midi = MidiControl(MidiConfig(api="UNIX_JACK", inputs=(name,), takeover="none",
+                                  mappings=(MidiMapping(param="sky/lat", number=23),)),
+                       store, client_name=f"ciel-bench-page-{os.getpid()}").start()
+    query = OscQueryServer(OscQueryConfig(port=0, zeroconf=False), store, osc).start()
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            midi.poll()
+            time.sleep(0.01)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    seen = threading.Event()
+    last = [store.get1("sky/lon")]
+
+    def listener(pname: str, values: tuple[float, ...], source: str) -> None:
+        if pname == "sky/lon" and source.startswith("ws:") and values[0] != last[0]:
+            last[0] = values[0]
+            seen.set()
+
+    store.add_listener(listener)
+    to_param: list[float | None] = []
+    to_page: list[float | None] = []
+    try:
+        with Chromium(390, 844) as browser, browser.page(f"http://127.0.0.1:{query.port}/control/") as page:
+            page.wait_for("window.cielPage && window.cielPage.ready", 20)
+            page.click("#group-sky summary")
+            page.evaluate("document.getElementById('p-sky-lon').scrollIntoView({block: 'center'})")
+            x, y, w, h = page.box("#p-sky-lon")
+            for i in range(n):
+                frac = 0.1 + 0.8 * ((i * 37) % 100) / 100     # a different place on the track each time
+                seen.clear()
+                t0 = time.perf_counter()
+                page.press(x + frac * w, y + h / 2)
+                to_param.append((time.perf_counter() - t0) * 1000 if seen.wait(1.0) else None)
+            while not midi.ports:
+                time.sleep(0.05)
+            for i in range(n):
+                v = (i * 37) % 128
+                t0 = time.time()
+                controller.send(mido.Message("control_change", control=23, value=v))
+                target = -90.0 + 180.0 * v / 127      # the slider snaps to its step (0.18 degrees)
+                expr = (f"Math.abs(Number(document.getElementById('p-sky-lat').value) - {target!r}) <= 0.2 && "
+                        f"window.cielPage.received['/ciel/sky/lat'] >= {int(t0 * 1000)}")
+                try:
+                    page.wait_for(expr, 1.0, interval=0.005)
+                    to_page.append(page.evaluate("window.cielPage.received['/ciel/sky/lat']") - t0 * 1000)
+                except Exception:   # CDPError: the page never showed it within a second
+                    to_page.append(None)
+                time.sleep(0.01)
+            errors = page.console_errors
+    finally:
+        store.remove_listener(listener)
+        stop.set()
+        poller.join()
+        query.close()
+        midi.close()
+        controller.close()
+    return to_param, to_page, f"page console errors {len(errors)}"
+
+
+def reflection_over_lan(seconds: float) -> tuple[float | None, str]:
+    """`ciel run --lan` in one network namespace, a client in another sending forged `/ciel/get`
+    (500/s) for `seconds`: bytes answered ÷ bytes sent, as received at the forged address."""
+    import json
+
+    from harness import netns
+
+    why = netns.available()
+    if why is not None:
+        return None, f"no network namespaces: {why}"
+    root = Path(__file__).resolve().parents[1]
+    with netns.Lan() as lan:
+        engine = subprocess.Popen(
+            lan.run_in(lan.server, [sys.executable, "-m", "engine.cli", "run", "--headless", "--audio", "none",
+                                    "--no-midi", "--lan", "--allow", f"{lan.client_ip}/32", "--seconds", str(seconds + 60)]),
+            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc = subprocess.run(lan.run_in(lan.client, [sys.executable, "-m", "harness.lanclient", "--me", lan.client_ip,
+                                                          "--outsider", lan.outsider_ip, "--flood", str(seconds),
+                                                          "--pushes", "0"]),
+                                  cwd=root, capture_output=True, text=True, timeout=seconds + 90)
+        finally:
+            engine.terminate()
+            engine.wait(timeout=30)
+    try:
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None, f"the LAN client failed: {proc.stderr.strip()[-300:]}"
+    ratio = report.get("reflection_ratio")
+    return ratio, (f"{report.get('flood_requests')} forged /ciel/get, {report.get('flood_request_bytes')} B sent, "
+                   f"{report.get('flood_reply_bytes')} B answered")
+
+
 def main(argv: list[str]) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench control")
     ap.add_argument("--quick", action="store_true", help="a run of under a minute")
@@ -201,13 +368,22 @@ def main(argv: list[str]) -> dict:
         try:
             osc_ms = osc_latency(osc, store, 300 if quick else 2000)
             midi_ms = midi_latency(store, 200 if quick else 1000)
+            push_ms, push_missed = probe_ms(listen_push_latency(store, osc, 200 if quick else 1000), 1000.0)
+            page_raw, midi_page_raw, page_note = page_latencies(store, osc, 40 if quick else 200)
+            page_ms, page_missed = probe_ms(page_raw, 1000.0)
+            midi_page_ms, midi_page_missed = probe_ms(midi_page_raw, 1000.0)
             rates = [5000, 10000, 20000, 40000] + ([] if quick else [80000])
             best, ladder = lossless_rate(osc, rates, 1.0 if quick else 2.0)
             underflows, audio_note = underflows_during_flood(osc, snapshot.name, 5.0 if quick else 10.0)
             kernel_drops = osc.health()["kernel_drops"]
+
         finally:
             osc.close()
             snapshot.close()
+    reflection, reflection_note = reflection_over_lan(10.0)
+    print(f"control: {machine_load()}; listen push p50 {percentile(push_ms, 50)} ms, page→param p50 "
+          f"{percentile(page_ms, 50)} ms, MIDI→page p50 {percentile(midi_page_ms, 50)} ms ({page_note}); "
+          f"reflection: {reflection_note}", file=sys.stderr)
     print(f"control: {machine_load()}; osc p50 {percentile(osc_ms, 50)} ms over {len(osc_ms)}, midi p50 "
           f"{percentile(midi_ms, 50)} ms over {len(midi_ms)}; lossless ladder (sent rate: handled/sent) {ladder}; "
           f"kernel drops {kernel_drops}; {audio_note}; {server_what}", file=sys.stderr)
@@ -216,4 +392,13 @@ def main(argv: list[str]) -> dict:
         "osc_to_param_ms_p99": percentile(osc_ms, 99),
         "midi_to_param_ms_p99": percentile(midi_ms, 99),
         "underflows_during_flood": underflows,
+        "listen_push_ms_p99": percentile(push_ms, 99) if push_ms else None,
+        "listen_push_missed": push_missed,
+        "page_to_param_ms_p99": percentile(page_ms, 99) if page_ms else None,
+        "page_to_param_missed": page_missed if page_ms else None,
+        "midi_to_page_ms_p99": percentile(midi_page_ms, 99) if midi_page_ms else None,
+        "midi_to_page_missed": midi_page_missed if midi_page_ms else None,
+        "page_reason": None if page_ms else page_note,
+        "get_reflection_ratio": reflection,
+        "get_reflection_reason": None if reflection is not None else reflection_note,
     }
