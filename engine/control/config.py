@@ -24,9 +24,15 @@ Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 @dataclass(frozen=True)
 class OscConfig:
     enabled: bool = field(True)
-    host: str = field("127.0.0.1", doc="Listen address; 0.0.0.0 to accept other machines.")
+    host: str = field("127.0.0.1", doc="Listen address; 0.0.0.0 (or `ciel run --lan`) to accept other machines.")
     port: int = field(9000, minimum=0, maximum=65535, doc="UDP port (0 = any free port).")
-    allow: tuple[str, ...] = field((), doc="Client addresses allowed to send; empty = any.")
+    allow: tuple[str, ...] = field((), doc="Other machines allowed to control ciel over OSC, OSCQuery and the control "
+                                           "page (addresses or networks, e.g. '192.168.1.0/24'); this machine always "
+                                           "may. Required when `host` is not loopback.")
+    remote_admin: bool = field(False, doc="Let allowed machines also quit, store presets, learn and subscribe "
+                                          "(else only this machine may).")
+    subscription_ttl: float = field(10.0, minimum=0.0, maximum=86400.0,
+                                    doc="Seconds a /ciel/subscribe lasts unless sent again (0 = for ever).")
     feedback_port: int = field(9001, minimum=0, maximum=65535, doc="Default port of subscribers.")
     heartbeat: float = field(1.0, minimum=0.0, maximum=60.0, doc="Seconds between /ciel/heartbeat to subscribers (0 = off).")
     feedback_rate: float = field(100.0, minimum=1.0, maximum=1000.0, doc="Most feedback bursts per second to subscribers.")
@@ -39,7 +45,8 @@ class OscQueryConfig:
     enabled: bool = field(True)
     port: int = field(9002, minimum=0, maximum=65535, doc="HTTP port of the OSCQuery tree.")
     zeroconf: bool = field(True, doc="Advertise as _oscjson._tcp.")
-    host: str = field("127.0.0.1", doc="HTTP listen address; 0.0.0.0 to answer other machines.")
+    host: str = field("127.0.0.1", doc="HTTP and websocket listen address (the tree, LISTEN and the control page); "
+                                       "0.0.0.0 to answer the machines of [osc] allow.")
     name: str = field("ciel", doc="Service name shown in OSCQuery browsers.")
 
 
@@ -184,3 +191,7 @@ def _control(entry: Mapping[str, Any]) -> tuple[str, int, int]:
 
 def _body(entry: Mapping[str, Any]) -> str:
     return dumps_toml(dict(entry))
+
+
+def preset_name(text: str) -> str:  # TEMPORARY stand-in
+    return text.strip()

@@ -75,7 +75,9 @@ class OscEndpoint(Protocol):
 
     host: str
     port: int
-    presets: Mapping[str, Mapping[str, float | tuple[float, ...]]]
+
+    @property
+    def presets(self) -> Mapping[str, Mapping[str, float | tuple[float, ...]]]: ...
 
     def handle_packet(self, data: bytes, peer: Peer) -> None: ...
 
