@@ -270,6 +270,9 @@ class Engine:
                 poll()
             except CielError as exc:
                 self.report(name, str(exc))
+            except Exception as exc:  # noqa: BLE001 — a part's bug becomes a line on the overlay; the show goes on
+                log.exception("%s failed in the frame's tick", name)
+                self.report(name, f"{type(exc).__name__}: {exc}")
 
     def frame_done(self, now: float) -> None:
         """Main thread, after each flip: frame counters for the overlay, /healthz and the watchdog."""

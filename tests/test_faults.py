@@ -196,3 +196,27 @@ def test_log_disk_full_the_show_goes_on(jack, full_disk):
         engine.close()
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def test_a_part_that_fails_in_the_frame_becomes_a_line_on_the_overlay(monkeypatch):
+    """Not only ciel's own errors: any exception of a part polled in the frame's tick is reported
+    as data (overlay, /healthz) and the next frame still runs."""
+    from engine.app import Engine, RunOptions
+
+    patch = load_patch()
+    patch = patch.replace(audio=dataclasses.replace(patch.audio, output="none"),
+                          schedule=dataclasses.replace(patch.schedule, enabled=True, period=0.5))
+    engine = Engine(patch, None, RunOptions(window=False, control=False))
+    try:
+        assert engine.scheduler is not None
+
+        def broken(now: float) -> None:
+            raise ZeroDivisionError("a bug in a part")
+
+        monkeypatch.setattr(engine.scheduler, "tick", broken)
+        engine.tick(engine.clock())
+        engine.tick(engine.clock())
+        assert "scheduler: ZeroDivisionError: a bug in a part" in engine.messages()
+        assert "scheduler: ZeroDivisionError: a bug in a part" in engine.health()["messages"]
+    finally:
+        engine.close()

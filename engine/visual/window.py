@@ -320,8 +320,12 @@ def _loop(hooks: WindowHooks, pygame: Any, ctx: moderngl.Context, sky: SkyRender
         ctx.screen.use()
         sky.render(values, now)
         if shot:  # the sky without the overlay, before the flip
-            path = screenshot(ctx, sky.width, sky.height, Path(cfg.screenshots))
-            status, status_until, shot = f"screenshot {path}", now + 3.0, False
+            try:
+                status = f"screenshot {screenshot(ctx, sky.width, sky.height, Path(cfg.screenshots))}"
+            except (OSError, ValueError) as exc:   # a full disk or a read-only folder: said, never fatal
+                status = f"screenshot failed: {exc}"
+                hooks.report("screenshot", status)
+            status_until, shot = now + 3.0, False
         if now > status_until:
             status = ""
         note = None
