@@ -152,16 +152,16 @@ class Engine:
 
     def _start_control(self) -> None:
         """OSC, OSCQuery and MIDI. A port in use or a missing MIDI API is reported, not fatal."""
-        from .control.config import PatchWriter
         from .control.midi import MidiControl
         from .control.osc import OscServer
         from .control.oscquery import OscQueryServer
+        from .patchwrite import PatchWriter
 
         patch = self.patch
         writer = PatchWriter(self.patch_path) if self.patch_path is not None else None
         if patch.midi.enabled:
             self.midi = self._guard("midi", lambda: MidiControl(patch.midi, self.store, writer=writer,
-                                                                source=patch.source))
+                                                                source=patch.source, on_program=self._program_change))
         if patch.osc.enabled:
             self.osc = self._guard("osc", lambda: OscServer(patch.osc, self.store, presets=patch.presets,
                                                             writer=writer, learner=self.midi,
@@ -243,6 +243,12 @@ class Engine:
         except CielError as exc:
             self.report("midi", str(exc))
             return f"MIDI learn: {exc}"
+
+    def _program_change(self, program: int) -> None:
+        """A MIDI program change (the MIDI reader thread): recall the preset at that place in the
+        patch, counting from 0 (the presets live in the OSC server; none when OSC is off)."""
+        if self.osc is not None:
+            self.osc.recall_program(program)
 
     def _guard(self, source: str, make: Callable[[], Any]) -> Any:
         try:

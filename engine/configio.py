@@ -3,14 +3,16 @@
 Every config section in ciel is a frozen dataclass whose fields carry type hints. `build` walks a
 TOML table into such a dataclass: an unknown key, a wrong type or a value outside the field's
 `metadata` range raises `ConfigError` naming the file and the dotted key. Nothing is evaluated.
+`atomic_write` replaces a file so that a crash leaves the old or the new content, never half.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
+import stat
 import sys
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -203,24 +205,88 @@ def dumps_toml(table: dict[str, Any]) -> str:
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write a file so that a crash leaves either the old or the new content, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_write(path: Path, data: bytes | str, *, backup: bool = False) -> Path:
+    """Replace a file so that a crash leaves either the old or the new content, never half of one.
+
+    The bytes go to a temporary file beside the target, which is flushed to disk, given the old
+    file's mode (and owner, where this process may) and renamed over the target; then the folder
+    is flushed, so the rename itself survives a power cut. A new file gets the usual mode (0666
+    less the umask). When `path` is a symbolic link, its target is replaced and the link stays a
+    link. With `backup`, the previous content is kept as `NAME.bak` beside the target (written the
+    same way, before the target is replaced). Returns the path written (the link's target).
+    Blocks for the disk: call it off the audio and render threads.
+    """
+    target = Path(path).resolve()   # a link's target, so that the link stays a link
+    target.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        old = os.stat(target)
+    except FileNotFoundError:
+        old = None
+    tmp = _write_temporary(target, payload, old)
+    bak_tmp: Path | None = None
+    try:
+        if backup and old is not None:
+            bak = target.with_name(target.name + ".bak")
+            bak_tmp = _write_temporary(bak, target.read_bytes(), old)
+            os.replace(bak_tmp, bak)
+            bak_tmp = None
+        os.replace(tmp, target)
+    except BaseException:
+        for leftover in (tmp, bak_tmp):
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)
+        raise
+    _sync_folder(target.parent)
+    return target
+
+
+def _write_temporary(target: Path, payload: bytes, like: os.stat_result | None) -> Path:
+    """A flushed file `.NAME.xxxxxxxx.tmp` beside `target`, with the mode and owner of `like`."""
+    while True:
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:   # os.open applies the umask (mkstemp would make it 0600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as fh:
+            if like is not None:
+                _copy_owner_and_mode(fh.fileno(), like)
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def _copy_owner_and_mode(fd: int, like: os.stat_result) -> None:
+    if hasattr(os, "fchown") and (like.st_uid, like.st_gid) != (os.getuid(), os.getgid()):
+        try:    # another user's or group's file: only root (or a member of the group) may keep it so
+            os.fchown(fd, like.st_uid, like.st_gid)
+        except PermissionError:
+            try:
+                os.fchown(fd, -1, like.st_gid)
+            except PermissionError:
+                pass
+    if hasattr(os, "fchmod"):   # not on Windows
+        os.fchmod(fd, stat.S_IMODE(like.st_mode))   # after fchown, which may clear set-id bits
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (the rename) to disk; a no-op where folders cannot be opened (Windows)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError:   # some file systems (network, FUSE) cannot flush a folder; the rename is done
+        pass
+    finally:
+        os.close(fd)
 
 
 # the ciel checkout or installed package root: patches/, models/ and shaders/ live under it

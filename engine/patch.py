@@ -9,6 +9,7 @@ folder, then against the ciel root (the folder holding `models/` and `patches/`)
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,11 @@ from .errors import PatchError
 from .params import REGISTRY, Registry
 from .visual.config import VisualConfig
 from .web.config import WebConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 PATCHES = ROOT / "patches"
 DEFAULT_PATCH = PATCHES / "default.toml"
@@ -106,8 +112,23 @@ def load_patch(path: str | Path | None = None, check_models: bool = True) -> Pat
     PatchError naming the key.
     """
     path = Path(path) if path is not None else DEFAULT_PATCH
+    return _patch_from_table(read_toml(path, PatchError), path, check_models)
+
+
+def patch_from_text(text: str, path: str | Path, check_models: bool = False) -> Patch:
+    """Validate the text of a patch exactly as `load_patch` validates the file at `path` (whose
+    folder resolves relative model paths). PatchWriter runs it on every text before it writes."""
+    path = Path(path)
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PatchError(str(path), "", f"not valid TOML ({exc})") from None
+    return _patch_from_table(table, path, check_models)
+
+
+def _patch_from_table(table: Mapping[str, Any], path: Path, check_models: bool) -> Patch:
     source = str(path)
-    table = dict(read_toml(path, PatchError))
+    table = dict(table)
     params = table.pop("params", {})
     presets = table.pop("presets", {})
     if not isinstance(params, dict):
@@ -144,5 +165,7 @@ def patch_table(patch: Patch) -> dict[str, Any]:
 
 
 def save_patch(patch: Patch, path: str | Path) -> None:
-    """Write a patch atomically (used by MIDI learn and preset store)."""
+    """Write a whole patch atomically, from its data (comments are not kept: MIDI learn and preset
+    store edit the file in place through `engine.patchwrite.PatchWriter`)."""
     atomic_write(Path(path), dumps_toml(patch_table(patch)))
+

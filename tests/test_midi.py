@@ -7,11 +7,12 @@ import dataclasses
 
 import pytest
 
-from engine.control.config import MidiConfig, MidiMapping, PatchWriter
-from engine.control.midi import MidiControl, curve, uncurve
+from engine.control.config import Control, MidiConfig, MidiMapping
+from engine.control.midi import LEARN_WINDOW_S, MidiControl, curve, relative_encoding, uncurve
 from engine.errors import ParamError, PatchError
 from engine.params import ParamStore
 from engine.patch import DEFAULT_PATCH, load_patch
+from engine.patchwrite import PatchWriter
 
 
 def cc(number: int, value: int, channel: int = 1) -> list[int]:
@@ -147,29 +148,142 @@ def test_notes_fire_triggers_toggle_switches_and_set_vector_elements():
     assert store.get1("scene/next") == 1.0
 
 
-def test_learn_binds_the_next_control_and_writes_the_patch(tmp_path):
+def turn(midi: MidiControl, number: int, values, channel: int = 1, now: float = 0.0) -> None:
+    for v in values:
+        midi.handle(cc(number, v, channel), now)
+
+
+def learner(tmp_path, **kw) -> tuple[MidiControl, ParamStore, object]:
     patch_file = tmp_path / "live.toml"
     patch_file.write_text(DEFAULT_PATCH.read_text())
     store = ParamStore()
-    midi = MidiControl(MidiConfig(thread=False, takeover="none"), store, writer=PatchWriter(patch_file))
+    midi = MidiControl(MidiConfig(thread=False, takeover="none", **kw), store, writer=PatchWriter(patch_file))
+    return midi, store, patch_file
+
+
+def test_learn_binds_the_control_moved_and_writes_the_patch(tmp_path):
+    midi, store, patch_file = learner(tmp_path)
     assert midi.learn("audio/offset", 5) == "audio/offset"
-    midi.handle(cc(74, 127, channel=3), 0.0)
+    turn(midi, 74, [120, 122, 124], channel=3)
+    assert midi.mappings == ()                       # still listening: one message decides nothing
+    turn(midi, 74, [127], channel=3)                 # the fourth: bound, and applied
     assert store.get("audio/offset")[5] == 4.0
     saved = load_patch(patch_file).midi.mappings
     assert saved == (MidiMapping(param="audio/offset", index=5, type="cc", channel=3, number=74),)
     store.set("sky/roll", 10.0, source="keys")       # learn from a key: the last thing touched
     assert midi.learn() == "sky/roll"
-    midi.handle(note(60, 100), 0.0)
+    midi.handle(note(60, 100), 0.0)                  # a note binds at once
     assert [m.param for m in load_patch(patch_file).midi.mappings] == ["audio/offset", "sky/roll"]
     midi.learn("sky/lat")
-    midi.handle(cc(74, 0, channel=3), 0.0)           # the same knob, learned again: replaced
-    assert [m.param for m in load_patch(patch_file).midi.mappings] == ["sky/roll", "sky/lat"]
+    turn(midi, 74, [10, 8, 6, 4], channel=3)         # the same knob, learned again: replaced where it was
+    assert [m.param for m in load_patch(patch_file).midi.mappings] == ["sky/lat", "sky/roll"]
+    assert sorted(m.param for m in midi.mappings) == ["sky/lat", "sky/roll"]
     midi.learn("sky/spin")
     midi.cancel_learn()
-    midi.handle(cc(75, 0), 0.0)
+    turn(midi, 75, [0, 1, 2, 3])
     assert len(midi.mappings) == 2
     with pytest.raises(ParamError):
         midi.learn("no/such")
+
+
+def test_learn_decides_when_the_control_stops(tmp_path):
+    midi, store, patch_file = learner(tmp_path)
+    midi.learn("sky/grain")
+    midi.handle(cc(20, 100), 10.0)
+    midi.poll(10.1)
+    assert midi.mappings == ()
+    midi.poll(10.0 + LEARN_WINDOW_S)                  # quiet for the window: what was heard binds
+    assert midi.mappings == (MidiMapping(param="sky/grain", type="cc", channel=1, number=20),)
+    assert load_patch(patch_file).midi.mappings == midi.mappings
+    midi.learn("sky/lon")
+    midi.handle(cc(21, 0), 20.0)
+    midi.handle(cc(21, 127), 20.5)                   # late: decides from the first, then applies
+    assert midi.mappings[-1].number == 21 and store.get1("sky/lon") == 180.0
+
+
+@pytest.mark.parametrize("values,encoding", [
+    ([1, 1, 2, 1], "twos"), ([127, 127, 126, 127], "twos"), ([1, 1, 127, 127], "twos"),
+    ([65, 65, 66, 65], "offset"), ([63, 63, 62, 63], "offset"), ([65, 63, 65, 65], "offset"),
+    ([1, 2, 65, 65], "signbit"),
+])
+def test_learn_recognises_relative_encoders(tmp_path, values, encoding):
+    midi, store, patch_file = learner(tmp_path)
+    midi.learn("sky/graticule")
+    turn(midi, 16, values, channel=2)
+    expected = MidiMapping(param="sky/graticule", type="relative", channel=2, number=16, encoding=encoding)
+    assert midi.mappings == (expected,)
+    assert load_patch(patch_file).midi.mappings == (expected,)
+    assert relative_encoding(values) == encoding
+
+
+@pytest.mark.parametrize("values", [[10, 11, 12, 13], [1, 2, 3, 4], [127, 126, 125, 124], [62, 63, 64, 65],
+                                    [66, 65, 64, 63], [127, 0, 127, 0], [40, 45, 50, 55]])
+def test_learn_keeps_absolute_controls_absolute(tmp_path, values):
+    midi, store, _ = learner(tmp_path)
+    midi.learn("sky/graticule")
+    turn(midi, 16, values)
+    assert midi.mappings == (MidiMapping(param="sky/graticule", type="cc", channel=1, number=16),)
+    assert relative_encoding(values[:1]) is None     # one message never reads as an encoder
+
+
+def test_learn_recognises_a_14_bit_pair(tmp_path):
+    midi, store, patch_file = learner(tmp_path)
+    midi.learn("sky/lon")
+    midi.handle(cc(7, 64, channel=4), 0.0)
+    midi.handle(cc(39, 1, channel=4), 0.0)           # CC 7 + 32: its LSB
+    expected = MidiMapping(param="sky/lon", type="cc14", channel=4, number=7)
+    assert midi.mappings == (expected,)
+    assert load_patch(patch_file).midi.mappings == (expected,)
+    midi.handle(cc(7, 127, channel=4), 0.0)
+    midi.handle(cc(39, 127, channel=4), 0.0)
+    assert store.get1("sky/lon") == 180.0
+    midi.learn("sky/lat")
+    midi.handle(cc(7, 64, channel=5), 0.0)
+    midi.handle(cc(38, 1, channel=5), 0.0)           # not its pair: another control, ignored
+    turn(midi, 7, [65, 66, 67], channel=5)
+    assert midi.mappings[-1] == MidiMapping(param="sky/lat", type="cc", channel=5, number=7)
+
+
+def test_unlearn_forgets_mappings_now_and_in_the_patch(tmp_path):
+    midi, store, patch_file = learner(tmp_path)
+    for param, number in (("sky/lon", 1), ("sky/lat", 2), ("sky/roll", 3)):
+        midi.learn(param)
+        turn(midi, number, [10, 20, 30, 40])
+    midi.learn("audio/offset", 2)
+    midi.handle(note(36, 100), 0.0)
+    assert midi.unlearn("sky/lat") == 1
+    assert [m.param for m in midi.mappings] == ["sky/lon", "sky/roll", "audio/offset"]
+    assert [m.param for m in load_patch(patch_file).midi.mappings] == ["sky/lon", "sky/roll", "audio/offset"]
+    before = store.get1("sky/lat")
+    midi.handle(cc(2, 127), 0.0)
+    assert store.get1("sky/lat") == before           # the knob does nothing now
+    assert midi.unlearn("audio/offset", 3) == 0      # another element
+    assert midi.unlearn(control=Control("note", 1, 36)) == 1
+    assert midi.unlearn("sky/lat") == 0
+    with pytest.raises(ParamError):
+        midi.unlearn("audio/offset", 99)
+    assert midi.unlearn() == 2                       # no arguments: every mapping
+    assert midi.mappings == () and load_patch(patch_file).midi.mappings == ()
+    assert midi.health()["learned"] == 4
+
+
+def test_program_change_recalls_through_on_program():
+    calls: list[int] = []
+
+    def recall(program: int) -> None:
+        calls.append(program)
+        if program == 9:
+            raise ValueError("no preset there")
+
+    store = ParamStore()
+    midi = MidiControl(MidiConfig(thread=False), store, on_program=recall)
+    midi.handle([0xC0, 5], 0.0)
+    midi.handle([0xC3, 0], 0.0)                      # any channel
+    midi.handle([0xC0, 9], 0.0)                      # a failing recall is logged, not raised
+    assert calls == [5, 0, 9] and midi.health()["programs"] == 3
+    off = MidiControl(MidiConfig(thread=False, program_presets=False), store, on_program=recall)
+    off.handle([0xC0, 1], 0.0)
+    assert calls == [5, 0, 9]
 
 
 def test_clock_in_tempo_and_trigger():

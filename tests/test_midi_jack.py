@@ -9,10 +9,11 @@ import time
 import mido
 import pytest
 
-from engine.control.config import MidiConfig, MidiMapping, PatchWriter
+from engine.control.config import MidiConfig, MidiMapping
 from engine.control.midi import MidiControl, list_ports
 from engine.params import ParamStore
 from engine.patch import DEFAULT_PATCH, load_patch
+from engine.patchwrite import PatchWriter
 
 FRAME = 1 / 60
 

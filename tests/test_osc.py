@@ -11,12 +11,13 @@ import pytest
 from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from engine.control.config import OscConfig, PatchWriter
+from engine.control.config import OscConfig
 from engine.control.osc import OscServer, message
 from engine.control.oscdoc import address_table
 from engine.errors import CielError
 from engine.params import REGISTRY, ParamStore
 from engine.patch import DEFAULT_PATCH, load_patch
+from engine.patchwrite import PatchWriter
 from harness.osc import OscClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -365,3 +366,32 @@ def test_subscriptions_expire_unless_renewed():
             assert server.health()["subscribers"] == []
         finally:
             c.close()
+
+
+def test_any_preset_name_is_stored_and_reloaded_or_refused_with_a_reply_and_the_patch_always_loads(tmp_path):
+    """Names from the field (accents, quotes, dots, CJK) are stored in the patch and found again
+    after a restart; a tab or a 10 kB name is refused with /ciel/error saying why; the patch loads."""
+    patch_file = tmp_path / "live.toml"
+    patch_file.write_text("# the performer's own comment\n" + DEFAULT_PATCH.read_text())
+    patch_file.chmod(0o644)
+    store = ParamStore()
+    server = OscServer(OscConfig(port=0, heartbeat=0), store, writer=PatchWriter(patch_file)).start()
+    c = OscClient(port=server.port)
+    stored = ["été", '"quoted"', "a.b", "日本"]
+    refused = ["a\tb", "x" * 10_000]
+    try:
+        for name in stored:
+            c.send("/ciel/preset/store", name)
+            assert c.wait_for("/ciel/preset/stored", 5.0) == (name,), name
+        for name in refused:
+            c.send("/ciel/preset/store", name)
+            reply = c.wait_for("/ciel/error", 5.0)
+            assert reply is not None and reply[0] == "/ciel/preset/store" and "preset name" in reply[1], reply
+    finally:
+        c.close()
+        server.close()
+    reloaded = load_patch(patch_file)                  # what the next start reads
+    assert set(stored) <= set(reloaded.presets)
+    assert not any("\t" in n or len(n) > 64 for n in reloaded.presets)
+    assert patch_file.read_text().startswith("# the performer's own comment\n")
+    assert patch_file.stat().st_mode & 0o777 == 0o644

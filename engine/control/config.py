@@ -1,24 +1,21 @@
-"""The `[osc]`, `[oscquery]`, `[midi]` and `[schedule]` sections of a patch, and `PatchWriter`,
-which writes MIDI-learned mappings and stored presets back into the patch file."""
+"""The `[osc]`, `[oscquery]`, `[midi]` and `[schedule]` sections of a patch; what a MIDI mapping
+listens to (`controls`) and its checks; `preset_name`, the one rule for preset names (OSC, the
+control page, engine.patchwrite)."""
 
 from __future__ import annotations
 
-import sys
-import threading
-from collections.abc import Mapping
+import unicodedata
 from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-from ..configio import atomic_write, build, dumps_toml, field, read_toml, to_table
+from ..configio import build, field, to_table
 from ..errors import PatchError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from ..params import Registry
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+Scalar = str | int | float | bool
+TomlValue = Scalar | list[float]
+"""What engine.patchwrite.PatchWriter writes: mapping fields and preset values (a vector as a list)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +80,8 @@ class MidiConfig:
     thread: bool = field(True, doc="Read inputs on a thread of their own every millisecond; false = once a frame in poll().")
     rescan: float = field(0.5, minimum=0.05, maximum=60.0, doc="Seconds between scans for ports that vanished or came back.")
     feedback: bool = field(True, doc="Send values changed by other sources back to the controller (LEDs, motor faders).")
+    program_presets: bool = field(True, doc="A program change recalls a preset: program 0 the first in the patch, "
+                                            "1 the second… (false = program changes are ignored).")
     mappings: tuple[MidiMapping, ...] = field(())
 
 
@@ -110,68 +109,77 @@ class ScheduleConfig:
     log_dir: str = field("", doc="Folder of the rotating log in installation mode ('' = $XDG_STATE_HOME/ciel).")
 
 
-_WRITE_LOCK = threading.Lock()
+class Control(NamedTuple):
+    """One stream of MIDI messages a control sends: kind "cc", "note" or "pitchbend", the channel
+    1-16 (0 in a mapping = any channel) and the CC or note number (0 for pitch bend)."""
+
+    kind: Literal["cc", "note", "pitchbend"]
+    channel: int
+    number: int
 
 
-class PatchWriter:
-    """Writes MIDI-learned mappings and stored presets into a patch file, atomically.
-
-    A new entry is appended as text, so comments and layout survive; replacing an entry (the same
-    control learned again, a preset stored again) rewrites the file from its data (comments are
-    lost then). Either way the new text is parsed before it replaces the file, and a crash leaves
-    the old or the new file, never half of one. Safe to call from any thread.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def add_mapping(self, mapping: MidiMapping) -> None:
-        """Bind `mapping`, replacing any mapping of the same control (type, channel, number)."""
-        entry = mapping_table(mapping)
-        with _WRITE_LOCK:
-            table = read_toml(self.path, PatchError)
-            midi = table.get("midi", {})
-            if not isinstance(midi, dict):
-                raise PatchError(str(self.path), "midi", "expected a table")
-            old = midi.get("mappings", [])
-            same = [m for m in old if isinstance(m, dict) and _control(m) == _control(entry)]
-            if not same:
-                text = self.path.read_text(encoding="utf-8")
-                self._write_checked(text.rstrip("\n") + "\n\n[[midi.mappings]]\n" + _body(entry), table, "midi",
-                                    lambda t: t.setdefault("midi", {}).setdefault("mappings", []).append(entry))
-                return
-            midi = dict(midi, mappings=[m for m in old if m not in same] + [entry])
-            table["midi"] = midi
-            atomic_write(self.path, dumps_toml(table))
-
-    def store_preset(self, name: str, values: Mapping[str, float | tuple[float, ...]]) -> None:
-        """Write `values` (parameter name → value) as `[presets.NAME]`, replacing a preset of that name."""
-        entry = {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
-        with _WRITE_LOCK:
-            table = read_toml(self.path, PatchError)
-            presets = table.get("presets", {})
-            if not isinstance(presets, dict):
-                raise PatchError(str(self.path), "presets", "expected a table of tables")
-            if name not in presets:
-                text = self.path.read_text(encoding="utf-8")
-                header = "[presets." + dumps_toml({name: 0}).split(" = ")[0] + "]\n"
-                self._write_checked(text.rstrip("\n") + "\n\n" + header + _body(entry), table, "presets",
-                                    lambda t: t.setdefault("presets", {}).__setitem__(name, entry))
-                return
-            table["presets"] = dict(presets, **{name: entry})
-            atomic_write(self.path, dumps_toml(table))
-
-    def _write_checked(self, text: str, table: dict[str, Any], key: str, apply: Any) -> None:
-        """Write appended `text` if it parses to `table` with the change applied; else rewrite from data."""
-        apply(table)
-        try:
-            ok = tomllib.loads(text) == table
-        except tomllib.TOMLDecodeError:
-            ok = False
-        atomic_write(self.path, text if ok else dumps_toml(table))
+def controls(mapping: MidiMapping) -> frozenset[Control]:
+    """The message streams `mapping` listens to: a 14-bit CC both of its CCs (n and n + 32), an
+    inc/dec encoder both of its CCs (n up, n + 1 down). Two mappings are of the same control when
+    these sets meet."""
+    ch, n = mapping.channel, mapping.number
+    if mapping.type == "note":
+        return frozenset({Control("note", ch, n)})
+    if mapping.type == "pitchbend":
+        return frozenset({Control("pitchbend", ch, 0)})
+    if mapping.type == "cc14":
+        return frozenset({Control("cc", ch, n), Control("cc", ch, n + 32)})
+    if mapping.type == "relative" and mapping.encoding == "incdec":
+        return frozenset({Control("cc", ch, n), Control("cc", ch, min(n + 1, 127))})
+    return frozenset({Control("cc", ch, n)})
 
 
-def mapping_table(mapping: MidiMapping) -> dict[str, Any]:
+def selects(mapping: MidiMapping, param: str | None = None, index: int = -1, control: Control | None = None) -> bool:
+    """Whether `unlearn(param, index, control)` removes `mapping`: `param` None = any parameter,
+    `index` -1 = any element, `control` None = any control (else one of the mapping's streams)."""
+    return ((param is None or mapping.param == param) and (index < 0 or mapping.index == index)
+            and (control is None or control in controls(mapping)))
+
+
+def check_mapping(mapping: MidiMapping, registry: Registry, source: str, key: str) -> None:
+    """What a mapping must satisfy to bind (beyond its fields' types and ranges): a known parameter,
+    an element inside it, a 14-bit CC on CC 0-31 and a range inside the parameter's. PatchError
+    names `key` in `source`."""
+    if mapping.param not in registry:
+        raise PatchError(source, f"{key}.param", f"unknown parameter {mapping.param!r} (see docs/osc.md)")
+    p = registry.get(mapping.param)
+    if mapping.index >= p.size or (mapping.index >= 0 and p.size == 1):
+        raise PatchError(source, f"{key}.index", f"{mapping.param} has {p.size} element(s); index {mapping.index} is outside")
+    if mapping.type == "cc14" and mapping.number > 31:
+        raise PatchError(source, f"{key}.number", "a 14-bit CC is its MSB number 0..31 (LSB = number + 32)")
+    for bound in (mapping.minimum, mapping.maximum):
+        if bound is not None and not p.minimum <= bound <= p.maximum:
+            raise PatchError(source, key, f"range {bound:g} is outside {mapping.param}'s [{p.minimum:g}, {p.maximum:g}]")
+
+
+PRESET_NAME_MAX = 64
+PRESET_NAME_RULE = (f"a preset name is 1 to {PRESET_NAME_MAX} characters: letters of any script, digits, spaces, "
+                    "quotes, dots and other punctuation, but no control characters (tab, newline…)")
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})   # controls, lone surrogates, line and paragraph breaks
+
+
+def preset_name(text: str) -> str:
+    """`text` as a preset name, without surrounding white space; ValueError saying the rule if it
+    breaks it (empty, longer than PRESET_NAME_MAX characters, or a control character). Any other
+    name is fine: the patch file quotes it (`[presets."a.b"]`, `[presets."été"]`)."""
+    name = text.strip()
+    shown = repr(name) if len(name) <= 40 else repr(name[:40]) + f"… ({len(name)} characters)"
+    if not name:
+        raise ValueError(f"empty preset name: {PRESET_NAME_RULE}")
+    if len(name) > PRESET_NAME_MAX:
+        raise ValueError(f"preset name {shown} is too long: {PRESET_NAME_RULE}")
+    bad = next((c for c in name if unicodedata.category(c) in _REFUSED_CATEGORIES), None)
+    if bad is not None:
+        raise ValueError(f"preset name {shown} holds the control character U+{ord(bad):04X}: {PRESET_NAME_RULE}")
+    return name
+
+
+def mapping_table(mapping: MidiMapping) -> dict[str, TomlValue]:
     """A mapping as TOML data, leaving out fields at their defaults (param, type and number always kept)."""
     full = to_table(mapping)
     default = to_table(MidiMapping())
@@ -180,18 +188,8 @@ def mapping_table(mapping: MidiMapping) -> dict[str, Any]:
             if f.name in full and (f.name in keep or full[f.name] != default.get(f.name))}
 
 
-def parse_mapping(table: dict[str, Any], source: str = "<mapping>") -> MidiMapping:
+def parse_mapping(table: dict[str, Any], source: str = "<mapping>", key: str = "midi.mappings") -> MidiMapping:
     """A mapping from TOML data, validated (PatchError names the key)."""
-    return build(MidiMapping, table, source, prefix="midi.mappings", error=PatchError)
+    return build(MidiMapping, table, source, prefix=key, error=PatchError)
 
 
-def _control(entry: Mapping[str, Any]) -> tuple[str, int, int]:
-    return (str(entry.get("type", "cc")), int(entry.get("channel", 0)), int(entry.get("number", 0)))
-
-
-def _body(entry: Mapping[str, Any]) -> str:
-    return dumps_toml(dict(entry))
-
-
-def preset_name(text: str) -> str:  # TEMPORARY stand-in
-    return text.strip()

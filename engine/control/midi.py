@@ -26,16 +26,15 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import mido
 
-from ..errors import ConfigError, MidiUnavailable, ParamError, PatchError
+from ..errors import CielError, ConfigError, MidiUnavailable, ParamError, PatchError
 from ..params import Param, ParamStore
-from .config import MidiConfig, MidiMapping, PatchWriter
+from .config import Control, MidiConfig, MidiMapping, check_mapping, controls, selects
 from .lifecycle import Lifecycle
 
 log = logging.getLogger("ciel.midi")
@@ -45,6 +44,9 @@ SOURCE = "midi"
 # Sources whose changes are not "the parameter the performer touched last" (for learn from a key).
 NOT_TOUCHED = frozenset({SOURCE, "midi-clock", "schedule", "patch", "preset"})
 CURVE_K = 4.0  # steepness of the exp/log curves: exp(4x) spans 1..55
+LEARN_MESSAGES = 4     # learn decides after this many messages of one control…
+LEARN_WINDOW_S = 0.3   # …or this long (seconds) after the first of them
+Encoding = Literal["twos", "offset", "signbit"]
 
 
 def open_client(api: str, kind: str = "in", name: str = "ciel") -> Any:
@@ -111,6 +113,52 @@ def relative_delta(value: int, number: int, mapping: MidiMapping) -> int:
     return 1 if number == mapping.number else -1   # incdec: CC n steps up, CC n+1 down (as CC 96/97)
 
 
+def relative_encoding(values: Sequence[int]) -> Encoding | None:
+    """The relative-encoder encoding that successive CC values of one control show, or None when
+    they look like an absolute control (a fader, a knob, a button).
+
+    An encoder sends small steps around its "no motion" value, which it never sends itself, and
+    repeats a value while it turns at an even speed; an absolute control sends on change, so its
+    values run one way. Hence: fewer than two values, a value of 0 or 64, a value far from both, or
+    values that only rise or only fall, mean absolute. Otherwise values around 64 (63 = -1, 65 = +1)
+    mean "offset"; around 0 and 127 (1 = +1, 127 = -1), "twos"; small values with values just above
+    64 (1 = +1, 65 = -1), "signbit". Only values above 64 (an encoder turned up in offset or down in
+    signbit) read as "offset", the commoner.
+    """
+    if len(values) < 2:
+        return None
+    steps = [b - a for a, b in zip(values, values[1:])]
+    if all(d > 0 for d in steps) or all(d < 0 for d in steps):
+        return None
+    bands = set()
+    for v in values:
+        if 1 <= v <= 15:
+            bands.add("low")
+        elif 113 <= v <= 127:
+            bands.add("high")
+        elif 49 <= v <= 63:
+            bands.add("below")
+        elif 65 <= v <= 79:
+            bands.add("above")
+        else:
+            return None
+    if bands <= {"below", "above"}:
+        return "offset"
+    if bands <= {"low", "high"}:
+        return "twos"
+    if bands == {"low", "above"}:
+        return "signbit"
+    return None
+
+
+class MappingWriter(Protocol):
+    """Where MIDI learn keeps mappings (engine.patchwrite.PatchWriter: the patch file). Called on
+    the thread that reads MIDI; may block on the disk; raises PatchError when it cannot write."""
+
+    def add_mapping(self, mapping: MidiMapping) -> None: ...
+    def remove_mappings(self, param: str | None = None, index: int = -1, control: Control | None = None) -> int: ...
+
+
 @dataclass
 class Binding:
     """One mapping with its state. `last` is the controller position last seen (0..1)."""
@@ -145,6 +193,17 @@ class Binding:
 
 
 @dataclass
+class Heard:
+    """What MIDI learn has heard of one CC so far: its channel (1-16), number and values since
+    `since` (monotonic seconds)."""
+
+    channel: int
+    number: int
+    values: list[int]
+    since: float
+
+
+@dataclass
 class Port:
     name: str
     client: Any
@@ -176,6 +235,7 @@ class Counters:
     vanished: int = 0
     feedback: int = 0
     learned: int = 0
+    programs: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -187,16 +247,16 @@ class MidiControl(Lifecycle):
     writer:  where MIDI learn writes new mappings (the patch file); None keeps them in memory.
     source:  the patch file's name, for errors about its mappings.
     clock:   monotonic seconds (injected).
-    patch_path: a shortcut for the writer of this patch file.
+    on_program: called with the program number (0-127) of a program change, on the thread that
+             reads MIDI (the reader thread, or the main thread in `poll()`), unless `[midi]
+             program_presets` is off; the engine recalls the preset at that place in the patch.
     """
 
-    def __init__(self, config: MidiConfig, store: ParamStore, writer: PatchWriter | None = None,
+    def __init__(self, config: MidiConfig, store: ParamStore, writer: MappingWriter | None = None,
                  source: str = "<patch>", clock: Callable[[], float] = time.monotonic,
-                 client_name: str = "ciel", patch_path: str | Path | None = None) -> None:
-        if writer is None and patch_path is not None:
-            writer = PatchWriter(patch_path)
+                 client_name: str = "ciel", on_program: Callable[[int], None] | None = None) -> None:
         self.config, self.store, self.writer, self.source = config, store, writer, source
-        self.clock, self.client_name = clock, client_name
+        self.clock, self.client_name, self.on_program = clock, client_name, on_program
         self.counters = Counters()
         self.midi_clock = Clock()
         self.ports: dict[str, Port] = {}
@@ -219,6 +279,8 @@ class MidiControl(Lifecycle):
         self._applying: Binding | None = None
         self._dirty: set[str] = set()
         self._learning: tuple[str, int] | None = None
+        self._heard: Heard | None = None
+        self._learn_lock = threading.Lock()
         self._last_touched: tuple[str, int] | None = None
         self._parser = mido.Parser()
         if config.clock_trigger:
@@ -232,16 +294,7 @@ class MidiControl(Lifecycle):
 
     # — mappings —
     def _check(self, m: MidiMapping, key: str) -> None:
-        if m.param not in self.store.registry:
-            raise PatchError(self.source, f"{key}.param", f"unknown parameter {m.param!r} (see docs/osc.md)")
-        p = self.store.registry.get(m.param)
-        if m.index >= p.size or (m.index >= 0 and p.size == 1):
-            raise PatchError(self.source, f"{key}.index", f"{m.param} has {p.size} element(s); index {m.index} is outside")
-        if m.type == "cc14" and m.number > 31:
-            raise PatchError(self.source, f"{key}.number", "a 14-bit CC is its MSB number 0..31 (LSB = number + 32)")
-        for bound in (m.minimum, m.maximum):
-            if bound is not None and not p.minimum <= bound <= p.maximum:
-                raise PatchError(self.source, key, f"range {bound:g} is outside {m.param}'s [{p.minimum:g}, {p.maximum:g}]")
+        check_mapping(m, self.store.registry, self.source, key)
 
     def _bind(self, m: MidiMapping) -> Binding:
         p = self.store.registry.get(m.param)
@@ -311,6 +364,7 @@ class MidiControl(Lifecycle):
             self._scan(now)
         if self._thread is None:
             self._drain()
+            self._learn_timeout(now)
         if self._sync_at is not None and now >= self._sync_at:
             self._sync_at = None
             with self._lock:
@@ -323,7 +377,7 @@ class MidiControl(Lifecycle):
                 "api": self.api, "learning": _label(*self._learning) if self._learning else None,
                 "bpm": self.midi_clock.bpm, "messages": c.messages, "applied": c.applied, "unmapped": c.unmapped,
                 "malformed": c.malformed, "opened": c.opened, "vanished": c.vanished, "feedback": c.feedback,
-                "learned": c.learned, "mappings": len(self._bindings)}
+                "learned": c.learned, "programs": c.programs, "mappings": len(self._bindings)}
 
     # — ports —
     def _wanted(self, name: str) -> bool:
@@ -396,19 +450,23 @@ class MidiControl(Lifecycle):
 
     def _reader(self) -> None:
         while not self._stop.is_set():
-            if not self._drain():
+            got = self._drain()
+            self._learn_timeout(self.clock())
+            if not got:
                 time.sleep(0.001)
 
     def _drain(self) -> bool:
-        """Read every queued message of every port; True if there were any."""
-        got = False
+        """Read every queued message of every port, then handle them (outside the lock, so that a
+        mapping learned and written to the patch never holds up the main thread); True if any."""
+        data: list[list[int]] = []
         with self._lock:   # a rescan never closes a port while it is read
             for port in list(self.ports.values()):
                 while (item := port.client.get_message()) is not None:
-                    got = True
                     port.messages += 1
-                    self.handle(item[0], self.clock())
-        return got
+                    data.append(item[0])
+        for message in data:
+            self.handle(message, self.clock())
+        return bool(data)
 
     # — messages —
     def handle(self, data: list[int], now: float) -> None:
@@ -423,7 +481,12 @@ class MidiControl(Lifecycle):
             self.counters.malformed += 1
             return
         if self._learning is not None:
-            self._try_learn(msg)
+            learned = self._try_learn(msg, now)
+            if learned is not None:
+                self._bind_learned(learned)
+        if msg.type == "program_change":
+            self._program(msg.program)
+            return
         with self._lock:
             if msg.type == "control_change":
                 hits = self._cc.get((msg.channel + 1, msg.control), []) + self._cc.get((0, msg.control), [])
@@ -566,11 +629,24 @@ class MidiControl(Lifecycle):
                         log.warning("MIDI feedback to %r failed: %s", self.output_name, exc)
                         return
 
+    def _program(self, program: int) -> None:
+        self.counters.programs += 1
+        if self.on_program is None or not self.config.program_presets:
+            return
+        try:
+            self.on_program(program)
+        except (CielError, ValueError) as exc:   # no such preset, a value it cannot set: the show goes on
+            log.warning("MIDI program change %d: %s", program, exc)
+
     # — learn —
     def learn(self, param: str | None = None, index: int = -1) -> str:
-        """Arm MIDI learn: the next CC, note or pitch bend binds to `param` (element `index`); with
-        no name, to the parameter last changed from another source (keyboard, OSC, a preset).
-        Returns the parameter's name. Any thread."""
+        """Arm MIDI learn for `param` (element `index`); with no name, for the parameter last
+        changed from another source (keyboard, OSC, a preset). Returns the parameter's name. Any thread.
+
+        What binds is decided from the messages that follow: a note-on or a pitch bend at once; a
+        CC after LEARN_MESSAGES messages of it or LEARN_WINDOW_S seconds after the first, as a
+        relative encoder when its values show one (`relative_encoding`), else as an absolute CC;
+        CC n (0-31) with CC n + 32 on the same channel at once, as a 14-bit CC."""
         if param is None:
             if self._last_touched is None:
                 raise ParamError("MIDI learn: move a parameter first (or name one)")
@@ -578,30 +654,64 @@ class MidiControl(Lifecycle):
         p = self.store.registry.get(param)
         if not -1 <= index < p.size:
             raise ParamError(f"MIDI learn: {param} has no element {index}")
-        self._learning = (param, index)
+        with self._learn_lock:
+            self._learning, self._heard = (param, index), None
         log.info("MIDI learn: move a control for %s", _label(param, index))
         return param
 
     def cancel_learn(self) -> None:
-        self._learning = None
+        with self._learn_lock:
+            self._learning, self._heard = None, None
 
-    def _try_learn(self, msg: mido.Message) -> bool:
-        target = self._learning
-        if target is None:
-            return False
-        kind: Literal["cc", "note", "pitchbend"]
-        if msg.type == "control_change":
-            kind, number = "cc", msg.control
-        elif msg.type == "note_on" and msg.velocity > 0:
-            kind, number = "note", msg.note
-        elif msg.type == "pitchwheel":
-            kind, number = "pitchbend", 0
-        else:
-            return False
-        self._learning = None
-        mapping = MidiMapping(param=target[0], index=target[1], type=kind, channel=msg.channel + 1, number=number)
+    def _try_learn(self, msg: mido.Message, now: float) -> MidiMapping | None:
+        """Hear one message while learning (the thread that reads MIDI); the mapping to bind once
+        it is decided, else None. A message that arrives after the window first decides from what
+        was heard before it, then applies to the new mapping as any message does."""
+        with self._learn_lock:
+            target, heard = self._learning, self._heard
+            if target is None:
+                return None
+            if heard is not None and now - heard.since >= LEARN_WINDOW_S:
+                return self._decided(_heard_mapping(target, heard))
+            ch = msg.channel + 1 if hasattr(msg, "channel") else 0
+            if msg.type == "note_on" and msg.velocity > 0:
+                return self._decided(MidiMapping(param=target[0], index=target[1], type="note", channel=ch, number=msg.note))
+            if msg.type == "pitchwheel":
+                return self._decided(MidiMapping(param=target[0], index=target[1], type="pitchbend", channel=ch))
+            if msg.type != "control_change":
+                return None
+            if heard is None:
+                self._heard = heard = Heard(ch, msg.control, [], now)
+            if ch == heard.channel and abs(msg.control - heard.number) == 32 and min(msg.control, heard.number) < 32:
+                return self._decided(MidiMapping(param=target[0], index=target[1], type="cc14", channel=ch,
+                                                 number=min(msg.control, heard.number)))   # MSB n, LSB n + 32
+            if (ch, msg.control) == (heard.channel, heard.number):
+                heard.values.append(msg.value)
+                if len(heard.values) >= LEARN_MESSAGES:
+                    return self._decided(_heard_mapping(target, heard))
+            return None   # another control while one is heard: not the one being moved
+
+    def _learn_timeout(self, now: float) -> None:
+        """Bind what learn has heard once its window has passed with no further message (the
+        reader thread, or the main thread in `poll()`)."""
+        with self._learn_lock:
+            heard, target = self._heard, self._learning
+            if heard is None or target is None or now - heard.since < LEARN_WINDOW_S:
+                return
+            mapping = self._decided(_heard_mapping(target, heard))
+        self._bind_learned(mapping)
+
+    def _decided(self, mapping: MidiMapping) -> MidiMapping:
+        self._learning, self._heard = None, None   # under _learn_lock
+        return mapping
+
+    def _bind_learned(self, mapping: MidiMapping) -> None:
+        """Bind a learned mapping now and write it into the patch (a failure to write is logged
+        and shown in health(): the mapping works until the engine stops)."""
         self.add_mapping(mapping)
-        log.info("MIDI learn: %s %d on channel %d → %s", kind, number, msg.channel + 1, target[0])
+        detail = f" ({mapping.encoding})" if mapping.type == "relative" else ""
+        log.info("MIDI learn: %s%s %d on channel %d → %s", mapping.type, detail, mapping.number, mapping.channel,
+                 _label(mapping.param, mapping.index))
         if self.writer is not None:
             try:
                 self.writer.add_mapping(mapping)
@@ -609,15 +719,50 @@ class MidiControl(Lifecycle):
                 self.counters.extra["learn_error"] = str(exc)
                 log.error("MIDI learn: the mapping works now but could not be written to the patch: %s", exc)
         self.counters.learned += 1
-        return True
 
     def add_mapping(self, mapping: MidiMapping) -> None:
-        """Bind a mapping now, replacing any mapping of the same control (type, channel, number)."""
+        """Bind a mapping now, replacing any mapping of the same control (`config.controls` meet)."""
         self._check(mapping, "midi.mappings[new]")
-        same = (mapping.type, mapping.channel, mapping.number)
-        kept = [b for b in self._bindings if (b.m.type, b.m.channel, b.m.number) != same]
-        self._bindings = kept + [self._bind(mapping)]
+        mine = controls(mapping)
+        with self._lock:
+            kept = [b for b in self._bindings if not controls(b.m) & mine]
+            self._bindings = kept + [self._bind(mapping)]
         self._index()
+
+    def unlearn(self, param: str | None = None, index: int = -1, control: Control | None = None) -> int:
+        """Forget mappings, now and in the patch file: those of `param` (None = every parameter),
+        of its element `index` (-1 = every element), of `control` (None = any control, e.g.
+        Control("cc", 1, 7)). No arguments at all forget every mapping. Returns how many went (from
+        the file when it held more than the running show). A failure to write the file is logged
+        and shown in health(), as for learn. Any thread."""
+        if param is not None:
+            p = self.store.registry.get(param)
+            if not -1 <= index < p.size:
+                raise ParamError(f"MIDI unlearn: {param} has no element {index}")
+        with self._lock:
+            kept = [b for b in self._bindings if not selects(b.m, param, index, control)]
+            removed = len(self._bindings) - len(kept)
+            self._bindings = kept
+        self._index()
+        written = 0
+        if self.writer is not None:
+            try:
+                written = self.writer.remove_mappings(param, index, control)
+            except (ConfigError, OSError) as exc:
+                self.counters.extra["learn_error"] = str(exc)
+                log.error("MIDI unlearn: the mappings are gone now but could not be removed from the patch: %s", exc)
+        log.info("MIDI unlearn: %d mapping(s) of %s removed", max(removed, written),
+                 _label(param, index) if param is not None else "every parameter")
+        return max(removed, written)
+
+
+def _heard_mapping(target: tuple[str, int], heard: Heard) -> MidiMapping:
+    """The mapping for the CC learn heard: relative when its values show an encoder, else absolute."""
+    encoding = relative_encoding(heard.values)
+    if encoding is None:
+        return MidiMapping(param=target[0], index=target[1], type="cc", channel=heard.channel, number=heard.number)
+    return MidiMapping(param=target[0], index=target[1], type="relative", channel=heard.channel,
+                       number=heard.number, encoding=encoding)
 
 
 def _feedback_bytes(b: Binding, x: float) -> list[list[int]]:

@@ -17,6 +17,7 @@ Addresses (the full table is in docs/osc.md, rendered by `address_table()`):
     /ciel/preset/recall name   /ciel/preset/store name   /ciel/preset/list
     /ciel/learn name [index]   /ciel/learn/cancel   /ciel/unlearn name [index]   (MIDI learn)
     /ciel/quit
+    /ciel/error address reason  (sent back) a command that was refused, and why
 
 Who may do what: packets from outside `[osc] allow` are dropped (loopback is always allowed); the
 admin addresses (quit, preset store, learn, unlearn, subscribe) are taken only from this machine
@@ -58,7 +59,7 @@ from pythonosc.parsing import osc_types
 
 from ..errors import CielError
 from ..params import Param, ParamStore, Registry
-from .config import OscConfig, PatchWriter, preset_name
+from .config import OscConfig, preset_name
 from .lifecycle import Lifecycle
 
 log = logging.getLogger("ciel.osc")
@@ -82,6 +83,14 @@ class Learner(Protocol):
     def learn(self, param: str | None = None, index: int = -1) -> str: ...
     def cancel_learn(self) -> None: ...
     def unlearn(self, param: str | None = None, index: int = -1) -> int: ...
+
+
+class PresetWriter(Protocol):
+    """Where stored presets are kept (engine.patchwrite.PatchWriter: the patch file). Called on the
+    receiving thread; may block on the disk; raises PatchError when it cannot write (the preset is
+    then not stored) and returns the name it stored."""
+
+    def store_preset(self, name: str, values: Mapping[str, float | tuple[float, ...]]) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -240,7 +249,7 @@ class OscServer(Lifecycle):
 
     def __init__(self, config: OscConfig, store: ParamStore,
                  presets: Mapping[str, Mapping[str, float | tuple[float, ...]]] | None = None,
-                 writer: PatchWriter | None = None, learner: Learner | None = None,
+                 writer: PresetWriter | None = None, learner: Learner | None = None,
                  on_quit: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.config, self.store, self.clock = config, store, clock
         self.registry: Registry = store.registry
@@ -371,7 +380,9 @@ class OscServer(Lifecycle):
                 route(args, peer)
         except (ValueError, TypeError, CielError) as exc:
             self.counters["malformed"] += 1
-            self._warn("args", f"OSC: {address} {list(args)!r}: {exc}")
+            self._warn("args", f"OSC: {address} {list(args)!r:.200}: {exc}")
+            if key[len(ROOT) + 1:] in self._commands:   # a command refused says why to its sender
+                self._answer(message(f"{ROOT}/error", [key, str(exc)[:400]]), peer)
             return
         self.counters["handled"] += 1
 
@@ -526,7 +537,7 @@ class OscServer(Lifecycle):
         values = {p.name: (self.store.get(p.name) if p.size > 1 else self.store.get1(p.name))
                   for p in self.registry if p.kind != "trigger" and p.name not in PRESET_EXCLUDE}
         if self.writer is not None:
-            self.writer.store_preset(name, values)   # PatchError when it could not: the preset is not kept
+            name = self.writer.store_preset(name, values)   # PatchError when it could not: the preset is not kept
         self.presets[name] = values
         log.info("OSC: preset %r stored", name)
         self._answer(message(f"{ROOT}/preset/stored", [name]), peer)
