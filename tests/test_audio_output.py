@@ -90,7 +90,7 @@ def kill_and_wait_for_restart(audio: AudioProcess, callbacks: int) -> None:
 
 def test_plays_audible_non_clipping_sound_through_jack(jackd: parts.JackServer, store: ParamStore, tmp_path: Path) -> None:
     rec = tmp_path / "out.wav"
-    with playing(store, record=str(rec)) as audio:
+    with playing(store, record=str(rec), seed=5) as audio:   # a fixed walk: never timed into one of the archive's pauses
         status = audio.status()
         assert status.running and "system" in status.device and status.samplerate == 48000
         assert wait_for(lambda: audio.status().peak_db > -60, 5)
@@ -98,7 +98,7 @@ def test_plays_audible_non_clipping_sound_through_jack(jackd: parts.JackServer, 
         seq = store.snapshot.sequence
         store.trigger("audio/jump")
         assert wait_for(lambda: audio.marker()[0] >= seq and audio.marker()[2] > 0, 5), "jump never reached the output"
-        time.sleep(0.5)
+        time.sleep(1.5)
     sound, rate = sf.read(rec)
     assert rate == 48000 and sound.shape[1] == 2 and len(sound) > rate // 2
     assert level_db(sound[rate // 4:, 0]) > -45            # audible
