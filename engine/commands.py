@@ -110,7 +110,8 @@ def patch_from_args(args: argparse.Namespace) -> Patch:
     oscquery = patch.oscquery
     if args.lan:
         osc = dataclasses.replace(osc, host="0.0.0.0")
-        oscquery = dataclasses.replace(oscquery, host="0.0.0.0")
+    if osc.host not in ("127.0.0.1", "localhost", "::1") and oscquery.host in ("127.0.0.1", "localhost"):
+        oscquery = dataclasses.replace(oscquery, host=osc.host)   # the tree and the page follow OSC onto the LAN
     check_lan(osc, oscquery, patch.source)
     midi = dataclasses.replace(patch.midi, enabled=False) if args.no_midi else patch.midi
     return patch.replace(audio=audio, visual=visual, osc=osc, oscquery=oscquery, midi=midi)

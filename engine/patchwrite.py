@@ -147,6 +147,8 @@ class PatchWriter:
                 old = self.path.read_bytes().decode("utf-8")
             except FileNotFoundError:
                 raise PatchError(source, "", "file not found") from None
+            except OSError as exc:
+                raise PatchError(source, "", f"cannot read it ({exc.strerror or exc})") from None
             except UnicodeDecodeError as exc:
                 raise PatchError(source, "", f"not UTF-8 text ({exc})") from None
             try:
@@ -158,7 +160,10 @@ class PatchWriter:
             if text == old:
                 return result
             check(text, self.path)   # parsed again (tomllib) and validated; PatchError leaves the file as it was
-            atomic_write(self.path, text.encode("utf-8"), backup=True)
+            try:
+                atomic_write(self.path, text.encode("utf-8"), backup=True)
+            except OSError as exc:   # a full disk, a read-only folder: the old file is untouched
+                raise PatchError(source, "", f"cannot write it ({exc.strerror or exc}); nothing changed") from None
             return result
 
 

@@ -72,6 +72,12 @@ def test_phone_page_shows_every_group_sets_by_drag_and_follows_midi(stage, tmp_p
             x, y, w, h = page.box(f"#group-{group} summary")
             assert 0 <= x and x + w <= PHONE[0] + 0.5 and 0 <= y and y + h <= PHONE[1], (group, x, y, w, h)
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE[0]
+        # unfolded, every row of every group still fits the phone's width
+        page.evaluate("document.querySelectorAll('details.group').forEach((d) => { d.open = true; })")
+        widest = page.evaluate("Math.max(...[...document.querySelectorAll('.row > *')]"
+                               ".filter((e) => e.getClientRects().length).map((e) => e.getBoundingClientRect().right))")
+        assert widest <= PHONE[0] + 0.5 and page.evaluate("document.documentElement.scrollWidth") <= PHONE[0], widest
+        page.evaluate("document.querySelectorAll('details.group').forEach((d) => { d.open = false; })")
         page.click("#group-sky summary")
         page.wait_for("document.getElementById('p-sky-lon').getBoundingClientRect().width > 0", 5)
         page.evaluate("document.getElementById('p-sky-lon').scrollIntoView({block: 'center'})")

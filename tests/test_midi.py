@@ -217,7 +217,8 @@ def test_learn_recognises_relative_encoders(tmp_path, values, encoding):
 
 
 @pytest.mark.parametrize("values", [[10, 11, 12, 13], [1, 2, 3, 4], [127, 126, 125, 124], [62, 63, 64, 65],
-                                    [66, 65, 64, 63], [127, 0, 127, 0], [40, 45, 50, 55]])
+                                    [66, 65, 64, 63], [127, 0, 127, 0], [40, 45, 50, 55],
+                                    [62, 63, 62, 63], [66, 67, 66, 67], [3, 4, 3, 4], [125, 124, 125, 124]])
 def test_learn_keeps_absolute_controls_absolute(tmp_path, values):
     midi, store, _ = learner(tmp_path)
     midi.learn("sky/graticule")

@@ -179,3 +179,60 @@ def test_no_allow_list_refuses_to_open_to_the_network():
     store = ParamStore()
     with pytest.raises(CielError, match="allow-list"):
         OscServer(OscConfig(host="0.0.0.0", port=0), store)
+
+
+def test_a_page_from_another_site_cannot_open_the_websocket(served):
+    """A browser on this machine counts as this machine (it may quit the show): only the control
+    page's own origin, and tools that send no Origin, may open the websocket."""
+    from websockets.exceptions import InvalidStatus
+
+    _, _, query, _ = served
+    url = f"ws://127.0.0.1:{query.port}/"
+    with pytest.raises(InvalidStatus) as err:
+        connect(url, origin="http://evil.example").close()
+    assert err.value.response.status_code == 403
+    with connect(url, origin=f"http://127.0.0.1:{query.port}"):     # the control page itself
+        pass
+    with connect(url):                                              # ossia score, Chataigne: no Origin
+        pass
+
+
+def test_listen_commands_racing_value_changes_never_break_the_setter(served):
+    """LISTEN/IGNORE arrive on the connection's thread while a MIDI or scheduler thread sets values:
+    the setter never sees an error, and paths that are not in the tree are not kept."""
+    store, osc, query, _ = served
+    errors: list[BaseException] = []
+    with connect(f"ws://127.0.0.1:{query.port}/") as ws:
+        def churn() -> None:
+            for i in range(400):
+                verb = "LISTEN" if i % 2 == 0 else "IGNORE"
+                ws.send(json.dumps({"COMMAND": verb, "DATA": f"/ciel/sky/{'lon' if i % 4 < 2 else 'lat'}"}))
+                ws.send(json.dumps({"COMMAND": "LISTEN", "DATA": f"/no/such/{i}"}))
+        t = threading.Thread(target=churn)
+        t.start()
+        try:
+            for i in range(3000):
+                store.set("sky/lon", float(i % 180), source="midi")
+        except Exception as exc:  # what a MIDI reader thread would die of
+            errors.append(exc)
+        t.join()
+        ws.send(message("/ciel/ping", [1]))
+        while not (frame := ws.recv(timeout=5)).startswith(b"/ciel/pong"):
+            pass
+    assert errors == []
+    assert query.status()["listeners"] <= 1
+
+
+def test_a_pathological_address_pattern_does_not_stall_the_server(served):
+    store, osc, _, _ = served
+    from harness.osc import OscClient
+
+    c = OscClient(port=osc.port)
+    try:
+        c.send("/ciel/*/****************#", 1.0)
+        c.send("/ciel/a*a*a*a*a*a*a*a*b", 1.0)        # refused: over four '*' in one part
+        c.send("/ciel/ping", 5)
+        assert c.wait_for("/ciel/pong", 10.0) == (5,)
+    finally:
+        c.close()
+    assert osc.counters["malformed"] == 1 and osc.counters["unknown"] == 1

@@ -118,12 +118,14 @@ def relative_encoding(values: Sequence[int]) -> Encoding | None:
     they look like an absolute control (a fader, a knob, a button).
 
     An encoder sends small steps around its "no motion" value, which it never sends itself, and
-    repeats a value while it turns at an even speed; an absolute control sends on change, so its
-    values run one way. Hence: fewer than two values, a value of 0 or 64, a value far from both, or
-    values that only rise or only fall, mean absolute. Otherwise values around 64 (63 = -1, 65 = +1)
-    mean "offset"; around 0 and 127 (1 = +1, 127 = -1), "twos"; small values with values just above
-    64 (1 = +1, 65 = -1), "signbit". Only values above 64 (an encoder turned up in offset or down in
-    signbit) read as "offset", the commoner.
+    repeats a value while it turns at an even speed; an absolute control sends on change, so it
+    never sends one value twice in a row and its values run one way. Hence: fewer than two values,
+    a value of 0 or 64, a value far from both, or values that only rise or only fall, mean absolute.
+    Otherwise the values must show an encoder: a value repeated, or both directions of one encoding
+    (63 and 65; 1 and 127; 1 and 65), so a knob wiggled near its middle (62, 63, 62) stays absolute.
+    Values around 64 (63 = -1, 65 = +1) mean "offset"; around 0 and 127 (1 = +1, 127 = -1), "twos";
+    small values with values just above 64 (1 = +1, 65 = -1), "signbit". An encoder turned one way
+    only and faster each time (65, 66, 67) cannot be told from a knob: learn by turning slowly.
     """
     if len(values) < 2:
         return None
@@ -142,9 +144,10 @@ def relative_encoding(values: Sequence[int]) -> Encoding | None:
             bands.add("above")
         else:
             return None
-    if bands <= {"below", "above"}:
+    repeated = any(d == 0 for d in steps)
+    if bands <= {"below", "above"} and (repeated or len(bands) == 2):
         return "offset"
-    if bands <= {"low", "high"}:
+    if bands <= {"low", "high"} and (repeated or len(bands) == 2):
         return "twos"
     if bands == {"low", "above"}:
         return "signbit"

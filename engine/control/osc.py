@@ -206,8 +206,11 @@ def message(address: str, args: tuple[Any, ...] | list[Any] = ()) -> bytes:
     return b.build().dgram
 
 
-def wire_values(p: Param, values: tuple[float, ...]) -> list[float | int]:
-    """Values as sent: ints and switches as OSC ints, the rest as floats."""
+def wire_values(p: Param, values: tuple[float, ...], booleans: bool = False) -> list[bool | float | int]:
+    """Values as sent: ints and switches as OSC ints (switches as T/F with `booleans`, as the
+    OSCQuery tree types them), the rest as floats."""
+    if booleans and p.kind == "bool":
+        return [v >= 0.5 for v in values]
     if p.kind in ("int", "bool"):
         return [int(round(v)) for v in values]
     return [float(v) for v in values]
@@ -271,7 +274,7 @@ class OscServer(Lifecycle):
         self._started = time.monotonic()
         self._beats = 0
         self._routes, self._commands = self._build_routes()
-        self._pattern_routes = {a: r for a, r in self._routes.items() if not a.endswith("/at")}
+        self._pattern_routes = [(tuple(a.split("/")), r) for a, r in self._routes.items() if not a.endswith("/at")]
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, config.receive_buffer)
@@ -368,7 +371,7 @@ class OscServer(Lifecycle):
                 self.counters["malformed"] += 1
                 self._warn("pattern", f"OSC: address pattern {address!r}: {exc}")
                 return
-            routes = [r for a, r in self._pattern_routes.items() if regex.fullmatch(a)]
+            routes = [r for a, r in self._pattern_routes if pattern_matches(regex, a)]
         if not routes:
             if key[len(ROOT) + 1:] not in ADMIN:
                 self.counters["unknown"] += 1
@@ -395,6 +398,8 @@ class OscServer(Lifecycle):
             self.counters["admin_refused"] += 1
             self._warn("admin", f"OSC: {key} from {peer.address[0]} refused: only this machine may send it "
                                 "(set [osc] remote_admin = true to allow the allow-list)")
+            self._answer(message(f"{ROOT}/error", [key, "only the ciel machine may send this "
+                                                        "([osc] remote_admin = true allows the allow-list)"]), peer)
             return None
         return route
 
@@ -473,7 +478,7 @@ class OscServer(Lifecycle):
     def _get(self, args: tuple[Any, ...], peer: Peer) -> None:
         for name in self._names(args):
             p = self.registry.get(name)
-            self._answer(message(p.address, wire_values(p, self.store.get(name))), peer)
+            self._answer(message(p.address, wire_values(p, self.store.get(name), booleans=peer.reply is not None)), peer)
 
     def _subscribe(self, args: tuple[Any, ...], peer: Peer) -> None:
         if peer.reply is not None:
@@ -681,34 +686,54 @@ class Allow:
         return f" (allowed: loopback, {', '.join(map(str, self.networks))})" if self.networks else ""
 
 
+MAX_PATTERN = 256   # characters of an address pattern
+
+
 @functools.lru_cache(maxsize=256)
-def pattern_regex(pattern: str) -> re.Pattern[str]:
-    """An OSC 1.0 address pattern as a compiled regex: `?` one character, `*` any run (never '/'),
-    `[a-z]` / `[!a-z]` one of (not one of), `{foo,bar}` one of the words. ValueError if malformed."""
+def pattern_regex(pattern: str) -> tuple[re.Pattern[str], ...]:
+    """An OSC 1.0 address pattern as one compiled regex per address part: `?` one character, `*`
+    any run (never '/'), `[a-z]` / `[!a-z]` one of (not one of), `{foo,bar}` one of the words.
+    ValueError if malformed, longer than MAX_PATTERN or with over four `*` in a part. Runs of `*` are one `*`, and each part is
+    matched on its own against one short part of an address, so no pattern can make the matcher
+    backtrack for long (a packet must never stall the server)."""
+    if len(pattern) > MAX_PATTERN:
+        raise ValueError(f"longer than {MAX_PATTERN} characters")
+    parts = [re.sub(r"\*+", "*", part) for part in pattern.split("/")]
+    if any(part.count("*") > 4 for part in parts):
+        raise ValueError("at most four '*' in one part of an address")
+    return tuple(_part_regex(part) for part in parts)
+
+
+def pattern_matches(parts: tuple[re.Pattern[str], ...], address: tuple[str, ...]) -> bool:
+    """True if every part of `address` (split at '/') matches its part of the pattern."""
+    return len(parts) == len(address) and all(p.fullmatch(a) for p, a in zip(parts, address))
+
+
+def _part_regex(part: str) -> re.Pattern[str]:
     out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
+    while i < len(part):
+        c = part[i]
         if c == "?":
-            out.append("[^/]")
+            out.append(".")
         elif c == "*":
-            out.append("[^/]*")
+            out.append(".*")
         elif c == "[":
-            end = pattern.find("]", i + 1)
+            end = part.find("]", i + 1)
             if end < 0:
                 raise ValueError("'[' without ']'")
-            body = pattern[i + 1:end]
+            body = part[i + 1:end]
             negate = body.startswith("!")
             body = body[1:] if negate else body
-            if not body or "/" in body:
-                raise ValueError(f"bad character class [{pattern[i + 1:end]}]")
+            if not body:
+                raise ValueError(f"bad character class [{part[i + 1:end]}]")
             cls = "".join("-" if ch == "-" and 0 < k < len(body) - 1 else re.escape(ch) for k, ch in enumerate(body))
             out.append(f"[{'^' if negate else ''}{cls}]")
             i = end
         elif c == "{":
-            end = pattern.find("}", i + 1)
+            end = part.find("}", i + 1)
             if end < 0:
                 raise ValueError("'{' without '}'")
-            words = pattern[i + 1:end].split(",")
+            words = part[i + 1:end].split(",")
             out.append("(?:" + "|".join(re.escape(w) for w in words) + ")")
             i = end
         elif c in "]}":

@@ -31,6 +31,7 @@ import ipaddress
 import json
 import logging
 import socket
+import struct
 import threading
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
@@ -68,6 +69,8 @@ SECURITY_HEADERS = (
     ("Cache-Control", "no-store"),
 )
 MAX_LISTENERS = 32
+MAX_PATHS = 512      # LISTENed paths per client (every parameter and container is about 120)
+SEND_TIMEOUT_S = 5   # a client that takes no data for this long (a phone gone) is dropped
 
 
 class OscEndpoint(Protocol):
@@ -192,7 +195,7 @@ class Listener:
         self.ws, self.registry = ws, registry
         address = ws.remote_address
         self.peer = Peer((str(address[0]), int(address[1])), "ws", reply=self.send)
-        self.paths: set[str] = set()
+        self.paths: frozenset[str] = frozenset()   # replaced whole (connection thread), read by any thread
         self._send_lock = threading.Lock()
         self._dirty: dict[str, tuple[float, ...]] = {}
         self._lock = threading.Lock()
@@ -202,7 +205,8 @@ class Listener:
         self._thread.start()
 
     def listens(self, address: str) -> bool:
-        return any(address == p or address.startswith(p.rstrip("/") + "/") for p in self.paths)
+        paths = self.paths
+        return any(address == p or address.startswith(p.rstrip("/") + "/") for p in paths)
 
     def changed(self, p: Param, values: tuple[float, ...], source: str) -> None:
         """Store listener (any thread): queue the change if this client listens to it and did not make it."""
@@ -253,6 +257,10 @@ class OscQueryServer(Lifecycle):
         self.allow = Allow(allow, config.host, "[osc]")
         self.counters = dict.fromkeys(("requests", "denied", "websockets", "listeners_refused"), 0)
         self._listeners: set[Listener] = set()
+        # every parameter address and every container above one: what LISTEN accepts
+        self._listenable = frozenset(
+            "/" + "/".join(p.address.strip("/").split("/")[:n]) for p in self.registry
+            for n in range(1, p.address.count("/") + 1)) | {"/"}
         self._listeners_lock = threading.Lock()
         try:
             self.server: Server = serve(self._session, config.host, config.port, process_request=self._http,
@@ -377,6 +385,13 @@ class OscQueryServer(Lifecycle):
             self.counters["denied"] += 1
             return _response(HTTPStatus.FORBIDDEN, b"not in [osc] allow\n", "text/plain")
         if request.headers.get("Upgrade", "").lower() == "websocket":
+            origin = request.headers.get("Origin")
+            if origin is not None and origin != f"http://{request.headers.get('Host', '')}":
+                # a page from another site open in a browser on an allowed machine (or on this one,
+                # which may quit the show): only the control page itself and non-browser tools
+                # (which send no Origin) may open the websocket
+                self.counters["denied"] += 1
+                return _response(HTTPStatus.FORBIDDEN, b"websocket from another origin refused\n", "text/plain")
             return None
         path = urlsplit(request.path).path
         if path == "/control":
@@ -407,6 +422,8 @@ class OscQueryServer(Lifecycle):
                 return
             listener = Listener(ws, self.registry)
             self._listeners.add(listener)
+        # a vanished phone must not hold its push thread (and a slot) until TCP gives up
+        ws.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_TIMEOUT_S, 0))
         self.counters["websockets"] += 1
         try:
             for frame in ws:
@@ -429,10 +446,10 @@ class OscQueryServer(Lifecycle):
         except (ValueError, KeyError, TypeError):
             log.debug("OSCQuery: ignored websocket text %r", text[:80])
             return
-        if verb == "LISTEN":
-            listener.paths.add(path)
+        if verb == "LISTEN" and path in self._listenable and len(listener.paths) < MAX_PATHS:
+            listener.paths = listener.paths | {path}
         elif verb == "IGNORE":
-            listener.paths.discard(path)
+            listener.paths = listener.paths - {path}
 
     def _on_change(self, name: str, values: tuple[float, ...], source: str) -> None:
         """Store listener (any thread)."""
@@ -440,7 +457,7 @@ class OscQueryServer(Lifecycle):
         with self._listeners_lock:
             listeners = list(self._listeners)
         for listener in listeners:
-            listener.changed(p, values, source)
+            listener.changed(p, values, source)   # never raises: a set under a lock, a frozenset read
 
 
 def _response(status: HTTPStatus, body: bytes, content_type: str,

@@ -67,7 +67,10 @@ function oscParse(buffer) {
       else if (t === "i") { args.push(v.getInt32(at)); at += 4; }
       else if (t === "d") { args.push(v.getFloat64(at)); at += 8; }
       else if (t === "T" || t === "F") args.push(t === "T");
-      else if (t === "s") { let s; [s, at] = readString(v, at); args.push(s); }
+      else if (t === "s" || t === "S") { let s; [s, at] = readString(v, at); args.push(s); }
+      else if (t === "h" || t === "t") { args.push(Number(v.getBigInt64(at))); at += 8; }
+      else if (t === "b") { at += 4 + ((v.getInt32(at) + 3) & ~3); args.push(null); }
+      else if (t === "c" || t === "r" || t === "m") { args.push(v.getUint32(at)); at += 4; }
     }
     out.push([address, args]);
   };
@@ -202,13 +205,15 @@ function learnPick(path, index) {
 
 function build(root) {
   const main = document.getElementById("groups");
+  const open = new Set([...main.querySelectorAll("details[open]")].map((d) => d.id));   // kept over a reconnect
+  const first = main.children.length === 0;
   main.replaceChildren();
   const nodes = leaves(root).filter((n) => n.ACCESS & 2 && !/^\/ciel\/(preset|learn|unlearn)/.test(n.FULL_PATH));
   for (const [title, prefixes] of GROUPS) {
     const box = document.createElement("details");
     box.className = "group";
     box.id = `group-${title}`;
-    box.open = window.innerWidth >= WIDE;
+    box.open = first ? window.innerWidth >= WIDE : open.has(box.id);
     const summary = document.createElement("summary");
     summary.textContent = title;
     box.append(summary);
@@ -242,10 +247,15 @@ function connect() {
   socket.addEventListener("message", (e) => {
     if (typeof e.data === "string") return;
     for (const [address, args] of oscParse(e.data)) {
-      window.cielPage.received[address] = Date.now();
       if (address === "/ciel/preset/stored") { say(`preset “${args[0]}” stored`); refreshStatus(); continue; }
+      if (address === "/ciel/error") {
+        say(`refused: ${args[1]}`);
+        if (args[0] === "/ciel/learn") document.querySelectorAll(".row.armed").forEach((r) => r.classList.remove("armed"));
+        continue;
+      }
       const c = controls.get(address);
       if (c) c.set(args);
+      window.cielPage.received[address] = Date.now();   // after the control shows it (benches read this)
     }
   });
   socket.addEventListener("close", () => {
