@@ -16,11 +16,15 @@ SharedSnapshot, and the real audio process (engine.audio.output.AudioProcess) re
   process floods OSC at 10,000 messages/s for 10 s (--quick: 5 s); null if the audio process
   cannot start.
 
-- listen_push_ms_p99 (listen_push_missed): a change made on the engine's machine (as the scheduler
-  or a MIDI knob makes it) until an OSCQuery LISTEN client on loopback receives it over the websocket.
+- listen_push_ms_p99 (listen_push_missed): `ciel run --lan` in a network namespace; a local tool on
+  that machine changes `sky/spacing` over loopback OSC (a change the remote client did not make, as
+  the scheduler or a MIDI knob makes one) until a LISTEN client in a second namespace receives it
+  over the websocket across the veth link (time.monotonic() on both sides: one clock). Null with
+  `lan_reason` without namespaces.
 - page_to_param_ms_p99 (page_to_param_missed): the control page in headless Chromium at 390x844; a
-  real mouse press (DevTools Input events) on the sky/lon slider until the store has the page's
-  value. Includes the page's one send per animation frame (16.7 ms at 60 Hz).
+  real drag on the sky/lon slider (DevTools Input events: press, three moves); from the last move
+  until the store has the page's last value. Includes the page's one send per animation frame
+  (16.7 ms at 60 Hz).
 - midi_to_page_ms_p99 (midi_to_page_missed): a CC from a virtual JACK MIDI port until the page has
   set the slider (the page stamps Date.now(); same wall clock). Null with `page_reason` without Chromium.
 - get_reflection_ratio: `ciel run --lan` in a network namespace; a client in a second one sends
@@ -200,41 +204,6 @@ def probe_ms(samples: list[float | None], timeout_ms: float) -> tuple[list[float
     return [timeout_ms if s is None else s for s in samples], missed
 
 
-def listen_push_latency(store, osc, n: int) -> list[float | None]:
-    """A change made on the engine's machine (source 'scheduler', as the scheduler or a MIDI knob
-    makes it) until an OSCQuery LISTEN client receives it over the websocket on loopback."""
-    import json
-
-    from websockets.sync.client import connect
-
-    from engine.control.config import OscQueryConfig
-    from engine.control.oscquery import OscQueryServer
-
-    query = OscQueryServer(OscQueryConfig(port=0, zeroconf=False), store, osc).start()
-    out: list[float | None] = []
-    try:
-        with connect(f"ws://127.0.0.1:{query.port}/") as ws:
-            ws.send(json.dumps({"COMMAND": "LISTEN", "DATA": "/ciel/sky/spacing"}))
-            time.sleep(0.2)
-            for i in range(n):
-                value = 5.0 + (i % 80)
-                t0 = time.perf_counter()
-                store.set("sky/spacing", value, source="scheduler")
-                got = None
-                while got is None and time.perf_counter() - t0 < 1.0:
-                    try:
-                        frame = ws.recv(timeout=1.0)
-                    except TimeoutError:
-                        break
-                    if isinstance(frame, bytes) and frame.startswith(b"/ciel/sky/spacing\0"):
-                        got = (time.perf_counter() - t0) * 1000
-                out.append(got)
-                time.sleep(0.005)
-    finally:
-        query.close()
-    return out
-
-
 def page_latencies(store, osc, n: int) -> tuple[list[float | None], list[float | None], str]:
     """The control page in headless Chromium (a 390x844 phone screen):
     page_to_param: a real mouse press on the `sky/lon` slider (CDP Input events) until the store
@@ -267,13 +236,11 @@ def page_latencies(store, osc, n: int) -> tuple[list[float | None], list[float |
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
-    seen = threading.Event()
-    last = [store.get1("sky/lon")]
+    changes: list[float] = []      # perf_counter() of each change of sky/lon that came from the page
 
     def listener(pname: str, values: tuple[float, ...], source: str) -> None:
-        if pname == "sky/lon" and source.startswith("ws:") and values[0] != last[0]:
-            last[0] = values[0]
-            seen.set()
+        if pname == "sky/lon" and source.startswith("ws:"):
+            changes.append(time.perf_counter())
 
     store.add_listener(listener)
     to_param: list[float | None] = []
@@ -284,12 +251,26 @@ def page_latencies(store, osc, n: int) -> tuple[list[float | None], list[float |
             page.click("#group-sky summary")
             page.evaluate("document.getElementById('p-sky-lon').scrollIntoView({block: 'center'})")
             x, y, w, h = page.box("#p-sky-lon")
+
+            def mouse(kind: str, at: float) -> None:
+                browser.call("Input.dispatchMouseEvent", {"type": kind, "x": at, "y": y + h / 2, "button": "left",
+                                                          "buttons": 1, "clickCount": 1}, page.session)
+
             for i in range(n):
-                frac = 0.1 + 0.8 * ((i * 37) % 100) / 100     # a different place on the track each time
-                seen.clear()
+                # a drag: press, three moves; timed from the last move to the store having the page's value
+                start = 0.1 + 0.35 * ((i * 37) % 100) / 100
+                mouse("mousePressed", x + start * w)
+                mouse("mouseMoved", x + (start + 0.1) * w)
+                mouse("mouseMoved", x + (start + 0.2) * w)
+                before = len(changes)
                 t0 = time.perf_counter()
-                page.press(x + frac * w, y + h / 2)
-                to_param.append((time.perf_counter() - t0) * 1000 if seen.wait(1.0) else None)
+                mouse("mouseMoved", x + (start + 0.3) * w)
+                deadline = t0 + 1.0
+                while time.perf_counter() < deadline and (len(changes) == before or time.perf_counter() - changes[-1] < 0.05):
+                    time.sleep(0.001)
+                to_param.append((changes[-1] - t0) * 1000 if len(changes) > before else None)
+                mouse("mouseReleased", x + (start + 0.3) * w)
+                time.sleep(0.05)
             while not midi.ports:
                 time.sleep(0.05)
             for i in range(n):
@@ -316,37 +297,62 @@ def page_latencies(store, osc, n: int) -> tuple[list[float | None], list[float |
     return to_param, to_page, f"page console errors {len(errors)}"
 
 
-def reflection_over_lan(seconds: float) -> tuple[float | None, str]:
-    """`ciel run --lan` in one network namespace, a client in another sending forged `/ciel/get`
-    (500/s) for `seconds`: bytes answered ÷ bytes sent, as received at the forged address."""
+def lan_figures(seconds: float, probes: int) -> tuple[list[float | None] | None, float | None, str]:
+    """`ciel run --lan` (the whole engine) in one network namespace, another machine in a second.
+
+    listen push: a local tool on the ciel machine sends `probes` changes of `sky/spacing` over
+    loopback, 20 ms apart; the other machine LISTENs over the OSCQuery websocket across the link.
+    Both stamp time.monotonic() (one clock for every namespace); a change never pushed is None.
+    reflection: the other machine sends /ciel/get 500 times a second for `seconds` from an allowed
+    address (as a forger would); bytes that came back ÷ bytes sent.
+    Returns (push delays in ms, reflection ratio, a note); None where namespaces cannot be made."""
     import json
 
     from harness import netns
 
     why = netns.available()
     if why is not None:
-        return None, f"no network namespaces: {why}"
+        return None, None, f"no network namespaces: {why}"
     root = Path(__file__).resolve().parents[1]
+    client = [sys.executable, "-m", "harness.lanclient"]
+
+    def last_json(proc: subprocess.CompletedProcess) -> dict:
+        try:
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return {"error": proc.stderr.strip()[-300:]}
+
     with netns.Lan() as lan:
         engine = subprocess.Popen(
             lan.run_in(lan.server, [sys.executable, "-m", "engine.cli", "run", "--headless", "--audio", "none",
-                                    "--no-midi", "--lan", "--allow", f"{lan.client_ip}/32", "--seconds", str(seconds + 60)]),
+                                    "--no-midi", "--lan", "--allow", f"{lan.client_ip}/32", "--seconds", str(seconds + 120)]),
             cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            proc = subprocess.run(lan.run_in(lan.client, [sys.executable, "-m", "harness.lanclient", "--me", lan.client_ip,
-                                                          "--outsider", lan.outsider_ip, "--flood", str(seconds),
-                                                          "--pushes", "0"]),
-                                  cwd=root, capture_output=True, text=True, timeout=seconds + 90)
+            listener = subprocess.Popen(lan.run_in(lan.client, [*client, "--listen-probe", str(probes * 0.02 + 8)]),
+                                        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            assert listener.stderr is not None
+            ready = listener.stderr.readline()          # "listening" once discovered and LISTENed
+            sent = last_json(subprocess.run(lan.run_in(lan.server, [*client, "--send-local", str(probes)]),
+                                            cwd=root, capture_output=True, text=True, timeout=probes * 0.05 + 60))
+            out, err = listener.communicate(timeout=probes * 0.05 + 60)
+            pushes = last_json(subprocess.CompletedProcess([], listener.returncode, out, err)).get("pushes", [])
+            flood = last_json(subprocess.run(lan.run_in(lan.client, [*client, "--me", lan.client_ip, "--outsider",
+                                                                     lan.outsider_ip, "--flood", str(seconds), "--pushes", "0"]),
+                                             cwd=root, capture_output=True, text=True, timeout=seconds + 90))
         finally:
             engine.terminate()
             engine.wait(timeout=30)
-    try:
-        report = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return None, f"the LAN client failed: {proc.stderr.strip()[-300:]}"
-    ratio = report.get("reflection_ratio")
-    return ratio, (f"{report.get('flood_requests')} forged /ciel/get, {report.get('flood_request_bytes')} B sent, "
-                   f"{report.get('flood_reply_bytes')} B answered")
+    delays: list[float | None] = []
+    if "listening" in ready:
+        arrivals = list(pushes)
+        for value, t_sent in sent.get("sent", []):
+            hit = next((t for v, t in arrivals if abs(v - value) < 1e-3 and t >= t_sent), None)
+            delays.append(None if hit is None else (hit - t_sent) * 1000)
+    ratio = flood.get("reflection_ratio")
+    note = (f"listen push over the veth link: {sum(d is not None for d in delays)} of {len(delays)} pushes arrived; "
+            f"reflection: {flood.get('flood_requests')} forged /ciel/get, {flood.get('flood_request_bytes')} B sent, "
+            f"{flood.get('flood_reply_bytes')} B answered")
+    return (delays or None), ratio, note
 
 
 def main(argv: list[str]) -> dict:
@@ -368,7 +374,6 @@ def main(argv: list[str]) -> dict:
         try:
             osc_ms = osc_latency(osc, store, 300 if quick else 2000)
             midi_ms = midi_latency(store, 200 if quick else 1000)
-            push_ms, push_missed = probe_ms(listen_push_latency(store, osc, 200 if quick else 1000), 1000.0)
             page_raw, midi_page_raw, page_note = page_latencies(store, osc, 40 if quick else 200)
             page_ms, page_missed = probe_ms(page_raw, 1000.0)
             midi_page_ms, midi_page_missed = probe_ms(midi_page_raw, 1000.0)
@@ -380,10 +385,11 @@ def main(argv: list[str]) -> dict:
         finally:
             osc.close()
             snapshot.close()
-    reflection, reflection_note = reflection_over_lan(10.0)
+    push_raw, reflection, lan_note = lan_figures(10.0, 100 if quick else 400)
+    push_ms, push_missed = probe_ms(push_raw or [], 1000.0)
     print(f"control: {machine_load()}; listen push p50 {percentile(push_ms, 50)} ms, page→param p50 "
           f"{percentile(page_ms, 50)} ms, MIDI→page p50 {percentile(midi_page_ms, 50)} ms ({page_note}); "
-          f"reflection: {reflection_note}", file=sys.stderr)
+          f"{lan_note}", file=sys.stderr)
     print(f"control: {machine_load()}; osc p50 {percentile(osc_ms, 50)} ms over {len(osc_ms)}, midi p50 "
           f"{percentile(midi_ms, 50)} ms over {len(midi_ms)}; lossless ladder (sent rate: handled/sent) {ladder}; "
           f"kernel drops {kernel_drops}; {audio_note}; {server_what}", file=sys.stderr)
@@ -393,12 +399,13 @@ def main(argv: list[str]) -> dict:
         "midi_to_param_ms_p99": percentile(midi_ms, 99),
         "underflows_during_flood": underflows,
         "listen_push_ms_p99": percentile(push_ms, 99) if push_ms else None,
-        "listen_push_missed": push_missed,
+        "listen_push_missed": push_missed if push_ms else None,
         "page_to_param_ms_p99": percentile(page_ms, 99) if page_ms else None,
         "page_to_param_missed": page_missed if page_ms else None,
         "midi_to_page_ms_p99": percentile(midi_page_ms, 99) if midi_page_ms else None,
         "midi_to_page_missed": midi_page_missed if midi_page_ms else None,
         "page_reason": None if page_ms else page_note,
+        "lan_reason": None if push_ms else lan_note,
         "get_reflection_ratio": reflection,
-        "get_reflection_reason": None if reflection is not None else reflection_note,
+        "get_reflection_reason": None if reflection is not None else lan_note,
     }

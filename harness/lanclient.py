@@ -12,6 +12,9 @@
 5. `/ciel/quit` from `--me`: ciel must still answer afterwards (admin is for ciel's own machine);
 6. `--flood S`: forged `/ciel/get` requests from `--me` for S seconds; bytes answered ÷ bytes sent.
 
+`--listen-probe S` (on the other machine) and `--send-local N` (on the ciel machine) time a LISTEN
+push across the link instead: both stamp time.monotonic(), one clock for every network namespace.
+
 Runs inside a network namespace (harness.netns); the test or bench reads the JSON from stdout.
 """
 
@@ -86,18 +89,28 @@ def udp_from(source: str) -> socket.socket:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--me", required=True)
-    ap.add_argument("--outsider", required=True)
+    ap.add_argument("--me", default="", help="this machine's address (allowed by ciel)")
+    ap.add_argument("--outsider", default="", help="an address of this machine outside ciel's allow-list")
     ap.add_argument("--flood", type=float, default=2.0, help="seconds of forged /ciel/get (0 = none)")
     ap.add_argument("--pushes", type=int, default=3, help="LISTEN pushes to wait for")
     ap.add_argument("--discover", type=float, default=20.0)
+    ap.add_argument("--listen-probe", type=float, default=0.0, metavar="S",
+                    help="only LISTEN to sky/spacing for S seconds and report every push's arrival time")
+    ap.add_argument("--send-local", type=int, default=0, metavar="N",
+                    help="only send N local changes of sky/spacing to 127.0.0.1:--osc-port (run on the ciel machine)")
+    ap.add_argument("--osc-port", type=int, default=9000)
     args = ap.parse_args(argv)
     out: dict[str, Any] = {}
+    if args.send_local:
+        return {"sent": send_local(args.osc_port, args.send_local, 0.02)}
     where = discover(args.discover)
     out["discovered"] = list(where) if where else None
     if where is None:
         return out
     host, port = where
+    if args.listen_probe:
+        out["pushes"] = listen_probe(host, port, args.listen_probe)
+        return out
     status, info = http_get(host, port, "/?HOST_INFO", args.me)
     out["host_info"] = info if status == 200 else {"status": status}
     osc_ip, osc_port = (info or {}).get("OSC_IP"), (info or {}).get("OSC_PORT")
@@ -149,6 +162,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.flood > 0:
         out.update(reflection(me, (osc_ip, osc_port), args.flood))
     return out
+
+
+def listen_probe(host: str, port: int, seconds: float) -> list[tuple[float, float]]:
+    """LISTEN to `sky/spacing` for `seconds`: (value, time.monotonic() at arrival) of every push."""
+    from pythonosc.osc_message import OscMessage
+    from websockets.sync.client import connect
+
+    got: list[tuple[float, float]] = []
+    with connect(f"ws://{host}:{port}/", open_timeout=5) as ws:
+        ws.send(json.dumps({"COMMAND": "LISTEN", "DATA": "/ciel/sky/spacing"}))
+        print("listening", file=sys.stderr, flush=True)
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            try:
+                frame = ws.recv(timeout=left)
+            except TimeoutError:
+                break
+            now = time.monotonic()
+            if isinstance(frame, bytes) and frame.startswith(b"/ciel/sky/spacing\0"):
+                got.append((float(OscMessage(frame).params[0]), now))
+    return got
+
+
+def send_local(port: int, n: int, gap: float) -> list[tuple[float, float]]:
+    """On the ciel machine, as a local tool (or the scheduler) would: `n` changes of `sky/spacing`
+    over loopback UDP, `gap` s apart; (value, time.monotonic() just before each send)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent = []
+    for i in range(n):
+        value = 5.0 + (i % 85) + 0.25 * ((i // 85) % 4)
+        t = time.monotonic()
+        s.sendto(osc("/ciel/sky/spacing", value), ("127.0.0.1", port))
+        sent.append((value, t))
+        time.sleep(gap)
+    return sent
 
 
 def reflection(sock: socket.socket, target: tuple[str, int], seconds: float, rate: float = 500.0) -> dict[str, Any]:

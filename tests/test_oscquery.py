@@ -217,7 +217,7 @@ def test_listen_commands_racing_value_changes_never_break_the_setter(served):
             errors.append(exc)
         t.join()
         ws.send(message("/ciel/ping", [1]))
-        while not (frame := ws.recv(timeout=5)).startswith(b"/ciel/pong"):
+        while not ws.recv(timeout=5).startswith(b"/ciel/pong"):
             pass
     assert errors == []
     assert query.status()["listeners"] <= 1
