@@ -167,3 +167,90 @@ def test_missing_archive_is_a_clear_error(tmp_path: Path, capsys: pytest.Capture
     assert "nope: archive folder not found" in capsys.readouterr().err
     with pytest.raises(DatasetError, match="dataset folder not found"):
         load_dataset(tmp_path / "nothing")
+
+
+def giant_png(path: Path, side: int = 30_000) -> None:
+    """A PNG whose header says `side` x `side` (900 megapixels at 30,000) in a few hundred bytes:
+    what a decompression bomb looks like to the walk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def test_a_giant_image_an_endless_pipe_and_link_loops_are_named_and_the_rest_ingested(tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    (archive / "sub").mkdir(parents=True)
+    sf.write(archive / "voice.wav", tone(2.0, 220.0), SR_IN)
+    upright_photo().save(archive / "sub" / "photo.jpg")
+    giant_png(archive / "giant.png")
+    os.mkfifo(archive / "endless.wav")                  # reading it would wait for ever
+    os.symlink("loop.m4a", archive / "loop.m4a")        # a link to itself
+    os.symlink("..", archive / "sub" / "up")            # a folder link back into the archive
+    report = ingest(archive, tmp_path / "data", IngestConfig(samplerate=16000, image_size=64), progress=False)
+    skipped = {s["file"]: s["reason"] for s in report.skipped}
+    assert "too large an image" in skipped["giant.png"] and "900" in skipped["giant.png"]   # 900 megapixels
+    assert "named pipe" in skipped["endless.wav"]
+    assert "loop" in skipped["loop.m4a"] and "not followed" in skipped["loop.m4a"]
+    assert "link to a folder" in skipped[os.path.join("sub", "up")]
+    assert [c["file"] for c in report.clips] == ["voice.wav"]
+    assert [p["file"] for p in report.photos] == [os.path.join("sub", "photo.jpg")]
+    text = (tmp_path / "data" / "report.txt").read_text(encoding="utf-8")
+    assert all(name in text for name in ("giant.png", "endless.wav", "loop.m4a"))
+
+
+def test_a_decoder_that_hangs_or_crashes_costs_only_its_file() -> None:
+    import time
+
+    from engine.train.isolate import Isolated
+
+    with Isolated(time.sleep, timeout_s=0.5, memory_mb=256) as slow:
+        hung = slow(30.0)                              # a decoder that never returns
+        assert not hung.ok and "took longer than 0.5 s" in hung.problem
+        assert slow(0.01).ok                           # a fresh worker takes the next file
+    with Isolated(os._exit, timeout_s=10.0, memory_mb=256) as crashing:
+        dead = crashing(3)
+        assert not dead.ok and "crashed" in dead.problem and "exit code 3" in dead.problem
+    with Isolated(bytearray, timeout_s=30.0, memory_mb=64) as greedy:
+        big = greedy(1 << 30)                          # a gigabyte where 64 MB are allowed
+        assert not big.ok and big.error_type == "MemoryError"
+        assert greedy(16).ok
+
+
+def test_an_interrupted_ingest_resumes_without_decoding_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in the middle of a long ingest: the files decoded so far are kept in OUT/.ingest and
+    the next run takes them from there; the finished dataset equals an uninterrupted one."""
+    from engine.train import ingest as ingest_module
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for i in range(4):
+        sf.write(archive / f"note{i}.wav", tone(1.5, 200.0 + 50 * i), SR_IN)
+    cfg = IngestConfig(samplerate=16000, image_size=64)
+    whole = ingest(archive, tmp_path / "whole", cfg, progress=False)
+
+    calls = {"n": 0}
+    real_put = ingest_module.Journal.put
+
+    def put_then_stop(self, digest, outcome):          # the third decoded file never finishes
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real_put(self, digest, outcome)
+
+    monkeypatch.setattr(ingest_module.Journal, "put", put_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(archive, tmp_path / "data", cfg, progress=False)
+    assert (tmp_path / "data" / ".ingest" / "journal.jsonl").read_text().count("\n") == 2
+    monkeypatch.setattr(ingest_module.Journal, "put", real_put)
+    resumed = ingest(archive, tmp_path / "data", cfg, progress=False)
+    assert resumed.resumed == 2 and len(resumed.clips) == 4
+    assert not (tmp_path / "data" / ".ingest").exists()
+    a, b = load_dataset(tmp_path / "whole"), load_dataset(tmp_path / "data")
+    assert np.array_equal(a.audio, b.audio) and np.array_equal(a.index, b.index)
+    assert whole.resumed == 0

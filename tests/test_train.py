@@ -92,6 +92,9 @@ def test_audio_budget_gives_a_model_that_plays(dataset: Path, tmp_path: Path) ->
     info = card(run / "model")
     assert info["trained"] is True and info["steps"] == 8 and info["stopped"] == "budget reached"
     assert info["latent_dim"] == model.latent_dim and info["dataset"]["clips"] >= 1 and "stft" in info["losses"]
+    # the card names the dataset by its folder and content, never by the artist's absolute path
+    assert info["dataset"]["name"] == dataset.name and len(info["dataset"]["sha256"]) == 64
+    assert str(dataset.parent) not in (run / "model" / "card.toml").read_text(encoding="utf-8")
     z = model.knobs_to_latent(np.random.default_rng(0).standard_normal((250, model.latent_dim)) * 0.5).T
     audio = model.decode(z)
     assert audio.shape == (250 * model.hop,) and np.isfinite(audio).all()

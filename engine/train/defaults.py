@@ -337,7 +337,7 @@ def annotate_card(folder: Path, material: str) -> None:
     card = read_toml(folder / "card.toml")
     card["material"] = material
     if isinstance(card.get("dataset"), dict):
-        card["dataset"]["path"] = "(the generated archive of make models)"   # no machine's paths in a shipped card
+        card["dataset"]["name"] = "the generated archive of make models"
     card["rebuild"] = "make models (python -m engine.train.defaults)"
     atomic_write(folder / "card.toml", dumps_toml(card))
 

@@ -23,7 +23,10 @@ Dataset folder (all written atomically, readable with `load_dataset`):
     report.json      counts, durations, every kept item and every skipped file with its reason
     report.txt       the same for a person to read
 
-Runs in the calling process (the CLI's main thread); decoding is single-threaded per file.
+Runs on the calling thread (the CLI's main thread). Each file is decoded in a worker process with a
+time and a memory limit (`file_timeout_s`, `file_memory_mb`; engine.train.isolate): a file that
+hangs FFmpeg or crashes a decoder is named in the report and the walk goes on. Symbolic links are
+listed, never followed (a link can loop); pipes and devices are listed, never opened.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +49,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..configio import atomic_write, build, dumps_toml, field, read_toml, to_table
 from ..errors import ConfigError, DatasetError, SkippedFile
+from .isolate import Isolated, Outcome
 
 AUDIO_FILE = "audio.npy"
 AUDIO_INDEX_FILE = "audio_index.npy"
@@ -85,6 +90,9 @@ class IngestConfig:
     min_active_seconds: float = field(0.05, minimum=0.0, maximum=10.0, doc="Less sound than this after trimming counts as silent (s).")
     max_file_seconds: float = field(3600.0, minimum=1.0, maximum=86400.0, doc="Only the first this-many seconds of a long file are used.")
     truncated_ratio: float = field(0.9, minimum=0.0, maximum=1.0, doc="Decoding less than this share of the declared duration flags the file as truncated.")
+    file_timeout_s: float = field(120.0, minimum=0.01, maximum=86400.0, doc="A file whose decoding takes longer is skipped (its decoder process is stopped).")
+    file_memory_mb: int = field(3072, minimum=64, maximum=1 << 20, doc="Memory the decoding of one file may use (MB).")
+    max_image_megapixels: float = field(250.0, minimum=1.0, maximum=10000.0, doc="Larger images are skipped (a 200 MP phone photo is 200).")
 
 
 @dataclass
@@ -98,6 +106,7 @@ class Report:
     skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
     warnings: list[dict[str, str]] = dataclasses.field(default_factory=list)
     seconds_taken: float = 0.0
+    resumed: int = 0     # files an interrupted ingest had decoded, taken from its journal
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped.append({"file": name, "reason": reason})
@@ -117,6 +126,7 @@ class Report:
             "padded_clips": sum(1 for c in self.clips if c["padded"]),
             "samplerate": samplerate,
             "seconds_taken": round(self.seconds_taken, 3),
+            "resumed": self.resumed,
         }
 
     def to_json(self, samplerate: int, config: IngestConfig) -> dict[str, Any]:
@@ -154,14 +164,53 @@ def display_name(path: str, root: str) -> str:
     return os.fsencode(rel).decode("utf-8", "backslashreplace")
 
 
-def walk(root: str) -> Iterator[str]:
-    """Every regular file under `root`, depth first, in sorted order (names may hold surrogates)."""
+def walk(root: str) -> Iterator[tuple[str, str | None]]:
+    """Every entry under `root`, depth first, in sorted order (names may hold surrogates), as
+    (path, None) for a regular file to ingest or (path, why it is not) for a symbolic link (never
+    followed: a link can loop, or lead out of the archive) and for pipes, sockets and devices
+    (never opened: reading a pipe can wait for ever)."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort(key=os.fsencode)
+        for name in list(dirnames):
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                dirnames.remove(name)
+                yield path, f"a link to a folder ({_link_target(path)}): not followed"
         for name in sorted(filenames, key=os.fsencode):
             path = os.path.join(dirpath, name)
-            if os.path.isfile(path) and not os.path.islink(path):
-                yield path
+            if os.path.islink(path):
+                yield path, f"a symbolic link ({_link_target(path)}): not followed"
+            elif not os.path.isfile(path):
+                yield path, f"not a regular file ({_file_kind(path)}): never opened"
+            else:
+                yield path, None
+
+
+def _link_target(path: str) -> str:
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return "unreadable"
+    try:
+        os.stat(path)
+    except OSError as exc:
+        why = "a loop" if exc.errno == 40 else "broken"   # ELOOP
+        return f"{why}: {os.fsencode(target).decode('utf-8', 'backslashreplace')}"
+    return f"to {os.fsencode(target).decode('utf-8', 'backslashreplace')}"
+
+
+def _file_kind(path: str) -> str:
+    import stat
+
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    for test, word in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return word
+    return "of an unknown kind"
 
 
 def file_hash(path: str) -> str:
@@ -175,15 +224,22 @@ def file_hash(path: str) -> str:
 
 # --- photos -------------------------------------------------------------------------------------
 
-def load_photo(fh: io.BufferedReader, size: int) -> tuple[np.ndarray, tuple[int, int]] | None:
+def load_photo(fh: io.BufferedReader, size: int, max_megapixels: float = 250.0) -> tuple[np.ndarray, tuple[int, int]] | None:
     """An upright, centre-cropped `size`² RGB photo as uint8 [size, size, 3], plus the source size;
-    None when Pillow does not recognise the file. Raises SkippedFile for a recognised but broken image."""
+    None when Pillow does not recognise the file. Raises SkippedFile for a recognised but broken
+    image, and for one of more than `max_megapixels` (read from its header, before any decoding)."""
     try:
         img: Image.Image = Image.open(fh)
     except UnidentifiedImageError:
         return None
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise SkippedFile(f"too large an image for a photo ({exc})") from None
+    except (OSError, ValueError) as exc:
         raise SkippedFile(f"broken image ({exc})") from None
+    w, h = img.size
+    if w * h > max_megapixels * 1e6:
+        raise SkippedFile(f"too large an image for a photo: {w} x {h} pixels ({w * h / 1e6:.0f} megapixels; "
+                          f"max_image_megapixels is {max_megapixels:g})")
     try:
         if img.format == "JPEG":
             img.draft("RGB", (size * 2, size * 2))  # decode at a reduced scale: much faster for phone photos
@@ -339,46 +395,48 @@ def ingest(archive: str | os.PathLike[str], out: str | os.PathLike[str], config:
         raise DatasetError(f"{out_dir}: the dataset folder must be outside the archive {root}")
     t0 = time.monotonic()
     report = Report(archive=os.fsencode(root).decode("utf-8", "backslashreplace"))
-    paths = list(walk(root))
-    report.files_seen = len(paths)
+    entries = list(walk(root))
+    report.files_seen = len(entries)
     seen_bytes: dict[str, str] = {}
     seen_content: dict[str, str] = {}
     clips: list[np.ndarray] = []
     photos: list[np.ndarray] = []
-    for path in tqdm(paths, desc="ingest", unit="file", disable=not progress, dynamic_ncols=True):
-        name = display_name(path, root)
-        try:
-            _ingest_one(path, name, config, report, seen_bytes, seen_content, clips, photos)
-        except SkippedFile as exc:
-            report.skip(name, str(exc))
-        except OSError as exc:
-            report.skip(name, f"cannot read ({exc.strerror or exc})")
-        except Exception as exc:  # noqa: BLE001 — a decoder may raise anything; one file never stops the walk
-            report.skip(name, f"unexpected {type(exc).__name__} while decoding ({exc})")
+    journal = Journal(out_dir / ".ingest", config)
+    try:
+        with Isolated(decode_file, config.file_timeout_s, config.file_memory_mb) as decoder:
+            for path, problem in tqdm(entries, desc="ingest", unit="file", disable=not progress, dynamic_ncols=True):
+                name = display_name(path, root)
+                try:
+                    if problem is not None:
+                        raise SkippedFile(problem)
+                    _ingest_one(path, name, config, report, seen_bytes, seen_content, clips, photos, decoder, journal)
+                except SkippedFile as exc:
+                    report.skip(name, str(exc))
+                except OSError as exc:
+                    report.skip(name, f"cannot read ({exc.strerror or exc})")
+    finally:
+        journal.close()
     report.seconds_taken = time.monotonic() - t0
+    report.resumed = journal.resumed
     write_dataset(out_dir, config, report, clips, photos)
+    journal.finish()
     return report
 
 
-def _ingest_one(path: str, name: str, cfg: IngestConfig, report: Report, seen_bytes: dict[str, str],
-                seen_content: dict[str, str], clips: list[np.ndarray], photos: list[np.ndarray]) -> None:
+Decoded = tuple[str, np.ndarray, Any]
+"""("photo", uint8 [S, S, 3], (width, height)) or ("sound", float32 [samples], declared seconds or None)."""
+
+
+def decode_file(job: tuple[str, str, IngestConfig]) -> Decoded:
+    """Decode one file (path, name, config): a photo, else its sound. Runs in the decoder process
+    (engine.train.isolate), where a hang or a crash costs only that process. Raises SkippedFile."""
+    path, name, cfg = job
     ext = os.path.splitext(name)[1].lower()
-    if os.path.getsize(path) == 0:
-        raise SkippedFile("empty file (0 bytes)")
-    if ext in NOT_MEDIA:
-        raise SkippedFile(f"not a sound, video or photo ({ext} file)")
-    digest = file_hash(path)
-    if digest in seen_bytes:
-        raise SkippedFile(f"duplicate of {seen_bytes[digest]}")
-    seen_bytes[digest] = name
+    Image.MAX_IMAGE_PIXELS = int(cfg.max_image_megapixels * 1e6)   # this process only
     with open(path, "rb") as fh:
-        photo = load_photo(fh, cfg.image_size) if cfg.images else None
+        photo = load_photo(fh, cfg.image_size, cfg.max_image_megapixels) if cfg.images else None
         if photo is not None:
-            pixels, src = photo
-            _dedupe(pixels.tobytes(), name, seen_content)
-            photos.append(pixels)
-            report.photos.append({"file": name, "source_size": list(src)})
-            return
+            return "photo", photo[0], photo[1]
         if ext in PHOTO_SUFFIXES:
             hint = " (install pillow-heif for HEIC photos)" if ext in (".heic", ".heif") else ""
             raise SkippedFile(f"not a readable image: Pillow cannot identify this {ext} file{hint}")
@@ -388,7 +446,108 @@ def _ingest_one(path: str, name: str, cfg: IngestConfig, report: Report, seen_by
         riff = riff_declared_seconds(fh.read(4096))
         fh.seek(0)
         x, declared = decode_audio(fh, cfg)
-        declared = max(declared or 0.0, riff or 0.0) or None
+    return "sound", x, max(declared or 0.0, riff or 0.0) or None
+
+
+class Journal:
+    """What an ingest under way has decoded, kept in OUT/.ingest/ so that an interrupted ingest
+    (Ctrl-C, a closed laptop, a crash) resumes where it stopped instead of decoding it all again.
+
+    One line of `journal.jsonl` per decoded file, keyed by the file's sha256, with its array in a
+    numbered .npy beside it; failures (a hang, a crash) are kept too, so a resume does not wait
+    for them again. A different ingest config discards the folder; a finished ingest removes it.
+    The caller's thread only.
+    """
+
+    def __init__(self, folder: Path, cfg: IngestConfig) -> None:
+        self.folder = folder
+        self.resumed = 0
+        self._entries: dict[str, dict[str, Any]] = {}
+        settings = json.dumps(to_table(cfg), sort_keys=True)
+        try:
+            if folder.is_dir() and (folder / "config.json").read_text(encoding="utf-8") != settings:
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "config.json").write_text(settings, encoding="utf-8")
+        except OSError as exc:
+            raise DatasetError(f"{folder}: cannot keep the ingest's progress ({exc.strerror})") from None
+        try:
+            lines = (folder / "journal.jsonl").read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                self._entries[str(entry["digest"])] = entry
+            except (ValueError, KeyError, TypeError):
+                continue   # the line being written when the last run stopped
+        self._log = (folder / "journal.jsonl").open("a", encoding="utf-8")
+
+    def get(self, digest: str) -> Outcome[Decoded] | None:
+        """The outcome kept for a file with these bytes, or None (also when its array is gone)."""
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        try:
+            if not entry["ok"]:
+                outcome: Outcome[Decoded] = Outcome(False, problem=entry["problem"], error_type=entry["error_type"])
+            else:
+                data = np.load(self.folder / entry["array"], allow_pickle=False)
+                extra = tuple(entry["extra"]) if entry["kind"] == "photo" else entry["extra"]
+                outcome = Outcome(True, value=(entry["kind"], data, extra))
+        except (OSError, ValueError, KeyError):
+            return None
+        self.resumed += 1
+        return outcome
+
+    def put(self, digest: str, outcome: Outcome[Decoded]) -> None:
+        entry: dict[str, Any] = {"digest": digest, "ok": outcome.ok, "problem": outcome.problem,
+                                 "error_type": outcome.error_type}
+        if outcome.ok and outcome.value is not None:
+            kind, data, extra = outcome.value
+            entry.update(kind=kind, array=f"{len(self._entries):06d}.npy",
+                         extra=list(extra) if kind == "photo" else extra)
+            atomic_write(self.folder / entry["array"], _npy_bytes(data))
+        self._entries[digest] = entry
+        self._log.write(json.dumps(entry) + "\n")
+        self._log.flush()
+
+    def finish(self) -> None:
+        """The dataset is written: the progress is no longer needed."""
+        self._log.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def close(self) -> None:
+        self._log.close()
+
+
+def _ingest_one(path: str, name: str, cfg: IngestConfig, report: Report, seen_bytes: dict[str, str],
+                seen_content: dict[str, str], clips: list[np.ndarray], photos: list[np.ndarray],
+                decoder: Isolated[tuple[str, str, IngestConfig], Decoded], journal: Journal) -> None:
+    ext = os.path.splitext(name)[1].lower()
+    if os.path.getsize(path) == 0:
+        raise SkippedFile("empty file (0 bytes)")
+    if ext in NOT_MEDIA:
+        raise SkippedFile(f"not a sound, video or photo ({ext} file)")
+    digest = file_hash(path)
+    if digest in seen_bytes:
+        raise SkippedFile(f"duplicate of {seen_bytes[digest]}")
+    seen_bytes[digest] = name
+    outcome = journal.get(digest)
+    if outcome is None:
+        outcome = decoder((path, name, cfg))
+        journal.put(digest, outcome)
+    if not outcome.ok or outcome.value is None:
+        if outcome.error_type in ("SkippedFile", ""):
+            raise SkippedFile(outcome.problem)
+        raise SkippedFile(f"unexpected {outcome.error_type} while decoding ({outcome.problem})")
+    kind, data, extra = outcome.value
+    if kind == "photo":
+        _dedupe(data.tobytes(), name, seen_content)
+        photos.append(data)
+        report.photos.append({"file": name, "source_size": list(extra)})
+        return
+    x, declared = data, extra
     source_seconds = x.size / cfg.samplerate
     if declared and declared > 0.5 and source_seconds < cfg.truncated_ratio * declared \
             and source_seconds < cfg.max_file_seconds:

@@ -28,6 +28,7 @@ Everything here runs on the training process's main thread.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -481,6 +482,20 @@ def train(task: Task, cfg: Any, run_cfg: RunConfig, env: Env, run: Path, dataset
     return progress
 
 
+def dataset_identity(folder: Path) -> dict[str, str | int]:
+    """What a model card says of its dataset: the folder's name and a SHA-256 over every file's
+    relative path and bytes (sorted), never the artist's absolute path, which would leave the
+    machine with every shared model."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    for path in files:
+        digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    return {"name": folder.resolve().name, "sha256": digest.hexdigest(), "files": len(files)}
+
+
 def card_extra(task: Task, cfg: Any, progress: Progress, dataset: Path, env: Env) -> dict[str, Any]:
     """Model-card entries: data summary, steps, time, last losses, training config."""
     summary = {}
@@ -497,7 +512,7 @@ def card_extra(task: Task, cfg: Any, progress: Progress, dataset: Path, env: Env
         "stopped": progress.stopped or "exported from a checkpoint",
         "losses": progress.last_losses(),
         "device": f"{env.device.type} x{env.world}",
-        "dataset": {"path": str(dataset), **{k: v for k, v in summary.items() if isinstance(v, (int, float, str))}},
+        "dataset": {**dataset_identity(dataset), **{k: v for k, v in summary.items() if isinstance(v, (int, float, str))}},
         "training": to_table(cfg),
         **{k: v for k, v in task.describe().items() if isinstance(v, (int, float, str))},
     }
