@@ -294,3 +294,91 @@ def test_live_scenes_come_from_the_models_and_repeat_for_the_same_id():
     assert img.ndim == 3 and img.shape[0] == img.shape[1] >= 64 and img.std() > 1.0
     assert a_again.image.data == a.image.data  # same scene id, same seed, same picture for every visitor
     assert b.image.data != a.image.data
+
+
+def raw(server, data: bytes, wait: float = 5.0) -> bytes:
+    """Send raw bytes on one connection and read until the server closes it (or `wait` s of quiet)."""
+    import socket as sk
+
+    with sk.create_connection(server.server_address[:2], timeout=wait) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+    return out
+
+
+def test_a_request_body_is_never_answered_as_a_second_request(site):
+    """Behind a keep-alive proxy, bytes of a body taken as a request would send one visitor's answer
+    to another: a POST with a body, or a GET with one, gets exactly one answer and the connection ends."""
+    server, _, _ = site
+    smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    post = (b"POST /scene.json HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled)) + smuggled
+    answer = raw(server, post)
+    assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 405") and b"Connection: close" in answer
+    get_with_body = (b"GET /scene.json HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled)) + smuggled
+    answer = raw(server, get_with_body)
+    assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 200")
+
+
+def test_a_slow_loris_is_closed_after_the_header_timeout(baked):
+    import socket as sk
+
+    broadcast = Broadcast(BakedScenes(baked), SceneClock(10.0), ahead=1)
+    broadcast.start()
+    server = serve(broadcast, "127.0.0.1", 0, header_timeout=1.0)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        with sk.create_connection(server.server_address[:2], timeout=30) as s:
+            s.sendall(b"GET / HTTP/1.1\r\n")
+            t0 = time.monotonic()
+            closed = False
+            while time.monotonic() - t0 < 30 and not closed:   # one header byte every 0.3 s: never a whole request
+                try:
+                    s.sendall(b"X")
+                    s.settimeout(0.3)
+                    closed = s.recv(100) == b""
+                except TimeoutError:
+                    continue
+                except OSError:
+                    closed = True
+            assert closed, "a connection that never finished its headers was kept"
+        assert server.timed_out >= 1
+        assert get(server, "/healthz")[0] == 200            # everyone else is still served
+    finally:
+        server.shutdown()
+        broadcast.stop()
+        server.server_close()
+
+
+def test_one_address_cannot_take_every_event_stream(baked):
+    broadcast = Broadcast(BakedScenes(baked), SceneClock(10.0), ahead=1)
+    broadcast.start()
+    server = serve(broadcast, "127.0.0.1", 0, max_listeners=100, max_streams_per_address=2)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    streams = []
+    try:
+        for _ in range(2):
+            conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+            conn.request("GET", "/events")
+            res = conn.getresponse()
+            assert res.status == 200 and res.fp.readline() == b"retry: 2000\n"
+            streams.append(conn)
+        assert get(server, "/events")[0] == 503             # the third from the same address
+        streams.pop().close()
+        deadline = time.monotonic() + 10
+        while server.listeners > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+        conn.request("GET", "/events")
+        assert conn.getresponse().status == 200             # a slot freed is a slot again
+        streams.append(conn)
+    finally:
+        for conn in streams:
+            conn.close()
+        server.shutdown()
+        broadcast.stop()
+        server.server_close()

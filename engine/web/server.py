@@ -13,6 +13,13 @@ The clock lives here: scene id = floor((now - epoch) / period). Every answer car
 time and the time to the next scene, so pages switch together and prefetch the next scene. The
 server is stdlib `ThreadingHTTPServer` (one thread per connection; SSE streams wait on one
 condition). It makes no requests itself and the page makes none to other hosts (CSP 'self').
+
+Public-facing, so bounded: at most `max_connections` connections (more are closed at once); a
+request's line and headers must arrive within `header_timeout` seconds, an idle keep-alive
+connection is closed after as long (a reaper thread ends slow connections: one byte a minute no
+longer holds a thread); at most `max_streams_per_address` event streams per visitor address; a
+request with a body (POST, or a GET with Content-Length or Transfer-Encoding) is answered and its
+connection closed, so a body is never read as a second request behind a keep-alive proxy.
 """
 
 from __future__ import annotations
@@ -249,19 +256,39 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], broadcast: Broadcast, note: str = "",
-                 settings: Mapping[str, object] | None = None, max_listeners: int = 2000) -> None:
+                 settings: Mapping[str, object] | None = None, max_listeners: int = 2000,
+                 max_connections: int = 4000, header_timeout: float = 10.0, max_streams_per_address: int = 16) -> None:
         super().__init__(address, Handler)
         self.broadcast, self.max_listeners = broadcast, max_listeners
+        self.max_connections, self.header_timeout = max_connections, header_timeout
+        self.max_streams_per_address = max_streams_per_address
         self.listeners = 0
+        self.refused = 0          # connections closed at once because max_connections were open
+        self.timed_out = 0        # connections ended by the reaper (slow headers, idle keep-alive)
+        self._streams: dict[str, int] = {}
         self._connections: set[socket.socket] = set()
+        self._reading: dict[socket.socket, float] = {}   # connection → deadline for its request's headers
         self._closing = False
         self._lock = threading.Lock()
         self.files = load_files(note, settings or {})
+        self._reaper = threading.Thread(target=self._reap, name="ciel-web-reaper", daemon=True)
+        self._reaper.start()
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host!s}:{port}/"
+
+    def process_request(self, request: socket.socket | tuple[bytes, socket.socket],
+                        client_address: tuple[str, int]) -> None:
+        """Accept thread: over `max_connections`, close at once instead of starting a thread."""
+        with self._lock:
+            full = len(self._connections) >= self.max_connections
+        if full:
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
 
     def track(self, sock: socket.socket, opened: bool) -> None:
         """Remember open connections, so that server_close can end them (keep-alive and SSE alike)."""
@@ -270,16 +297,50 @@ class Server(ThreadingHTTPServer):
                 self._connections.add(sock)
             else:
                 self._connections.discard(sock)
+                self._reading.pop(sock, None)
 
-    def add_listener(self, joined: bool) -> bool:
-        """Count an /events stream in (False when full or closing) or out."""
+    def reading(self, sock: socket.socket, waiting: bool) -> None:
+        """A connection starts (True) or has finished (False) reading a request's line and headers."""
+        with self._lock:
+            if waiting:
+                self._reading[sock] = time.monotonic() + self.header_timeout
+            else:
+                self._reading.pop(sock, None)
+
+    def _reap(self) -> None:
+        """End connections whose request has not arrived in time (reaper thread, every 0.5 s)."""
+        while not self._closing:
+            time.sleep(0.5)
+            now = time.monotonic()
+            with self._lock:
+                late = [sock for sock, deadline in self._reading.items() if deadline < now]
+                for sock in late:
+                    del self._reading[sock]
+            for sock in late:
+                self.timed_out += 1
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def add_listener(self, joined: bool, address: str = "") -> bool:
+        """Count an /events stream in (False when full, when `address` has its share, or when
+        closing) or out."""
         with self._lock:
             if not joined:
                 self.listeners -= 1
+                left = self._streams.get(address, 1) - 1
+                if left > 0:
+                    self._streams[address] = left
+                else:
+                    self._streams.pop(address, None)
                 return True
             if self.listeners >= self.max_listeners or self._closing:
                 return False
+            if self._streams.get(address, 0) >= self.max_streams_per_address:
+                return False
             self.listeners += 1
+            self._streams[address] = self._streams.get(address, 0) + 1
             return True
 
     def handle_error(self, request: object, client_address: tuple) -> None:
@@ -294,7 +355,7 @@ class Server(ThreadingHTTPServer):
         """Stop listening and end every open connection (visitors' pages reconnect by themselves)."""
         super().server_close()
         with self._lock:
-            self._closing = True
+            self._closing = True   # the reaper ends too
             connections = list(self._connections)
         for sock in connections:
             try:
@@ -352,6 +413,20 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
         self.server.track(self.connection, True)
 
+    def handle_one_request(self) -> None:
+        """Read one request under the header deadline (the reaper ends it if it is late)."""
+        self.server.reading(self.connection, True)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self.server.reading(self.connection, False)
+        if ok and (self.headers.get("Content-Length", "0").strip() not in ("", "0")
+                   or "Transfer-Encoding" in self.headers):
+            # a body this server never reads: answer, then close, so it is never taken as a request
+            self.close_connection = True
+        return ok
+
     def finish(self) -> None:
         try:
             super().finish()
@@ -388,6 +463,7 @@ class Handler(BaseHTTPRequestHandler):
         return self._file(media, "no-cache", head)
 
     def do_POST(self) -> None:
+        self.close_connection = True   # the body is not read: the connection must not carry on
         self._error(HTTPStatus.METHOD_NOT_ALLOWED, "the broadcast is read-only")
 
     do_PUT = do_DELETE = do_PATCH = do_POST
@@ -408,6 +484,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", cache)
         for k, v in SECURITY_HEADERS + extra:
             self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if body and not head and status != HTTPStatus.NOT_MODIFIED:
             self.wfile.write(body)
@@ -416,7 +494,8 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, (message + "\n").encode(), "text/plain; charset=utf-8", None, "no-store", (), False)
 
     def _events(self, head: bool) -> None:
-        if not self.server.add_listener(True):
+        address = self.client_address[0]
+        if not self.server.add_listener(True, address):
             self.send_response(HTTPStatus.SERVICE_UNAVAILABLE)
             self.send_header("Retry-After", "10")
             self.send_header("Content-Length", "0")
@@ -442,10 +521,14 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # the visitor left, or the server is closing
         finally:
-            self.server.add_listener(False)
+            self.server.add_listener(False, address)
 
 
 def serve(broadcast: Broadcast, host: str = "127.0.0.1", port: int = 8080, note: str = "",
-          settings: Mapping[str, object] | None = None, max_listeners: int = 2000) -> Server:
-    """Bind the server (port 0 = any free port). Call `serve_forever()` on it; `broadcast` must be started."""
-    return Server((host, port), broadcast, note=note, settings=settings, max_listeners=max_listeners)
+          settings: Mapping[str, object] | None = None, max_listeners: int = 2000, max_connections: int = 4000,
+          header_timeout: float = 10.0, max_streams_per_address: int = 16) -> Server:
+    """Bind the server (port 0 = any free port). Call `serve_forever()` on it; `broadcast` must be
+    started. The limits are the Server's."""
+    return Server((host, port), broadcast, note=note, settings=settings, max_listeners=max_listeners,
+                  max_connections=max_connections, header_timeout=header_timeout,
+                  max_streams_per_address=max_streams_per_address)
