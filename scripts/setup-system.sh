@@ -9,7 +9,7 @@ set -euo pipefail
 PKGS=(libportaudio2 xvfb puredata-core libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libsndfile1 fonts-dejavu-core glslang-tools
       espeak-ng mate-backgrounds lomiri-wallpapers-16.04 plasma-workspace-wallpapers)
 NORECOMMENDS=(jackd2)
-OPTIONAL=(chromium)
+OPTIONAL=(chromium nginx-light iproute2)   # the test stack: the pages in a browser, a static host, LAN namespaces
 
 missing=()
 for p in "${PKGS[@]}" "${NORECOMMENDS[@]}"; do

@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--period", type=float, default=None, help="seconds per scene (default 30)")
     p.add_argument("--baked", type=Path, default=None, help="serve a folder made by `ciel bake` instead of generating")
     p.add_argument("--seed", type=int, default=None, help="seed offset of generated scenes")
+    p.add_argument("--epoch", type=float, default=None, help="Unix time of scene 0 (default: the patch's [web] epoch)")
+    p.add_argument("--export", type=Path, default=None, metavar="DIR",
+                   help="write a static site (page, media, manifest.json) for any web server or CDN, then exit")
+    p.add_argument("--scenes", type=int, default=24, help="scenes in a static export (they cycle; default 24)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=cmd_broadcast)
 
@@ -38,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def web_config(patch: Patch, args: argparse.Namespace) -> WebConfig:
     """The patch's [web] section with the command-line options applied, validated like a patch."""
     table = to_table(patch.web)
-    for key in ("host", "port", "period", "seed"):
+    for key in ("host", "port", "period", "seed", "epoch"):
         value = getattr(args, key)
         if value is not None:
             table[key] = value
@@ -77,6 +81,8 @@ def cmd_broadcast(args: argparse.Namespace) -> int:
     if not web.baked:
         patch = load_patch(args.patch, check_models=True)  # names a missing model file now, not later
     source = make_source(patch, web)
+    if args.export is not None:
+        return export(args, patch, web, source)
     broadcast = Broadcast(source, SceneClock(web.period, web.epoch), ahead=web.ahead)
     try:
         server = serve(broadcast, web.host, web.port, note=patch.note, settings=page_settings(patch, web),
@@ -106,3 +112,21 @@ def cmd_broadcast(args: argparse.Namespace) -> int:
             close()
     return 0
 
+
+
+def export(args: argparse.Namespace, patch: Patch, web: WebConfig, source: SceneSource) -> int:
+    """`ciel broadcast --export DIR`: the static site (engine/broadcast/export.py), then exit."""
+    from .export import export_static
+
+    if args.scenes < 1:
+        raise ConfigError("command line", "--scenes", f"expected at least 1 scene, got {args.scenes}")
+    try:
+        count = export_static(args.export, source, args.scenes, web.period, web.epoch, patch.note,
+                                 page_settings(patch, web))
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    print(f"ciel: static broadcast of {count} scenes (every {web.period:g} s) in {args.export}/ "
+          "- serve the folder with any web server", flush=True)
+    return 0

@@ -2,7 +2,10 @@
 // plays its sound after the visitor presses start. Scene changes arrive over Server-Sent Events
 // (/events); the page also switches by itself at the announced time to the prefetched next scene,
 // and polls /scene.json when the event stream is silent or gone, backing off while the server is
-// away. window.ciel exposes the state for the browser tests.
+// away. A static export (`ciel broadcast --export`) has no server logic: the page reads
+// manifest.json once (epoch, period, scenes) and computes the current scene from the clock, so
+// every visitor sees the same scene from any static host or CDN. window.ciel exposes the state
+// for the browser tests.
 import { Sky, layout } from "./sky.js";
 import { Sound } from "./sound.js";
 
@@ -21,6 +24,26 @@ const state = {
 let sky = null, sound = null, source = null, boundaryTimer = 0, pollTimer = 0;
 
 const serverNow = () => Date.now() / 1000 + state.offset;
+let manifest = null;  // a static export's {epoch, period, scenes}
+
+/** The scene a static export shows at server time `t` (scene ids cycle through the exported ones). */
+function staticScene(t) {
+  const { epoch, period, scenes } = manifest;
+  const id = Math.floor((t - epoch) / period);
+  const at = (k) => ({ id: k, ...scenes[((k % scenes.length) + scenes.length) % scenes.length] });
+  return { ...at(id), period, held: false, starts_at: epoch + id * period, ends_at: epoch + (id + 1) * period, next: at(id + 1) };
+}
+
+async function loadManifest() {
+  const t0 = Date.now() / 1000;
+  const res = await fetch("manifest.json", { cache: "no-store" });
+  if (!res.ok) throw new Error(`manifest.json: HTTP ${res.status}`);
+  manifest = await res.json();
+  // The host's Date header (1 s resolution) corrects only a visitor clock that is clearly wrong.
+  const date = Date.parse(res.headers.get("Date") || "") / 1000;
+  const skew = date + 0.5 - (t0 + Date.now() / 1000) / 2;
+  if (Number.isFinite(skew) && Math.abs(skew) > 2) state.offset = skew;
+}
 
 function status(text) { $("status").textContent = text; }
 
@@ -111,9 +134,22 @@ function scheduleBoundary() {
 // -- connection --------------------------------------------------------------------------------
 async function poll() {
   clearTimeout(pollTimer);
+  if (settings.static) {
+    try {
+      if (!manifest) await loadManifest();
+      state.connected = true;
+      status("");
+      receive(staticScene(serverNow()), Date.now() / 1000);
+    } catch (err) {
+      status(`The broadcast is not reachable; trying again in ${state.backoff} s`);
+      pollTimer = setTimeout(poll, state.backoff * 1000);
+      state.backoff = Math.min(30, state.backoff * 2);
+    }
+    return;
+  }
   const t0 = Date.now() / 1000;
   try {
-    const res = await fetch("/scene.json", { cache: "no-store" });
+    const res = await fetch("scene.json", { cache: "no-store" });
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const scene = await res.json();
     receive(scene, (t0 + Date.now() / 1000) / 2);
@@ -127,9 +163,9 @@ async function poll() {
 }
 
 function connect() {
-  if (!window.EventSource) { poll(); return; }
+  if (settings.static || !window.EventSource) { poll(); return; }
   if (source) source.close();
-  source = new EventSource("/events");
+  source = new EventSource("events");
   source.addEventListener("open", () => {
     state.connected = true;
     state.backoff = 1;

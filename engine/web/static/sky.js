@@ -54,7 +54,7 @@ export class Sky {
     const gl = canvas.getContext("webgl2", { antialias: false, alpha: false, preserveDrawingBuffer: false });
     if (!gl) throw new Error("WebGL2 is not available in this browser");
     // Put together by engine/visual/sky.py from shaders/ with the "#version 300 es" header.
-    const [vert, frag] = await Promise.all(["/shaders/webgl/sky.vert", "/shaders/webgl/sky.frag"].map(text));
+    const [vert, frag] = await Promise.all(["shaders/webgl/sky.vert", "shaders/webgl/sky.frag"].map(text));
     const program = gl.createProgram();
     gl.attachShader(program, compile(gl, gl.VERTEX_SHADER, vert, "sky.vert"));
     gl.attachShader(program, compile(gl, gl.FRAGMENT_SHADER, frag, "sky.frag"));
