@@ -5,7 +5,8 @@ folder of noise scenes, then runs `--listeners` asyncio clients in this process 
 each holds one Server-Sent Events stream and, on a second keep-alive connection, fetches
 /scene.json every `--interval` seconds (jittered) and, as the page does, downloads the sound and
 the image of each scene it has not fetched yet (the current one and the next, which the page
-prefetches). Every request goes to 127.0.0.1 only; the run
+prefetches). Every request goes to 127.0.0.1 only, each listener from its own address in
+127.0.0.0/8 (the server caps event streams per address, as it would a real visitor); the run
 is bounded in listeners and time and stops the server at the end.
 
 Keys: listeners (clients that completed: their event stream saw every scene change and every
@@ -67,6 +68,12 @@ class Tally:
         self.failed.add(client)
 
 
+def visitor(n: int) -> str:
+    """Listener n's own address in 127.0.0.0/8 (all loopback on Linux), so that the server sees
+    1,000 visitors, not one address opening 1,000 streams (which its per-address cap refuses)."""
+    return f"127.{1 + n // 65025 % 254}.{n // 255 % 255}.{1 + n % 254}"
+
+
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
@@ -76,7 +83,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 async def poller(n: int, port: int, until: float, interval: float, tally: Tally) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(visitor(n), 0))
     fetched: set[str] = set()   # media paths this client has (the browser's cache: they are immutable)
 
     async def get(path: str) -> tuple[int, bytes]:
@@ -109,7 +116,7 @@ async def poller(n: int, port: int, until: float, interval: float, tally: Tally)
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
                 tally.error(f"poller {n}: {exc!r}", n)
                 writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(visitor(n), 0))
             await asyncio.sleep(interval * random.uniform(0.8, 1.2))
     finally:
         writer.close()
@@ -118,7 +125,7 @@ async def poller(n: int, port: int, until: float, interval: float, tally: Tally)
 async def listener(n: int, port: int, until: float, tally: Tally) -> None:
     seen = tally.events.setdefault(n, set())
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(visitor(n), 0))
         writer.write(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
         if b" 200 " not in head.split(b"\r\n", 1)[0]:
