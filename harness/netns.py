@@ -72,3 +72,25 @@ class Lan:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class Island:
+    """One network namespace with loopback only: no route to anywhere (`run_in(argv)`)."""
+
+    def __init__(self, tag: str | None = None) -> None:
+        self.name = f"ciel-island-{tag or os.getpid()}"
+
+    def __enter__(self) -> Island:
+        _ip("netns", "add", self.name)
+        try:
+            _ip("-n", self.name, "link", "set", "lo", "up")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def run_in(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=10)
