@@ -41,6 +41,7 @@ from .status import (
     _S_AHEAD,
     _S_BLOCK,
     _S_CALLBACKS,
+    _S_CB_TIME,
     _S_ERRKIND,
     _S_FILL,
     _S_HEARTBEAT,
@@ -260,7 +261,8 @@ class AudioChild:
           statement: slice views, numpy scalars, floats), takes no lock, does no I/O, never
           waits for the decode loop and never raises (the ring's positions are plain int64
           words: one writer each); its first call also sets its thread's priority;
-        - it touches only the ring, the tap, and status words in shared memory;
+        - it touches only the ring, the tap, and status words in shared memory (its count and the
+          time it ran, by which the decode loop sleeps until the next one);
         - the GIL is its only wait. The decode loop runs numpy in short steps and the switch
           interval is 0.5 ms; automatic garbage collection is off in this process (objects
           made while loading are frozen, and the decode loop collects the young generations in
@@ -294,6 +296,7 @@ class AudioChild:
             st[_S_MARK_TIME] = time.monotonic() + max(dac, 0.0) + (st[_S_MARK_POS] - r) / self.rate
         pos[0] = r + n
         st[_S_CALLBACKS] += 1
+        st[_S_CB_TIME] = time.monotonic()
 
     # — the decode loop —
     def decode_step(self) -> None:
@@ -449,7 +452,10 @@ class AudioChild:
                         idle_collections += 1
                         gc.collect(2 if idle_collections % 120 == 0 else 1)   # all generations once a minute
                         next_gc = now + 0.5
-                    time.sleep(max(0.0003, (fill - ahead) / rate))
+                    # sleep until the callback that takes the ring below `ahead` (callbacks take
+                    # whole blocks), not in short polls: one wake-up per callback at most
+                    due = st[_S_CB_TIME] + ((fill - ahead) // cfg.blocksize + 1) * cfg.blocksize / rate
+                    time.sleep(max(0.0003, due + 0.0002 - time.monotonic()))
         finally:
             try:
                 stream.abort() if not stopping else stream.stop()

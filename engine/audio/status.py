@@ -16,6 +16,7 @@ _S_HEARTBEAT, _S_STATE, _S_PID, _S_CALLBACKS, _S_UNDERFLOWS, _S_STALLS = 0, 1, 2
 _S_PEAK, _S_FILL, _S_RATE, _S_BLOCK, _S_LATENCY, _S_XRUNS = 6, 7, 8, 9, 10, 11
 _S_MARK_POS, _S_MARK_SEQ, _S_MARK_TIME, _S_PROBE, _S_STOP, _S_ERRKIND = 12, 13, 14, 15, 16, 17
 _S_READ, _S_WRITTEN, _S_STEPS, _S_PANIC, _S_PLAY_SEQ, _S_PLAYING_SEQ, _S_AHEAD = 18, 19, 20, 21, 22, 23, 24
+_S_CB_TIME = 25                # monotonic time of the last callback (the decode loop sleeps until the next one)
 _S_STEP_TIMES = 64             # ring of decode-step durations (ms)
 _N_STEP_TIMES = 4096
 _TEXT_LEN = 4096               # bytes per text field: device name, last error, the sound file to play
