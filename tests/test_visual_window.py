@@ -44,13 +44,23 @@ visual = VisualConfig(model=sys.argv[1], width=480, height=270, seed=5, screensh
 engine = Engine(Patch(note="a note", visual=visual), None, RunOptions(audio=False, window=True, control=False))
 engine.tick, engine.frame_done = tick, frame_done
 engine.report("test", "overlay line")
+if len(sys.argv) > 3:   # faults: one bad picture from the generator side, a screenshot folder that cannot exist
+    real_latest, calls = engine.keyframes.latest, {"n": 0}
+
+    def latest():
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise ValueError("a picture that cannot be read")
+        return real_latest()
+
+    engine.keyframes.latest = latest
 try:
     report = engine.show_window(deadline=time.monotonic() + 60)
     running = engine.running   # Esc ends the loop by clearing it
 finally:
     engine.close()
 print(json.dumps({"running": running, "frames": count["frames"], "note": engine.store.get1("note/show"),
-                  "renderer": report.renderer}))
+                  "renderer": report.renderer, "messages": engine.messages()}))
 """
 
 
@@ -85,3 +95,18 @@ def test_no_display_is_one_clear_line():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert "DisplayError: no display: start Xvfb" in out.stdout
     assert "--headless" in out.stdout and "Traceback" not in out.stderr
+
+
+def test_a_bad_picture_and_an_unwritable_screenshot_folder_are_reported_and_the_show_goes_on(xdisplay, tmp_path):
+    env = dict(os.environ, DISPLAY=xdisplay)
+    env.pop("SDL_VIDEODRIVER", None)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = subprocess.run([sys.executable, "-c", WINDOW_SCRIPT, str(ROOT / "models/image-default"),
+                          str(blocker / "shots"), "faults"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not result["running"] and result["frames"] >= 11       # every frame after the faults was drawn, Esc ended it
+    messages = "\n".join(result["messages"])
+    assert "image: ValueError: a picture that cannot be read" in messages
+    assert "screenshot: screenshot failed" in messages

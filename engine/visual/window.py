@@ -309,11 +309,14 @@ def _loop(hooks: WindowHooks, pygame: Any, ctx: moderngl.Context, sky: SkyRender
                 if (w, h) != (sky.width, sky.height):
                     sky.resize(w, h)
                     overlay.resize(w, h)
-        # update
+        # update (a part that fails becomes a line on the overlay; the frame is still drawn)
         store.snapshot_values(values)
-        keyframe = keyframes.latest()
-        if keyframe is not None:
-            sky.upload(keyframe.image, keyframe.back)
+        try:
+            keyframe = keyframes.latest()
+            if keyframe is not None:
+                sky.upload(keyframe.image, keyframe.back)
+        except Exception as exc:  # noqa: BLE001 — a bad picture (a baked file, a generator bug) never ends the show
+            hooks.report("image", f"{type(exc).__name__}: {exc}")
         if keyframes.error:
             hooks.report("image", keyframes.error)
         # render
@@ -331,7 +334,10 @@ def _loop(hooks: WindowHooks, pygame: Any, ctx: moderngl.Context, sky: SkyRender
         note = None
         if view.note_show > 0.5:
             note = hooks.note or "This patch has no program note."
-        overlay.draw(note, hooks.messages(), status)
+        try:
+            overlay.draw(note, hooks.messages(), status)
+        except Exception as exc:  # noqa: BLE001 — text that cannot be drawn is logged; the sky still shows
+            hooks.report("overlay", f"{type(exc).__name__}: {exc}")
         # flip
         pygame.display.flip()
         hooks.frame_done(clock())
