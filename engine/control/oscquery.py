@@ -27,7 +27,6 @@ answered 403.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import socket
@@ -466,10 +465,3 @@ def _response(status: HTTPStatus, body: bytes, content_type: str,
     if content_type:
         headers["Content-Type"] = content_type
     return Response(status.value, status.phrase, headers, body)
-
-
-def lan_addresses() -> list[str]:
-    """This machine's IPv4 addresses other machines may reach (for the log and `ciel run --lan`)."""
-    from zeroconf import get_all_addresses
-
-    return [a for a in get_all_addresses() if not ipaddress.ip_address(a).is_loopback]
