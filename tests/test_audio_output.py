@@ -239,6 +239,29 @@ def test_a_baked_sound_file_plays_through_jack_and_a_bad_one_is_named(jackd: par
     assert tone_share(resumed[-rate // 2:, 0], 440.0, rate) > 0.9, "a restarted audio process lost the file"
 
 
+def test_a_flood_of_scene_changes_loads_one_file_at_a_time_and_the_newest_wins(jackd: parts.JackServer,
+                                                                                 store: ParamStore, tmp_path: Path) -> None:
+    """An OSC tool firing scene/next thousands of times with baked scenes: the audio process never
+    loads more than one file at once (no pile of threads or files in memory) and the file asked
+    for last is the one that plays."""
+    long = []
+    for i, hz in enumerate((330.0, 550.0)):
+        path = tmp_path / f"s{i}.wav"   # 30 s at 44.1 kHz: each load is a resample, tens of ms
+        t = np.arange(30 * 44100) / 44100
+        sf.write(path, np.stack([0.3 * np.sin(2 * np.pi * hz * t)] * 2, axis=1), 44100, subtype="PCM_16")
+        long.append(path)
+    with playing(store) as audio:
+        threads = []
+        for i in range(400):
+            audio.play(long[i % 2])
+            if i % 20 == 0:
+                threads.append(len(os.listdir(f"/proc/{audio.pid}/task")))
+            time.sleep(0.002)
+        audio.play(long[1])
+        assert wait_for(lambda: audio.status().playing == str(long[1]), 15), audio.status()
+    assert max(threads) <= min(threads) + 2, threads    # at most one loader beside the process's own threads
+
+
 def test_unknown_device_is_one_clear_line(jackd: parts.JackServer, store: ParamStore) -> None:
     message = start_error(store, AudioDeviceError, device="no-such-device-xyz")
     assert "no-such-device-xyz" in message and "not found" in message

@@ -243,7 +243,9 @@ class AudioChild:
         self.steps = 0
         self.peak = 0.0
         self.play_seq = 0.0
-        self.clips: queue.Queue[tuple[float, np.ndarray]] = queue.Queue()
+        self.clips: queue.Queue[tuple[float, np.ndarray]] = queue.Queue(maxsize=4)
+        self._loader: threading.Thread | None = None   # at most one file loads at a time
+        self._want: tuple[float, str] | None = None    # the newest file play() asked for, not loading yet
         self.tap: _Ring | None = None
         self.rate = cfg.samplerate
         self._probe = 0                        # the latency probe's value slot, set in run()
@@ -306,12 +308,18 @@ class AudioChild:
         if st[_S_PLAY_SEQ] != self.play_seq:  # play() named a file (or none): load it off this loop
             self.play_seq = st[_S_PLAY_SEQ]
             path = block.text(_PLAY)
-            if path:
-                threading.Thread(target=_clip_loader, args=(path, self.play_seq, self.model.sample_rate, self.clips, block),
-                                 name="ciel-clip-loader", daemon=True).start()
-            else:
+            self._want = (self.play_seq, path) if path else None
+            if not path:
                 synth.play(None, ParamView(values).audio_glide)
                 st[_S_PLAYING_SEQ] = 0.0
+        if self._want is not None and (self._loader is None or not self._loader.is_alive()):
+            # one loader at a time, newest request next: a flood of scene changes cannot pile up
+            # threads or files in memory
+            asked, path = self._want
+            self._want = None
+            self._loader = threading.Thread(target=_clip_loader, args=(path, asked, self.model.sample_rate, self.clips, block),
+                                            name="ciel-clip-loader", daemon=True)
+            self._loader.start()
         while not self.clips.empty():
             asked, clip = self.clips.get_nowait()
             if asked == self.play_seq:  # a file asked for since then wins
