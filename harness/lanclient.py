@@ -4,10 +4,8 @@
 
 1. finds ciel over zeroconf (`_oscjson._tcp`) and reads HOST_INFO: the OSC address must be reachable;
 2. sets `sky/lon` over OSC UDP from `--me`, reads it back over OSCQuery;
-3. listens over the OSCQuery websocket (LISTEN) and times the pushes of changes this client did not
-   make (ciel's scheduler fires `scene/next` every period): `listen_push_ms` (from the push's due
-   time on ciel's scene clock is unknown here, so the gap between pushes is reported, and the bench
-   measures the delay itself);
+3. listens over the OSCQuery websocket (LISTEN) to a change this client does not make (ciel's
+   scheduler fires `scene/next` every period) and counts the pushes, with the gaps between them;
 4. from `--outsider` (an address outside ciel's allow-list): an OSC set and an HTTP request;
 5. `/ciel/quit` from `--me`: ciel must still answer afterwards (admin is for ciel's own machine);
 6. `--flood S`: forged `/ciel/get` requests from `--me` for S seconds; bytes answered ÷ bytes sent.
