@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -25,6 +26,19 @@ def missing(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required part missing under CI: {reason}")
     pytest.skip(reason)
+
+
+@contextmanager
+def chromium(width: int, height: int) -> Iterator[object]:
+    """Headless Chromium (harness.chromium.Chromium) for a browser test; missing() without it."""
+    from harness.chromium import Chromium, find_chromium
+
+    try:
+        find_chromium()
+    except FileNotFoundError as exc:
+        missing(str(exc))
+    with Chromium(width, height) as browser:
+        yield browser
 
 
 def tone_share(x: np.ndarray, hz: float, rate: int) -> float:

@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import missing
+from conftest import chromium, missing
 from test_web import make_baked
 
 from engine import cli
-from harness.chromium import Chromium, find_chromium
 
 PERIOD = 20.0
 
@@ -70,11 +69,7 @@ http {{
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        find_chromium()
-    except FileNotFoundError as exc:
-        missing(str(exc))
-    with Chromium(960, 540) as b:
+    with chromium(960, 540) as b:
         yield b
 
 

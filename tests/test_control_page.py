@@ -11,14 +11,13 @@ from pathlib import Path
 
 import mido
 import pytest
-from conftest import missing
+from conftest import chromium
 
 from engine.control.config import MidiConfig, MidiMapping, OscConfig, OscQueryConfig
 from engine.control.midi import MidiControl
 from engine.control.osc import OscServer
 from engine.control.oscquery import OscQueryServer
 from engine.params import ParamStore
-from harness.chromium import Chromium, find_chromium
 
 PHONE = (390, 844)
 GROUPS = ("sound", "image", "sky", "scene")
@@ -57,14 +56,10 @@ def stage(jackd):
 
 
 def test_phone_page_shows_every_group_sets_by_drag_and_follows_midi(stage, tmp_path: Path) -> None:
-    try:
-        find_chromium()
-    except FileNotFoundError as exc:
-        missing(str(exc))
     store, query, controller, midi = stage
     changes: list[tuple[str, tuple[float, ...], str]] = []
     store.add_listener(lambda name, values, source: changes.append((name, values, source)))
-    with Chromium(*PHONE) as browser, browser.page(f"http://127.0.0.1:{query.port}/control/") as page:
+    with chromium(*PHONE) as browser, browser.page(f"http://127.0.0.1:{query.port}/control/") as page:
         page.wait_for("window.cielPage && window.cielPage.ready", 20)
         page.wait_for("document.querySelectorAll('.problems li').length === 1", 10)
         # every group on the first screen of a phone, nothing wider than it

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -225,12 +226,23 @@ def test_bad_requests_get_clear_answers(site):
     conn.close()
 
 
-def test_listeners_beyond_the_limit_are_told_to_come_back(baked):
+@contextmanager
+def limited_site(baked, **limits):
+    """A started broadcast (period 10 s, real clock) served on a free port with `limits` (serve's)."""
     broadcast = Broadcast(BakedScenes(baked), SceneClock(10.0), ahead=1)
     broadcast.start()
-    server = serve(broadcast, "127.0.0.1", 0, max_listeners=1)
+    server = serve(broadcast, "127.0.0.1", 0, **limits)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
+        yield server
+    finally:
+        server.shutdown()
+        broadcast.stop()
+        server.server_close()
+
+
+def test_listeners_beyond_the_limit_are_told_to_come_back(baked):
+    with limited_site(baked, max_listeners=1) as server:
         first = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
         first.request("GET", "/events")
         stream = first.getresponse()  # kept: dropping the response would close the stream
@@ -238,10 +250,6 @@ def test_listeners_beyond_the_limit_are_told_to_come_back(baked):
         status, headers, _ = get(server, "/events")
         assert status == 503 and headers["retry-after"] == "10"
         first.close()
-    finally:
-        server.shutdown()
-        broadcast.stop()
-        server.server_close()
 
 
 def test_bad_baked_folder_names_the_file(tmp_path):
@@ -327,11 +335,7 @@ def test_a_request_body_is_never_answered_as_a_second_request(site):
 def test_a_slow_loris_is_closed_after_the_header_timeout(baked):
     import socket as sk
 
-    broadcast = Broadcast(BakedScenes(baked), SceneClock(10.0), ahead=1)
-    broadcast.start()
-    server = serve(broadcast, "127.0.0.1", 0, header_timeout=1.0)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
+    with limited_site(baked, header_timeout=1.0) as server:
         with sk.create_connection(server.server_address[:2], timeout=30) as s:
             s.sendall(b"GET / HTTP/1.1\r\n")
             t0 = time.monotonic()
@@ -348,37 +352,27 @@ def test_a_slow_loris_is_closed_after_the_header_timeout(baked):
             assert closed, "a connection that never finished its headers was kept"
         assert server.timed_out >= 1
         assert get(server, "/healthz")[0] == 200            # everyone else is still served
-    finally:
-        server.shutdown()
-        broadcast.stop()
-        server.server_close()
 
 
 def test_one_address_cannot_take_every_event_stream(baked):
-    broadcast = Broadcast(BakedScenes(baked), SceneClock(10.0), ahead=1)
-    broadcast.start()
-    server = serve(broadcast, "127.0.0.1", 0, max_listeners=100, max_streams_per_address=2)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     streams = []
-    try:
-        for _ in range(2):
+    with limited_site(baked, max_listeners=100, max_streams_per_address=2) as server:
+        try:
+            for _ in range(2):
+                conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+                conn.request("GET", "/events")
+                res = conn.getresponse()
+                assert res.status == 200 and res.fp.readline() == b"retry: 2000\n"
+                streams.append(conn)
+            assert get(server, "/events")[0] == 503             # the third from the same address
+            streams.pop().close()
+            deadline = time.monotonic() + 10
+            while server.listeners > 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
             conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
             conn.request("GET", "/events")
-            res = conn.getresponse()
-            assert res.status == 200 and res.fp.readline() == b"retry: 2000\n"
+            assert conn.getresponse().status == 200             # a slot freed is a slot again
             streams.append(conn)
-        assert get(server, "/events")[0] == 503             # the third from the same address
-        streams.pop().close()
-        deadline = time.monotonic() + 10
-        while server.listeners > 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
-        conn.request("GET", "/events")
-        assert conn.getresponse().status == 200             # a slot freed is a slot again
-        streams.append(conn)
-    finally:
-        for conn in streams:
-            conn.close()
-        server.shutdown()
-        broadcast.stop()
-        server.server_close()
+        finally:
+            for conn in streams:
+                conn.close()

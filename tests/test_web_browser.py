@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import missing
+from conftest import chromium
 from PIL import Image
 from test_web import make_baked
 
@@ -21,7 +21,6 @@ from engine.patch import load_patch
 from engine.visual.projection import SQRT2, layout
 from engine.web.config import WebConfig
 from engine.web.server import Broadcast, SceneClock, serve
-from harness.chromium import Chromium, find_chromium
 
 PERIOD = 5.0
 W, H = 640, 400
@@ -54,11 +53,7 @@ def baked(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        find_chromium()
-    except FileNotFoundError as exc:
-        missing(str(exc))
-    with Chromium(W, H) as b:
+    with chromium(W, H) as b:
         yield b
 
 
