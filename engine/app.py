@@ -118,20 +118,25 @@ class Engine:
         self.keyframes: KeyframeSource | None = None  # where the window's pictures come from
         self.seed = 0  # the image paths' seed (the patch's, or drawn at start)
         self.patch = patch
+        # The order makes a start (and a restart after a crash or a lost display) short: the audio
+        # and generator processes are spawned before anything waits, so their imports and model
+        # loads run beside the main process's own checks; only then does the engine wait for sound.
         try:
             apply_patch_params(self.store, patch)
             if options.audio and patch.audio.output != "none":
-                self.patch, _ = checked_model("audio", self.patch, self.report)
-                self._start_audio()
+                self._begin_audio()
             if options.window:
                 self.patch, model = checked_model("image", self.patch, self.report)
                 self.image_model = cast("ImageModel", model)   # kind "image" loads an ImageModel
-            if options.control:
-                self._start_control()
             if options.installation or self.patch.schedule.enabled:
                 self._start_scheduler()
             if self.image_model is not None:
                 self.keyframes = self._keyframe_source(self.image_model)
+                self.keyframes.start()
+            if self.audio is not None:
+                self._await_sound(self.audio)
+            if options.control:
+                self._start_control()
             if options.installation:
                 self._start_supervision()
         except BaseException:
@@ -139,13 +144,25 @@ class Engine:
             raise
 
     # — construction —
-    def _start_audio(self) -> None:
+    def _begin_audio(self) -> None:
+        """Spawn the audio process with the patch's model, then check that model here: if it
+        cannot be loaded, the process is replaced by one playing the bundled default (reported)."""
         from .audio.output import AudioProcess
 
         self.audio = AudioProcess(self.patch.audio, self.snapshot.name)
-        self.audio.start()
+        self.audio.begin()
+        checked, _ = checked_model("audio", self.patch, self.report)
+        if checked is not self.patch:
+            self.audio.stop()
+            self.patch = checked
+            self.audio = AudioProcess(self.patch.audio, self.snapshot.name)
+            self.audio.begin()
+
+    def _await_sound(self, audio: AudioProcess) -> None:
+        """Wait for the audio process spawned by `_begin_audio` to play (its errors raised here)."""
+        audio.wait_started()
         deadline = time.monotonic() + 2.0
-        while self.audio.status().callbacks == 0 and time.monotonic() < deadline:
+        while audio.status().callbacks == 0 and time.monotonic() < deadline:
             time.sleep(0.005)
         self.first_sound_s = time.monotonic() - self.options.t0
         log.info("first sound after %.2f s", self.first_sound_s)

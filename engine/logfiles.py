@@ -20,12 +20,25 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         super().__init__(filename, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True)
         self.write_errors = 0
         self.last_error = ""
+        self._lost = 0   # records lost since the last one written
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write `record`; the first record written after failures is followed by one line that
+        says how many were lost before it and why, so the log shows the gap instead of hiding it."""
+        errors = self.write_errors
+        super().emit(record)
+        if self._lost and self.write_errors == errors:
+            lost, self._lost = self._lost, 0
+            super().emit(logging.LogRecord("ciel.log", logging.WARNING, __file__, 0,
+                                           "logging resumed: %d log records before this one were lost (%s)",
+                                           (lost, self.last_error), None))
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's naming)
         import sys
 
         exc = sys.exc_info()[1]
         self.write_errors += 1
+        self._lost += 1
         self.last_error = f"{type(exc).__name__}: {exc}" if exc else "unknown error"
         if self.write_errors == 1 or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC and self.write_errors % 1000 == 0):
             print(f"ciel: cannot write log {self.baseFilename}: {self.last_error} (the show goes on)",

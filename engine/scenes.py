@@ -25,6 +25,7 @@ from .paramview import ParamView
 from .parts import Keyframe
 
 OPUS_RATE = 48000
+MAX_BAKED_PIXELS = 64_000_000   # a baked scene image is about 1 megapixel; far larger is a bad file, not a scene
 
 
 # — making —
@@ -162,10 +163,17 @@ class BakedImageWorker:
         t0 = time.perf_counter()
         try:
             with Image.open(scene.image) as im:
+                w, h = im.size
+                if w * h > MAX_BAKED_PIXELS:
+                    self.error = (f"baked image {scene.image}: {w}x{h} pixels is more than a baked scene holds "
+                                  f"({MAX_BAKED_PIXELS // 1_000_000} megapixels at most); the last picture stays")
+                    return
                 image = np.asarray(im.convert("RGB"), dtype=np.uint8)
-        except (OSError, UnidentifiedImageError) as exc:
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            # a truncated or malformed file: Pillow raises any of these; the last picture stays
             self.error = f"baked image {scene.image}: {exc}"
             return
+        self.error = None
         back, self._front = self._front, image
         self.count += 1
         ms = 1000.0 * (time.perf_counter() - t0)

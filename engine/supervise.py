@@ -115,6 +115,10 @@ class RestartableWorker:
         return self._worker.times_ms
 
     def start(self) -> None:
+        """Start the worker; a second call does nothing (the engine starts it early, the window
+        starts whatever it is given)."""
+        if self._started:
+            return
         self._started = True
         self._worker.start()
 
@@ -187,6 +191,9 @@ class Supervision:
             report("healthz", f"/healthz not served on {host}:{port}: {exc}")
         self.watchdog = Watchdog(self._progress, notifier)
         self.gan_watch: StallWatch | None = None
+        self._gan = gan
+        if gan is not None:
+            self.health.extras.append(self._gan_status)
         if gan is not None and callable(getattr(gan, "restart", None)):
             self.gan_watch = StallWatch("gan", lambda: int(gan.count), gan.restart, gan_timeout,
                                         report=report, failed=lambda: gan.error is not None)
@@ -205,6 +212,13 @@ class Supervision:
         h = self.log_handler
         return {"log_file": h.baseFilename if h else None, "log_write_errors": h.write_errors if h else None,
                 "log_error": (h.last_error or None) if h else None}
+
+    def _gan_status(self) -> dict[str, Any]:
+        gan = self._gan
+        if gan is None:
+            return {}
+        return {"gan": {"pid": getattr(gan, "pid", None), "keyframes": int(gan.count), "error": gan.error,
+                        "restarts": self.gan_watch.restarts if self.gan_watch is not None else 0}}
 
     def _progress(self) -> tuple[int, int | None]:
         h = self.health.document()

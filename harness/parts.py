@@ -1,6 +1,6 @@
 """Start the real parts that ciel talks to when no hardware is there: a JACK server with the dummy
 driver (a clocked sound card), Xvfb (a display), and find Pure Data. Used by tests, benchmarks and
-soaks. `JackServer`, `jackd()` and `xvfb()` are context managers that stop what they started and
+soaks. `JackServer`, `Xvfb`, `jackd()` and `xvfb()` are context managers that stop what they started and
 leave alone what was already running.
 """
 
@@ -177,30 +177,70 @@ def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
             proc.wait()
 
 
+class Xvfb:
+    """An Xvfb display server on a fixed display number that can be killed and started again
+    there (a display that goes away and comes back, as after a display manager restart).
+
+    `start` takes the first free number from `display` on and waits for its socket; `kill`
+    ends it with `sig` (SIGKILL by default: the clients' connection breaks at once); a second
+    `start` opens the same number again. Also a context manager.
+    """
+
+    def __init__(self, display: str = ":99", size: str = "1920x1080x24") -> None:
+        self.num = int(display.lstrip(":"))
+        self.size = size
+        self.proc: subprocess.Popen | None = None
+        self._fixed = False
+
+    @property
+    def display(self) -> str:
+        return f":{self.num}"
+
+    def _socket(self) -> Path:
+        return Path(f"/tmp/.X11-unix/X{self.num}")
+
+    def start(self) -> Xvfb:
+        exe = shutil.which("Xvfb")
+        if exe is None:
+            raise FileNotFoundError("Xvfb not found: run `bash scripts/setup-system.sh` (Debian package xvfb)")
+        if not self._fixed:
+            while self._socket().exists() or Path(f"/tmp/.X{self.num}-lock").exists():
+                self.num += 1
+            self._fixed = True
+        self.proc = subprocess.Popen([exe, self.display, "-screen", "0", self.size, "-nolisten", "tcp"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while not self._socket().exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                stop(self.proc)
+                raise RuntimeError(f"Xvfb did not start on {self.display}")
+            time.sleep(0.05)
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(sig)
+            stop(self.proc)
+        self.proc = None
+        for leftover in (self._socket(), Path(f"/tmp/.X{self.num}-lock")):  # a killed server leaves them
+            leftover.unlink(missing_ok=True)
+
+    def __enter__(self) -> Xvfb:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill(signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def xvfb(display: str = ":99", size: str = "1920x1080x24") -> Iterator[str]:
     """An Xvfb display (or the current $DISPLAY if one is set). Yields the display name."""
     if os.environ.get("DISPLAY"):
         yield os.environ["DISPLAY"]
         return
-    exe = shutil.which("Xvfb")
-    if exe is None:
-        raise FileNotFoundError("Xvfb not found: run `bash scripts/setup-system.sh` (Debian package xvfb)")
-    num = int(display.lstrip(":"))
-    while Path(f"/tmp/.X11-unix/X{num}").exists() or Path(f"/tmp/.X{num}-lock").exists():
-        num += 1
-    display = f":{num}"
-    proc = subprocess.Popen([exe, display, "-screen", "0", size, "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 10
-        while not Path(f"/tmp/.X11-unix/X{num}").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Xvfb did not start on {display}")
-            time.sleep(0.05)
-        yield display
-    finally:
-        stop(proc)
+    with Xvfb(display, size) as server:
+        yield server.display
 
 
 def pd_binary() -> str:

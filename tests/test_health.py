@@ -332,3 +332,30 @@ def test_restartable_worker_replaces_a_dead_generator_thread():
     assert made[1].is_alive() and handle.is_alive()   # the render loop's calls now reach a live, fresh worker
     handle.stop()
     assert not made[1].is_alive()
+
+
+def test_the_log_says_how_many_records_a_full_disk_lost_once_it_can_write_again(tmp_path):
+    """Records lost while the disk was full leave one line in the log when writing resumes."""
+    target = tmp_path / "target"
+    link = tmp_path / "ciel.log"
+    link.symlink_to("/dev/full")
+    handler = SafeRotatingFileHandler(link, max_bytes=100_000, backups=1)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("ciel.test.resume")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for i in range(7):
+            logger.warning("lost %d", i)
+        link.unlink()                       # space returns: the same path is writable again
+        link.symlink_to(target)
+        logger.warning("after")
+        logger.warning("later")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    lines = target.read_text().splitlines()
+    assert lines[0] == "WARNING after"
+    assert lines[1].startswith("WARNING logging resumed: 7 log records before this one were lost") and "space" in lines[1]
+    assert lines[2] == "WARNING later" and len(lines) == 3
+    assert handler.write_errors == 7

@@ -21,7 +21,7 @@ import queue
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -73,6 +73,9 @@ from .status import (
     RUNNING,
     STOPPED,
 )
+
+if TYPE_CHECKING:
+    from .model import AudioModel
 
 
 class RunAhead:
@@ -342,6 +345,16 @@ class AudioChild:
         self.peak = max(self.peak * self._peak_decay, float(np.max(np.abs(sound))) if len(sound) else 0.0)
         st[_S_PEAK] = 20 * math.log10(max(self.peak, 1e-10))
 
+    def _load_model(self) -> AudioModel:
+        import torch
+
+        from .model import load_audio_model
+
+        torch.set_num_threads(self.cfg.threads)
+        sys.setswitchinterval(0.0005)  # the callback thread waits at most this long for the GIL
+        self.model = model = load_audio_model(self.cfg.model)
+        return model
+
     def run(self) -> None:
         """Open the device, load the model, fill the ring and keep it filled until asked to stop
         (or orphaned). Raises AudioDeviceError / ModelError with one line."""
@@ -353,20 +366,21 @@ class AudioChild:
         named = jacknames.set_client_name(sd)   # JACK sees the client as `ciel`
         if not named.startswith("JACK client"):
             print(f"ciel-audio: {named}", file=sys.stderr, flush=True)
-        found = _wait_for_device(sd, cfg.device, st, block, self.wait_for_device)  # first: the quickest error
+        # A first start looks for the device first (the quickest error for a wrong name); a restart
+        # (the device or its server went away) loads the model first, so the sound is back as soon
+        # as the device is.
+        if self.wait_for_device:
+            model = self._load_model()
+        found = _wait_for_device(sd, cfg.device, st, block, self.wait_for_device)
         if found is None:
             return
         index, label = found
         block.set_text(_ERROR, "")
+        if not self.wait_for_device:
+            model = self._load_model()
 
-        import torch
-
-        from .model import load_audio_model
         from .stream import AudioSynth
 
-        torch.set_num_threads(cfg.threads)
-        sys.setswitchinterval(0.0005)  # the callback thread waits at most this long for the GIL
-        self.model = model = load_audio_model(cfg.model)
         self.snapshot = SharedSnapshot(REGISTRY.size, name=self.snapshot_name, create=False)
         self.values = np.empty(REGISTRY.size, np.float64)
         if not self.snapshot.read_into(self.values):
@@ -441,7 +455,11 @@ class AudioChild:
                 if st[_S_CALLBACKS] != last_cb:
                     last_cb, last_cb_change = st[_S_CALLBACKS], now
                 elif now - last_cb_change > 1.0:
-                    raise AudioDeviceError(f"audio device {label} stopped calling back (device lost)")
+                    # said before the stream is torn down: closing a stream whose server died can
+                    # hang, and the engine replaces this process as soon as it reads FAILED
+                    message = f"audio device {label} stopped calling back (device lost)"
+                    _fail(st, block, ERR_DEVICE, message)
+                    raise AudioDeviceError(message)
                 ahead = run_ahead.update(int(st[_S_UNDERFLOWS]), now)
                 fill = ring.fill
                 st[_S_FILL], st[_S_READ], st[_S_WRITTEN] = fill, ring.pos[0], ring.pos[1]

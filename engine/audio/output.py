@@ -116,9 +116,20 @@ class AudioProcess:
 
     def start(self, timeout: float = 20.0) -> None:
         """Spawn the child and wait for sound. Raises AudioDeviceError / ModelError with one line."""
+        self.begin()
+        self.wait_started(timeout)
+
+    def begin(self) -> None:
+        """Spawn the child and return at once: it imports, loads its model and opens the device
+        while the caller goes on (the engine starts its other parts meanwhile). `wait_started`
+        then waits for it."""
         self._stopped = False
         self._spawn(fade_in_s=0.05)
-        deadline = time.monotonic() + timeout
+
+    def wait_started(self, timeout: float = 20.0) -> None:
+        """Wait until the child spawned by `begin` plays. Raises AudioDeviceError / ModelError with
+        one line."""
+        deadline = self._spawned + timeout
         while self._st[_S_STATE] == STARTING:
             if not self._proc or not self._proc.is_alive():
                 if self._st[_S_STATE] == STARTING:

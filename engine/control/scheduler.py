@@ -244,6 +244,7 @@ class Scheduler:
             scene = Scene(self.scenes, f"live-{seed:010d}", seed, due, now, self.period)
         self.scene = scene
         self.store.trigger("scene/next", SOURCE)
+        log.info("scene %d: %s", scene.number, scene.id)   # the installation's log says what played when
         return scene
 
     def _pick(self, pool: int) -> int:

@@ -189,7 +189,7 @@ class GanWorker:
     thread beside the render loop got under a tenth of its speed). Methods are called by the
     render thread:
 
-    - `start()`: spawn the process (it imports torch and loads the model: a few seconds).
+    - `start()`: spawn the process (it imports torch and loads the model: a few seconds); once.
     - `latest()`: the newest Keyframe not yet taken, or None; older ones are never shown.
     - `error`: None, or the one-line reason the generator stopped (the last picture stays up).
     - `stop()`: end the process.
@@ -216,6 +216,8 @@ class GanWorker:
         self._final: tuple[int, list[float], str | None, float, float | None] | None = None  # stats kept after stop()
 
     def start(self) -> None:
+        if self._proc is not None:   # started already (the engine starts it early; the window again)
+            return
         ctx = mp.get_context("spawn")
         args = (self.folder, self.resolution, self.seed, self.keyframes_per_s, self.threads, self.compile,
                 self.snapshot, self.block.name, self.slow_s)
@@ -236,6 +238,11 @@ class GanWorker:
             return None
         self._taken = seq
         return Keyframe(front, back, seq)
+
+    @property
+    def pid(self) -> int | None:
+        """The generator process's id (None before `start`)."""
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def count(self) -> int:
