@@ -1,7 +1,7 @@
 """Fault soak: the installation under Xvfb + JACK for M minutes with a random fault every minute.
 
 `python -m bench chaos --minutes 60` runs ciel the way the documented systemd unit does
-(docs/installation.md: `ciel install`, restarted one second after it exits) on a private JACK
+(docs/installation.md: `ciel install`, restarted half a second after it exits) on a private JACK
 dummy server and an Xvfb display of 1920x1080, and every `--every` seconds (60) injects one fault,
 drawn from a shuffled deck so that each kind comes up as often as the others:
 
@@ -25,7 +25,7 @@ Where each key is measured:
 - `seconds_silent_max`: the longest stretch without sound at ciel's JACK ports (`ciel:out_*`,
   captured by a JACK client in this bench: no block with a peak above -80 dBFS), across restarts,
   jackd included; `seconds_dark_max`: the longest stretch without a picture on the display (the
-  centre of the X screen read back once every 0.5 s; mean level at most 3/255, or no display).
+  centre of the X screen read back every 0.25 s; mean level at most 3/255, or no display).
   Both within a half (the planned restart between the halves is not counted).
 - `scenes_missed`: scene changes seen on /healthz; a gap of g seconds between two scene starts
   (or a half's start or end) misses round(g / period) - 1 scenes when g > 1.5 periods.
@@ -74,7 +74,7 @@ log = logging.getLogger("ciel.chaos")
 ROOT = Path(__file__).resolve().parents[1]
 SILENT_PEAK = 10 ** (-80 / 20)
 DARK_LEVEL = 3.0
-RESTART_S = 1.0                   # the documented unit's RestartSec
+RESTART_S = 0.5                   # the documented unit's RestartSec
 DISPLAY_EXIT_WINDOW_S = 30.0      # an exit this soon after the display was killed is a restart
 LONG_LIVED_S = 600.0
 RSS_WARMUP_S = 180.0
@@ -198,7 +198,7 @@ class Ear:
 
 
 class Eye:
-    """Reads the centre of the X screen back twice a second; a mean level above DARK_LEVEL/255
+    """Reads the centre of the X screen back four times a second; a mean level above DARK_LEVEL/255
     is a picture. Its own thread."""
 
     def __init__(self, display: Callable[[], str], size: tuple[int, int], gaps: Gaps) -> None:
@@ -219,7 +219,7 @@ class Eye:
     def _run(self) -> None:
         from PIL import ImageGrab
 
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(0.25):
             try:
                 im = ImageGrab.grab(bbox=self.bbox, xdisplay=self.display())
             except OSError:   # no display (killed, not yet back)
@@ -313,7 +313,7 @@ class Health:
         self.url = url
         self.doc: dict = {}
         self.at = 0.0
-        self.scene: str | None = None
+        self.scene: tuple | None = None
         self.scene_starts: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chaos-health", daemon=True)
@@ -336,8 +336,9 @@ class Health:
                 continue
             now = time.monotonic()
             self.doc, self.at = doc, now
-            scene = doc.get("scene")
-            if scene and scene != self.scene:
+            # a scene is identified by the process and its number there (ids may repeat)
+            scene = (doc.get("pid"), (doc.get("scheduler") or {}).get("scene_number"))
+            if scene[1] and scene != self.scene:
                 self.scene = scene
                 self.scene_starts.append(now)
 

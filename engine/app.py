@@ -193,7 +193,11 @@ class Engine:
         from .control.scheduler import Scheduler
 
         cfg = dataclasses.replace(self.patch.schedule, enabled=True)
-        self.scheduler = Scheduler(cfg, self.store, clock=self.clock, source=self.patch.source)
+        # a seed of its own each start: a restarted installation goes on with new scenes instead
+        # of playing the same sequence again from its first scene
+        seed = time.time_ns() & 0x7FFFFFFF
+        self.scheduler = Scheduler(cfg, self.store, clock=self.clock, source=self.patch.source, seed=seed)
+        log.info("scenes drawn with seed %d", seed)
         if self.scheduler.baked is not None and self.audio is not None:
             self.scheduler.add_listener(self._play_scene)
 

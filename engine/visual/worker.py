@@ -149,6 +149,7 @@ SLOTS = 3
 _SLOT_BACK = _SLOT_SEQ + SLOTS  # 1.0 where the slot holds an image behind (mapping 1)
 _FIRST_T, _LAST_T = _SLOT_BACK + SLOTS, _SLOT_BACK + SLOTS + 1  # monotonic times of keyframes 1 and n
 _RING = 64
+NICE = 5   # the generator process runs at this niceness: the render loop and the audio process come first
 _RING_AT = _LAST_T + 1
 _N_CTL = _RING_AT + _RING
 _ERR_BYTES = 512
@@ -194,6 +195,8 @@ class GanWorker:
     - `error`: None, or the one-line reason the generator stopped (the last picture stays up).
     - `stop()`: end the process.
 
+    The process runs at niceness NICE: on a small machine the render loop and the sound (and,
+    at a start, the window and the first sound) come before the next keyframe.
     The process reads the parameters itself from the engine's shared snapshot (`snapshot`: its
     shared-memory name, `engine.params.SharedSnapshot.name`), the one every consumer reads: an
     image-latent change reaches it whether or not the window is drawing.
@@ -305,6 +308,10 @@ def _worker_main(folder: str, resolution: int, seed: int, keyframes_per_s: float
     """Entry of the generator process: keyframes along the image paths until told to stop."""
     block = _Block(resolution, block_name)  # the parent owns and unlinks it
     snapshot: SharedSnapshot | None = None
+    try:   # below the render loop and the sound: on a small machine they come first (a start too)
+        os.nice(NICE)
+    except OSError:
+        pass
     try:
         torch.set_num_threads(threads)
         model = load_image_model(folder)
