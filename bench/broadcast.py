@@ -1,22 +1,31 @@
-"""Load test of `ciel broadcast`: many listeners on 127.0.0.1 holding /events and polling /scene.json.
+"""Load test of the broadcast as visitors meet it: the live server and the static export under nginx.
 
-Starts the real command (`python -m engine.cli broadcast --baked DIR --port 0`) on a small baked
-folder of noise scenes, then runs `--listeners` asyncio clients in this process for `--seconds`:
-each holds one Server-Sent Events stream and, on a second keep-alive connection, fetches
-/scene.json every `--interval` seconds (jittered) and, as the page does, downloads the sound and
-the image of each scene it has not fetched yet (the current one and the next, which the page
-prefetches). Every request goes to 127.0.0.1 only, each listener from its own address in
-127.0.0.0/8 (the server caps event streams per address, as it would a real visitor); the run
-is bounded in listeners and time and stops the server at the end. The listeners are spread over
-client processes (one per 250, at most one per core; `--client-processes`), which share the
-machine with the server: on 2 cores the figures are a floor on what the server can do.
+`python -m bench broadcast --listeners 1000 --quick` makes a small baked folder of noise scenes and,
+for each target, runs `--listeners` clients that do what the page (engine/web/static/app.js) does,
+each from its own address in 127.0.0.0/8, with HTTP keep-alive:
 
-Keys: listeners (clients that completed: their event stream saw every scene change and every
-request they made, /scene.json and media, answered 200 with a whole body), listeners_started,
-scene_json_ms_p99 (request sent → body read, 99th percentile), media_downloads (sounds and images
-fetched), media_ms_p99 (request sent → whole file read), media_mb (bytes fetched), errors (failed or
-non-200 requests, short bodies, broken or silent event streams, scene changes an event stream
-missed), server_cpu_percent (the server process's CPU time over the load phase, % of one core).
+- live (`ciel broadcast --baked DIR`, uvicorn): half the listeners hold /events and, on each scene
+  event, fetch the scene's sound and image if they do not have them and the next scene's at a
+  random moment in the first half of the time left (the page's prefetch); the other half are
+  pages without an event stream: they poll /scene.json just after each boundary (spread over a
+  second, as the page does) and fetch the files the same way;
+- static (`ciel broadcast --export`, served by Debian's nginx): every listener reads
+  manifest.json once, computes the scenes from the clock and fetches each scene's files the same
+  way (the static page).
+
+Beside both, a slow loris holds `--slowloris` (200) connections that send one header byte a
+second and never finish a request (reopened when the server closes them).
+The clients are spread over client processes (one per 250, at most one per core;
+`--client-processes`) that share the machine with the server: on 2 cores the figures are a floor
+on what the server can do. `--target live|static|both`.
+
+Keys, per target (`live_…`, `static_…`): listeners (clients that completed: every scene change
+seen, every request answered 200 with its whole body), scene_json_ms_p99 (request sent → body read;
+for static, manifest.json, from which the static page computes each scene), media_downloads,
+media_ms_p99 (request sent → whole file read), media_mb, errors (failed or non-200 requests,
+short bodies, broken or silent event streams, scene changes missed), server_cpu_percent (the
+server's CPU time over the load, % of one core); slowloris_connections (held open beside),
+slowloris_closed (closed by the server's header deadline during the run).
 """
 
 from __future__ import annotations
@@ -63,11 +72,21 @@ class Tally:
         self.media_bytes = 0
         self.errors: list[str] = []
         self.failed: set[int] = set()   # clients with at least one error
-        self.events: dict[int, set[int]] = {}  # listener → scene ids received over SSE
+        self.events: dict[int, set[int]] = {}  # events client → scene ids received
+        self.slowloris_closed = 0
 
     def error(self, what: str, client: int) -> None:
         self.errors.append(what)
         self.failed.add(client)
+
+    def merge(self, other: Tally) -> None:
+        self.latencies_ms += other.latencies_ms
+        self.media_ms += other.media_ms
+        self.media_bytes += other.media_bytes
+        self.errors += other.errors
+        self.failed |= other.failed
+        self.events.update(other.events)
+        self.slowloris_closed += other.slowloris_closed
 
 
 def visitor(n: int) -> str:
@@ -84,106 +103,213 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, body
 
 
-async def poller(n: int, port: int, until: float, interval: float, tally: Tally) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(visitor(n), 0))
-    fetched: set[str] = set()   # media paths this client has (the browser's cache: they are immutable)
+class Visitor:
+    """One page's keep-alive connection for /scene.json, the manifest and the files (requests in
+    turn, as a browser's connection carries them) and the files it already has (its cache)."""
 
-    async def get(path: str) -> tuple[int, bytes]:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        return await asyncio.wait_for(read_response(reader), timeout=20)
+    def __init__(self, n: int, port: int, tally: Tally) -> None:
+        self.n, self.port, self.tally = n, port, tally
+        self.fetched: set[str] = set()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.lock = asyncio.Lock()
+        self.tasks: set[asyncio.Task] = set()
 
-    try:
-        await asyncio.sleep(random.uniform(0, interval))
-        while time.monotonic() < until:
-            t0 = time.perf_counter()
+    async def get(self, path: str) -> tuple[int, bytes]:
+        async with self.lock:
+            for attempt in (0, 1):   # a keep-alive connection the server closed is opened again, once
+                if self.writer is None:
+                    self.reader, self.writer = await asyncio.open_connection(
+                        "127.0.0.1", self.port, local_addr=(visitor(self.n), 0))
+                try:
+                    self.writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                    return await asyncio.wait_for(read_response(self.reader), timeout=20)
+                except (OSError, asyncio.IncompleteReadError):
+                    self.writer.close()
+                    self.writer = None
+                    if attempt:
+                        raise
+            raise OSError("unreachable")
+
+    async def timed(self, path: str, into: list[float]) -> tuple[int, bytes]:
+        t0 = time.perf_counter()
+        status, body = await self.get(path)
+        into.append((time.perf_counter() - t0) * 1000)
+        return status, body
+
+    async def files(self, scene: dict, prefix: str = "") -> None:
+        """The scene's sound and image, unless this page has them."""
+        for key in ("sound", "image"):
+            path = scene.get(key)
+            if not path or path in self.fetched:
+                continue
+            path = prefix + path
             try:
-                status, body = await get("/scene.json")
-                tally.latencies_ms.append((time.perf_counter() - t0) * 1000)
-                scene = json.loads(body) if status == 200 else {}
-                if "id" not in scene:
-                    tally.error(f"poller {n}: /scene.json HTTP {status}", n)
-                for entry in (scene, scene.get("next") or {}):
-                    for key in ("sound", "image"):
-                        path = entry.get(key)
-                        if not path or path in fetched:
-                            continue
-                        t1 = time.perf_counter()
-                        status, data = await get(path)
-                        tally.media_ms.append((time.perf_counter() - t1) * 1000)
-                        if status != 200 or not data:
-                            tally.error(f"poller {n}: {path} HTTP {status}, {len(data)} bytes", n)
-                        else:
-                            fetched.add(path)
-                            tally.media_bytes += len(data)
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
-                tally.error(f"poller {n}: {exc!r}", n)
-                writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(visitor(n), 0))
-            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
-    finally:
-        writer.close()
+                status, data = await self.timed(path, self.tally.media_ms)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+                self.tally.error(f"visitor {self.n}: {path}: {exc!r}", self.n)
+                continue
+            if status != 200 or not data:
+                self.tally.error(f"visitor {self.n}: {path} HTTP {status}, {len(data)} bytes", self.n)
+            else:
+                self.fetched.add(scene[key])
+                self.tally.media_bytes += len(data)
+
+    def prefetch(self, scene: dict | None, left: float, prefix: str = "") -> None:
+        """The page's prefetch of the next scene: at a random moment in the first half of `left` s."""
+        if not scene:
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(random.uniform(0, min(10.0, max(0.0, left) / 2)))
+            await self.files(scene, prefix)
+
+        task = asyncio.ensure_future(later())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        if self.writer is not None:
+            self.writer.close()
 
 
-async def listener(n: int, port: int, until: float, tally: Tally) -> None:
+async def events_page(n: int, port: int, until: float, tally: Tally) -> None:
+    """A page with an event stream: files of each scene as its event arrives, the next one's soon."""
     seen = tally.events.setdefault(n, set())
+    page = Visitor(n, port, tally)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(visitor(n), 0))
         writer.write(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
         if b" 200 " not in head.split(b"\r\n", 1)[0]:
-            tally.error(f"listener {n}: {head.splitlines()[0]!r}", n)
+            tally.error(f"events {n}: {head.splitlines()[0]!r}", n)
             return
-        while True:
-            left = until - time.monotonic()
-            if left <= 0:
-                break
+        while (left := until - time.monotonic()) > 0:
             try:
                 block = await asyncio.wait_for(reader.readuntil(b"\n\n"), timeout=left)
             except asyncio.TimeoutError:
                 break
             for line in block.split(b"\n"):
                 if line.startswith(b"data: "):
-                    seen.add(json.loads(line[6:])["id"])
+                    scene = json.loads(line[6:])
+                    seen.add(scene["id"])
+                    await page.files(scene)
+                    page.prefetch(scene.get("next"), scene["time_to_next"])
         writer.close()
-    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
-        tally.error(f"listener {n}: {exc!r}", n)
+    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, KeyError) as exc:
+        tally.error(f"events {n}: {exc!r}", n)
+    finally:
+        await page.close()
 
 
-async def load(port: int, clients: range, seconds: float, interval: float) -> Tally:
+async def polling_page(n: int, port: int, until: float, tally: Tally) -> None:
+    """A page without an event stream: /scene.json just after each boundary (spread over a second)."""
+    page = Visitor(n, port, tally)
+    try:
+        while time.monotonic() < until:
+            try:
+                status, body = await page.timed("/scene.json", tally.latencies_ms)
+                scene = json.loads(body) if status == 200 else {}
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+                tally.error(f"poll {n}: {exc!r}", n)
+                scene = {}
+            if "id" not in scene:
+                tally.error(f"poll {n}: /scene.json without a scene", n)
+                await asyncio.sleep(1.0)
+                continue
+            await page.files(scene)
+            page.prefetch(scene.get("next"), scene["time_to_next"])
+            await asyncio.sleep(min(10.0, scene["time_to_next"] + 0.3 + random.random()))
+    finally:
+        await page.close()
+
+
+async def static_page(n: int, port: int, until: float, tally: Tally) -> None:
+    """The static page: manifest.json once, then each scene's files from the clock."""
+    page = Visitor(n, port, tally)
+    try:
+        try:
+            status, body = await page.timed("/manifest.json", tally.latencies_ms)
+            manifest = json.loads(body)
+            epoch, period, scenes = manifest["epoch"], manifest["period"], manifest["scenes"]
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, KeyError) as exc:
+            tally.error(f"static {n}: manifest.json: {exc!r}", n)
+            return
+        if status != 200:
+            tally.error(f"static {n}: manifest.json HTTP {status}", n)
+            return
+        while time.monotonic() < until:
+            sid = int((time.time() - epoch) // period)
+            await page.files(scenes[sid % len(scenes)], "/")
+            ends = epoch + (sid + 1) * period
+            page.prefetch(scenes[(sid + 1) % len(scenes)], ends - time.time(), "/")
+            await asyncio.sleep(max(0.0, ends - time.time()) + 0.05)
+            if time.monotonic() >= until:
+                break
+    finally:
+        await page.close()
+
+
+async def slowloris(port: int, count: int, until: float, tally: Tally) -> None:
+    """`count` connections that send one header byte a second and never finish a request."""
+    async def one(k: int) -> None:
+        while time.monotonic() < until:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(visitor(60000 + k), 0))
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                while time.monotonic() < until:
+                    writer.write(b"X")
+                    await writer.drain()
+                    try:
+                        if await asyncio.wait_for(reader.read(1), timeout=1.0) == b"":
+                            tally.slowloris_closed += 1
+                            break
+                    except asyncio.TimeoutError:
+                        continue
+                writer.close()
+            except OSError:
+                tally.slowloris_closed += 1
+                await asyncio.sleep(1.0)
+
+    await asyncio.gather(*(one(k) for k in range(count)))
+
+
+async def load(port: int, clients: range, seconds: float, target: str, loris: int) -> Tally:
     tally = Tally()
     until = time.monotonic() + seconds
-    tasks = []
+    tasks = [asyncio.create_task(slowloris(port, loris, until, tally))] if loris else []
     for n in clients:
-        tasks.append(asyncio.create_task(listener(n, port, until, tally)))
-        tasks.append(asyncio.create_task(poller(n, port, until, interval, tally)))
+        if target == "static":
+            page = static_page(n, port, until, tally)
+        else:
+            page = events_page(n, port, until, tally) if n % 2 == 0 else polling_page(n, port, until, tally)
+        tasks.append(asyncio.create_task(page))
         if n % 20 == 19:
-            await asyncio.sleep(0.05)  # open connections in small bursts, as visitors arrive
+            await asyncio.sleep(0.05)  # visitors arrive in small bursts
     await asyncio.gather(*tasks)
     return tally
 
 
-def load_in_process(port: int, clients: range, seconds: float, interval: float) -> Tally:
+def load_in_process(port: int, clients: range, seconds: float, target: str, loris: int) -> Tally:
     """One client process's share of the listeners (its own event loop)."""
-    return asyncio.run(load(port, clients, seconds, interval))
+    return asyncio.run(load(port, clients, seconds, target, loris))
 
 
-def load_spread(port: int, listeners: int, seconds: float, interval: float, processes: int) -> Tally:
+def load_spread(port: int, listeners: int, seconds: float, target: str, processes: int, loris: int) -> Tally:
     """The listeners spread over `processes` client processes, so that what is measured is the
-    server, not one client event loop that cannot keep up with 2,000 connections; tallies merged."""
+    server, not one client event loop that cannot keep up; the slow loris runs in the first."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     shares = [range(i, listeners, processes) for i in range(processes)]
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
-        parts = list(pool.map(load_in_process, [port] * processes, shares, [seconds] * processes, [interval] * processes))
+        parts = list(pool.map(load_in_process, [port] * processes, shares, [seconds] * processes,
+                              [target] * processes, [loris] + [0] * (processes - 1)))
     tally = Tally()
     for part in parts:
-        tally.latencies_ms += part.latencies_ms
-        tally.media_ms += part.media_ms
-        tally.media_bytes += part.media_bytes
-        tally.errors += part.errors
-        tally.failed |= part.failed
-        tally.events.update(part.events)
+        tally.merge(part)
     return tally
 
 
@@ -192,56 +318,117 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_live(folder: Path, args: argparse.Namespace, listeners: int, seconds: float, processes: int) -> tuple[Tally, float]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "broadcast", "--baked", str(folder), "--port", "0",
+                             "--host", "127.0.0.1", "--period", str(args.period), "--log-level", "warning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        if not m:
+            raise SystemExit(f"bench broadcast: the server did not start: {line}{proc.stderr.read()}")
+        port = int(m.group(1))
+        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        tally = load_spread(port, listeners, seconds, "live", processes, args.slowloris)
+        return tally, (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0) * 100
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_static(folder: Path, args: argparse.Namespace, listeners: int, seconds: float, processes: int) -> tuple[Tally, float]:
+    from harness import parts
+
+    site = folder.parent / "site"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    subprocess.run([sys.executable, "-m", "engine.cli", "broadcast", "--baked", str(folder), "--export", str(site),
+                    "--scenes", "3", "--period", str(args.period), "--epoch", str(time.time())],
+                   check=True, capture_output=True, env=env, timeout=300)
+    port = free_port()
+    with parts.nginx(site, port, connections=4 * (listeners + args.slowloris) + 64) as proc:
+        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        children = _children(proc.pid)   # the master and its worker: the server
+        cpu0 += sum(cpu_seconds(c) for c in children)
+        tally = load_spread(port, listeners, seconds, "static", processes, args.slowloris)
+        cpu = cpu_seconds(proc.pid) + sum(cpu_seconds(c) for c in children if Path(f"/proc/{c}").exists())
+        return tally, (cpu - cpu0) / (time.monotonic() - t0) * 100
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def summary(name: str, tally: Tally, listeners: int, cpu: float) -> dict:
+    for n, ids in tally.events.items():   # every stream should see every scene from its first one on
+        if not ids:
+            tally.error(f"events {n}: no scene event", n)
+        elif len(ids) != max(ids) - min(ids) + 1:
+            tally.error(f"events {n}: missed scene changes ({sorted(ids)})", n)
+    for e in tally.errors[:5]:
+        print(f"bench broadcast ({name}):", e, file=sys.stderr)
+    print(f"bench broadcast ({name}): {len(tally.latencies_ms)} scene requests, p50 "
+          f"{percentile(tally.latencies_ms, 50)} ms; {len(tally.media_ms)} files, p50 {percentile(tally.media_ms, 50)} ms; "
+          f"{machine_load()}", file=sys.stderr)
+    out = {"listeners": listeners - len(tally.failed), "listeners_started": listeners,
+           "scene_json_ms_p99": percentile(tally.latencies_ms, 99) if tally.latencies_ms else None,
+           "media_downloads": len(tally.media_ms),
+           "media_ms_p99": percentile(tally.media_ms, 99) if tally.media_ms else None,
+           "media_mb": round(tally.media_bytes / 1e6, 2),
+           "errors": len(tally.errors), "server_cpu_percent": round(cpu, 1)}
+    if not tally.latencies_ms:
+        out["scene_json_ms_p99_reason"] = "no client asked for a scene"
+    if not tally.media_ms:
+        out["media_ms_p99_reason"] = "no client downloaded a sound or an image"
+    return {f"{name}_{k}": v for k, v in out.items()}
+
+
 def main(argv: list[str]) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench broadcast")
-    ap.add_argument("--quick", action="store_true", help="20 s of load instead of 60 s")
-    ap.add_argument("--listeners", type=int, default=200)
+    ap.add_argument("--quick", action="store_true", help="20 s of load per target instead of 60 s")
+    ap.add_argument("--listeners", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=None)
-    ap.add_argument("--interval", type=float, default=1.0, help="seconds between a listener's /scene.json polls")
-    ap.add_argument("--period", type=float, default=5.0, help="scene period of the server (s)")
+    ap.add_argument("--period", type=float, default=5.0, help="scene period (s)")
+    ap.add_argument("--target", choices=("live", "static", "both"), default="both")
+    ap.add_argument("--slowloris", type=int, default=200, help="slow connections held beside the listeners")
     ap.add_argument("--client-processes", type=int, default=0,
                     help="processes the listeners are spread over (default: one per 250 listeners, at most the cores)")
     args = ap.parse_args(argv)
     listeners = max(1, min(args.listeners, MAX_LISTENERS))
     seconds = min(args.seconds or (20.0 if args.quick else 60.0), 600.0)
+    processes = args.client_processes or max(1, min(os.cpu_count() or 1, -(-listeners // 250)))
+    out: dict = {}
     with tempfile.TemporaryDirectory(prefix="ciel-bench-broadcast-") as tmp:
-        write_noise_scenes(Path(tmp))
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "broadcast", "--baked", tmp, "--port", "0",
-                                 "--host", "127.0.0.1", "--period", str(args.period), "--log-level", "warning"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        try:
-            line = proc.stdout.readline()
-            m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-            if not m:
-                raise SystemExit(f"bench broadcast: the server did not start: {line}{proc.stderr.read()}")
-            port = int(m.group(1))
-            cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
-            processes = args.client_processes or max(1, min(os.cpu_count() or 1, -(-listeners // 250)))
-            tally = load_spread(port, listeners, seconds, args.interval, processes)
-            cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0) * 100
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    # Every stream should have seen every scene from its first one on (a missed change is an error).
-    for n, ids in tally.events.items():
-        if not ids:
-            tally.error(f"listener {n}: no scene event", n)
-        elif len(ids) != max(ids) - min(ids) + 1:
-            tally.error(f"listener {n}: missed scene changes ({sorted(ids)})", n)
-    for e in tally.errors[:5]:
-        print("bench broadcast:", e, file=sys.stderr)
-    print(f"bench broadcast: {len(tally.latencies_ms)} scene.json requests in {seconds:g} s, "
-          f"p50 {percentile(tally.latencies_ms, 50)} ms, from {processes} client process(es) on the same machine; "
-          f"{machine_load()}", file=sys.stderr)
-    return {"listeners": listeners - len(tally.failed), "listeners_started": listeners,
-            "scene_json_ms_p99": percentile(tally.latencies_ms, 99),
-            "media_downloads": len(tally.media_ms),
-            "media_ms_p99": percentile(tally.media_ms, 99) if tally.media_ms else None,
-            **({} if tally.media_ms else {"media_ms_p99_reason": "no client downloaded a sound or an image"}),
-            "media_mb": round(tally.media_bytes / 1e6, 2),
-            "errors": len(tally.errors), "server_cpu_percent": round(cpu, 1)}
+        folder = Path(tmp) / "baked"
+        folder.mkdir()
+        write_noise_scenes(folder)
+        totals = Tally()
+        for name, run in (("live", run_live), ("static", run_static)):
+            if args.target in (name, "both"):
+                tally, cpu = run(folder, args, listeners, seconds, processes)
+                totals.slowloris_closed += tally.slowloris_closed
+                out.update(summary(name, tally, listeners, cpu))
+    out["slowloris_connections"] = args.slowloris
+    out["slowloris_closed"] = totals.slowloris_closed
+    return out

@@ -88,6 +88,30 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
+class Every:
+    """A daemon thread that calls `step()` every `interval` seconds until `stop()`."""
+
+    interval = 0.25
+
+    def __init__(self, name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.step()
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+
 class Gaps:
     """The longest time between two 'alive' moments (sound heard, picture seen), per cause.
 
@@ -128,25 +152,20 @@ class Gaps:
             return self.last is not None and self.last >= t
 
 
-class Ear:
+class Ear(Every):
     """A JACK client that captures ciel's output ports and marks every block with sound.
 
-    Thread: JACK's process thread calls `_process` (numpy peak only); `watch()` runs on its own
+    Thread: JACK's process thread calls `process` (numpy peak only); `step` runs on its own
     thread, reopens the client after the server died and connects `ciel:out_*` when they appear."""
 
     def __init__(self, server: str, gaps: Gaps) -> None:
+        super().__init__("chaos-ear")
         self.server, self.gaps = server, gaps
         self.client = None
         self._dead = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="chaos-ear", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        super().stop()
         self._close()
 
     def _open(self) -> None:
@@ -180,53 +199,43 @@ class Ear:
             if dst.name not in [c.name for c in client.get_all_connections(src)]:
                 client.connect(src, dst)
 
-    def _watch(self) -> None:
+    def step(self) -> None:
         import jack
 
-        while not self._stop.wait(0.25):
-            try:
-                if self._dead.is_set():
-                    self._close()
-                if self.client is None:
-                    if not parts.jack_running(self.server):
-                        continue
-                    self._open()
-                self._connect()
-            except (jack.JackError, OSError) as exc:
-                log.debug("ear: %s", exc)
+        try:
+            if self._dead.is_set():
                 self._close()
+            if self.client is None:
+                if not parts.jack_running(self.server):
+                    return
+                self._open()
+            self._connect()
+        except (jack.JackError, OSError) as exc:
+            log.debug("ear: %s", exc)
+            self._close()
 
 
-class Eye:
+class Eye(Every):
     """Reads the centre of the X screen back four times a second; a mean level above DARK_LEVEL/255
     is a picture. Its own thread."""
 
     def __init__(self, display: Callable[[], str], size: tuple[int, int], gaps: Gaps) -> None:
+        super().__init__("chaos-eye")
         self.display, self.gaps = display, gaps
         w, h = size
         self.bbox = (w // 2 - w // 8, h // 2 - h // 8, w // 2 + w // 8, h // 2 + h // 8)
         self.errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chaos-eye", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
+    def step(self) -> None:
         from PIL import ImageGrab
 
-        while not self._stop.wait(0.25):
-            try:
-                im = ImageGrab.grab(bbox=self.bbox, xdisplay=self.display())
-            except OSError:   # no display (killed, not yet back)
-                self.errors += 1
-                continue
-            if float(np.asarray(im.convert("L"), dtype=np.float32).mean()) > DARK_LEVEL:
-                self.gaps.alive(time.monotonic())
+        try:
+            im = ImageGrab.grab(bbox=self.bbox, xdisplay=self.display())
+        except OSError:   # no display (killed, not yet back)
+            self.errors += 1
+            return
+        if float(np.asarray(im.convert("L"), dtype=np.float32).mean()) > DARK_LEVEL:
+            self.gaps.alive(time.monotonic())
 
 
 @dataclass
@@ -305,42 +314,33 @@ class Service:
         self._thread.join(timeout=25)
 
 
-class Health:
+class Health(Every):
     """Polls /healthz every 0.25 s on its own thread; keeps the latest document and the times at
     which a new scene appeared."""
 
     def __init__(self, url: str) -> None:
+        super().__init__("chaos-health")
         self.url = url
         self.doc: dict = {}
         self.at = 0.0
         self.scene: tuple | None = None
         self.scene_starts: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chaos-health", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.25):
-            try:
-                with urllib.request.urlopen(self.url, timeout=1.0) as r:
-                    doc = json.loads(r.read())
-            except urllib.error.HTTPError as exc:   # 503: not ok, still a document
-                doc = json.loads(exc.read() or b"{}")
-            except (OSError, ValueError):
-                continue
-            now = time.monotonic()
-            self.doc, self.at = doc, now
-            # a scene is identified by the process and its number there (ids may repeat)
-            scene = (doc.get("pid"), (doc.get("scheduler") or {}).get("scene_number"))
-            if scene[1] and scene != self.scene:
-                self.scene = scene
-                self.scene_starts.append(now)
+    def step(self) -> None:
+        try:
+            with urllib.request.urlopen(self.url, timeout=1.0) as r:
+                doc = json.loads(r.read())
+        except urllib.error.HTTPError as exc:   # 503: not ok, still a document
+            doc = json.loads(exc.read() or b"{}")
+        except (OSError, ValueError):
+            return
+        now = time.monotonic()
+        self.doc, self.at = doc, now
+        # a scene is identified by the process and its number there (ids may repeat)
+        scene = (doc.get("pid"), (doc.get("scheduler") or {}).get("scene_number"))
+        if scene[1] and scene != self.scene:
+            self.scene = scene
+            self.scene_starts.append(now)
 
     def get(self, *keys: str):
         d = self.doc

@@ -76,7 +76,8 @@ def archive(folder: Path) -> Path:
 def main(work: Path) -> dict[str, object]:
     from engine import cli
     from engine.broadcast.source import BakedScenes
-    from engine.web.server import Broadcast, SceneClock, serve
+    from engine.web.live import serve
+    from engine.web.server import Broadcast, SceneClock
 
     log = work / "attempts.jsonl"
     install(log)

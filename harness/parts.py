@@ -88,11 +88,7 @@ class JackServer:
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(sig)
-            stop(self.proc)
-        self.proc = None
+        self.proc = end(self.proc, sig)
 
     def xruns(self, since: int = 0) -> JackXruns:
         """The xruns the server logged after log offset `since` (0: since it started), by cause. A
@@ -166,6 +162,16 @@ def _start_jackd(exe: str, name: str, rate: int, period: int, log: tempfile._Tem
     return proc
 
 
+def end(proc: subprocess.Popen | None, sig: int) -> None:
+    """Send `sig` to a server process that still runs, then make sure it is gone. Returns None
+    (what the caller's handle becomes)."""
+    if proc is not None:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        stop(proc)
+    return None
+
+
 def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
     """Terminate a process politely, then kill it."""
     if proc.poll() is None:
@@ -218,11 +224,7 @@ class Xvfb:
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(sig)
-            stop(self.proc)
-        self.proc = None
+        self.proc = end(self.proc, sig)
         for leftover in (self._socket(), Path(f"/tmp/.X{self.num}-lock")):  # a killed server leaves them
             leftover.unlink(missing_ok=True)
 
@@ -249,3 +251,57 @@ def pd_binary() -> str:
     if exe is None:
         raise FileNotFoundError("Pure Data not found: run `bash scripts/setup-system.sh` (Debian package puredata-core)")
     return exe
+
+
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 20.0) -> None:
+    """Wait until something accepts TCP connections on host:port (RuntimeError after `timeout` s)."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {host}:{port}")
+
+
+def nginx_binary() -> str:
+    """Path of nginx, or FileNotFoundError saying how to install it."""
+    exe = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if exe is None:
+        raise FileNotFoundError("nginx not installed (Debian package nginx-light; scripts/setup-system.sh with CIEL_WITH_BROWSER=1)")
+    return exe
+
+
+@contextlib.contextmanager
+def nginx(site: Path, port: int, connections: int = 256) -> Iterator[subprocess.Popen]:
+    """Debian's nginx serving the folder `site` on 127.0.0.1:port (one worker, `connections`
+    connections, HTTP keep-alive as shipped), its configuration and logs in a temporary folder."""
+    exe = nginx_binary()
+    with tempfile.TemporaryDirectory(prefix="ciel-nginx-") as tmp:
+        conf = Path(tmp) / "nginx.conf"
+        user = "user root;" if os.geteuid() == 0 else ""
+        conf.write_text(f"""
+{user}
+worker_processes 1;
+worker_rlimit_nofile {2 * connections + 64};
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{ worker_connections {connections}; }}
+http {{
+    include /etc/nginx/mime.types;
+    types {{ application/json json; }}
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    server {{ listen 127.0.0.1:{port} backlog=4096; root {site}; }}
+}}
+""", encoding="utf-8")
+        proc = subprocess.Popen([exe, "-c", str(conf), "-p", tmp], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_port(port)
+            yield proc
+        finally:
+            stop(proc)

@@ -5,7 +5,6 @@ headless Chromium show the same scene and picture, and change together at the pe
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from conftest import chromium, missing
 from test_web import make_baked
 
 from engine import cli
+from harness import parts
 
 PERIOD = 20.0
 
@@ -27,44 +27,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port}")
-
-
 def export(baked: Path, site: Path, epoch: float) -> None:
     assert cli.main(["broadcast", "--baked", str(baked), "--export", str(site), "--scenes", "3",
                      "--period", str(PERIOD), "--epoch", f"{epoch:.3f}"]) == 0
-
-
-def nginx(site: Path, tmp: Path, port: int) -> subprocess.Popen:
-    exe = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if exe is None:
-        missing("nginx not installed (Debian package nginx-light; scripts/setup-system.sh with CIEL_WITH_BROWSER=1)")
-    conf = tmp / "nginx.conf"
-    conf.write_text(f"""
-user root;
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log;
-events {{ worker_connections 256; }}
-http {{
-    include /etc/nginx/mime.types;
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    server {{ listen 127.0.0.1:{port}; root {site}; }}
-}}
-""", encoding="utf-8")
-    proc = subprocess.Popen([exe, "-c", str(conf), "-p", str(tmp)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_port(port)
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +59,13 @@ def test_two_visitors_of_nginx_see_the_same_scene_and_it_changes_at_the_boundary
     epoch = time.time() - 0.5                                     # scene 0 has just begun
     export(make_baked(tmp_path / "baked"), site, epoch)
     port = free_port()
-    server = nginx(site, tmp_path, port)
+    try:
+        parts.nginx_binary()
+    except FileNotFoundError as exc:
+        missing(str(exc))
     url = f"http://127.0.0.1:{port}/"
     state = "[window.ciel.sceneId, window.ciel.scene.image]"
-    try:
+    with parts.nginx(site, port):
         first = browser.page(url)
         first.wait_for(SHOWN, timeout=60)
         opened = time.monotonic()
@@ -117,9 +85,6 @@ def test_two_visitors_of_nginx_see_the_same_scene_and_it_changes_at_the_boundary
         assert first.console_errors == [] and second.console_errors == []
         first.close()
         second.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_python_http_server_hosts_it_too(browser, tmp_path: Path) -> None:
@@ -129,7 +94,7 @@ def test_python_http_server_hosts_it_too(browser, tmp_path: Path) -> None:
     server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
                                "--directory", str(site)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_port(port)
+        parts.wait_port(port)
         page = browser.page(f"http://127.0.0.1:{port}/")
         page.wait_for(SHOWN, timeout=60)
         expected = int((time.time() - 0.0) // PERIOD)

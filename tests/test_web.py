@@ -24,8 +24,9 @@ from engine import scenes
 from engine.baked import write_index
 from engine.broadcast.source import BakedScenes
 from engine.errors import ConfigError
+from engine.web.live import serve
 from engine.web.media import decode
-from engine.web.server import Broadcast, SceneClock, SceneMedia, serve
+from engine.web.server import Broadcast, SceneClock, SceneMedia
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -142,7 +143,7 @@ def test_events_push_every_scene_change(site):
     def next_event() -> dict:
         lines = []
         while True:
-            line = res.fp.readline().decode()
+            line = res.readline().decode()
             if line == "\n" and lines:
                 break
             lines.append(line)
@@ -246,7 +247,7 @@ def test_listeners_beyond_the_limit_are_told_to_come_back(baked):
         first = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
         first.request("GET", "/events")
         stream = first.getresponse()  # kept: dropping the response would close the stream
-        assert stream.status == 200 and stream.fp.readline() == b"retry: 2000\n"
+        assert stream.status == 200 and stream.readline() == b"retry: 2000\n"
         status, headers, _ = get(server, "/events")
         assert status == 503 and headers["retry-after"] == "10"
         first.close()
@@ -326,7 +327,7 @@ def test_a_request_body_is_never_answered_as_a_second_request(site):
     smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     post = (b"POST /scene.json HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled)) + smuggled
     answer = raw(server, post)
-    assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 405") and b"Connection: close" in answer
+    assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 405") and b"connection: close" in answer.lower()
     get_with_body = (b"GET /scene.json HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled)) + smuggled
     answer = raw(server, get_with_body)
     assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 200")
@@ -362,7 +363,7 @@ def test_one_address_cannot_take_every_event_stream(baked):
                 conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
                 conn.request("GET", "/events")
                 res = conn.getresponse()
-                assert res.status == 200 and res.fp.readline() == b"retry: 2000\n"
+                assert res.status == 200 and res.readline() == b"retry: 2000\n"
                 streams.append(conn)
             assert get(server, "/events")[0] == 503             # the third from the same address
             streams.pop().close()
@@ -376,3 +377,35 @@ def test_one_address_cannot_take_every_event_stream(baked):
         finally:
             for conn in streams:
                 conn.close()
+
+
+def test_connections_beyond_the_cap_are_closed_at_once_and_a_freed_one_is_usable(baked):
+    """`max_connections` holds: one more is closed as it arrives (counted), the held ones still
+    get answers, and once one closes a new visitor is served again."""
+    import socket as sk
+
+    with limited_site(baked, max_connections=3) as server:
+        held = [sk.create_connection(server.server_address[:2], timeout=10) for _ in range(3)]
+        try:
+            time.sleep(0.3)
+            with sk.create_connection(server.server_address[:2], timeout=10) as extra:
+                extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                try:
+                    assert extra.recv(100) == b""                   # closed, not answered
+                except ConnectionResetError:
+                    pass
+            assert server.refused >= 1
+            held[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert held[0].recv(100).startswith(b"HTTP/1.1 200")   # the ones inside are served
+            held.pop().close()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    status = get(server, "/healthz")[0]
+                    break
+                except (ConnectionError, http.client.HTTPException):
+                    time.sleep(0.1)
+            assert status == 200                                   # a freed slot is a slot again
+        finally:
+            for s in held:
+                s.close()

@@ -20,7 +20,8 @@ from engine.broadcast.source import BakedScenes
 from engine.patch import load_patch
 from engine.visual.projection import SQRT2, layout
 from engine.web.config import WebConfig
-from engine.web.server import Broadcast, SceneClock, serve
+from engine.web.live import serve
+from engine.web.server import Broadcast, SceneClock
 
 PERIOD = 5.0
 W, H = 640, 400

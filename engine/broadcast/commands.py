@@ -15,7 +15,8 @@ from ..params import REGISTRY
 from ..paramview import ParamView
 from ..patch import Patch, load_patch
 from ..web.config import WebConfig
-from ..web.server import Broadcast, SceneClock, SceneSource, serve
+from ..web.live import serve
+from ..web.server import Broadcast, SceneClock, SceneSource
 from .source import BakedScenes, LiveScenes, patch_values
 
 log = logging.getLogger("ciel.web")

@@ -1,25 +1,12 @@
-"""The broadcast server: one scene clock for every visitor, the page, and the scenes' files.
+"""The broadcast's state: one scene clock for every visitor, the scenes' files, and the page.
 
-    GET /              the page (program note from the patch filled in)
-    GET /static/NAME   page JavaScript and CSS
-    GET /shaders/NAME  the GLSL files of shaders/, the same the window and offscreen render use
-    GET /shaders/webgl/sky.vert|sky.frag  the same files put together for WebGL2 by engine/visual/sky.py
-    GET /scene.json    the current scene and the next one (cheap: built once per scene, ETag)
-    GET /events        Server-Sent Events: one `scene` event at connect and at every change
-    GET /media/HASH.EXT  sound and image files, content-addressed (cached for a year)
-    GET /healthz       "ok" and the scene id
-
-The clock lives here: scene id = floor((now - epoch) / period). Every answer carries the server
-time and the time to the next scene, so pages switch together and prefetch the next scene. The
-server is stdlib `ThreadingHTTPServer` (one thread per connection; SSE streams wait on one
-condition). It makes no requests itself and the page makes none to other hosts (CSP 'self').
-
-Public-facing, so bounded: at most `max_connections` connections (more are closed at once); a
-request's line and headers must arrive within `header_timeout` seconds, an idle keep-alive
-connection is closed after as long (a reaper thread ends slow connections: one byte a minute no
-longer holds a thread); at most `max_streams_per_address` event streams per visitor address; a
-request with a body (POST, or a GET with Content-Length or Transfer-Encoding) is answered and its
-connection closed, so a body is never read as a second request behind a keep-alive proxy.
+`SceneClock`: scene id = floor((now - epoch) / period). `Broadcast` prepares the scenes ahead of
+the clock on its own threads and keeps the current scene's JSON; every answer carries the server
+time and the time to the next scene, so pages switch together and prefetch the next scene.
+`load_files` reads the page, its static files and the shaders once. The live server that answers
+visitors is engine/web/live.py (uvicorn); `ciel broadcast --export` writes the same page and files
+as a static site (engine/broadcast/export.py). Neither makes requests itself, and the page makes
+none to other hosts (CSP 'self').
 """
 
 from __future__ import annotations
@@ -30,14 +17,10 @@ import logging
 import math
 import mimetypes
 import re
-import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Protocol
 
@@ -123,6 +106,7 @@ class Broadcast:
         self.etag = '""'
         self.version = 0
         self.prepare_errors = 0
+        self._watchers: list[Callable[[], None]] = []
 
     # -- threads -------------------------------------------------------------------------
     def start(self, wait_first: float = 120.0, with_next: bool = True) -> None:
@@ -222,6 +206,13 @@ class Broadcast:
             self.etag = f'"s{now_id}{"h" if held else ""}{"n" if nxt else ""}"'
             self.version += 1
             self._cond.notify_all()
+        for fn in self._watchers:
+            fn()
+
+    def add_watcher(self, fn: Callable[[], None]) -> None:
+        """`fn()` after every change of the current scene, on the thread that published it (the
+        live server hands it to its event loop)."""
+        self._watchers.append(fn)
 
     def scene_json(self) -> tuple[str, bytes, float]:
         """(etag, body, time_to_next) of the current scene; the time fields are added per call."""
@@ -246,122 +237,6 @@ class Broadcast:
                 continue
             seen = version
             yield self.scene_json()[1]
-
-
-class Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer holding the broadcast, the page and the static files in memory."""
-
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 1024
-
-    def __init__(self, address: tuple[str, int], broadcast: Broadcast, note: str = "",
-                 settings: Mapping[str, object] | None = None, max_listeners: int = 2000,
-                 max_connections: int = 4000, header_timeout: float = 10.0, max_streams_per_address: int = 16) -> None:
-        super().__init__(address, Handler)
-        self.broadcast, self.max_listeners = broadcast, max_listeners
-        self.max_connections, self.header_timeout = max_connections, header_timeout
-        self.max_streams_per_address = max_streams_per_address
-        self.listeners = 0
-        self.refused = 0          # connections closed at once because max_connections were open
-        self.timed_out = 0        # connections ended by the reaper (slow headers, idle keep-alive)
-        self._streams: dict[str, int] = {}
-        self._connections: set[socket.socket] = set()
-        self._reading: dict[socket.socket, float] = {}   # connection → deadline for its request's headers
-        self._closing = False
-        self._lock = threading.Lock()
-        self.files = load_files(note, settings or {})
-        self._reaper = threading.Thread(target=self._reap, name="ciel-web-reaper", daemon=True)
-        self._reaper.start()
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}/"
-
-    def process_request(self, request: socket.socket | tuple[bytes, socket.socket],
-                        client_address: tuple[str, int]) -> None:
-        """Accept thread: over `max_connections`, close at once instead of starting a thread."""
-        with self._lock:
-            full = len(self._connections) >= self.max_connections
-        if full:
-            self.refused += 1
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def track(self, sock: socket.socket, opened: bool) -> None:
-        """Remember open connections, so that server_close can end them (keep-alive and SSE alike)."""
-        with self._lock:
-            if opened:
-                self._connections.add(sock)
-            else:
-                self._connections.discard(sock)
-                self._reading.pop(sock, None)
-
-    def reading(self, sock: socket.socket, waiting: bool) -> None:
-        """A connection starts (True) or has finished (False) reading a request's line and headers."""
-        with self._lock:
-            if waiting:
-                self._reading[sock] = time.monotonic() + self.header_timeout
-            else:
-                self._reading.pop(sock, None)
-
-    def _reap(self) -> None:
-        """End connections whose request has not arrived in time (reaper thread, every 0.5 s)."""
-        while not self._closing:
-            time.sleep(0.5)
-            now = time.monotonic()
-            with self._lock:
-                late = [sock for sock, deadline in self._reading.items() if deadline < now]
-                for sock in late:
-                    del self._reading[sock]
-            for sock in late:
-                self.timed_out += 1
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def add_listener(self, joined: bool, address: str = "") -> bool:
-        """Count an /events stream in (False when full, when `address` has its share, or when
-        closing) or out."""
-        with self._lock:
-            if not joined:
-                self.listeners -= 1
-                left = self._streams.get(address, 1) - 1
-                if left > 0:
-                    self._streams[address] = left
-                else:
-                    self._streams.pop(address, None)
-                return True
-            if self.listeners >= self.max_listeners or self._closing:
-                return False
-            if self._streams.get(address, 0) >= self.max_streams_per_address:
-                return False
-            self.listeners += 1
-            self._streams[address] = self._streams.get(address, 0) + 1
-            return True
-
-    def handle_error(self, request: object, client_address: tuple) -> None:
-        """A visitor's connection that broke is routine (debug log); anything else is logged with its traceback."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, OSError):
-            log.debug("connection from %s ended: %s", client_address, exc)
-        else:
-            log.exception("error answering %s", client_address)
-
-    def server_close(self) -> None:
-        """Stop listening and end every open connection (visitors' pages reconnect by themselves)."""
-        super().server_close()
-        with self._lock:
-            self._closing = True   # the reaper ends too
-            connections = list(self._connections)
-        for sock in connections:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def load_files(note: str, settings: Mapping[str, object]) -> dict[str, Media]:
@@ -398,137 +273,3 @@ def load_files(note: str, settings: Mapping[str, object]) -> dict[str, Media]:
     for name, text in programs.items():
         files[f"/shaders/webgl/{name}"] = Media.of(text.encode(), "text/plain; charset=utf-8", "glsl")
     return files
-
-
-class Handler(BaseHTTPRequestHandler):
-    """One request. Keep-alive (HTTP/1.1); errors are short plain-text answers."""
-
-    protocol_version = "HTTP/1.1"
-    timeout = 60  # seconds a quiet connection is kept (SSE streams send a comment every 15 s)
-    server: Server
-    server_version = "ciel"
-    sys_version = ""
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection, True)
-
-    def handle_one_request(self) -> None:
-        """Read one request under the header deadline (the reaper ends it if it is late)."""
-        self.server.reading(self.connection, True)
-        super().handle_one_request()
-
-    def parse_request(self) -> bool:
-        ok = super().parse_request()
-        self.server.reading(self.connection, False)
-        if ok and (self.headers.get("Content-Length", "0").strip() not in ("", "0")
-                   or "Transfer-Encoding" in self.headers):
-            # a body this server never reads: answer, then close, so it is never taken as a request
-            self.close_connection = True
-        return ok
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self.connection, False)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib name)
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def do_HEAD(self) -> None:
-        self.do_GET(head=True)
-
-    def do_GET(self, head: bool = False) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/scene.json":
-            etag, body, ttn = self.server.broadcast.scene_json()
-            extra = (("X-Time-To-Next", f"{ttn:.3f}"),)
-            if self.headers.get("If-None-Match") == etag:
-                return self._send(HTTPStatus.NOT_MODIFIED, b"", "application/json", etag, "no-cache", extra, head)
-            return self._send(HTTPStatus.OK, body, "application/json", etag, "no-cache", extra, head)
-        if path == "/events":
-            return self._events(head)
-        if path == "/healthz":
-            body = b"ok %d\n" % self.server.broadcast.current_id
-            return self._send(HTTPStatus.OK, body, "text/plain", None, "no-store", (), head)
-        if path.startswith("/media/"):
-            media = self.server.broadcast.store.get(path[len("/media/"):].split(".", 1)[0])
-            if media is None or path != media.url:
-                return self._error(HTTPStatus.NOT_FOUND, "no such file (scenes older than a few periods are gone)")
-            return self._file(media, "public, max-age=31536000, immutable", head)
-        media = self.server.files.get(path)
-        if media is None:
-            return self._error(HTTPStatus.NOT_FOUND, f"not found: {path}")
-        return self._file(media, "no-cache", head)
-
-    def do_POST(self) -> None:
-        self.close_connection = True   # the body is not read: the connection must not carry on
-        self._error(HTTPStatus.METHOD_NOT_ALLOWED, "the broadcast is read-only")
-
-    do_PUT = do_DELETE = do_PATCH = do_POST
-
-    def _file(self, media: Media, cache: str, head: bool) -> None:
-        if self.headers.get("If-None-Match") == media.etag_header:
-            return self._send(HTTPStatus.NOT_MODIFIED, b"", media.ctype, media.etag_header, cache, (), head)
-        self._send(HTTPStatus.OK, media.data, media.ctype, media.etag_header, cache, (), head)
-
-    def _send(self, status: HTTPStatus, body: bytes, ctype: str, etag: str | None, cache: str,
-              extra: tuple[tuple[str, str], ...], head: bool) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        if status != HTTPStatus.NOT_MODIFIED:
-            self.send_header("Content-Length", str(len(body)))
-        if etag:
-            self.send_header("ETag", etag)
-        self.send_header("Cache-Control", cache)
-        for k, v in SECURITY_HEADERS + extra:
-            self.send_header(k, v)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if body and not head and status != HTTPStatus.NOT_MODIFIED:
-            self.wfile.write(body)
-
-    def _error(self, status: HTTPStatus, message: str) -> None:
-        self._send(status, (message + "\n").encode(), "text/plain; charset=utf-8", None, "no-store", (), False)
-
-    def _events(self, head: bool) -> None:
-        address = self.client_address[0]
-        if not self.server.add_listener(True, address):
-            self.send_response(HTTPStatus.SERVICE_UNAVAILABLE)
-            self.send_header("Retry-After", "10")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        try:
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Accel-Buffering", "no")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.close_connection = True
-            if head:
-                return
-            self.wfile.write(b"retry: %d\n\n" % RETRY_MS)
-            for data in self.server.broadcast.events():
-                if data is None:
-                    self.wfile.write(b": ping\n\n")
-                else:
-                    self.wfile.write(b"event: scene\ndata: " + data + b"\n\n")
-                self.wfile.flush()
-        except OSError:
-            pass  # the visitor left, or the server is closing
-        finally:
-            self.server.add_listener(False, address)
-
-
-def serve(broadcast: Broadcast, host: str = "127.0.0.1", port: int = 8080, note: str = "",
-          settings: Mapping[str, object] | None = None, max_listeners: int = 2000, max_connections: int = 4000,
-          header_timeout: float = 10.0, max_streams_per_address: int = 16) -> Server:
-    """Bind the server (port 0 = any free port). Call `serve_forever()` on it; `broadcast` must be
-    started. The limits are the Server's."""
-    return Server((host, port), broadcast, note=note, settings=settings, max_listeners=max_listeners,
-                  max_connections=max_connections, header_timeout=header_timeout,
-                  max_streams_per_address=max_streams_per_address)

@@ -81,6 +81,17 @@ function prefetch(scene) {
   if (sound) sound.load(soundUrl(scene)).catch(() => {});
 }
 
+/** Fetch the next scene's files at a random moment in the first half of the time left before it
+ *  starts (at most 10 s from now): a thousand pages that learn of a scene in the same instant do
+ *  not all ask the server in that instant, and the files are still here before they are needed. */
+let prefetchTimer = null;
+function prefetchSoon(scene) {
+  clearTimeout(prefetchTimer);
+  if (!scene) return;
+  const left = state.latest ? Math.max(0, state.latest.ends_at - serverNow()) : 0;
+  prefetchTimer = setTimeout(() => prefetch(scene), Math.random() * Math.min(10, left / 2) * 1000);
+}
+
 /** True if `scene` should replace `than`: a later scene, or the real files of a held one. */
 function newer(scene, than) {
   return !than || scene.id > than.id || (scene.id === than.id && than.held && !scene.held);
@@ -109,7 +120,7 @@ function receive(scene, sentAt) {
   if (typeof scene.server_time === "number") state.offset = scene.server_time - sentAt;
   if (!state.latest || scene.id >= state.latest.id) state.latest = scene;
   show(scene);
-  prefetch(scene.next);
+  prefetchSoon(scene.next);
   scheduleBoundary();
 }
 
@@ -154,7 +165,8 @@ async function poll() {
     const scene = await res.json();
     receive(scene, (t0 + Date.now() / 1000) / 2);
     state.backoff = 1;
-    if (!state.connected) pollTimer = setTimeout(poll, Math.min(10, scene.time_to_next + 0.3) * 1000);
+    // just after the next boundary, spread over a second so that polling pages do not arrive together
+    if (!state.connected) pollTimer = setTimeout(poll, Math.min(10, scene.time_to_next + 0.3 + Math.random()) * 1000);
   } catch (err) {
     status(`The broadcast is not reachable; trying again in ${state.backoff} s`);
     pollTimer = setTimeout(poll, state.backoff * 1000);
