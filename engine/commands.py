@@ -33,15 +33,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "(`ciel install` also loads the installation patch and a rotating log)")
     run.set_defaults(func=cmd_run)
 
-    render = sub.add_parser("render", help="offline: write a WAV and PNG frames with a clock instead of devices")
-    render.add_argument("out", type=Path, help="output folder (audio.wav, frames/NNNNNN.png)")
+    render = sub.add_parser("render", help="offline: write a WAV, PNG frames and a video with a clock instead of devices")
+    render.add_argument("out", type=Path, help="output folder (audio.wav, frames/NNNNNN.png, render.mp4)")
     render.add_argument("patch", nargs="?", type=Path, default=None, help="patch file (default: patches/default.toml)")
     render.add_argument("--seconds", type=float, default=10.0, help="length in seconds")
     render.add_argument("--seed", type=int, default=1, help="seed of the latent walks (same seed, same bytes)")
     render.add_argument("--fps", type=float, default=25.0, help="frames per second")
     render.add_argument("--size", type=_size, default=(1280, 720), help="frame size WxH (default 1280x720)")
     render.add_argument("--samplerate", type=int, default=48000, help="WAV sample rate (Hz)")
-    render.add_argument("--no-frames", action="store_true", help="write the sound only")
+    render.add_argument("--no-frames", action="store_true", help="no PNG frames (with --video: the pictures go into the video only; without: the sound only)")
+    render.add_argument("--video", action="store_true", help="also write render.mp4 (H.264 + AAC; WebM where FFmpeg lacks H.264) with the sound in it")
     render.set_defaults(func=cmd_render)
 
     devices = sub.add_parser("devices", help="list audio outputs, MIDI ports and displays")
@@ -189,13 +190,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    """Offline render: N seconds of sound (WAV) and frames (PNG), deterministic for a seed."""
+    """Offline render: N seconds of sound (WAV), frames (PNG) and a video with the sound in it,
+    deterministic for a seed."""
     import soundfile as sf
     from PIL import Image
+    from tqdm import tqdm
 
     from .app import apply_patch_params
     from .audio.model import load_audio_model
     from .audio.stream import AudioSynth
+    from .mediaio import VideoWriter, video_format
     from .params import ParamStore
 
     patch = load_patch(args.patch)
@@ -210,17 +214,27 @@ def cmd_render(args: argparse.Namespace) -> int:
         clock_now = [0.0]
         scheduler = Scheduler(patch.schedule, store, clock=lambda: clock_now[0], seed=args.seed)
     synth = AudioSynth(load_audio_model(patch.audio.model), args.samplerate, seed=args.seed)
+    pngs = not args.no_frames
     frames = None
-    if not args.no_frames:
+    if pngs or args.video:
         from .visual.offline import FrameRenderer
 
         frames = FrameRenderer(patch.visual, args.size[0], args.size[1], seed=args.seed)
+    if pngs:
         (out / "frames").mkdir(exist_ok=True)
+    video: VideoWriter | None = None
+    if args.video:
+        try:
+            ext, vcodec, acodec = video_format()
+        except ValueError as exc:
+            raise CielError(f"--video: {exc}") from None
+        video = VideoWriter(str(out / f"render.{ext}"), args.size[0], args.size[1], args.fps, args.samplerate,
+                            (vcodec, acodec))
     n_frames = max(1, int(round(args.seconds * args.fps)))
     rate = args.samplerate
     chunks = []
     try:
-        for i in range(n_frames):
+        for i in tqdm(range(n_frames), desc="render", unit="frame", disable=None, dynamic_ncols=True):
             t = i / args.fps
             if scheduler is not None:
                 clock_now[0] = t
@@ -229,17 +243,23 @@ def cmd_render(args: argparse.Namespace) -> int:
             start, stop = int(round(i * rate / args.fps)), int(round((i + 1) * rate / args.fps))
             chunks.append(synth.process(values, stop - start).copy())
             if frames is not None:
-                image = frames.frame(values, t)
-                Image.fromarray(image).save(out / "frames" / f"{i:06d}.png", optimize=False)
+                image = frames.frame(values, t)   # (H, W, 3) uint8
+                if pngs:
+                    Image.fromarray(image).save(out / "frames" / f"{i:06d}.png", optimize=False)
+                if video is not None:
+                    video.frame(image)
     finally:
         if frames is not None:
             frames.close()
     audio = np.concatenate(chunks)
     sf.write(out / "audio.wav", audio, rate, subtype="PCM_24")
+    if video is not None:
+        video.close(audio)
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     peak_db = 20 * np.log10(max(peak, 1e-12))
     print(f"ciel: wrote {out / 'audio.wav'} ({len(audio) / rate:.2f} s, peak {peak_db:.1f} dBFS)"
-          + (f" and {n_frames} frames in {out / 'frames'}" if frames is not None else ""))
+          + (f", {n_frames} frames in {out / 'frames'}" if pngs else "")
+          + (f", {video.path} ({video.count} frames with the sound)" if video is not None else ""))
     return 0
 
 

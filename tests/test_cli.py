@@ -99,3 +99,54 @@ def test_rendered_frame_shows_the_oval(rendered: tuple[Path, Path]) -> None:
     assert (np.abs(frame[:6, :6] - corner).max()) <= 1, "background outside the oval is not uniform"
     inside = frame[h // 2 - 20:h // 2 + 20, w // 2 - 20:w // 2 + 20]
     assert np.abs(inside - corner).sum(axis=2).mean() > 10, "the centre of the oval looks like the background"
+
+
+def decode_video(path: Path) -> tuple[list[np.ndarray], np.ndarray, int]:
+    """(frames (H, W, 3) uint8, the left channel, its rate) of a video file, as a player decodes it."""
+    import av
+
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    with av.open(str(path)) as container:
+        chunks = [f for f in container.decode(audio=0)]
+    start = chunks[0].pts * float(chunks[0].time_base)
+    left = np.concatenate([f.to_ndarray()[0] for f in chunks])
+    rate = chunks[0].sample_rate
+    return frames, np.concatenate([np.zeros(int(round(start * rate)), left.dtype), left]), rate
+
+
+def onset_s(x: np.ndarray, rate: int) -> float:
+    """The first moment the sound reaches a tenth of its peak."""
+    env = np.abs(x)
+    return float(np.argmax(env > 0.1 * env.max())) / rate
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    out = []
+    for run, extra in (("a", []), ("b", ["--no-frames"])):
+        folder = tmp_path_factory.mktemp(f"video-{run}")
+        proc = ciel("render", str(folder), "--seconds", "2", "--seed", "3", "--fps", "10", "--size", "320x180",
+                    "--video", *extra, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        out.append(folder)
+    return out[0], out[1]
+
+
+def test_a_video_render_gives_the_same_frames_for_a_seed_with_its_sound_in_sync(videos: tuple[Path, Path]) -> None:
+    """`ciel render --video` twice with one seed: the same pictures on decode, the pictures are the
+    render's, and the sound starts where audio.wav starts (within one frame)."""
+    a, b = videos
+    fa, sa, rate = decode_video(a / "render.mp4")
+    fb, _, _ = decode_video(b / "render.mp4")
+    assert len(fa) == len(fb) == 20
+    assert all(np.array_equal(x, y) for x, y in zip(fa, fb)), "same seed, other frames"
+    assert (a / "frames").is_dir() and not (b / "frames").exists()     # --no-frames keeps the PNGs out
+    pngs = [np.asarray(Image.open(a / "frames" / f"{i:06d}.png").convert("RGB")).astype(int) for i in (0, 19)]
+    for k, i in enumerate((0, 19)):              # the video shows the render: lossy, but nearer its own frame
+        own = np.abs(fa[i].astype(int) - pngs[k]).mean()
+        other = np.abs(fa[i].astype(int) - pngs[1 - k]).mean()
+        assert own < 10.0 and own < 0.5 * other, (i, own, other)
+    wav, wav_rate = sf.read(a / "audio.wav", always_2d=True)
+    assert abs(len(sa) / rate - 2.0) < 0.1
+    assert abs(onset_s(sa, rate) - onset_s(wav[:, 0], wav_rate)) < 1 / 10
