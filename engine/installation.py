@@ -128,11 +128,18 @@ def cmd_bake(args: argparse.Namespace) -> int:
     image_model = load_image_model(patch.visual.model)
     t0 = time.monotonic()
 
-    def progress(done: int, total: int) -> None:
-        print(f"\rciel bake: {done}/{total} scenes", end="", file=sys.stderr, flush=True)
+    from tqdm import tqdm
 
-    index = bake(args.out, args.count, audio_model, image_model, store.snapshot_values(), seconds=seconds,
-                 seed=args.seed, wav=not args.no_wav, progress=progress, name=patch.name)
-    print(f"\nciel: baked {args.count} scenes of {seconds:g} s into {args.out} in {time.monotonic() - t0:.1f} s "
+    bar = tqdm(total=args.count, desc="bake", unit="scene", disable=None, dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        index = bake(args.out, args.count, audio_model, image_model, store.snapshot_values(), seconds=seconds,
+                     seed=args.seed, wav=not args.no_wav, progress=progress, name=patch.name)
+    finally:
+        bar.close()
+    print(f"ciel: baked {args.count} scenes of {seconds:g} s into {args.out} in {time.monotonic() - t0:.1f} s "
           f"({index.name}); play them with `ciel install --baked {args.out}`", file=sys.stderr)
     return 0
