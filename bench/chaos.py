@@ -360,6 +360,7 @@ class Fault:
     recovered: bool = False
     recovery_s: float | None = None
     note: str = ""
+    missing: list[str] = field(default_factory=list)   # what was still wrong at the end of its minute
 
 
 @dataclass
@@ -566,12 +567,25 @@ def flood(port: int, rate: float, seconds: float) -> int:
     return sent
 
 
-def recovered(f: Fault, rig: Rig, frames: Callable[[], bool]) -> bool:
-    """The general checks after any fault, then the fault's own."""
+def unrecovered(f: Fault, rig: Rig, frames: Callable[[], bool]) -> list[str]:
+    """What is still wrong after fault `f`: the general checks after any fault, then the fault's
+    own (an empty list: recovered)."""
     h = rig.health
-    return (rig.service.pid is not None and h.at > f.ended and h.get("pid") == rig.service.pid
-            and bool(h.get("ok")) and frames() and rig.sound.since(f.ended) and rig.light.since(f.ended)
-            and f.check())
+    pid = rig.service.pid
+    checks: tuple[tuple[str, Callable[[], bool]], ...] = (
+        ("ciel not running", lambda: pid is not None),
+        ("no /healthz from the running ciel since the fault", lambda: h.at > f.ended and h.get("pid") == pid),
+        (f"/healthz not ok ({'; '.join(h.get('problems') or [])})", lambda: bool(h.get("ok"))),
+        ("frames not advancing", frames),
+        ("no sound at the JACK ports since the fault", lambda: rig.sound.since(f.ended)),
+        ("no picture on the display since the fault", lambda: rig.light.since(f.ended)),
+        (f"the fault's own check ({f.note})", f.check))
+    missing = []
+    for what, ok in checks:   # in order, lazily: later checks depend on earlier ones (and may send)
+        if not ok():
+            missing.append(what)
+            break
+    return missing
 
 
 def ciel_patch(tmp: Path, osc_port: int, query_port: int) -> Path:
@@ -700,12 +714,15 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
                     faults.append(fault)
                     slot_end = min(max(fault.at + every, fault.ended + 10.0), end)
                     while time.monotonic() < slot_end:
-                        if not fault.recovered and recovered(fault, rig, frames):
-                            fault.recovered = True
-                            fault.recovery_s = round(time.monotonic() - fault.at, 2)
+                        if not fault.recovered:
+                            fault.missing = unrecovered(fault, rig, frames)
+                            if not fault.missing:
+                                fault.recovered = True
+                                fault.recovery_s = round(time.monotonic() - fault.at, 2)
                         time.sleep(0.25)
                     next_fault = fault.at + every
-                    outcome = f"recovered in {fault.recovery_s:.1f} s" if fault.recovered else "NOT recovered"
+                    outcome = (f"recovered in {fault.recovery_s:.1f} s" if fault.recovered
+                               else f"NOT recovered: {'; '.join(fault.missing)}")
                     print(f"chaos: {mode} fault {len(faults)} {kind} ({fault.note}): {outcome}", file=sys.stderr, flush=True)
                     continue
                 time.sleep(0.25)
@@ -737,7 +754,7 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
             "faults_by_kind": {k: sum(f.kind == k for f in faults) for k in FAULTS},
             "recovered": sum(f.recovered for f in faults),
             "recovery_s_max": max((f.recovery_s for f in faults if f.recovery_s is not None), default=None),
-            "not_recovered": [f"{f.kind} ({f.note})" for f in faults if not f.recovered],
+            "not_recovered": [f"{f.kind}: {'; '.join(f.missing)}" for f in faults if not f.recovered],
             "scenes_missed": missed,
             "seconds_silent_max": round(sound.longest, 2),
             "seconds_dark_max": round(light.longest, 2),
