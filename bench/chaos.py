@@ -790,6 +790,11 @@ def main(argv: list[str]) -> dict:
     if unknown or not kinds:
         ap.error(f"--faults: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(FAULTS)}")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    def stop(signum: int, frame: object) -> None:   # a SIGTERM unwinds like Ctrl-C: ciel, jackd, Xvfb, the tmpfs go
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     if args.quick:
         args.minutes, args.every = 5.0, 15.0
     return run(args.minutes, args.every, args.period, args.seed, kinds, args.keep)
