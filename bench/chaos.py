@@ -66,7 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import machine_load
-from bench.soak import usage
+from bench.soak import descendants
 from harness import parts
 
 log = logging.getLogger("ciel.chaos")
@@ -282,6 +282,8 @@ class Service:
         while not self._stop.is_set():
             self._spawn()
             proc = self.proc
+            if self._stop.is_set():   # stopped while it was being started
+                self._end(proc)
             code = proc.wait()
             if proc.pid not in self.planned:
                 self.exits.append(Exit(time.monotonic(), code, proc.pid, self._tail()))
@@ -351,6 +353,82 @@ class Health(Every):
         return d
 
 
+class Usage(Every):
+    """Memory and open files of each process of ciel's tree (main, audio, generator), every 5 s:
+    {pid: [(seconds since first seen, resident MB, fds)]}. Its own thread."""
+
+    interval = 5.0
+
+    def __init__(self, service: Service) -> None:
+        super().__init__("chaos-usage")
+        self.service = service
+        self.samples: dict[int, list[tuple[float, float, int]]] = {}
+        self._first: dict[int, float] = {}
+
+    def step(self) -> None:
+        pid = self.service.pid
+        if pid is None:
+            return
+        now = time.monotonic()
+        for p in descendants(pid):
+            try:
+                rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{p}/status").read_text().splitlines()
+                              if line.startswith("VmRSS:"))
+                fds = len(os.listdir(f"/proc/{p}/fd"))
+            except (OSError, StopIteration, ValueError):
+                continue
+            first = self._first.setdefault(p, now)
+            self.samples.setdefault(p, []).append((now - first, rss_kb / 1024.0, fds))
+
+
+class SystemdWatchdog(Every):
+    """The unit's `WatchdogSec=30` and `TimeoutStartSec=120`: ciel gets `$NOTIFY_SOCKET` and
+    `$WATCHDOG_USEC`; a ciel that is not READY within 120 s of its start, or sends no WATCHDOG=1
+    for 30 s, gets SIGABRT (as systemd sends), and the exit is a crash. Its own thread."""
+
+    interval = 1.0
+
+    def __init__(self, path: Path, service: Service, watchdog_s: float = 30.0, start_s: float = 120.0) -> None:
+        super().__init__("chaos-watchdog")
+        self.path, self.service, self.watchdog_s, self.start_s = path, service, watchdog_s, start_s
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.kills: list[str] = []
+        self._started = -1.0
+        self._ready = False
+        self._ping = 0.0
+
+    def env(self) -> dict[str, str]:
+        return {"NOTIFY_SOCKET": str(self.path), "WATCHDOG_USEC": str(int(self.watchdog_s * 1e6))}
+
+    def step(self) -> None:
+        now = time.monotonic()
+        if self.service.started_at != self._started:   # a new ciel: it starts over
+            self._started, self._ready, self._ping = self.service.started_at, False, self.service.started_at
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                break
+            if b"READY=1" in data:
+                self._ready, self._ping = True, now
+            if b"WATCHDOG=1" in data:
+                self._ping = now
+        pid = self.service.pid
+        late = (self._ready and now - self._ping > self.watchdog_s) or (not self._ready and now - self._started > self.start_s)
+        if pid is not None and late:
+            self.kills.append(f"pid {pid}: {'no WATCHDOG=1 for' if self._ready else 'not READY after'} "
+                              f"{now - (self._ping if self._ready else self._started):.0f} s")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGABRT)
+            self._started = self.service.started_at + 1e-9   # counted once per process
+
+    def stop(self) -> None:
+        super().stop()
+        self.sock.close()
+
+
 @dataclass
 class Fault:
     kind: str
@@ -361,6 +439,7 @@ class Fault:
     recovery_s: float | None = None
     note: str = ""
     missing: list[str] = field(default_factory=list)   # what was still wrong at the end of its minute
+    injected: bool = True   # False: the bench could not do it (the note says why); not counted
 
 
 @dataclass
@@ -413,19 +492,21 @@ def inject(kind: str, rig: Rig, rng: random.Random) -> Fault:
     now = time.monotonic()
     f = Fault(kind, now)
     h = rig.health
-    if kind == "audio_kill":
-        pid = h.get("audio", "pid")
-        if pid:
-            os.kill(int(pid), signal.SIGKILL)
-        f.note = f"pid {pid}"
-        f.check = lambda: bool(h.get("audio", "pid")) and h.get("audio", "pid") != pid and bool(h.get("audio", "running"))
-    elif kind == "gan_kill":
-        pid = h.get("gan", "pid")
+    if kind in ("audio_kill", "gan_kill"):
+        part = "audio" if kind == "audio_kill" else "gan"
+        pid = h.get(part, "pid")
         count = int(h.get("gan", "keyframes") or 0)
-        if pid:
-            os.kill(int(pid), signal.SIGKILL)
         f.note = f"pid {pid}"
-        f.check = lambda: h.get("gan", "pid") not in (None, pid) and int(h.get("gan", "keyframes") or 0) > count
+        try:
+            if not pid:
+                raise ProcessLookupError("no pid on /healthz")
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError as exc:   # nothing to kill: not a fault the show met
+            f.injected, f.note = False, f"{part} process not killed: {exc}"
+        if kind == "audio_kill":
+            f.check = lambda: h.get("audio", "pid") not in (None, 0, pid) and bool(h.get("audio", "running"))
+        else:
+            f.check = lambda: h.get("gan", "pid") not in (None, pid) and int(h.get("gan", "keyframes") or 0) > count
     elif kind == "jack_restart":
         rig.jack.kill()
         time.sleep(1.0)
@@ -444,21 +525,24 @@ def inject(kind: str, rig: Rig, rng: random.Random) -> Fault:
         errors = int(h.get("log_write_errors") or 0)
         log_file = rig.log_dir / "ciel.log"
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            # a stray OSC tool's unknown address makes ciel log a line every 2 s (rate-limited)
-            for _ in range(10):
+            # a stray OSC tool: an unknown address and a malformed packet make ciel log two lines
+            # every 2 s (rate-limited), more than the slack in the log file's last page
+            for _ in range(15):
                 s.sendto(osc_message("/stray/tool", 1.0), ("127.0.0.1", rig.osc_port))
+                s.sendto(b"\x00not osc", ("127.0.0.1", rig.osc_port))
                 time.sleep(2.0)
             lost = int(h.get("log_write_errors") or 0) - errors
             filler.unlink(missing_ok=True)
-            before = log_size(log_file)
             grew = False
             for _ in range(10):
                 s.sendto(osc_message("/stray/tool", 1.0), ("127.0.0.1", rig.osc_port))
                 time.sleep(1.0)
-                grew = log_size(log_file) > before or (lost > 0 and "logging resumed" in log_tail(log_file))
+                grew = "logging resumed" in log_tail(log_file)
                 if grew:
                     break
-        f.note = f"{lost} log records lost while full; the log grew again after: {grew}"
+        f.note = f"{lost} log records lost while full; \"logging resumed\" in the log after: {grew}"
+        if lost == 0:
+            f.injected = False   # every line fit in the log file's last page: the full disk was never met
         f.check = lambda: grew
     elif kind == "bad_image":
         pngs = sorted(rig.baked.glob("*.png"))
@@ -468,7 +552,8 @@ def inject(kind: str, rig: Rig, rng: random.Random) -> Fault:
             data = rig.images[p]
             p.write_bytes(bomb_png() if bomb else data[: len(data) // 3])
         f.note = ("2-gigapixel PNG headers" if bomb else "truncated PNGs") + f" in {len(pngs)} files"
-        f.check = lambda: any(".png" in m for m in (h.get("messages") or []))
+        names = [p.name for p in pngs]
+        f.check = lambda: any(n in m for m in (h.get("messages") or []) for n in names)
     elif kind == "osc_flood":
         sent = flood(rig.osc_port, 10_000.0, 10.0)
         f.note = f"{sent} messages in 10 s"
@@ -520,13 +605,6 @@ def inject(kind: str, rig: Rig, rng: random.Random) -> Fault:
         f.check = lambda: rig.service.pid not in (None, old)
     f.ended = time.monotonic()
     return f
-
-
-def log_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def log_tail(path: Path) -> str:
@@ -619,7 +697,8 @@ def log_disk(folder: Path) -> Iterator[bool]:
 
 
 def growth(samples: dict[int, list[tuple[float, float, int]]]) -> tuple[float | None, int | None, str]:
-    """(MB, fds, reason) from per-pid samples (t since start, MB, fds)."""
+    """(MB, fds, reason): per process that lived LONG_LIVED_S, its last sample minus the one
+    RSS_WARMUP_S after it was first seen; the largest over the processes."""
     best_mb: float | None = None
     best_fd: int | None = None
     for series in samples.values():
@@ -631,6 +710,21 @@ def growth(samples: dict[int, list[tuple[float, float, int]]]) -> tuple[float | 
         best_fd = fds if best_fd is None else max(best_fd, fds)
     reason = "" if best_mb is not None else f"no ciel process lived {LONG_LIVED_S / 60:.0f} minutes"
     return (None if best_mb is None else round(best_mb, 1)), best_fd, reason
+
+
+def classify(exits: list[Exit], display_killed: list[float]) -> tuple[list[Exit], list[Exit]]:
+    """(restarts, crashes): each killed display accounts for at most one exit within
+    DISPLAY_EXIT_WINDOW_S after it; every other exit is a crash."""
+    restarts, crashes = [], []
+    kills = sorted(display_killed)
+    for e in sorted(exits, key=lambda e: e.at):
+        k = next((k for k in kills if 0 <= e.at - k <= DISPLAY_EXIT_WINDOW_S), None)
+        if k is None:
+            crashes.append(e)
+        else:
+            kills.remove(k)
+            restarts.append(e)
+    return restarts, crashes
 
 
 def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str, ...] = FAULTS,
@@ -656,13 +750,16 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
         base = [*cli, "install", str(patch), "--always-open", "--period", str(period), "--log-dir", str(log_dir),
                 "--health-port", str(health_port)]
         service = Service(base, env, tmp / "ciel.out")
+        watchdog = SystemdWatchdog(tmp / "notify.sock", service)
+        env.update(watchdog.env())
+        usage = Usage(service)
         health = Health(f"http://127.0.0.1:{health_port}/healthz")
         sound, light = Gaps(), Gaps()
         rig = Rig(tmp, jack, xvfb, service, health, sound, light, osc_port, query_port, patch, log_dir, baked, disk_ok)
         ear, eye = Ear(jack.name, sound), Eye(lambda: xvfb.display, (1920, 1080), light)
         service.start()
         stack.callback(service.stop)
-        for part in (health, ear, eye):
+        for part in (health, ear, eye, watchdog, usage):
             part.start()
             stack.callback(part.stop)
 
@@ -670,7 +767,6 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
         not_injected: dict[str, str] = {}
         if not disk_ok:
             not_injected["disk_full"] = "could not mount a tmpfs for the log folder (needs root)"
-        samples: dict[int, list[tuple[float, float, int]]] = {}
         halves = (("live", base), ("baked", [*base, "--baked", str(baked)]))
         missed = 0
         deck: list[str] = []
@@ -689,14 +785,7 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
             scenes_from = len(health.scene_starts)
             end = t_start + seconds * (half + 1) / 2
             next_fault = begin + every
-            next_sample = begin
             while (now := time.monotonic()) < end:
-                if now >= next_sample:
-                    pid = service.pid
-                    if pid is not None:
-                        mb, fds = usage(pid)
-                        samples.setdefault(pid, []).append((now - service.started_at, mb, fds))
-                    next_sample = now + 5.0
                 if now >= next_fault and end - now > every / 2:
                     applicable = [k for k in kinds if k not in not_injected
                                   and not (k in LIVE_ONLY and mode != "live") and not (k in BAKED_ONLY and mode != "baked")]
@@ -739,22 +828,28 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
         if keep is not None:   # what ciel printed, for reading after the run
             keep.mkdir(parents=True, exist_ok=True)
             shutil.copy(tmp / "ciel.out", keep / "ciel.out")
-        exits = list(service.exits)
-        after_display = [e for e in exits if any(0 <= e.at - k <= DISPLAY_EXIT_WINDOW_S for k in rig.display_killed)]
-        crashes = [e for e in exits if e not in after_display]
+        after_display, crashes = classify(list(service.exits), rig.display_killed)
+        samples = usage.samples
         mb, fds, reason = growth(samples)
         for e in crashes:
             print(f"chaos: crash of pid {e.pid} (exit {e.code}): {e.tail}", file=sys.stderr)
-        print(f"chaos: {machine_load()}; {len(faults)} faults in {minutes:g} min; bake {t_bake:.0f} s; "
+        for line in watchdog.kills:
+            print(f"chaos: the watchdog killed {line}", file=sys.stderr)
+        done = [f for f in faults if f.injected]
+        for f in faults:
+            if not f.injected:
+                not_injected[f"{f.kind} at {f.at - t_start:.0f} s"] = f.note
+        print(f"chaos: {machine_load()}; {len(done)} faults in {minutes:g} min; bake {t_bake:.0f} s; "
               f"silence by fault {sound.by_cause}; dark by fault {light.by_cause}; "
-              f"processes {[(pid, round(s[-1][0]), s[-1][1]) for pid, s in samples.items()]}", file=sys.stderr)
+              f"processes (pid, s, MB, fds) {[(pid, round(s[-1][0]), round(s[-1][1]), s[-1][2]) for pid, s in samples.items()]}",
+              file=sys.stderr)
         out = {
             "minutes": round(minutes, 2),
-            "faults": len(faults),
-            "faults_by_kind": {k: sum(f.kind == k for f in faults) for k in FAULTS},
-            "recovered": sum(f.recovered for f in faults),
-            "recovery_s_max": max((f.recovery_s for f in faults if f.recovery_s is not None), default=None),
-            "not_recovered": [f"{f.kind}: {'; '.join(f.missing)}" for f in faults if not f.recovered],
+            "faults": len(done),
+            "faults_by_kind": {k: sum(f.kind == k for f in done) for k in FAULTS},
+            "recovered": sum(f.recovered for f in done),
+            "recovery_s_max": max((f.recovery_s for f in done if f.recovery_s is not None), default=None),
+            "not_recovered": [f"{f.kind}: {'; '.join(f.missing)}" for f in done if not f.recovered],
             "scenes_missed": missed,
             "seconds_silent_max": round(sound.longest, 2),
             "seconds_dark_max": round(light.longest, 2),
@@ -762,7 +857,10 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
             "fds_growth": fds,
             "restarts": len(after_display),
             "crashes": len(crashes),
+            "watchdog_kills": len(watchdog.kills),
             "not_injected": not_injected or None,
+            "dark_sample_s": Eye.interval,
+            "silence_block_ms": round(1000 * jack.period / jack.rate, 2),
         }
         if reason:
             out["rss_mb_growth_reason"] = out["fds_growth_reason"] = reason

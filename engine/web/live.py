@@ -80,6 +80,7 @@ def deadline_protocol(limits: Limits) -> type[asyncio.Protocol]:
 
     class DeadlineProtocol(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
+        _counted = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -93,7 +94,7 @@ def deadline_protocol(limits: Limits) -> type[asyncio.Protocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
-            if getattr(self, "_counted", False):
+            if self._counted:
                 limits.connections -= 1
                 self._counted = False
             super().connection_lost(exc)
@@ -119,7 +120,8 @@ def deadline_protocol(limits: Limits) -> type[asyncio.Protocol]:
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing():
+            idle = self.cycle is None or self.cycle.response_complete   # not a pipelined request under way
+            if idle and not self.transport.is_closing():
                 self._arm()   # the next request's headers (or an idle keep-alive) within the deadline
 
     return DeadlineProtocol
