@@ -251,7 +251,7 @@ class Engine:
             self.keyframes = self._keyframe_source(self.image_model)
         hooks = WindowHooks(clock=self.clock, running=lambda: self.running, quit=self.quit, tick=self.tick,
                             frame_done=self.frame_done, report=self.report, messages=self.messages,
-                            learn=self.learn, note=self.patch.note)
+                            learn=self.learn, note=self.patch.note, clear=self.clear)
         return run_window(cfg, self.image_model, self.seed, self.store, self.keyframes, hooks, deadline, on_worker)
 
     def learn(self) -> str:

@@ -3,6 +3,7 @@ the scenes' files and their caching headers, the page, bad input. Browser tests:
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -330,7 +331,7 @@ def test_a_request_body_is_never_answered_as_a_second_request(site):
     assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 405") and b"connection: close" in answer.lower()
     get_with_body = (b"GET /scene.json HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled)) + smuggled
     answer = raw(server, get_with_body)
-    assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 200")
+    assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 200") and b"connection: close" in answer.lower()
 
 
 def test_a_slow_loris_is_closed_after_the_header_timeout(baked):
@@ -409,3 +410,66 @@ def test_connections_beyond_the_cap_are_closed_at_once_and_a_freed_one_is_usable
         finally:
             for s in held:
                 s.close()
+
+
+def test_head_answers_headers_only(site):
+    server, _, _ = site
+    answer = raw(server, b"HEAD /scene.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"content-length:" in head.lower() and body == b""
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_header_timeout(baked):
+    """After an answer, the next request's headers must come within the deadline too (uvicorn's own
+    keep-alive timer is reset by any byte, so this is ciel's)."""
+    import socket as sk
+
+    with limited_site(baked, header_timeout=1.0) as server:
+        with sk.create_connection(server.server_address[:2], timeout=10) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(1000).startswith(b"HTTP/1.1 200")
+            t0 = time.monotonic()
+            s.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+            while True:                                         # a next request, one header byte every 0.3 s
+                try:
+                    s.sendall(b"a")
+                    s.settimeout(0.3)
+                    if s.recv(100) == b"":
+                        break
+                except TimeoutError:
+                    pass
+                except OSError:
+                    break
+                assert time.monotonic() - t0 < 10, "an idle keep-alive connection was kept"
+        assert server.timed_out >= 1
+
+
+def test_a_request_pipelined_behind_an_event_stream_ends_the_connection_and_frees_its_slot(baked):
+    import socket as sk
+
+    with limited_site(baked, max_listeners=100, max_streams_per_address=2) as server:
+        with sk.create_connection(server.server_address[:2], timeout=10) as s:
+            s.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(1000).startswith(b"HTTP/1.1 200")
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.settimeout(5)
+            with contextlib.suppress(OSError):
+                while s.recv(1000):
+                    pass
+        deadline = time.monotonic() + 10
+        while server.listeners and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.listeners == 0
+
+
+def test_a_websocket_upgrade_is_answered_as_http_and_holds_no_slot(baked):
+    import socket as sk
+
+    with limited_site(baked, max_connections=2) as server:
+        for _ in range(5):                                      # more than the cap, one after another
+            answer = raw(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\n"
+                                 b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 200")
+        with sk.create_connection(server.server_address[:2], timeout=10):
+            assert get(server, "/healthz")[0] == 200           # the slots were given back

@@ -216,7 +216,8 @@ class WindowHooks:
 
     clock: monotonic seconds · running: False ends the loop · quit: Esc or closing the window ·
     tick(now): once per frame before drawing (MIDI, scheduler, audio supervision) ·
-    frame_done(now): after each flip · report(source, message): a failure as data ·
+    frame_done(now): after each flip · report(source, message): a failure as data · clear(source):
+    that failure is over ·
     messages(): the overlay's lines · learn(): MIDI learn from the L key, the overlay's line ·
     note: the patch's programme note (the N key, the grey circle).
     """
@@ -230,6 +231,7 @@ class WindowHooks:
     messages: Callable[[], list[str]]
     learn: Callable[[], str]
     note: str = ""
+    clear: Callable[[str], None] = lambda source: None   # a failure reported by `source` is over
 
 
 def run_window(cfg: VisualConfig, model: ImageModel, seed: int, store: ParamStore, keyframes: KeyframeSource,
@@ -311,14 +313,18 @@ def _loop(hooks: WindowHooks, pygame: Any, ctx: moderngl.Context, sky: SkyRender
                     overlay.resize(w, h)
         # update (a part that fails becomes a line on the overlay; the frame is still drawn)
         store.snapshot_values(values)
+        shown = False
         try:
             keyframe = keyframes.latest()
             if keyframe is not None:
                 sky.upload(keyframe.image, keyframe.back)
+                shown = True
         except Exception as exc:  # noqa: BLE001 — a bad picture (a baked file, a generator bug) never ends the show
             hooks.report("image", f"{type(exc).__name__}: {exc}")
         if keyframes.error:
             hooks.report("image", keyframes.error)
+        elif shown:   # a good picture again: the line about the bad one goes
+            hooks.clear("image")
         # render
         ctx.screen.use()
         sky.render(values, now)

@@ -81,6 +81,7 @@ def deadline_protocol(limits: Limits) -> type[asyncio.Protocol]:
     class DeadlineProtocol(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
         _counted = False
+        _pending: int | None = None   # bytes of an answer not yet sent when the deadline last came
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -110,15 +111,27 @@ def deadline_protocol(limits: Limits) -> type[asyncio.Protocol]:
 
         def _too_slow(self) -> None:
             self._deadline = None
-            if not self.transport.is_closing():
-                limits.timed_out += 1
-                self.transport.abort()
+            if self.transport.is_closing():
+                return
+            pending = self.transport.get_write_buffer_size()
+            if pending and (self._pending is None or pending < self._pending):
+                self._pending = pending   # an answer still going out, and moving: a slow link, not idle
+                self._arm()
+                return
+            limits.timed_out += 1      # no request in time, or a visitor that stopped reading
+            self.transport.abort()
 
         def on_headers_complete(self) -> None:
             self._disarm()
+            if self.cycle is not None and not self.cycle.response_complete:
+                # a second request while an answer is under way (pipelining: no browser does it,
+                # and an event stream never completes): the connection ends
+                self.transport.abort()
+                return
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:
+            self._pending = None
             super().on_response_complete()
             idle = self.cycle is None or self.cycle.response_complete   # not a pipelined request under way
             if idle and not self.transport.is_closing():
@@ -136,6 +149,7 @@ class BroadcastApp:
         self.broadcast, self.files, self.limits = broadcast, files, limits
         self._changed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watcher: Callable[[], None] | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Called once on the loop: scene changes set `_changed` there."""
@@ -143,9 +157,19 @@ class BroadcastApp:
         self._changed = asyncio.Event()
 
         def changed() -> None:   # on the thread that published
-            loop.call_soon_threadsafe(self._wake)
+            try:
+                loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:     # the loop has closed: the server has stopped
+                pass
 
+        self._watcher = changed
         self.broadcast.add_watcher(changed)
+
+    def unbind(self) -> None:
+        """The server has stopped: no more wake-ups to its loop."""
+        if self._watcher is not None:
+            self.broadcast.remove_watcher(self._watcher)
+            self._watcher = None
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
@@ -270,8 +294,10 @@ class LiveServer:
         self.socket.bind(address)
         self.socket.listen(1024)
         self.server_address = self.socket.getsockname()
-        config = uvicorn.Config(self.app, http=deadline_protocol(self.limits), loop="auto", lifespan="off",
-                                log_level="warning", access_log=False, server_header=False,
+        # no websockets here (an upgraded connection would leave the counted protocol); uvicorn's
+        # own warnings (bad requests) would let any visitor fill the log: errors only
+        config = uvicorn.Config(self.app, http=deadline_protocol(self.limits), ws="none", loop="auto", lifespan="off",
+                                log_level="error", access_log=False, server_header=False,
                                 timeout_keep_alive=int(max(1, header_timeout)), timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(config)
 
@@ -295,7 +321,10 @@ class LiveServer:
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Run until `shutdown` (uvicorn checks every 0.1 s; `poll_interval` is accepted for the
         callers of the previous server)."""
-        self.server.run(sockets=[self.socket])
+        try:
+            self.server.run(sockets=[self.socket])
+        finally:
+            self.app.unbind()
 
     def shutdown(self) -> None:
         self.server.should_exit = True

@@ -206,13 +206,20 @@ class Broadcast:
             self.etag = f'"s{now_id}{"h" if held else ""}{"n" if nxt else ""}"'
             self.version += 1
             self._cond.notify_all()
-        for fn in self._watchers:
+            watchers = tuple(self._watchers)
+        for fn in watchers:
             fn()
 
     def add_watcher(self, fn: Callable[[], None]) -> None:
         """`fn()` after every change of the current scene, on the thread that published it (the
         live server hands it to its event loop)."""
-        self._watchers.append(fn)
+        with self._cond:
+            self._watchers.append(fn)
+
+    def remove_watcher(self, fn: Callable[[], None]) -> None:
+        with self._cond:
+            if fn in self._watchers:
+                self._watchers.remove(fn)
 
     def scene_json(self) -> tuple[str, bytes, float]:
         """(etag, body, time_to_next) of the current scene; the time fields are added per call."""
