@@ -160,7 +160,11 @@ class AudioProcess:
         now = time.monotonic()
         state = st[_S_STATE]
         stalled = alive and st[_S_HEARTBEAT] > 0 and now - st[_S_HEARTBEAT] > self.STALL_S
-        stuck = alive and state == STARTING and now - self._spawned > self.START_LIMIT_S
+        # still starting after the limit, unless it is waiting for its device and says so (a fresh
+        # heartbeat while STARTING comes only from that wait: a JACK server that is down for a while
+        # must not cost a model load every START_LIMIT_S)
+        waiting = st[_S_HEARTBEAT] > 0 and now - st[_S_HEARTBEAT] < self.STALL_S
+        stuck = alive and state == STARTING and now - self._spawned > self.START_LIMIT_S and not waiting
         stalled = stalled or stuck
         starting = state == STARTING and alive and not stalled
         if starting or (alive and state == RUNNING and not stalled):
