@@ -49,6 +49,7 @@ class RunOptions:
     window: bool = True         # False: --headless
     control: bool = True        # OSC, OSCQuery, MIDI
     installation: bool = False  # scheduler on, fullscreen, health endpoint, systemd notify
+    state_dir: Path | None = None  # where an installation keeps what outlives a restart (the last picture)
     t0: float = dataclasses.field(default_factory=time.monotonic)  # when the command started
 
 
@@ -249,10 +250,21 @@ class Engine:
             self.image_model = load_image_model(cfg.model)
         if self.keyframes is None:
             self.keyframes = self._keyframe_source(self.image_model)
+        memory = None
+        if self.options.state_dir is not None:
+            from .visual.memory import PictureMemory
+
+            memory = PictureMemory(self.options.state_dir / "last-picture.npz", self.image_model.resolution)
         hooks = WindowHooks(clock=self.clock, running=lambda: self.running, quit=self.quit, tick=self.tick,
                             frame_done=self.frame_done, report=self.report, messages=self.messages,
-                            learn=self.learn, note=self.patch.note, clear=self.clear)
-        return run_window(cfg, self.image_model, self.seed, self.store, self.keyframes, hooks, deadline, on_worker)
+                            learn=self.learn, note=self.patch.note, clear=self.clear,
+                            remembered=memory.recall if memory else lambda: None,
+                            shown=memory.offer if memory else lambda keyframe: None)
+        try:
+            return run_window(cfg, self.image_model, self.seed, self.store, self.keyframes, hooks, deadline, on_worker)
+        finally:
+            if memory is not None:
+                memory.close()
 
     def learn(self) -> str:
         """MIDI learn from the window's L key: bind the next control moved to the parameter touched

@@ -147,7 +147,7 @@ def check_display() -> None:
 
 
 def run_engine(patch: Patch, patch_path: Path | None, *, window: bool = True, installation: bool = False,
-               seconds: float = 0.0, t0: float | None = None) -> int:
+               seconds: float = 0.0, t0: float | None = None, state_dir: Path | None = None) -> int:
     """Build an Engine and run it until quit (Esc, SIGTERM, SIGINT, or `seconds` after it is up).
     `t0` is when the command started (monotonic), for the time-to-first-sound line. Returns an exit code."""
     t0 = time.monotonic() if t0 is None else t0
@@ -155,7 +155,8 @@ def run_engine(patch: Patch, patch_path: Path | None, *, window: bool = True, in
 
     if window:
         check_display()
-    options = RunOptions(audio=patch.audio.output != "none", window=window, installation=installation, t0=t0)
+    options = RunOptions(audio=patch.audio.output != "none", window=window, installation=installation, t0=t0,
+                         state_dir=state_dir)
     engine = Engine(patch, patch_path, options)
 
     def stop(signum: int, frame: object) -> None:

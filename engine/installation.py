@@ -101,7 +101,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     log.info("installation: patch %s, a scene every %g s%s", patch.source, patch.schedule.period,
              f", baked scenes from {patch.schedule.baked}" if patch.schedule.baked else "")
     return run_engine(patch, Path(patch.source), window=not args.headless, installation=True, seconds=args.seconds,
-                      t0=t0)
+                      t0=t0, state_dir=folder)   # the log folder also keeps the last picture
 
 
 def cmd_bake(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import DisplayError
 from ..params import ParamStore
 from ..paramview import ParamView
-from ..parts import KeyframeSource
+from ..parts import Keyframe, KeyframeSource
 from .config import VisualConfig
 from .model import ImageModel
 from .sky import DESKTOP_HEADER, SkyRenderer, gl_renderer, resolve_render_scale, shader_text
@@ -217,7 +217,8 @@ class WindowHooks:
     clock: monotonic seconds · running: False ends the loop · quit: Esc or closing the window ·
     tick(now): once per frame before drawing (MIDI, scheduler, audio supervision) ·
     frame_done(now): after each flip · report(source, message): a failure as data · clear(source):
-    that failure is over ·
+    that failure is over · remembered(): the picture a previous run showed last, to start with ·
+    shown(keyframe): each keyframe put on the sky (an installation keeps the last across restarts) ·
     messages(): the overlay's lines · learn(): MIDI learn from the L key, the overlay's line ·
     note: the patch's programme note (the N key, the grey circle).
     """
@@ -232,6 +233,8 @@ class WindowHooks:
     learn: Callable[[], str]
     note: str = ""
     clear: Callable[[str], None] = lambda source: None   # a failure reported by `source` is over
+    remembered: Callable[[], Keyframe | None] = lambda: None   # the picture a previous run showed last
+    shown: Callable[[Keyframe], None] = lambda keyframe: None  # a keyframe is on the sky now
 
 
 def run_window(cfg: VisualConfig, model: ImageModel, seed: int, store: ParamStore, keyframes: KeyframeSource,
@@ -253,8 +256,13 @@ def run_window(cfg: VisualConfig, model: ImageModel, seed: int, store: ParamStor
         sky = SkyRenderer(ctx, width, height, model.resolution, resolve_render_scale(cfg.render_scale, ctx))
         overlay = Overlay(ctx, pygame, width, height)
         log.info("window %dx%d on %s, sky at %.2f of the resolution", width, height, renderer, sky.render_scale)
-        # the first picture comes from this process (a few ms) while the worker process starts
-        sky.upload(*render_keyframe(model, make_paths(model, seed), store.snapshot_values(), 0.0, True))
+        # the first picture: the one a previous run showed last (an installation that restarted),
+        # else one made here while the worker process starts
+        first = hooks.remembered()
+        if first is not None:
+            sky.upload(first.image, first.back)
+        else:
+            sky.upload(*render_keyframe(model, make_paths(model, seed), store.snapshot_values(), 0.0, True))
         _loop(hooks, pygame, ctx, sky, overlay, keyframes, store, cfg, deadline)
     finally:
         keyframes.stop()
@@ -318,6 +326,7 @@ def _loop(hooks: WindowHooks, pygame: Any, ctx: moderngl.Context, sky: SkyRender
             keyframe = keyframes.latest()
             if keyframe is not None:
                 sky.upload(keyframe.image, keyframe.back)
+                hooks.shown(keyframe)
                 shown = True
         except Exception as exc:  # noqa: BLE001 — a bad picture (a baked file, a generator bug) never ends the show
             hooks.report("image", f"{type(exc).__name__}: {exc}")
