@@ -249,7 +249,7 @@ def pd_binary() -> str:
     """Path of Pure Data (`pd`), or FileNotFoundError saying how to install it."""
     exe = shutil.which("pd") or shutil.which("puredata")
     if exe is None:
-        raise FileNotFoundError("Pure Data not found: run `bash scripts/setup-system.sh` (Debian package puredata-core)")
+        raise FileNotFoundError("Pure Data not found: run `make test` or `CIEL_WITH_BROWSER=1 bash scripts/setup-system.sh` (Debian package puredata-core)")
     return exe
 
 

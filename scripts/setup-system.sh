@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Installs the system packages ciel needs (PortAudio, JACK, Xvfb, Pure Data, EGL/Mesa, FFmpeg libs,
+# Installs the system packages ciel needs (PortAudio, JACK, Xvfb, EGL/Mesa, FFmpeg libs,
 # fonts for screenshots, and for `make models` the espeak-ng voices and the photographic wallpapers
 # that the generated phone archive is made from). Runs apt-get when it is root on Debian/Ubuntu;
 # otherwise it prints the exact command to run and exits non-zero only if something required is
 # missing.
 set -euo pipefail
 
-PKGS=(libportaudio2 xvfb puredata-core libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libsndfile1 fonts-dejavu-core glslang-tools
+PKGS=(libportaudio2 xvfb libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libsndfile1 fonts-dejavu-core
       espeak-ng mate-backgrounds lomiri-wallpapers-16.04 plasma-workspace-wallpapers)
 NORECOMMENDS=(jackd2)
-OPTIONAL=(chromium nginx-light iproute2)   # the test stack: the pages in a browser, a static host, LAN namespaces
+# the test stack (`make test`, CIEL_WITH_BROWSER=1): the pages in a browser, a static host, LAN
+# namespaces, Pure Data for the example patches, glslang for the shaders
+OPTIONAL=(chromium nginx-light iproute2 puredata-core glslang-tools)
 
 missing=()
 for p in "${PKGS[@]}" "${NORECOMMENDS[@]}"; do
