@@ -64,13 +64,39 @@ def register(sub: argparse._SubParsersAction) -> None:
         k.add_argument("--export-to", type=Path, help="also export the final model to this folder (e.g. models/mine)")
         k.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("export", help="write a run's checkpoint as a model folder (weights + card)")
-    e.add_argument("run", type=Path, help="run folder of `ciel train`")
-    e.add_argument("out", type=Path, help="model folder to write, e.g. models/mine")
+    e = sub.add_parser("export", help="write a run's checkpoint as a model folder (weights + card), or an audio "
+                                      "model as a TorchScript file for nn~ (--nn-tilde)")
+    e.add_argument("run", type=Path, help="run folder of `ciel train` (with --nn-tilde also an audio model folder)")
+    e.add_argument("out", type=Path, help="model folder to write, e.g. models/mine (with --nn-tilde: a .ts file)")
+    e.add_argument("--nn-tilde", action="store_true", help="write the audio model for nn~ in Max / Pure Data: "
+                   "forward, encode and a streaming decode (docs/training.md)")
     e.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
     e.add_argument("--snapshots", type=int, help="learning snapshots to keep in the model, spread evenly from "
                                                  "step 0 to the exported step (default: the run's export_snapshots; 0 = none)")
     e.set_defaults(func=cmd_export)
+
+
+def export_nn_tilde_file(args: argparse.Namespace) -> int:
+    """`ciel export --nn-tilde SOURCE OUT.ts`: SOURCE is an audio model folder, or a run folder whose
+    checkpoint is exported to a model first (in a temporary folder)."""
+    import tempfile
+
+    from ..audio.model import load_audio_model
+    from ..audio.nntilde import export_nn_tilde
+    from ..modelio import CARD
+
+    if args.out.suffix != ".ts":
+        raise ConfigError("command line", "out", f"--nn-tilde writes a TorchScript file: expected a name ending in .ts, got {args.out}")
+    with tempfile.TemporaryDirectory(prefix="ciel-nn-tilde-") as tmp:
+        folder = args.run
+        if not (args.run / CARD).exists():   # a run folder: its checkpoint as a model first
+            folder = Path(tmp) / "model"
+            cmd_export(argparse.Namespace(run=args.run, out=folder, step=args.step, snapshots=0, nn_tilde=False))
+        model = load_audio_model(folder)
+        out = export_nn_tilde(model, args.out)
+    print(f"nn~ model written to {out}: methods forward, encode, decode; {model.latent_dim} knobs, "
+          f"{model.hop} samples per frame at {model.sample_rate} Hz (set the host to this rate)")
+    return 0
 
 
 # --- ingest -------------------------------------------------------------------------------------
@@ -169,6 +195,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
     from .loop import Env, export_checkpoint, read_run_config
+
+    if args.nn_tilde:
+        return export_nn_tilde_file(args)
 
     kind, dataset, cfg = read_run_config(args.run, config_types())
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device="cpu"))
