@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -300,6 +301,9 @@ class LiveServer:
                                 log_level="error", access_log=False, server_header=False,
                                 timeout_keep_alive=int(max(1, header_timeout)), timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(config)
+        self._lock = threading.Lock()
+        self._state = "new"               # new → serving → closed, or new → closed
+        self._done = threading.Event()    # serve_forever has returned
 
     @property
     def url(self) -> str:
@@ -321,16 +325,27 @@ class LiveServer:
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Run until `shutdown` (uvicorn checks every 0.1 s; `poll_interval` is accepted for the
         callers of the previous server)."""
+        with self._lock:
+            if self._state == "closed":   # closed before it ever served: its socket may be another's now
+                return
+            self._state = "serving"
         try:
             self.server.run(sockets=[self.socket])
         finally:
             self.app.unbind()
+            self._done.set()
 
     def shutdown(self) -> None:
         self.server.should_exit = True
 
     def server_close(self) -> None:
+        """Stop serving and release the socket, after the loop has let go of it (a socket closed
+        under a running or starting loop would leave its number to the next socket opened)."""
         self.server.should_exit = True
+        with self._lock:
+            serving, self._state = self._state == "serving", "closed"
+        if serving:
+            self._done.wait(10.0)
         self.socket.close()
 
 
