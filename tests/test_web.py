@@ -363,9 +363,9 @@ def test_one_address_cannot_take_every_event_stream(baked):
             for _ in range(2):
                 conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
                 conn.request("GET", "/events")
-                res = conn.getresponse()
+                res = conn.getresponse()   # the response owns the socket (Connection: close): kept
                 assert res.status == 200 and res.readline() == b"retry: 2000\n"
-                streams.append(conn)
+                streams.append(res)
             third = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
             third.request("GET", "/events")
             answer = third.getresponse()                        # its status only: a stream never ends
@@ -377,8 +377,9 @@ def test_one_address_cannot_take_every_event_stream(baked):
                 time.sleep(0.05)
             conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
             conn.request("GET", "/events")
-            assert conn.getresponse().status == 200             # a slot freed is a slot again
-            streams.append(conn)
+            res = conn.getresponse()
+            assert res.status == 200                            # a slot freed is a slot again
+            streams.append(res)
         finally:
             for conn in streams:
                 conn.close()
