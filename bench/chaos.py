@@ -37,9 +37,12 @@ Where each key is measured:
 - `restarts`: exits of ciel within 30 s after its display was killed; `crashes`: every other
   exit (the planned restart between the halves is neither).
 - `rss_mb_growth`/`fds_growth`: memory and open files of ciel's process tree (main, audio and
-  generator processes), sampled every 5 s; per ciel process that lived at least 10 minutes,
-  the last sample minus the one 3 minutes after its start; the largest. Null with the reason
-  when no process lived that long.
+  generator processes; the fork server they start from is counted too), sampled every 5 s; per
+  ciel process that lived at least 5 minutes, the last sample minus the one 2 minutes after its
+  start (imports, model, caches and the first scenes are in by then); the largest.
+  `growth_lives`: how many processes lived that long; `growth_span_s_max`: the longest span
+  measured (a display restart every few minutes ends the main process and its children, so the
+  spans are minutes, not the hour). Null with the reason when no process lived that long.
 """
 
 from __future__ import annotations
@@ -76,8 +79,8 @@ SILENT_PEAK = 10 ** (-80 / 20)
 DARK_LEVEL = 3.0
 RESTART_S = 0.5                   # the documented unit's RestartSec
 DISPLAY_EXIT_WINDOW_S = 30.0      # an exit this soon after the display was killed is a restart
-LONG_LIVED_S = 600.0
-RSS_WARMUP_S = 180.0
+LONG_LIVED_S = 300.0
+RSS_WARMUP_S = 120.0
 FAULTS = ("audio_kill", "gan_kill", "jack_restart", "disk_full", "bad_image", "osc_flood", "bad_preset", "x_restart")
 LIVE_ONLY, BAKED_ONLY = {"gan_kill"}, {"bad_image"}
 
@@ -696,20 +699,34 @@ def log_disk(folder: Path) -> Iterator[bool]:
             subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
-def growth(samples: dict[int, list[tuple[float, float, int]]]) -> tuple[float | None, int | None, str]:
-    """(MB, fds, reason): per process that lived LONG_LIVED_S, its last sample minus the one
-    RSS_WARMUP_S after it was first seen; the largest over the processes."""
+@dataclass(frozen=True)
+class Growth:
+    """Memory and open files gained by ciel's processes over their lives (see the module)."""
+
+    mb: float | None          # the largest per-process growth, MB (None: no process lived long enough)
+    fds: int | None           # the largest per-process growth of open files
+    lives: int                # processes measured
+    span_s: float | None      # the longest span measured (base sample to last), s
+    reason: str               # why None, or ""
+
+
+def growth(samples: dict[int, list[tuple[float, float, int]]]) -> Growth:
+    """Per process that lived LONG_LIVED_S: its last sample minus the one RSS_WARMUP_S after it
+    was first seen; the largest over the processes."""
     best_mb: float | None = None
     best_fd: int | None = None
+    spans: list[float] = []
     for series in samples.values():
         if not series or series[-1][0] < LONG_LIVED_S:
             continue
         base = next(s for s in series if s[0] >= RSS_WARMUP_S)
         mb, fds = series[-1][1] - base[1], series[-1][2] - base[2]
+        spans.append(series[-1][0] - base[0])
         best_mb = mb if best_mb is None else max(best_mb, mb)
         best_fd = fds if best_fd is None else max(best_fd, fds)
     reason = "" if best_mb is not None else f"no ciel process lived {LONG_LIVED_S / 60:.0f} minutes"
-    return (None if best_mb is None else round(best_mb, 1)), best_fd, reason
+    return Growth(None if best_mb is None else round(best_mb, 1), best_fd, len(spans),
+                  round(max(spans), 1) if spans else None, reason)
 
 
 def classify(exits: list[Exit], display_killed: list[float]) -> tuple[list[Exit], list[Exit]]:
@@ -830,7 +847,7 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
             shutil.copy(tmp / "ciel.out", keep / "ciel.out")
         after_display, crashes = classify(list(service.exits), rig.display_killed)
         samples = usage.samples
-        mb, fds, reason = growth(samples)
+        grown = growth(samples)
         for e in crashes:
             print(f"chaos: crash of pid {e.pid} (exit {e.code}): {e.tail}", file=sys.stderr)
         for line in watchdog.kills:
@@ -853,8 +870,10 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
             "scenes_missed": missed,
             "seconds_silent_max": round(sound.longest, 2),
             "seconds_dark_max": round(light.longest, 2),
-            "rss_mb_growth": mb,
-            "fds_growth": fds,
+            "rss_mb_growth": grown.mb,
+            "fds_growth": grown.fds,
+            "growth_lives": grown.lives,
+            "growth_span_s_max": grown.span_s,
             "restarts": len(after_display),
             "crashes": len(crashes),
             "watchdog_kills": len(watchdog.kills),
@@ -862,8 +881,8 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
             "dark_sample_s": Eye.interval,
             "silence_block_ms": round(1000 * jack.period / jack.rate, 2),
         }
-        if reason:
-            out["rss_mb_growth_reason"] = out["fds_growth_reason"] = reason
+        if grown.reason:
+            out["rss_mb_growth_reason"] = out["fds_growth_reason"] = grown.reason
         return out
 
 

@@ -152,12 +152,14 @@ def run_engine(patch: Patch, patch_path: Path | None, *, window: bool = True, in
     `t0` is when the command started (monotonic), for the time-to-first-sound line. Returns an exit code."""
     t0 = time.monotonic() if t0 is None else t0
     from .app import Engine, RunOptions
+    from .workerproc import warm_up
 
     if window:
         check_display()
     options = RunOptions(audio=patch.audio.output != "none", window=window, installation=installation, t0=t0,
                          state_dir=state_dir)
     engine = Engine(patch, patch_path, options)
+    warm_up(after_s=5.0)   # replacements of the workers start at once; after the first picture
 
     def stop(signum: int, frame: object) -> None:
         engine.running = False

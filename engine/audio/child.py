@@ -30,6 +30,7 @@ from ..params import REGISTRY, SharedSnapshot
 from ..paramview import ParamView
 from ..parts import SoundSource
 from ..shmblock import StatusBlock
+from ..workerproc import orphaned
 from . import jacknames
 from .config import AudioConfig
 from .devices import _CALLBACK_PRIORITY, _DECODE_PRIORITY, _realtime, _wait_for_device
@@ -439,12 +440,11 @@ class AudioChild:
         last_cb, last_cb_change = -1.0, time.monotonic()
         stopping = False
         busy = 0
-        parent = os.getppid()
         try:
             while True:
                 now = time.monotonic()
                 st[_S_HEARTBEAT] = now
-                if (st[_S_STOP] > 0 or os.getppid() != parent) and not stopping:  # asked, or orphaned
+                if (st[_S_STOP] > 0 or orphaned()) and not stopping:  # asked, or the main process ended
                     stopping = True
                     synth.fade_out(0.05)
                 if stopping and synth.faded_out:  # the fade is decoded: play it out, then end
@@ -454,9 +454,11 @@ class AudioChild:
                     continue
                 if st[_S_CALLBACKS] != last_cb:
                     last_cb, last_cb_change = st[_S_CALLBACKS], now
-                elif now - last_cb_change > 1.0:
-                    # said before the stream is torn down: closing a stream whose server died can
-                    # hang, and the engine replaces this process as soon as it reads FAILED
+                elif now - last_cb_change > 1.0 or (now - last_cb_change > 0.05 and not stream.active):
+                    # lost: callbacks stopped for a second, or PortAudio says the stream ended (its
+                    # JACK host API does as soon as the server goes away). Said before the stream is
+                    # torn down: closing a stream whose server died can hang, and the engine
+                    # replaces this process as soon as it reads FAILED
                     message = f"audio device {label} stopped calling back (device lost)"
                     _fail(st, block, ERR_DEVICE, message)
                     raise AudioDeviceError(message)

@@ -61,7 +61,7 @@ def list_devices(timeout: float = 15.0) -> list[str]:
 
 
 def _wait_for_device(sd: Any, name: str, st: np.ndarray, block: StatusBlock, wait: bool) -> tuple[int, str] | None:
-    """The output device; when `wait`, re-initialise PortAudio every 0.5 s until it is there
+    """The output device; when `wait`, re-initialise PortAudio every 0.25 s until it is there
     (a JACK server restarted, a USB interface plugged back in). None if asked to stop meanwhile."""
     while True:
         try:
@@ -74,7 +74,7 @@ def _wait_for_device(sd: Any, name: str, st: np.ndarray, block: StatusBlock, wai
             st[_S_HEARTBEAT] = time.monotonic()
             if st[_S_STOP] > 0:
                 return None
-            time.sleep(0.1)
+            time.sleep(0.05)
         sd._terminate()   # PortAudio lists devices only when it initialises (sounddevice has
         sd._initialize()  # no public call for this; no stream is open in this process yet)
 

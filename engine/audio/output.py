@@ -1,7 +1,8 @@
 """The audio process's handle in the main process: `AudioProcess(config, snapshot_name)`.
 
-`start()` spawns the child ('spawn' start method, so the child initialises PortAudio afresh and
-sees the devices of now; its code is engine/audio/child.py), `poll()` (main thread, each frame)
+`start()` starts the child (engine/workerproc.py: forked from a server that preloaded torch but
+not PortAudio, so a replacement starts at once and initialises PortAudio afresh, seeing the
+devices of now; its code is engine/audio/child.py), `poll()` (main thread, each frame)
 restarts a child that died, stalled or lost its device (engine/restart.py's policy), `status()`
 reads the shared status block (engine/audio/status.py), `play()` asks for a sound file, `stop()`
 fades out and ends the child.
@@ -27,6 +28,7 @@ from ..errors import AudioDeviceError, ModelError
 from ..params import REGISTRY
 from ..restart import Backoff
 from ..shmblock import StatusBlock
+from ..workerproc import start_worker
 from .child import RunAhead, _child_main
 from .config import AudioConfig
 from .devices import list_devices
@@ -58,6 +60,7 @@ from .status import (
     _S_UNDERFLOWS,
     _S_XRUNS,
     _TEXT_LEN,
+    ERR_DEVICE,
     ERR_MODEL,
     FAILED,
     LAYOUT,
@@ -87,7 +90,6 @@ class AudioProcess:
         self._st = self._block.ctl
         self._st[_S_PROBE] = REGISTRY.index(probe) if probe else -1
         self._proc: mp.process.BaseProcess | None = None
-        self._ctx = mp.get_context("spawn")
         self.seed = config.seed or (int(time.time() * 1000) & 0x7FFFFFFF)
         self.restarts = 0
         self._backoff = Backoff(*self.RESTART_BACKOFF_S)
@@ -110,8 +112,7 @@ class AudioProcess:
             # a restarted process records to a new file beside the first: nothing is overwritten
             stem, ext = os.path.splitext(self.config.record)
             args[0]["record"] = f"{stem}-{self.restarts}{ext or '.wav'}"
-        self._proc = self._ctx.Process(target=_child_main, args=args, name="ciel-audio", daemon=True)
-        self._proc.start()
+        self._proc = start_worker(_child_main, args, "ciel-audio")
         self._spawned = time.monotonic()
 
     def start(self, timeout: float = 20.0) -> None:
@@ -180,7 +181,8 @@ class AudioProcess:
         else:
             reason = self._live_block().text(_ERROR) or f"exit code {self._proc.exitcode}"
         log.warning("audio process %s (%s); restarting with a fade-in", "stalled" if stalled else "stopped", reason)
-        self._kill()
+        # a lost device: nothing left to close cleanly (closing a stream whose server died can hang)
+        self._kill(at_once=state == FAILED and st[_S_ERRKIND] == ERR_DEVICE)
         self.restarts += 1
         self._next_try = now + self._backoff.failed()
         self._spawn(fade_in_s=0.3, wait_for_device=True)
@@ -197,12 +199,14 @@ class AudioProcess:
         self._live_block().set_text(_PLAY, text)
         self._st[_S_PLAY_SEQ] += 1
 
-    def _kill(self) -> None:
-        """End the child: SIGTERM first (it closes its JACK client cleanly), SIGKILL if it hangs."""
+    def _kill(self, at_once: bool = False) -> None:
+        """End the child: SIGTERM first (it closes its JACK client cleanly), SIGKILL if it hangs
+        (or `at_once`)."""
         proc = self._proc
         if proc is not None and proc.is_alive():
-            proc.terminate()
-            proc.join(0.5)
+            if not at_once:
+                proc.terminate()
+                proc.join(0.5)
             if proc.is_alive():
                 proc.kill()
                 proc.join(2)

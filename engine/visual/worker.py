@@ -34,6 +34,7 @@ from ..params import IMAGE_LATENT_KNOBS, REGISTRY, Registry, SharedSnapshot, che
 from ..paramview import ParamView
 from ..parts import Keyframe
 from ..shmblock import BlockLayout, StatusBlock
+from ..workerproc import orphaned, start_worker
 from .model import ImageModel, compile_generator, load_image_model
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ class GanWorker:
     thread beside the render loop got under a tenth of its speed). Methods are called by the
     render thread:
 
-    - `start()`: spawn the process (it imports torch and loads the model: a few seconds); once.
+    - `start()`: start the process (engine/workerproc.py; it loads the model: a few seconds); once.
     - `latest()`: the newest Keyframe not yet taken, or None; older ones are never shown.
     - `error`: None, or the one-line reason the generator stopped (the last picture stays up).
     - `stop()`: end the process.
@@ -221,11 +222,9 @@ class GanWorker:
     def start(self) -> None:
         if self._proc is not None:   # started already (the engine starts it early; the window again)
             return
-        ctx = mp.get_context("spawn")
         args = (self.folder, self.resolution, self.seed, self.keyframes_per_s, self.threads, self.compile,
                 self.snapshot, self.block.name, self.slow_s)
-        self._proc = ctx.Process(target=_worker_main, args=args, name="ciel-gan", daemon=True)
-        self._proc.start()
+        self._proc = start_worker(_worker_main, args, "ciel-gan")
 
     def latest(self) -> Keyframe | None:
         ctl = self.block.ctl
@@ -333,12 +332,11 @@ def _produce(model: ImageModel, seed: int, keyframes_per_s: float, compile: bool
     values = REGISTRY.defaults()
     view = ParamView(values)
     period = 1.0 / max(keyframes_per_s, 1e-3)
-    parent = os.getppid()
     ctl[_STATE] = 1.0
     next_t = time.monotonic()
     seq = 0
     cpu_ms: list[float] = []  # CPU time of the first keyframes (torch runs on this thread)
-    while ctl[_STOP] == 0.0 and os.getppid() == parent:
+    while ctl[_STOP] == 0.0 and not orphaned():   # asked to stop, or the main process ended
         snapshot.read_into(values)
         now = time.monotonic()
         t0, c0 = time.perf_counter(), time.thread_time()
