@@ -33,6 +33,10 @@ import sys
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # ForkServerContext does not exist on Windows
+    from multiprocessing.context import ForkServerContext, SpawnContext
 
 log = logging.getLogger("ciel.workers")
 
@@ -41,7 +45,7 @@ log = logging.getLogger("ciel.workers")
 PRELOAD = ["numpy", "torch", "engine.audio.child", "engine.visual.worker"]
 
 _lock = threading.Lock()
-_server: mp.context.BaseContext | None = None   # the fork server's context, once it has answered
+_server: ForkServerContext | None = None   # the fork server's context, once it has answered
 _warming = False
 _lifeline_ends: tuple[Connection, Connection] | None = None   # main process: (read, write), kept for its life
 _lifeline: Connection | None = None                          # a worker: the read end
@@ -110,7 +114,7 @@ def start_worker(target: Callable[..., None], args: tuple[object, ...], name: st
     spawned otherwise. Returns the started process."""
     global _lifeline_ends
     with _lock:
-        ctx = _server or mp.get_context("spawn")
+        ctx: ForkServerContext | SpawnContext = _server or mp.get_context("spawn")
         if _lifeline_ends is None:
             _lifeline_ends = mp.Pipe(duplex=False)
         lifeline = _lifeline_ends[0]
