@@ -2,11 +2,16 @@
 
     python -m bench audio [--quick] [--seconds S] [--osc-rate N] [--load sky|cpu|none]
                           [--samplerate 48000] [--blocksize 128] [--ahead-ms 6]
+                          [--voices N] [--reverb SEND]
 
 Keys:
   rtf            the whole real-time path per second of audio, median over 2,000 steps on one
                  thread: navigation (two voices), streaming decoder, safety stage, resampler to the
-                 device rate — what the audio process spends (`AudioSynth.step`); rtf_p99 beside it
+                 device rate — what the audio process spends (`AudioSynth.step`); rtf_p99 beside it.
+                 With `--voices N` and `--reverb SEND` the same path with N decoder voices made
+                 ready and playing (the pair and N - 1 cloud voices, engine/audio/cloud.py) and the
+                 reverb fed at SEND; every key below is then measured with them too
+  voices, reverb_send  what the run played (`audio/voices`, `audio/reverb/send`)
   block_ms_p50/p99  time of one decode step in the running audio process (one latent frame:
                  decoder, safety stage, resampler; 4 ms of audio for the default model)
   latency_ms_p50/p99  from sending an OSC message (/ciel/audio/jump with audio/glide 0) to the
@@ -77,17 +82,20 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def realtime_rtf(model, steps: int, rate: int) -> tuple[float, float]:
+def realtime_rtf(model, steps: int, rate: int, voices: int = 1, send: float = 0.0) -> tuple[float, float]:
     """(median, p99) of one AudioSynth step's time / the audio it makes, one torch thread (the
-    decoder's numpy products are far below the size where BLAS would use a second thread)."""
+    decoder's numpy products are far below the size where BLAS would use a second thread), with
+    `voices` voices playing and the reverb fed at `send`."""
     import torch
 
     from engine.audio.stream import AudioSynth
     from engine.params import REGISTRY
 
     torch.set_num_threads(1)
-    synth = AudioSynth(model, rate, seed=0)
+    synth = AudioSynth(model, rate, seed=0, voices=voices)
     v = REGISTRY.defaults()
+    v[REGISTRY.slot("audio/voices")] = voices
+    v[REGISTRY.slot("audio/reverb/send")] = send
     frame_s = model.hop / model.sample_rate
     for _ in range(100):
         synth.step(v)
@@ -147,6 +155,8 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--samplerate", type=int, default=48000)
     ap.add_argument("--blocksize", type=int, default=128)
     ap.add_argument("--ahead-ms", type=float, default=None)
+    ap.add_argument("--voices", type=int, default=1, help="decoder voices made ready and playing (1-16, default 1)")
+    ap.add_argument("--reverb", type=float, default=0.0, help="reverb send, 0-1 (default 0: the reverb idles)")
     args = ap.parse_args(argv)
     seconds = args.seconds or (15.0 if args.quick else 120.0)
     osc_rate = args.osc_rate if args.osc_rate is not None else (0.0 if args.quick else 1000.0)
@@ -162,15 +172,19 @@ def main(argv: list[str]) -> dict:
     from engine.params import REGISTRY, ParamStore, SharedSnapshot
     from harness import parts
 
-    rtf, rtf_p99 = realtime_rtf(load_audio_model(MODEL), 2000, args.samplerate)
+    if not 1 <= args.voices <= 16 or not 0.0 <= args.reverb <= 1.0:
+        ap.error("--voices is 1-16 and --reverb 0-1")
+    rtf, rtf_p99 = realtime_rtf(load_audio_model(MODEL), 2000, args.samplerate, args.voices, args.reverb)
     cfg = AudioConfig(model=str(MODEL), samplerate=args.samplerate, blocksize=args.blocksize,
-                      **({"ahead_ms": args.ahead_ms} if args.ahead_ms else {}), seed=1)
+                      **({"ahead_ms": args.ahead_ms} if args.ahead_ms else {}), seed=1, voices=args.voices)
     # a JACK server of the benchmark's own: nobody else can stop or load it mid-run
     with parts.jackd(rate=args.samplerate, period=args.blocksize, name="ciel-bench-audio") as server:
         server_what = server.describe()
         jack_mark = server.xruns().offset
         snapshot = SharedSnapshot(REGISTRY.size)
         store = ParamStore(snapshot=snapshot)
+        store.set("audio/voices", args.voices)
+        store.set("audio/reverb/send", args.reverb)
         osc = OscServer(OscConfig(port=0, heartbeat=0.0), store)
         osc.start()
         client = SimpleUDPClient("127.0.0.1", osc.port)
@@ -241,6 +255,8 @@ def main(argv: list[str]) -> dict:
                   f"restarts {end.restarts}; the JACK server logged {jack.client_late} cycles where ciel was late "
                   f"and {jack.driver_late} where its own clock thread was late")
     return {
+        "voices": args.voices,
+        "reverb_send": args.reverb,
         "rtf": round(rtf, 4),
         "rtf_p99": round(rtf_p99, 4),
         "block_ms_p50": percentile(blocks, 50),

@@ -216,7 +216,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
         clock_now = [0.0]
         scheduler = Scheduler(patch.schedule, store, clock=lambda: clock_now[0], seed=args.seed)
-    synth = AudioSynth(load_audio_model(patch.audio.model), args.samplerate, seed=args.seed)
+    synth = AudioSynth(load_audio_model(patch.audio.model), args.samplerate, seed=args.seed,
+                       voices=patch.audio.voices)
     pngs = not args.no_frames
     frames = None
     if pngs or args.video:

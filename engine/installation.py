@@ -137,7 +137,8 @@ def cmd_bake(args: argparse.Namespace) -> int:
 
     try:
         index = bake(args.out, args.count, audio_model, image_model, store.snapshot_values(), seconds=seconds,
-                     seed=args.seed, wav=not args.no_wav, progress=progress, name=patch.name)
+                     seed=args.seed, wav=not args.no_wav, progress=progress, name=patch.name,
+                     voices=patch.audio.voices)
     finally:
         bar.close()
     print(f"ciel: baked {args.count} scenes of {seconds:g} s into {args.out} in {time.monotonic() - t0:.1f} s "

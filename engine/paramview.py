@@ -28,30 +28,40 @@ LAYOUT: dict[str, tuple[int, int]] = {
     "audio/jump": (28, 1),
     "audio/learning": (29, 1),
     "audio/width": (30, 1),
-    "image/offset": (31, 8),
-    "image/temperature": (39, 1),
-    "image/walk/speed": (40, 1),
-    "image/glide": (41, 1),
-    "image/hold": (42, 1),
-    "image/jump": (43, 1),
-    "image/learning": (44, 1),
-    "sky/projection": (45, 1),
-    "sky/mapping": (46, 1),
-    "sky/lon": (47, 1),
-    "sky/lat": (48, 1),
-    "sky/roll": (49, 1),
-    "sky/spin": (50, 1),
-    "sky/graticule": (51, 1),
-    "sky/spacing": (52, 1),
-    "sky/colormap": (53, 1),
-    "sky/grain": (54, 1),
-    "sky/dissolve": (55, 1),
-    "sky/brightness": (56, 1),
-    "sky/background": (57, 3),
-    "scene/next": (60, 1),
-    "note/show": (61, 1),
-    "panic": (62, 1),
-    "master/fade": (63, 1),
+    "audio/voices": (31, 1),
+    "audio/cloud/spread": (32, 1),
+    "audio/cloud/density": (33, 1),
+    "audio/cloud/grain": (34, 1),
+    "audio/cloud/pan": (35, 1),
+    "audio/cloud/distance": (36, 1),
+    "audio/reverb/send": (37, 1),
+    "audio/reverb/size": (38, 1),
+    "audio/reverb/damp": (39, 1),
+    "audio/reverb/level": (40, 1),
+    "image/offset": (41, 8),
+    "image/temperature": (49, 1),
+    "image/walk/speed": (50, 1),
+    "image/glide": (51, 1),
+    "image/hold": (52, 1),
+    "image/jump": (53, 1),
+    "image/learning": (54, 1),
+    "sky/projection": (55, 1),
+    "sky/mapping": (56, 1),
+    "sky/lon": (57, 1),
+    "sky/lat": (58, 1),
+    "sky/roll": (59, 1),
+    "sky/spin": (60, 1),
+    "sky/graticule": (61, 1),
+    "sky/spacing": (62, 1),
+    "sky/colormap": (63, 1),
+    "sky/grain": (64, 1),
+    "sky/dissolve": (65, 1),
+    "sky/brightness": (66, 1),
+    "sky/background": (67, 3),
+    "scene/next": (70, 1),
+    "note/show": (71, 1),
+    "panic": (72, 1),
+    "master/fade": (73, 1),
 }
 
 
@@ -144,121 +154,171 @@ class ParamView:
         return float(self.values[30])
 
     @property
+    def audio_voices(self) -> float:
+        """audio/voices (int)"""
+        return float(self.values[31])
+
+    @property
+    def audio_cloud_spread(self) -> float:
+        """audio/cloud/spread (float, sigma)"""
+        return float(self.values[32])
+
+    @property
+    def audio_cloud_density(self) -> float:
+        """audio/cloud/density (float)"""
+        return float(self.values[33])
+
+    @property
+    def audio_cloud_grain(self) -> float:
+        """audio/cloud/grain (float, s)"""
+        return float(self.values[34])
+
+    @property
+    def audio_cloud_pan(self) -> float:
+        """audio/cloud/pan (float)"""
+        return float(self.values[35])
+
+    @property
+    def audio_cloud_distance(self) -> float:
+        """audio/cloud/distance (float)"""
+        return float(self.values[36])
+
+    @property
+    def audio_reverb_send(self) -> float:
+        """audio/reverb/send (float)"""
+        return float(self.values[37])
+
+    @property
+    def audio_reverb_size(self) -> float:
+        """audio/reverb/size (float)"""
+        return float(self.values[38])
+
+    @property
+    def audio_reverb_damp(self) -> float:
+        """audio/reverb/damp (float)"""
+        return float(self.values[39])
+
+    @property
+    def audio_reverb_level(self) -> float:
+        """audio/reverb/level (float, dB)"""
+        return float(self.values[40])
+
+    @property
     def image_offset(self) -> np.ndarray:
         """image/offset (8 floats, sigma)"""
-        return self.values[31:39]
+        return self.values[41:49]
 
     @property
     def image_temperature(self) -> float:
         """image/temperature (float)"""
-        return float(self.values[39])
+        return float(self.values[49])
 
     @property
     def image_walk_speed(self) -> float:
         """image/walk/speed (float, sigma/s)"""
-        return float(self.values[40])
+        return float(self.values[50])
 
     @property
     def image_glide(self) -> float:
         """image/glide (float, s)"""
-        return float(self.values[41])
+        return float(self.values[51])
 
     @property
     def image_hold(self) -> float:
         """image/hold (bool)"""
-        return float(self.values[42])
+        return float(self.values[52])
 
     @property
     def image_jump(self) -> float:
         """image/jump (trigger)"""
-        return float(self.values[43])
+        return float(self.values[53])
 
     @property
     def image_learning(self) -> float:
         """image/learning (float)"""
-        return float(self.values[44])
+        return float(self.values[54])
 
     @property
     def sky_projection(self) -> float:
         """sky/projection (int)"""
-        return float(self.values[45])
+        return float(self.values[55])
 
     @property
     def sky_mapping(self) -> float:
         """sky/mapping (int)"""
-        return float(self.values[46])
+        return float(self.values[56])
 
     @property
     def sky_lon(self) -> float:
         """sky/lon (float, deg)"""
-        return float(self.values[47])
+        return float(self.values[57])
 
     @property
     def sky_lat(self) -> float:
         """sky/lat (float, deg)"""
-        return float(self.values[48])
+        return float(self.values[58])
 
     @property
     def sky_roll(self) -> float:
         """sky/roll (float, deg)"""
-        return float(self.values[49])
+        return float(self.values[59])
 
     @property
     def sky_spin(self) -> float:
         """sky/spin (float, deg/s)"""
-        return float(self.values[50])
+        return float(self.values[60])
 
     @property
     def sky_graticule(self) -> float:
         """sky/graticule (float)"""
-        return float(self.values[51])
+        return float(self.values[61])
 
     @property
     def sky_spacing(self) -> float:
         """sky/spacing (float, deg)"""
-        return float(self.values[52])
+        return float(self.values[62])
 
     @property
     def sky_colormap(self) -> float:
         """sky/colormap (int)"""
-        return float(self.values[53])
+        return float(self.values[63])
 
     @property
     def sky_grain(self) -> float:
         """sky/grain (float)"""
-        return float(self.values[54])
+        return float(self.values[64])
 
     @property
     def sky_dissolve(self) -> float:
         """sky/dissolve (float)"""
-        return float(self.values[55])
+        return float(self.values[65])
 
     @property
     def sky_brightness(self) -> float:
         """sky/brightness (float)"""
-        return float(self.values[56])
+        return float(self.values[66])
 
     @property
     def sky_background(self) -> np.ndarray:
         """sky/background (3 floats)"""
-        return self.values[57:60]
+        return self.values[67:70]
 
     @property
     def scene_next(self) -> float:
         """scene/next (trigger)"""
-        return float(self.values[60])
+        return float(self.values[70])
 
     @property
     def note_show(self) -> float:
         """note/show (bool)"""
-        return float(self.values[61])
+        return float(self.values[71])
 
     @property
     def panic(self) -> float:
         """panic (trigger)"""
-        return float(self.values[62])
+        return float(self.values[72])
 
     @property
     def master_fade(self) -> float:
         """master/fade (float)"""
-        return float(self.values[63])
+        return float(self.values[73])

@@ -52,12 +52,13 @@ def render_image(model, seed: int, values: np.ndarray) -> np.ndarray:
 
 
 def render_sound(audio_model, seed: int, values: np.ndarray, seconds: float, rate: int = OPUS_RATE,
-                 block: int = 1024) -> np.ndarray:
+                 block: int = 1024, voices: int = 1) -> np.ndarray:
     """`seconds` of sound (frames, 2) float32 from the audio model, on a latent walk seeded by `seed`,
-    through the same synthesis and safety stage as live playback (engine.audio.stream.AudioSynth)."""
+    through the same synthesis and safety stage as live playback (engine.audio.stream.AudioSynth,
+    with `voices` decoder voices made ready: the patch's [audio] voices)."""
     from .audio.stream import AudioSynth
 
-    synth = AudioSynth(audio_model, rate, seed=seed)
+    synth = AudioSynth(audio_model, rate, seed=seed, voices=voices)
     total = int(round(seconds * rate))
     out = np.zeros((total, 2), dtype=np.float32)
     done = 0
@@ -102,7 +103,7 @@ def write_scene_files(folder: Path, sid: str, audio: np.ndarray, image: np.ndarr
 
 def bake(folder: str | Path, count: int, audio_model, image_model, values: np.ndarray, seconds: float = 8.0,
          seed: int = 1, rate: int = OPUS_RATE, wav: bool = True,
-         progress: Callable[[int, int], None] | None = None, name: str = "ciel") -> Path:
+         progress: Callable[[int, int], None] | None = None, name: str = "ciel", voices: int = 1) -> Path:
     """Render `count` scenes into `folder` and write its index; returns the index path.
 
     Scene seeds come from `seed` (same seed, same scenes). Scenes already listed in an existing
@@ -123,7 +124,7 @@ def bake(folder: str | Path, count: int, audio_model, image_model, values: np.nd
         sid = f"s{i + 1:04d}"
         entry = done.get(s)
         if entry is None or entry["id"] != sid:
-            sound = render_sound(audio_model, s, values, seconds, rate)
+            sound = render_sound(audio_model, s, values, seconds, rate, voices=voices)
             picture = render_image(image_model, s, values)
             entry = {"id": sid, "seed": s, "seconds": seconds,
                      **write_scene_files(folder, sid, sound, picture, rate, wav)}

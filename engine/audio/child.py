@@ -393,7 +393,7 @@ class AudioChild:
         except sd.PortAudioError:
             rate = int(sd.query_devices(index)["default_samplerate"])  # e.g. JACK runs at its own rate
         self.rate = rate
-        synth: SoundSource = AudioSynth(model, rate, self.seed, fade_in_s=self.fade_in_s)
+        synth: SoundSource = AudioSynth(model, rate, self.seed, fade_in_s=self.fade_in_s, voices=cfg.voices)
         self.synth = synth
         if st[_S_PANIC] > 0:  # a panic outlives a restart of the audio process
             synth.panic()

@@ -21,6 +21,9 @@ class AudioConfig:
                                 doc="Adaptive run-ahead: after an underflow it grows by 1 ms, up to this (ms), "
                                     "and shrinks back by 0.5 ms per 30 s without one. At or below ahead_ms "
                                     "(the default, 0): fixed at ahead_ms.")
+    voices: int = field(1, minimum=1, maximum=16,
+                        doc="Decoder voices made ready: the stereo pair and voices - 1 mono voices of the cloud, "
+                            "decoded as one batch (each costs; `audio/voices` plays up to this many).")
     threads: int = field(1, minimum=1, maximum=64, doc="Torch threads in the audio process.")
     realtime: bool = field(True, doc="Raise the audio process's priority (SCHED_FIFO when allowed, else nice).")
     record: str = field("", doc="Also write the output to this WAV file.")

@@ -6,9 +6,11 @@ default model) through the whole chain:
     latent navigation, two voices (knob coordinates)      place (jump/glide, walk, hold) + the
         │                                                  archive's motion (engine.audio.navigation),
         │                                                  temperature, replay, width, offsets, dissolve
+    cloud voices (engine.audio.cloud)                     voices - 1 more walks around the place
     decoder weights ← audio/learning                      snapshots interpolated in place
-    model.knobs_to_latent ─► numpy streaming decoder      (2, D) -> (hop, 2), model rate
+    model.knobs_to_latent ─► numpy streaming decoder      (2 + S, D) -> (hop, 2 + S), model rate
     clip player (baked scenes)                            crossfades decoder and clips, model rate
+    cloud mix (grains, pan, distance) + reverb send       (hop, 2), model rate
     Conditioner (DC blocker, HF tamer, loudness)          engine.audio.safety, channels linked
     gain · mute · master fade · start/stop fade           per-sample ramps (no zipper noise)
     Resampler (polyphase windowed sinc, model -> device)  0.74 ms group delay at 16 -> 48 kHz
@@ -34,6 +36,7 @@ import numpy as np
 from ..learning import WeightMorph
 from ..params import REGISTRY, Registry, Smoother, check_view
 from ..paramview import ParamView
+from .cloud import Cloud, Space
 from .inference import NumpyStream
 from .model import AudioModel
 from .navigation import MotionBank, Voice
@@ -139,6 +142,11 @@ class AudioSynth:
     `play(clip, fade_s)` crossfades from what sounds now to a looping clip (a baked scene's sound),
     `play(None, fade_s)` back to the decoder; clips pass the same safety stage as decoded sound.
 
+    `voices` (the patch's [audio] voices) decoder voices are made ready: the pair and voices - 1
+    mono voices of the cloud (engine/audio/cloud.py), all decoded as one batch; `audio/voices`
+    plays up to that many. The cloud draws from its own generator, so a synth with voices = 1
+    plays the same bytes as before the cloud existed.
+
     Two voices (engine/audio/navigation.py) are decoded as one batch of 2; the right channel's
     latent is cos(θ)·left + sin(θ)·its own walk with θ = audio/width · π/2, so width 0 is the
     same sound on both channels and 1 two independent walks, with no added latency. When the
@@ -151,7 +159,7 @@ class AudioSynth:
     CHANNELS = 2
 
     def __init__(self, model: AudioModel, out_rate: int, seed: int, registry: Registry = REGISTRY,
-                 fade_in_s: float = 0.05) -> None:
+                 fade_in_s: float = 0.05, voices: int = 1) -> None:
         self.model = model
         self.rate = int(out_rate)
         self.reg = registry
@@ -165,7 +173,8 @@ class AudioSynth:
         self.morph = WeightMorph(decoder, model.snapshots)
         self._learning = 1.0
         self._first_step = True
-        self.decoder = NumpyStream(decoder, self.CHANNELS)
+        self.slots = min(max(int(voices), 1), 16) - 1   # cloud voices allocated beside the pair
+        self.decoder = NumpyStream(decoder, self.CHANNELS + self.slots)
         self.smoother = Smoother(registry)
         self.cond = Conditioner(model.sample_rate, channels=self.CHANNELS)   # linked: the image stays
         self.resampler = Resampler(model.sample_rate, self.rate, channels=self.CHANNELS)
@@ -178,6 +187,11 @@ class AudioSynth:
         self.bank = MotionBank(model.clips, frame_rate, self.D, model.clip_levels)
         self.voices = [Voice(self.bank, frame_rate, self.rng) for _ in range(self.CHANNELS)]
         self.centre = self.bank.random_place(self.rng)
+        # the cloud draws from its own generator: a synth without one plays the same bytes as before
+        self.cloud = (Cloud(self.bank, frame_rate, self.slots, self.hop, model.sample_rate,
+                            np.random.default_rng([seed, 1])) if self.slots else None)
+        self.space = Space(model.sample_rate, self.hop)
+        self._pair_share = 1.0
         self._from = self.centre.copy()
         self._to = self.centre.copy()
         self._glide_t = 0.0
@@ -313,19 +327,34 @@ class AudioSynth:
             u = math.sqrt(alpha_bar) * u + math.sqrt(1.0 - alpha_bar) * noise_dissolve
         return u
 
+    def _navigate_cloud(self, cloud: Cloud, p: ParamView) -> np.ndarray:
+        """The cloud voices' knob coordinates (S, D): their own walks around the shared place, with
+        the knob offsets and the dissolve applied as to the pair (dissolve noise from the cloud's
+        generator)."""
+        u = cloud.navigate(self.centre, p.audio_walk_speed, p.audio_cloud_spread, p.audio_temperature,
+                           p.audio_hold >= 0.5)
+        off = p.audio_offset[:self.D]
+        u[:, :len(off)] += off
+        d = p.audio_dissolve
+        if d > 0.0:
+            alpha_bar = math.cos(0.5 * math.pi * d) ** 2
+            u = math.sqrt(alpha_bar) * u + math.sqrt(1.0 - alpha_bar) * cloud.rng.standard_normal(u.shape)
+        return u
+
     def _ramp_to(self, start: float, end: float) -> np.ndarray:
         return start + (end - start) * self._ramp
 
     def _decode(self, u: np.ndarray) -> np.ndarray:
-        """Knob coordinates (2, D) -> one hop (hop, 2) at the model rate from the streaming decoder.
+        """Knob coordinates (B, D) -> one hop (hop, B) at the model rate from the streaming decoder
+        (B: the pair, then the cloud's voices).
 
         When `audio/learning` moved, the hop is decoded twice from the same left contexts, with
         the old and the new weights, and crossfaded across the hop: a weight change never lands
         as a step at the seam."""
-        z = self.model.knobs_to_latent(u).reshape(self.CHANNELS, self.D, 1)  # (2, D, 1)
+        z = self.model.knobs_to_latent(u).reshape(len(u), self.D, 1)       # (B, D, 1)
         learn = self._learning
         if not self.morph.moves(learn):
-            return self.decoder(z)[:, 0, :].T                                # (hop, 2)
+            return self.decoder(z)[:, 0, :].T                                # (hop, B)
         saved = self.decoder.save()
         old = self.decoder(z)[:, 0, :].T
         self.decoder.restore(saved)
@@ -360,10 +389,28 @@ class AudioSynth:
             self._first_step = False
         u = self._navigate(s)
         self.latent[:] = u[0]
-        if self._voices or self._live < 1.0:
-            x = self._mix_clips(lambda: self._decode(u))
+        if self.cloud is not None:
+            u = np.concatenate((u, self._navigate_cloud(self.cloud, now)))            # (2 + S, D)
+        decoded: list[np.ndarray] = []
+
+        def decode() -> np.ndarray:
+            decoded.append(self._decode(u))                                         # (hop, 2 + S)
+            return decoded[0][:, :self.CHANNELS]
+
+        x = self._mix_clips(decode) if self._voices or self._live < 1.0 else decode()  # (hop, 2)
+        if self.cloud is not None:   # not decoded while a clip has the sound to itself: the cloud rests
+            # the pair is one voice among the cloud's: each at 1/sqrt(voices), so that more voices
+            # make a wider cloud, not a louder centre (the conditioner sets the loudness after)
+            share = 1.0 / math.sqrt(min(max(int(now.audio_voices), 1), 1 + self.slots))
+            x = x * self._ramp_to(self._pair_share, share)[:, None]
+            self._pair_share = share
+            voices = decoded[0][:, self.CHANNELS:] if decoded else np.zeros((self.hop, self.slots))
+            dry, cloud_send = self.cloud.mix(voices * share, now)
+            send = x * now.audio_reverb_send + cloud_send
+            x = x + dry
         else:
-            x = self._decode(u)
+            send = x * now.audio_reverb_send
+        x = x + self.space.process(send, now)
         loud = now.audio_loudness
         x = self.cond.process(x, loud)                                                       # (hop, 2)
         # per-sample ramps: gain, mute, master fade, start/stop fade

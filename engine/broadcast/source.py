@@ -115,7 +115,8 @@ class LiveScenes:
         with self._lock:
             audio_model, image_model = self._load()
             seed = (self.seed + scene_id) % SEED_MODULUS
-            sound = scenes.render_sound(audio_model, seed, self.values, self.seconds, self.rate)
+            sound = scenes.render_sound(audio_model, seed, self.values, self.seconds, self.rate,
+                                       voices=self.patch.audio.voices)
             picture = scenes.render_image(image_model, seed, self.values)
             folder = Path(self._tmp.name)
             sid = f"live{scene_id}"
