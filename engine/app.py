@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .control.osc import OscServer
     from .control.oscquery import OscQueryServer
     from .control.scheduler import Scene, Scheduler
+    from .form import Form
     from .parts import ControlSurface, KeyframeSource
     from .supervise import Supervision
     from .visual.model import ImageModel
@@ -114,6 +115,8 @@ class Engine:
         self.oscquery: OscQueryServer | None = None
         self.midi: MidiControl | None = None
         self.scheduler: Scheduler | None = None
+        self.form: Form | None = None     # the patch's [form], played on this engine's clock
+        self._form_last = float("-inf")
         self.healthz: Supervision | None = None
         self.image_model: ImageModel | None = None  # the generator, loaded once here for the window
         self.keyframes: KeyframeSource | None = None  # where the window's pictures come from
@@ -131,6 +134,8 @@ class Engine:
                 self.image_model = cast("ImageModel", model)   # kind "image" loads an ImageModel
             if options.installation or self.patch.schedule.enabled:
                 self._start_scheduler()
+            if self.patch.form.enabled:
+                self._start_form()
             if self.image_model is not None:
                 self.keyframes = self._keyframe_source(self.image_model)
                 self.keyframes.start()
@@ -201,6 +206,31 @@ class Engine:
         log.info("scenes drawn with seed %d", seed)
         if self.scheduler.baked is not None and self.audio is not None:
             self.scheduler.add_listener(self._play_scene)
+
+    def _start_form(self) -> None:
+        from .form import Form
+
+        self.form = Form(self.patch.form, start=dict(self.patch.params))
+        self._form_t0 = self.clock()
+        self._form_sent: dict[str, object] = {}
+        asked = max((int(v) for s in self.patch.form.stages for k, v in s.params.items()
+                     if k == "audio/voices" and not isinstance(v, tuple)), default=1)
+        if asked > self.patch.audio.voices:
+            self.report("form", f"the form asks for {asked} voices; [audio] voices = {self.patch.audio.voices} "
+                                f"makes only that many ready ({self.patch.source})")
+        log.info("form: %d stages, %.0f s%s", len(self.patch.form.stages), self.form.duration,
+                 ", looping" if self.patch.form.loop else "")
+
+    def _play_form(self, now: float) -> None:
+        """Main thread, from `tick`: the form's values at this moment into the store (changed ones
+        only, at most 20 times a second, so control surfaces are not flooded)."""
+        if self.form is None or now - self._form_last < 0.05:
+            return
+        self._form_last = now
+        for name, value in self.form.values_at(now - self._form_t0).items():
+            if self._form_sent.get(name) != value:
+                self._form_sent[name] = value
+                self.store.set(name, value, source="form")
 
     def _play_scene(self, scene: Scene) -> None:
         """Scheduler listener (main thread, from `tick`): a baked scene's sound replaces the
@@ -302,6 +332,8 @@ class Engine:
             polls.append(("midi", self.midi.poll))
         if self.scheduler is not None:
             polls.append(("scheduler", functools.partial(self.scheduler.tick, now)))
+        if self.form is not None:
+            polls.append(("form", functools.partial(self._play_form, now)))
         if self.audio is not None:
             polls.append(("audio", self.audio.poll))
         for name, poll in polls:

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "engine.train.commands",
     "engine.installation",
     "engine.broadcast.commands",
+    "engine.compose",
 )
 
 

@@ -23,6 +23,7 @@ from .errors import ParamError
 from .shmblock import BlockLayout, StatusBlock
 
 Kind = Literal["float", "int", "bool", "trigger"]
+ParamValue = float | tuple[float, ...]   # a parameter's value in a patch: a number, or one per element
 
 AUDIO_LATENT_DIMS = 16
 IMAGE_LATENT_KNOBS = 8

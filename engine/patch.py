@@ -20,7 +20,8 @@ from .audio.config import AudioConfig
 from .configio import ROOT, atomic_write, build, dumps_toml, field, read_toml, resolve_path, to_table
 from .control.config import MidiConfig, OscConfig, OscQueryConfig, ScheduleConfig
 from .errors import PatchError
-from .params import REGISTRY, Registry
+from .form import FormConfig, form_table, parse_form
+from .params import REGISTRY, ParamValue, Registry
 from .visual.config import VisualConfig
 from .web.config import WebConfig
 
@@ -31,8 +32,6 @@ else:  # pragma: no cover
 
 PATCHES = ROOT / "patches"
 DEFAULT_PATCH = PATCHES / "default.toml"
-
-ParamValue = float | tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -50,12 +49,13 @@ class Patch:
     midi: MidiConfig = field(None)
     schedule: ScheduleConfig = field(None)
     web: WebConfig = field(None)
+    form: FormConfig = field(None)
     source: str = dataclasses.field(default="<defaults>", compare=False)
 
     def __post_init__(self) -> None:
         defaults = {"params": MappingProxyType({}), "presets": MappingProxyType({}), "audio": AudioConfig(),
                     "visual": VisualConfig(), "osc": OscConfig(), "oscquery": OscQueryConfig(),
-                    "midi": MidiConfig(), "schedule": ScheduleConfig(), "web": WebConfig()}
+                    "midi": MidiConfig(), "schedule": ScheduleConfig(), "web": WebConfig(), "form": FormConfig()}
         for key, value in defaults.items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
@@ -131,6 +131,7 @@ def _patch_from_table(table: Mapping[str, Any], path: Path, check_models: bool) 
     table = dict(table)
     params = table.pop("params", {})
     presets = table.pop("presets", {})
+    form = parse_form(table.pop("form", {}), source, validate_params)
     if not isinstance(params, dict):
         raise PatchError(source, "params", "expected a table")
     if not isinstance(presets, dict):
@@ -151,7 +152,7 @@ def _patch_from_table(table: Mapping[str, Any], path: Path, check_models: bool) 
                 raise PatchError(source, key, f"model file not found: {weights} (run `make models` to rebuild the defaults)")
     return dataclasses.replace(
         patch, params=MappingProxyType(validate_params(params, source)),
-        presets=MappingProxyType(checked_presets), audio=audio, visual=visual, source=source)
+        presets=MappingProxyType(checked_presets), audio=audio, visual=visual, form=form, source=source)
 
 
 def patch_table(patch: Patch) -> dict[str, Any]:
@@ -161,6 +162,7 @@ def patch_table(patch: Patch) -> dict[str, Any]:
     table["params"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in patch.params.items()}
     table["presets"] = {n: {k: (list(v) if isinstance(v, tuple) else v) for k, v in pr.items()}
                         for n, pr in patch.presets.items()}
+    table["form"] = form_table(patch.form)
     return table
 
 
