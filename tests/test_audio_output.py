@@ -132,6 +132,37 @@ def test_the_jack_ports_carry_two_different_channels_without_a_frame_rate_drone(
     assert max(comb_db(sound[:, c], rate, model.sample_rate / model.hop) for c in range(2)) <= 4.0
 
 
+def test_a_cloud_of_eight_voices_spreads_across_the_jack_ports(jackd: parts.JackServer, store: ParamStore,
+                                                               tmp_path: Path) -> None:
+    """Eight voices panned apart (audio/cloud/pan 1), recorded at ciel's ports by `jack_rec`: the
+    channels are far apart (correlation < 0.5), the balance between them moves over time (the
+    voices' places change grain by grain), and still no drone at the decoder's frame rate. The
+    offline twin in test_cloud.py keeps the centred cloud that must fail the same checks."""
+    from engine.audio.quality import comb_db
+
+    if shutil.which("jack_rec") is None:
+        missing("jack_rec (jackd2's example clients) not installed")
+    store.set("audio/voices", 8)
+    store.set("audio/cloud/pan", 1.0)
+    store.set("audio/reverb/send", 0.2)
+    wav = tmp_path / "cloud.wav"
+    with playing(store, voices=8, seed=5):
+        time.sleep(1.5)
+        subprocess.run(["jack_rec", "-f", str(wav), "-d", "8", "-b", "16", "ciel:out_1", "ciel:out_2"],
+                       capture_output=True, timeout=30, check=True)
+    sound, rate = sf.read(wav)
+    sound = sound[rate // 2:]
+    assert level_db(sound[:, 0]) > -45 and level_db(sound[:, 1]) > -45
+    assert np.corrcoef(sound[:, 0], sound[:, 1])[0, 1] < 0.5
+    w = rate // 10
+    n = len(sound) // w
+    power = (sound[:n * w].reshape(n, w, 2) ** 2).mean(axis=1) + 1e-12
+    ild = 10 * np.log10(power[:, 0] / power[:, 1])
+    assert ild.std() > 1.5, f"the interaural level difference varies by {ild.std():.2f} dB only"
+    model = load_audio_model(MODEL)
+    assert max(comb_db(sound[:, c], rate, model.sample_rate / model.hop) for c in range(2)) <= 4.0
+
+
 def test_record_holds_exactly_what_arrives_at_the_jack_ports(jackd: parts.JackServer, store: ParamStore,
                                                             tmp_path: Path) -> None:
     """A known signal (a baked file of seeded noise) through the real server, read back at ciel's
