@@ -156,7 +156,7 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--blocksize", type=int, default=128)
     ap.add_argument("--ahead-ms", type=float, default=None)
     ap.add_argument("--voices", type=int, default=1, help="decoder voices made ready and playing (1-16, default 1)")
-    ap.add_argument("--reverb", type=float, default=0.0, help="reverb send, 0-1 (default 0: the reverb idles)")
+    ap.add_argument("--reverb", type=float, default=0.0, help="reverb send, 0-1 (default 0: the pair sends nothing; cloud voices still send by distance)")
     args = ap.parse_args(argv)
     seconds = args.seconds or (15.0 if args.quick else 120.0)
     osc_rate = args.osc_rate if args.osc_rate is not None else (0.0 if args.quick else 1000.0)

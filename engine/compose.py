@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,6 +235,10 @@ def cmd_compose(args: argparse.Namespace) -> int:
                        progress=lambda done, total: bar.update(done - bar.n))
     finally:
         bar.close()
+    if abs(made.loudness - made.target) > 1.0 or made.true_peak_db > TRUE_PEAK_MAX_DB:
+        print(f"ciel: warning: the master missed its promise after {made.passes} passes (loudness within 1 LU, "
+              f"true peak at most {TRUE_PEAK_MAX_DB:g} dBTP): a target this loud needs more limiting than the "
+              f"ceiling allows; try a lower --loudness", file=sys.stderr)
     print(f"ciel: composed {args.minutes:g} min into {args.out}: integrated loudness {made.loudness:.2f} LUFS "
           f"(target {made.target:g}), true peak {made.true_peak_db:.2f} dBTP, {made.passes} mastering pass(es); "
           f"the arc: {made.files[2]}")

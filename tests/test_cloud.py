@@ -55,10 +55,13 @@ def test_eight_voices_panned_apart_fill_the_field_and_move(model) -> None:
     corr, moving = spread_out(cloud)
     assert corr < 0.5, f"left/right correlation {corr:.2f}: the voices are not spread"
     assert moving > 1.5, f"ILD varies by {moving:.2f} dB: the voices do not move in the field"
-    # the must-fail fixture: the same cloud with its voices all in the middle and a mono pair
+    # the must-fail fixtures: the pair alone, as ciel played before the cloud (its channels are
+    # too alike), and the cloud with its voices all in the middle and a mono pair (fails both)
+    alone = render(model, values(), 8.0, voices=1)
+    assert spread_out(alone)[0] > 0.5
     centred = render(model, values(audio__voices=8, audio__cloud__pan=0.0, audio__width=0.0), 8.0, voices=8)
     corr0, moving0 = spread_out(centred)
-    assert corr0 > 0.5 and moving0 < 1.5, (corr0, moving0)   # fails both checks above
+    assert corr0 > 0.5 and moving0 < 1.5, (corr0, moving0)
 
 
 def test_a_patch_without_a_cloud_sounds_as_before(model) -> None:
@@ -101,3 +104,24 @@ def test_the_reverb_tail_outlives_its_input_and_then_costs_nothing() -> None:
     for _ in range(int((Space.TAIL_S + 1) * rate / hop)):
         last = space.process(silence, p)
     assert not np.any(last)
+
+
+def test_the_far_bus_filter_carries_its_state_from_step_to_step() -> None:
+    """The one-pole low-pass as a matrix per step equals the same filter run sample by sample
+    across step boundaries (a filter restarted each step would click at 250 Hz)."""
+    from engine.audio.cloud import FAR_CUTOFF_HZ, _one_pole_matrix
+
+    rate, hop = 16000, 64
+    m, carry = _one_pole_matrix(FAR_CUTOFF_HZ, rate, hop)
+    x = np.random.default_rng(1).standard_normal((hop * 5, 2))
+    blocks, last = [], np.zeros(2)
+    for i in range(5):
+        y = m @ x[i * hop:(i + 1) * hop] + carry[:, None] * last[None, :]
+        last = y[-1]
+        blocks.append(y)
+    a = np.exp(-2 * np.pi * FAR_CUTOFF_HZ / rate)
+    ref, state = np.zeros_like(x), np.zeros(2)
+    for n in range(len(x)):
+        state = a * state + (1 - a) * x[n]
+        ref[n] = state
+    assert np.abs(np.concatenate(blocks) - ref).max() < 1e-9

@@ -94,3 +94,24 @@ def test_a_worker_ends_when_the_main_process_is_killed(tmp_path: Path, forked: b
         if main.poll() is None:
             main.kill()
             main.wait(10)
+
+
+def test_a_forked_worker_ends_when_its_fork_server_is_killed(tmp_path: Path) -> None:
+    """Its handle in the main process then reads as ended and a replacement is started: the
+    old worker must not play on beside it."""
+    out = tmp_path / "worker.txt"
+    script = tmp_path / "main.py"
+    script.write_text(MAIN.format(root=str(ROOT), here=str(HERE), forked=True, path=str(out)))
+    main = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        worker_pid = int(main.stdout.readline())
+        assert wait_for(lambda: out.exists() and out.read_text().strip(), 60), "the worker never ran"
+        server = int(out.read_text().split()[1])
+        assert server != main.pid
+        os.kill(server, signal.SIGKILL)
+        assert wait_for(lambda: "orphaned" in out.read_text(), 30), out.read_text()
+        assert wait_for(lambda: not alive(worker_pid), 30), "the worker outlived its fork server"
+        assert main.poll() is None                                  # the main process goes on
+    finally:
+        main.kill()
+        main.wait(10)

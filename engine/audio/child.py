@@ -1,4 +1,4 @@
-"""The audio process (spawned by engine/audio/output.py's `AudioProcess`).
+"""The audio process (started by engine/audio/output.py's `AudioProcess`; engine/workerproc.py).
 
 It loads the model, opens a sounddevice OutputStream on the device chosen by name substring,
 and runs the decode loop on its main thread:
@@ -205,7 +205,7 @@ def _clip_loader(path: str, seq: float, rate: int, out: queue.Queue[tuple[float,
 
 def _child_main(cfg_table: dict, snapshot_name: str, status_name: str, seed: int, fade_in_s: float,
                 wait_for_device: bool) -> None:
-    """Entry point of the audio process (spawned). How it ended is in the status block: STOPPED,
+    """Entry point of the audio process (a worker). How it ended is in the status block: STOPPED,
     or FAILED with the kind of error and its one-line message."""
     block = StatusBlock(LAYOUT, status_name)
     st = block.ctl

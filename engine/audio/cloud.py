@@ -87,6 +87,8 @@ class Cloud:
                 self.sounding[k] = False
                 rest = grain * (1.0 - density) / max(density, 1e-3)
                 self.left[k] = self.rng.exponential(rest) if rest > 0 else 0.0
+                if self.level[k] > 0.0:   # switched off mid-grain: the release must end first
+                    self.left[k] = max(self.left[k], self.level[k] * self.edge[k] + self.dt)
                 if not active[k] or density <= 0.0:
                     self.left[k] = max(self.left[k], 0.25)   # look again in a while
             else:                                              # a grain begins: new place in the field
@@ -141,6 +143,8 @@ class Space:
         self._settings = (-1.0, -1.0)
         self._quiet_s = self.TAIL_S
         self._zeros = np.zeros((hop, 2))
+        self._level = 0.0                      # the return's gain at the end of the last step
+        self._ramp = np.arange(1, hop + 1, dtype=np.float64) / hop
 
     def process(self, send: np.ndarray, p: ParamView) -> np.ndarray:
         if np.any(send):
@@ -151,8 +155,13 @@ class Space:
             self._quiet_s += self.hop / self.rate
         size, damp = min(max(p.audio_reverb_size, 0.0), 1.0), min(max(p.audio_reverb_damp, 0.0), 1.0)
         if (size, damp) != self._settings:
+            if self._settings[0] >= 1.0:   # leaving a frozen room: its tail rings out from here
+                self._quiet_s = 0.0
             self._settings = (size, damp)
             self.reverb.room_size, self.reverb.damping = size, damp
             self.reverb.freeze_mode = 1.0 if size >= 1.0 else 0.0
         wet = self.reverb.process(np.ascontiguousarray(send.T, np.float32), self.rate, reset=False)   # (2, hop)
-        return wet.T.astype(np.float64) * 10.0 ** (p.audio_reverb_level / 20.0)
+        level = 10.0 ** (p.audio_reverb_level / 20.0)
+        gain = self._level + (level - self._level) * self._ramp                 # (hop,): no zipper noise
+        self._level = level
+        return wet.T.astype(np.float64) * gain[:, None]

@@ -155,6 +155,7 @@ class AudioSynth:
     """
 
     MUTE_S = 0.01         # mute / unmute ramp
+    SHARE_S = 0.05        # glide of each voice's share when audio/voices changes
     REPLAY_S = 0.05       # crossfade between walk and replay
     CHANNELS = 2
 
@@ -191,7 +192,8 @@ class AudioSynth:
         self.cloud = (Cloud(self.bank, frame_rate, self.slots, self.hop, model.sample_rate,
                             np.random.default_rng([seed, 1])) if self.slots else None)
         self.space = Space(model.sample_rate, self.hop)
-        self._pair_share = 1.0
+        self._share = -1.0       # each voice's share of the mix (1/sqrt(voices), gliding; set at the first step)
+        self._live_ramp = np.ones(self.hop)
         self._from = self.centre.copy()
         self._to = self.centre.copy()
         self._glide_t = 0.0
@@ -255,8 +257,9 @@ class AudioSynth:
         step = self._voice_step
         live_to = _toward(self._live, 0.0 if self.playing_clip else 1.0, step)
         x = np.zeros((self.hop, self.CHANNELS), np.float64)  # (hop, 2)
+        self._live_ramp = self._ramp_to(self._live, live_to)  # (hop,): the cloud follows the decoder's level
         if self._live > 0.0 or live_to > 0.0:
-            x += decode() * self._ramp_to(self._live, live_to)[:, None]
+            x += decode() * self._live_ramp[:, None]
         self._live = live_to
         for voice in self._voices:
             to = _toward(voice.level, voice.target, step)
@@ -397,15 +400,23 @@ class AudioSynth:
             decoded.append(self._decode(u))                                         # (hop, 2 + S)
             return decoded[0][:, :self.CHANNELS]
 
-        x = self._mix_clips(decode) if self._voices or self._live < 1.0 else decode()  # (hop, 2)
-        if self.cloud is not None:   # not decoded while a clip has the sound to itself: the cloud rests
+        mixing = bool(self._voices) or self._live < 1.0
+        x = self._mix_clips(decode) if mixing else decode()                           # (hop, 2)
+        if self.cloud is not None:
             # the pair is one voice among the cloud's: each at 1/sqrt(voices), so that more voices
-            # make a wider cloud, not a louder centre (the conditioner sets the loudness after)
-            share = 1.0 / math.sqrt(min(max(int(now.audio_voices), 1), 1 + self.slots))
-            x = x * self._ramp_to(self._pair_share, share)[:, None]
-            self._pair_share = share
+            # make a wider cloud, not a louder centre (the conditioner sets the loudness after);
+            # the share glides (50 ms) so a change of audio/voices never steps
+            want = 1.0 / math.sqrt(min(max(int(now.audio_voices), 1), 1 + self.slots))
+            if self._share < 0.0:
+                self._share = want
+            share = self._share + (want - self._share) * min(1.0, self.dt / self.SHARE_S)
+            ramp = self._ramp_to(self._share, share)                                  # (hop,)
+            self._share = share
+            x = x * ramp[:, None]
+            if mixing:   # a clip crossfading with the decoder: the cloud fades with the decoder
+                ramp = ramp * self._live_ramp
             voices = decoded[0][:, self.CHANNELS:] if decoded else np.zeros((self.hop, self.slots))
-            dry, cloud_send = self.cloud.mix(voices * share, now)
+            dry, cloud_send = self.cloud.mix(voices * ramp[:, None], now)
             send = x * now.audio_reverb_send + cloud_send
             x = x + dry
         else:
