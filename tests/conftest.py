@@ -41,6 +41,17 @@ def chromium(width: int, height: int) -> Iterator[object]:
         yield browser
 
 
+def param_values(**named: float | list[float]) -> np.ndarray:
+    """The registry's defaults with `named` parameters set (`audio__walk__speed=0.3` names
+    audio/walk/speed): a flat parameter array as the synth and the renderers read it."""
+    from engine.params import REGISTRY
+
+    v = REGISTRY.defaults()
+    for name, value in named.items():
+        v[REGISTRY.slot(name.replace("__", "/"))] = value
+    return v
+
+
 def tone_share(x: np.ndarray, hz: float, rate: int) -> float:
     """Share of a signal's energy within 20 Hz of `hz` (0..1): how much of what is heard is that tone."""
     spec = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import param_values as values
 from conftest import tone_share
 
 from engine.audio.model import AudioModelConfig, AudioVAE, export_audio_model, load_audio_model, make_default_audio_model
@@ -25,13 +26,6 @@ def true_peak(x: np.ndarray, factor: int = 8) -> float:
     up = np.zeros(n * factor // 2 + 1, complex)
     up[:len(spec)] = spec
     return float(np.abs(np.fft.irfft(up, n * factor) * factor).max())
-
-
-def values(**named: float | list[float]) -> np.ndarray:
-    v = REGISTRY.defaults()
-    for name, value in named.items():
-        v[REGISTRY.slot(name.replace("__", "/"))] = value
-    return v
 
 
 @pytest.fixture(scope="module")

@@ -8,22 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import param_values as values
 
 from engine.audio.cloud import Space
 from engine.audio.model import load_audio_model
 from engine.audio.stream import AudioSynth
-from engine.params import REGISTRY
 from engine.paramview import ParamView
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 48000
-
-
-def values(**named: float) -> np.ndarray:
-    v = REGISTRY.defaults()
-    for name, value in named.items():
-        v[REGISTRY.slot(name.replace("__", "/"))] = value
-    return v
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,13 @@ import time
 
 import numpy as np
 import pytest
+from conftest import param_values as values
 
 from engine.params import REGISTRY, SharedSnapshot
 from engine.visual.model import Generator, GeneratorConfig, export_image_model, load_image_model
 from engine.visual.worker import GanWorker, ImagePath, make_paths, render_keyframe
 
 SLOT = REGISTRY.index
-
-
-def values(**kw: float) -> np.ndarray:
-    v = REGISTRY.defaults()
-    for name, value in kw.items():
-        v[SLOT(name.replace("__", "/"))] = value
-    return v
 
 
 def walk(path: ImagePath, v: np.ndarray, seconds: float, fps: float = 10.0, start: float = 0.0) -> list[np.ndarray]:

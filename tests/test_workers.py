@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -67,8 +69,10 @@ def wait_for(cond, timeout: float) -> bool:
     return cond()
 
 
-@pytest.mark.parametrize("forked", [False, True], ids=["spawned", "forked"])
-def test_a_worker_ends_when_the_main_process_is_killed(tmp_path: Path, forked: bool) -> None:
+@contextmanager
+def main_with_a_worker(tmp_path: Path, forked: bool) -> Iterator[tuple[subprocess.Popen, int, int, Path]]:
+    """A main process (MAIN) that started one worker: (main, worker pid, the worker's parent, its
+    file), once the worker has written its line. The main process is killed afterwards."""
     out = tmp_path / "worker.txt"
     script = tmp_path / "main.py"
     script.write_text(MAIN.format(root=str(ROOT), here=str(HERE), forked=forked, path=str(out)))
@@ -79,7 +83,16 @@ def test_a_worker_ends_when_the_main_process_is_killed(tmp_path: Path, forked: b
         pid, parent, mark = out.read_text().split(maxsplit=2)
         assert int(pid) == worker_pid
         assert mark.strip() == "set after the server started"     # the environment of now, not the server's
-        server = int(parent)
+        yield main, worker_pid, int(parent), out
+    finally:
+        if main.poll() is None:
+            main.kill()
+            main.wait(10)
+
+
+@pytest.mark.parametrize("forked", [False, True], ids=["spawned", "forked"])
+def test_a_worker_ends_when_the_main_process_is_killed(tmp_path: Path, forked: bool) -> None:
+    with main_with_a_worker(tmp_path, forked) as (main, worker_pid, server, out):
         if forked:
             assert server != main.pid                               # forked from the fork server
         else:
@@ -90,28 +103,14 @@ def test_a_worker_ends_when_the_main_process_is_killed(tmp_path: Path, forked: b
         assert wait_for(lambda: not alive(worker_pid), 30), "the worker outlived the main process"
         if forked:
             assert wait_for(lambda: not alive(server), 30), "the fork server outlived the main process"
-    finally:
-        if main.poll() is None:
-            main.kill()
-            main.wait(10)
 
 
 def test_a_forked_worker_ends_when_its_fork_server_is_killed(tmp_path: Path) -> None:
     """Its handle in the main process then reads as ended and a replacement is started: the
     old worker must not play on beside it."""
-    out = tmp_path / "worker.txt"
-    script = tmp_path / "main.py"
-    script.write_text(MAIN.format(root=str(ROOT), here=str(HERE), forked=True, path=str(out)))
-    main = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
-    try:
-        worker_pid = int(main.stdout.readline())
-        assert wait_for(lambda: out.exists() and out.read_text().strip(), 60), "the worker never ran"
-        server = int(out.read_text().split()[1])
+    with main_with_a_worker(tmp_path, True) as (main, worker_pid, server, out):
         assert server != main.pid
         os.kill(server, signal.SIGKILL)
         assert wait_for(lambda: "orphaned" in out.read_text(), 30), out.read_text()
         assert wait_for(lambda: not alive(worker_pid), 30), "the worker outlived its fork server"
         assert main.poll() is None                                  # the main process goes on
-    finally:
-        main.kill()
-        main.wait(10)
