@@ -92,6 +92,9 @@ def realtime_rtf(model, steps: int, rate: int, voices: int = 1, send: float = 0.
     from engine.params import REGISTRY
 
     torch.set_num_threads(1)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")   # as the audio process runs it
     synth = AudioSynth(model, rate, seed=0, voices=voices)
     v = REGISTRY.defaults()
     v[REGISTRY.slot("audio/voices")] = voices

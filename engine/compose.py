@@ -169,7 +169,7 @@ def plot_arc(rows: list[dict[str, float | str]], path: Path, title: str) -> None
 
     w, h, left, top = 1200, 640, 90, 40
     panels = (("level (dBFS RMS)", "level_db", -60.0, 0.0), ("audio/learning", "learning", 0.0, 1.0),
-              ("audio/voices", "voices", 0.0, 16.0), ("spectral flatness", "flatness", 0.0, 0.5))
+              ("audio/voices", "voices", 0.0, 16.0), ("spectral flatness", "flatness", 0.0, 0.1))
     img = Image.new("RGB", (w, h), (250, 250, 247))
     d = ImageDraw.Draw(img)
     d.text((left, 10), title, fill=(0, 0, 0))

@@ -352,6 +352,11 @@ class AudioChild:
         from .model import load_audio_model
 
         torch.set_num_threads(self.cfg.threads)
+        # numpy's BLAS on one thread too: the decoder's products are small, and a product spread
+        # over threads waits for the slowest of them (on 2 busy cores that doubled a step's time)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=self.cfg.threads, user_api="blas")
         sys.setswitchinterval(0.0005)  # the callback thread waits at most this long for the GIL
         self.model = model = load_audio_model(self.cfg.model)
         return model

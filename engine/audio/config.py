@@ -24,7 +24,7 @@ class AudioConfig:
     voices: int = field(1, minimum=1, maximum=16,
                         doc="Decoder voices made ready: the stereo pair and voices - 1 mono voices of the cloud, "
                             "decoded as one batch (each costs; `audio/voices` plays up to this many).")
-    threads: int = field(1, minimum=1, maximum=64, doc="Torch threads in the audio process.")
+    threads: int = field(1, minimum=1, maximum=64, doc="Torch and numpy BLAS threads in the audio process.")
     realtime: bool = field(True, doc="Raise the audio process's priority (SCHED_FIFO when allowed, else nice).")
     record: str = field("", doc="Also write the output to this WAV file.")
     seed: int = field(0, minimum=0, doc="Seed of the latent walk (0 = from the clock).")

@@ -55,12 +55,16 @@ class _Conv:
         self._T = T
         self.full = np.zeros((self.batch, self.cin, self.context + T), np.float32)   # (B, C_in, ctx + T)
         self.full[:, :, :self.context] = self.state
-        self.cols = np.zeros((self.batch, self.cin, self.k, T), np.float32)          # (B, C_in, K, T)
-        self.flat = self.cols.reshape(self.batch, self.cin * self.k, T)              # view
+        # the columns of every stream side by side: one matrix product for the whole batch (a
+        # product per stream costs a BLAS call each, which is most of the time at these sizes)
+        self.cols = np.zeros((self.cin, self.k, self.batch, T), np.float32)          # (C_in, K, B, T)
+        self.flat = self.cols.reshape(self.cin * self.k, self.batch * T)             # view (C_in·K, B·T)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.k == 1:
-            return np.matmul(self.w, x) + self.b
+            B, C, T = x.shape
+            y = self.w @ x.transpose(1, 0, 2).reshape(C, B * T) + self.b                # (C_out, B·T)
+            return y.reshape(self.cout, B, T).transpose(1, 0, 2)                       # (B, C_out, T)
         T = x.shape[2]
         if T != self._T:
             if self._T >= 0:
@@ -69,8 +73,8 @@ class _Conv:
         full, ctx, d = self.full, self.context, self.dil
         full[:, :, ctx:] = x
         for j in range(self.k):
-            self.cols[:, :, j] = full[:, :, j * d: j * d + T]
-        y = np.matmul(self.w, self.flat) + self.b
+            self.cols[:, j] = full[:, :, j * d: j * d + T].transpose(1, 0, 2)           # (C_in, B, T)
+        y = (self.w @ self.flat + self.b).reshape(self.cout, self.batch, T).transpose(1, 0, 2)  # (B, C_out, T)
         if T >= ctx:
             full[:, :, :ctx] = full[:, :, T:]
         else:
@@ -106,7 +110,7 @@ class _Up:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         B, _, T = x.shape
         s, o = self.s, self.o
-        p = np.matmul(x.transpose(0, 2, 1), self.w).reshape(B, T, self.cout, o, s)  # (B, T, C_out, o, s)
+        p = (x.transpose(0, 2, 1).reshape(B * T, -1) @ self.w).reshape(B, T, self.cout, o, s)  # (B, T, C_out, o, s)
         y = np.zeros((B, self.cout, T + o - 1, s), np.float32)                       # (B, C_out, blocks, s)
         for m in range(o):
             y[:, :, m:m + T] += p[:, :, :, m].transpose(0, 2, 1, 3)
