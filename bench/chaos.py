@@ -128,6 +128,7 @@ class Gaps:
         self.by_cause: dict[str, float] = {}
         self.cause = "none"
         self.counting = False
+        self.since_mark = 0.0   # the longest gap since `mark` (the fault under way)
 
     def begin(self, now: float) -> None:
         with self._lock:
@@ -139,7 +140,13 @@ class Gaps:
                 self._gap(now - self.last)
             self.last = now
 
+    def mark(self, cause: str) -> None:
+        """A fault begins: gaps that end from now on are its own."""
+        with self._lock:
+            self.cause, self.since_mark = cause, 0.0
+
     def _gap(self, gap: float) -> None:
+        self.since_mark = max(self.since_mark, gap)
         self.longest = max(self.longest, gap)
         self.by_cause[self.cause] = round(max(self.by_cause.get(self.cause, 0.0), gap), 2)
 
@@ -362,11 +369,25 @@ class Usage(Every):
 
     interval = 5.0
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, health: Health) -> None:
         super().__init__("chaos-usage")
-        self.service = service
+        self.service, self.health = service, health
         self.samples: dict[int, list[tuple[float, float, int]]] = {}
+        self.roles: dict[int, str] = {}   # pid → main, audio, generator, fork server, resource tracker, other
         self._first: dict[int, float] = {}
+
+    def _role(self, p: int, main: int) -> str:
+        if p == main:
+            return "main"
+        if p == self.health.get("audio", "pid"):
+            return "audio"
+        if p == self.health.get("gan", "pid"):
+            return "generator"
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:
+            return "other"
+        return "resource tracker" if b"resource_tracker" in cmd else "fork server" if b"forkserver" in cmd else "other"
 
     def step(self) -> None:
         pid = self.service.pid
@@ -382,6 +403,8 @@ class Usage(Every):
                 continue
             first = self._first.setdefault(p, now)
             self.samples.setdefault(p, []).append((now - first, rss_kb / 1024.0, fds))
+            if self.roles.get(p, "other") == "other":   # the workers' pids reach /healthz a moment after they start
+                self.roles[p] = self._role(p, pid)
 
 
 class SystemdWatchdog(Every):
@@ -710,6 +733,12 @@ class Growth:
     reason: str               # why None, or ""
 
 
+def grown_mb(series: list[tuple[float, float, int]]) -> float | None:
+    """One process's RSS growth (MB) from RSS_WARMUP_S after it appeared to its last sample."""
+    base = next((s for s in series if s[0] >= RSS_WARMUP_S), None)
+    return None if base is None else round(series[-1][1] - base[1], 1)
+
+
 def growth(samples: dict[int, list[tuple[float, float, int]]]) -> Growth:
     """Per process that lived LONG_LIVED_S: its last sample minus the one RSS_WARMUP_S after it
     was first seen; the largest over the processes."""
@@ -769,8 +798,8 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
         service = Service(base, env, tmp / "ciel.out")
         watchdog = SystemdWatchdog(tmp / "notify.sock", service)
         env.update(watchdog.env())
-        usage = Usage(service)
         health = Health(f"http://127.0.0.1:{health_port}/healthz")
+        usage = Usage(service, health)
         sound, light = Gaps(), Gaps()
         rig = Rig(tmp, jack, xvfb, service, health, sound, light, osc_port, query_port, patch, log_dir, baked, disk_ok)
         ear, eye = Ear(jack.name, sound), Eye(lambda: xvfb.display, (1920, 1080), light)
@@ -813,7 +842,8 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
                     kind = next(k for k in deck if k in applicable)
                     deck.remove(kind)
                     restore_images(rig)
-                    sound.cause = light.cause = kind
+                    sound.mark(kind)
+                    light.mark(kind)
                     log.info("fault %d: %s", len(faults) + 1, kind)
                     fault = inject(kind, rig, rng)
                     frames = frames_advance(rig, fault.ended)
@@ -829,6 +859,8 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
                     next_fault = fault.at + every
                     outcome = (f"recovered in {fault.recovery_s:.1f} s" if fault.recovered
                                else f"NOT recovered: {'; '.join(fault.missing)}")
+                    outcome += (f"; silent {sound.since_mark:.2f} s, dark {light.since_mark:.2f} s, "
+                                f"load {os.getloadavg()[0]:.2f}")
                     print(f"chaos: {mode} fault {len(faults)} {kind} ({fault.note}): {outcome}", file=sys.stderr, flush=True)
                     continue
                 time.sleep(0.25)
@@ -858,7 +890,8 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
                 not_injected[f"{f.kind} at {f.at - t_start:.0f} s"] = f.note
         print(f"chaos: {machine_load()}; {len(done)} faults in {minutes:g} min; bake {t_bake:.0f} s; "
               f"silence by fault {sound.by_cause}; dark by fault {light.by_cause}; "
-              f"processes (pid, s, MB, fds) {[(pid, round(s[-1][0]), round(s[-1][1]), s[-1][2]) for pid, s in samples.items()]}",
+              f"processes (pid, role, s, MB, fds, MB grown from {RSS_WARMUP_S:.0f} s) "
+              f"{[(pid, usage.roles.get(pid, 'other'), round(s[-1][0]), round(s[-1][1]), s[-1][2], grown_mb(s)) for pid, s in samples.items()]}",
               file=sys.stderr)
         out = {
             "minutes": round(minutes, 2),
