@@ -403,8 +403,8 @@ class Usage(Every):
                 continue
             first = self._first.setdefault(p, now)
             self.samples.setdefault(p, []).append((now - first, rss_kb / 1024.0, fds))
-            if self.roles.get(p, "other") == "other":   # the workers' pids reach /healthz a moment after they start
-                self.roles[p] = self._role(p, pid)
+            if self.roles.get(p, "other") in ("other", "fork server"):   # a worker forked from the server shares
+                self.roles[p] = self._role(p, pid)                    # its command line until /healthz names it
 
 
 class SystemdWatchdog(Every):
