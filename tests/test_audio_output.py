@@ -56,7 +56,7 @@ def level_db(x: np.ndarray) -> float:
 
 
 @contextlib.contextmanager
-def playing(store: ParamStore, **config: str | int) -> Iterator[AudioProcess]:
+def playing(store: ParamStore, **config: str | int | float) -> Iterator[AudioProcess]:
     """An audio process that has started and called back 100 times; stopped afterwards."""
     audio = AudioProcess(AudioConfig(model=MODEL, **config), store.snapshot.name)
     try:
@@ -146,7 +146,7 @@ def test_a_cloud_of_eight_voices_spreads_across_the_jack_ports(jackd: parts.Jack
     store.set("audio/cloud/pan", 1.0)
     store.set("audio/reverb/send", 0.2)
     wav = tmp_path / "cloud.wav"
-    with playing(store, voices=8, seed=5):
+    with playing(store, voices=8, seed=5, ahead_ms=12.0):   # as patches/soundscape.toml: eight voices need the margin
         time.sleep(1.5)
         subprocess.run(["jack_rec", "-f", str(wav), "-d", "8", "-b", "16", "ciel:out_1", "ciel:out_2"],
                        capture_output=True, timeout=30, check=True)
