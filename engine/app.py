@@ -213,8 +213,7 @@ class Engine:
         self.form = Form(self.patch.form, start=dict(self.patch.params))
         self._form_t0 = self.clock()
         self._form_sent: dict[str, object] = {}
-        asked = max((int(v) for s in self.patch.form.stages for k, v in s.params.items()
-                     if k == "audio/voices" and not isinstance(v, tuple)), default=1)
+        asked = int(self.patch.form.most("audio/voices", 1))
         if asked > self.patch.audio.voices:
             self.report("form", f"the form asks for {asked} voices; [audio] voices = {self.patch.audio.voices} "
                                 f"makes only that many ready ({self.patch.source})")

@@ -123,8 +123,7 @@ def render(patch: Patch, form: FormConfig, seconds: float, seed: int, progress=N
     from .params import REGISTRY
 
     player = Form(form, start={**patch.params, **form.stages[0].params})   # it begins in its first stage
-    asked = [s.params.get("audio/voices", 1.0) for s in form.stages]
-    wanted = max([int(v) for v in asked if isinstance(v, float | int)] + [patch.audio.voices, 1])
+    wanted = int(form.most("audio/voices", max(patch.audio.voices, 1)))
     synth = AudioSynth(load_audio_model(patch.audio.model), RATE, seed=seed, fade_in_s=1.0, voices=min(wanted, 16))
     values = patch_values(patch)
     total = int(round(seconds * RATE))

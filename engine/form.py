@@ -59,6 +59,11 @@ class FormConfig:
     loop: bool = field(True, doc="Start again from the first stage after the last.")
     stages: tuple[Stage, ...] = field(())
 
+    def most(self, name: str, default: float) -> float:
+        """The highest value any stage gives the scalar parameter `name` (`default` if none does)."""
+        return max([float(v) for s in self.stages for k, v in s.params.items()
+                    if k == name and not isinstance(v, tuple)] + [default])
+
 
 def parse_form(table: Any, source: str, validate: Any) -> FormConfig:
     """The `[form]` table of a patch; `validate(values, source, prefix)` checks a stage's

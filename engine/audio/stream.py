@@ -43,6 +43,13 @@ from .navigation import MotionBank, Voice
 from .safety import Conditioner, TruePeakLimiter, db_to_gain
 
 
+def _dissolve(u: np.ndarray, d: float, noise: np.ndarray) -> np.ndarray:
+    """Knob coordinates u mixed with Gaussian `noise` (same shape) along a cosine diffusion
+    schedule: d = 0 is u, d = 1 pure noise."""
+    alpha_bar = math.cos(0.5 * math.pi * d) ** 2
+    return math.sqrt(alpha_bar) * u + math.sqrt(1.0 - alpha_bar) * noise
+
+
 class Resampler:
     """Streaming polyphase resampler with a rational ratio and a Kaiser-windowed sinc, (n,) mono
     or (n, C) with `channels` C.
@@ -326,8 +333,7 @@ class AudioSynth:
         u[:, :len(off)] += off
         d = p.audio_dissolve
         if d > 0.0:
-            alpha_bar = math.cos(0.5 * math.pi * d) ** 2  # cosine diffusion schedule
-            u = math.sqrt(alpha_bar) * u + math.sqrt(1.0 - alpha_bar) * noise_dissolve
+            u = _dissolve(u, d, noise_dissolve)
         return u
 
     def _navigate_cloud(self, cloud: Cloud, p: ParamView) -> np.ndarray:
@@ -340,8 +346,7 @@ class AudioSynth:
         u[:, :len(off)] += off
         d = p.audio_dissolve
         if d > 0.0:
-            alpha_bar = math.cos(0.5 * math.pi * d) ** 2
-            u = math.sqrt(alpha_bar) * u + math.sqrt(1.0 - alpha_bar) * cloud.rng.standard_normal(u.shape)
+            u = _dissolve(u, d, cloud.rng.standard_normal(u.shape))
         return u
 
     def _ramp_to(self, start: float, end: float) -> np.ndarray:
