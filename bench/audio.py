@@ -2,7 +2,7 @@
 
     python -m bench audio [--quick] [--seconds S] [--osc-rate N] [--load sky|cpu|none]
                           [--samplerate 48000] [--blocksize 128] [--ahead-ms 6]
-                          [--voices N] [--reverb SEND]
+                          [--voices N] [--reverb SEND] [--listen-probes N]
 
 Keys:
   rtf            the whole real-time path per second of audio, median over 2,000 steps on one
@@ -24,6 +24,13 @@ Keys:
                  in % of one core
   underflows     callbacks that found the ring short plus PortAudio's output-underflow flags,
                  during the run
+  listen_to_param_ms_p50/p99  a sky that listens: from a tone entering ciel's JACK input (the
+                 process cycle of the bench's tone client that wrote its first samples into the
+                 port ciel reads) to the moment an OSC subscriber receives the `sky/grain` it moves
+                 (a `[[mod]]` route from `listen/level`, depth 0.5, the default 50 ms glide) risen by
+                 a twentieth of its range; a second audio process with the input open, its own sound
+                 muted and `listen/source` on the input; over every probe, a missed one as 1000 ms
+  listen_missed  tones whose move never reached the subscriber within 1 s
   seconds        length of the run
   load           cores and load average, and what ran beside the audio process
 
@@ -36,6 +43,7 @@ audio process reads each decode step.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import subprocess
@@ -149,6 +157,71 @@ def flood(port: int, rate: float, stop: threading.Event, sent: list[int]) -> Non
             t_next = time.monotonic()
 
 
+def listen_latency(cfg, server: str, probes: int) -> tuple[list[float], int]:
+    """(latency of each probe in ms, probes missed): a tone into ciel's input until the mapped
+    `sky/grain` reaches an OSC subscriber (see the module's keys). A miss counts as 1000 ms."""
+    from engine.audio.output import AudioProcess
+    from engine.control.config import OscConfig
+    from engine.control.osc import OscServer
+    from engine.modulate import ListenPump, Modulation, Route
+    from engine.params import REGISTRY, ParamStore, SharedSnapshot
+    from harness.osc import OscClient
+    from harness.parts import JackTone
+
+    snapshot = SharedSnapshot(REGISTRY.size)
+    store = ParamStore(snapshot=snapshot)
+    store.set("audio/mute", 1)
+    store.set("listen/source", 2)
+    mod = Modulation(store, [Route("listen/level", "sky/grain", 0.5)])
+    base = store.get1("sky/grain")
+    osc = OscServer(OscConfig(port=0, heartbeat=0.0, subscription_ttl=0.0), store, modulator=mod).start()
+    client = OscClient(port=osc.port)
+    tone = JackTone(server, name="bench-tone")
+    audio = AudioProcess(dataclasses.replace(cfg, input=tone.name), snapshot.name)
+    pump = ListenPump(audio, store, mod)
+    latencies: list[float] = []
+    missed = 0
+    rng = random.Random(1)
+
+    def settle(cond, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while not cond() and time.monotonic() < end:
+            time.sleep(0.005)
+
+    try:
+        audio.start()
+        pump.start()
+        client.send("/ciel/subscribe", client.port)
+        settle(lambda: audio.input_frames > cfg.samplerate // 2, 10.0)
+        for _ in range(probes):
+            settle(lambda: store.get1("sky/grain") < base + 0.01, 2.0)
+            time.sleep(rng.uniform(0.15, 0.3))                    # a random phase against the cycles
+            while client.recv(0.0) is not None:                   # what came before the tone
+                pass
+            tone.started = 0.0
+            tone.on = True
+            deadline, arrived = time.monotonic() + 1.0, 0.0
+            while (left := deadline - time.monotonic()) > 0:
+                got = client.recv(left)
+                if got is not None and got[0] == "/ciel/sky/grain" and float(got[1][0]) > base + 0.05:
+                    arrived = time.monotonic()
+                    break
+            tone.on = False
+            if arrived and tone.started:
+                latencies.append((arrived - tone.started) * 1e3)
+            else:
+                missed += 1
+                latencies.append(1000.0)
+    finally:
+        pump.stop()
+        audio.stop()
+        tone.close()
+        client.close()
+        osc.close()
+        snapshot.close()
+    return latencies, missed
+
+
 def main(argv: list[str]) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench audio")
     ap.add_argument("--quick", action="store_true", help="a run of about 20 s")
@@ -159,6 +232,7 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--blocksize", type=int, default=128)
     ap.add_argument("--ahead-ms", type=float, default=None)
     ap.add_argument("--voices", type=int, default=1, help="decoder voices made ready and playing (1-16, default 1)")
+    ap.add_argument("--listen-probes", type=int, default=None, help="tones into ciel's input (default 100, quick 30)")
     ap.add_argument("--reverb", type=float, default=0.0, help="reverb send, 0-1 (default 0: the pair sends nothing; cloud voices still send by distance)")
     args = ap.parse_args(argv)
     seconds = args.seconds or (15.0 if args.quick else 120.0)
@@ -246,6 +320,7 @@ def main(argv: list[str]) -> dict:
             snapshot.close()
             if load_proc is not None:
                 parts.stop(load_proc)
+        heard, heard_missed = listen_latency(cfg, server.name, args.listen_probes or (30 if args.quick else 100))
     blocks = np.concatenate(step_times) if step_times else np.zeros(0)
     beside = [load_what]
     if osc_rate > 0:
@@ -267,6 +342,9 @@ def main(argv: list[str]) -> dict:
         "latency_ms_p50": percentile(latencies, 50),
         "latency_ms_p99": percentile(latencies, 99),
         "missed": missed,
+        "listen_to_param_ms_p50": percentile(heard, 50),
+        "listen_to_param_ms_p99": percentile(heard, 99),
+        "listen_missed": heard_missed,
         "underflows": int(end.underflows - base.underflows + end.xruns - base.xruns),
         "audio_cpu_percent": round(cpu_percent, 1),
         "seconds": round(elapsed, 1),

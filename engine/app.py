@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from .configio import ROOT
 from .errors import CielError, ModelError
+from .modulate import ListenPump, Modulation
 from .params import REGISTRY, ParamStore, Registry, SharedSnapshot
 from .patch import Patch
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from .form import Form
     from .parts import ControlSurface, KeyframeSource
     from .supervise import Supervision
+    from .visual.display import Opened
     from .visual.model import ImageModel
     from .visual.window import WindowReport
 
@@ -94,7 +96,11 @@ class Engine:
     """
 
     def __init__(self, patch: Patch, patch_path: Path | None = None, options: RunOptions = RunOptions(),
-                 clock: Callable[[], float] = time.monotonic, registry: Registry = REGISTRY) -> None:
+                 clock: Callable[[], float] = time.monotonic, registry: Registry = REGISTRY,
+                 curtain: Callable[[], Opened] | None = None) -> None:
+        """`curtain` opens the window early with a picture (engine.visual.display.raise_curtain):
+        called once the audio process is spawned, before torch is imported here; `show_window`
+        then runs in that window."""
         self.started = clock()
         self.clock = clock
         self.options = options
@@ -116,19 +122,25 @@ class Engine:
         self.midi: MidiControl | None = None
         self.scheduler: Scheduler | None = None
         self.form: Form | None = None     # the patch's [form], played on this engine's clock
+        self.modulation: Modulation | None = None   # [[mod]] routes: what ciel hears moves parameters
+        self.listening: ListenPump | None = None    # listen/* from the audio process into the store
+        self._sound_pending: AudioProcess | None = None   # spawned, its first sound awaited after the first frame
         self._form_last = float("-inf")
         self.healthz: Supervision | None = None
         self.image_model: ImageModel | None = None  # the generator, loaded once here for the window
         self.keyframes: KeyframeSource | None = None  # where the window's pictures come from
         self.seed = 0  # the image paths' seed (the patch's, or drawn at start)
         self.patch = patch
+        self.opened: Opened | None = None   # the window the curtain opened, for show_window
         # The order makes a start (and a restart after a crash or a lost display) short: the audio
         # and generator processes are spawned before anything waits, so their imports and model
         # loads run beside the main process's own checks; only then does the engine wait for sound.
         try:
             apply_patch_params(self.store, patch)
             if options.audio and patch.audio.output != "none":
-                self._begin_audio()
+                self._begin_audio(curtain)
+            if curtain is not None and self.opened is None:
+                self.opened = curtain()
             if options.window:
                 self.patch, model = checked_model("image", self.patch, self.report)
                 self.image_model = cast("ImageModel", model)   # kind "image" loads an ImageModel
@@ -139,8 +151,15 @@ class Engine:
             if self.image_model is not None:
                 self.keyframes = self._keyframe_source(self.image_model)
                 self.keyframes.start()
+            self.modulation = Modulation(self.store, self.patch.mods, clock=self.clock)
             if self.audio is not None:
-                self._await_sound(self.audio)
+                if options.window:
+                    # the window opens first and the sound is awaited after its first frame (see
+                    # frame_done): a restarted installation shows its last picture sooner
+                    self._sound_pending = self.audio
+                else:
+                    self._await_sound(self.audio)
+                self.listening = ListenPump(self.audio, self.store, self.modulation).start()
             if options.control:
                 self._start_control()
             if options.installation:
@@ -150,13 +169,16 @@ class Engine:
             raise
 
     # — construction —
-    def _begin_audio(self) -> None:
-        """Spawn the audio process with the patch's model, then check that model here: if it
-        cannot be loaded, the process is replaced by one playing the bundled default (reported)."""
+    def _begin_audio(self, curtain: Callable[[], Opened] | None) -> None:
+        """Spawn the audio process with the patch's model, raise the curtain (if any) while it
+        starts, then check that model here: if it cannot be loaded, the process is replaced by one
+        playing the bundled default (reported)."""
         from .audio.output import AudioProcess
 
         self.audio = AudioProcess(self.patch.audio, self.snapshot.name)
         self.audio.begin()
+        if curtain is not None:
+            self.opened = curtain()
         checked, _ = checked_model("audio", self.patch, self.report)
         if checked is not self.patch:
             self.audio.stop()
@@ -188,7 +210,7 @@ class Engine:
         if patch.osc.enabled:
             self.osc = self._guard("osc", lambda: OscServer(patch.osc, self.store, presets=patch.presets,
                                                             writer=writer, learner=self.midi,
-                                                            on_quit=self.quit))
+                                                            on_quit=self.quit, modulator=self.modulation))
         if patch.oscquery.enabled and self.osc is not None:
             osc = self.osc
             self.oscquery = self._guard("oscquery", lambda: OscQueryServer(patch.oscquery, self.store, osc,
@@ -269,8 +291,9 @@ class Engine:
 
     def show_window(self, deadline: float = float("inf"),
                     on_worker: Callable[[KeyframeSource], None] | None = None) -> WindowReport:
-        """Open the performance window and run the render loop on this (the main) thread until
-        quit or `deadline` (engine clock seconds). Raises DisplayError when no window opens."""
+        """Open the performance window (or take the one the curtain opened while the engine was
+        built) and run the render loop on this (the main) thread until quit or `deadline` (engine
+        clock seconds). Raises DisplayError when no window opens."""
         from .visual.model import load_image_model
         from .visual.window import WindowHooks, run_window
 
@@ -281,16 +304,18 @@ class Engine:
             self.keyframes = self._keyframe_source(self.image_model)
         memory = None
         if self.options.state_dir is not None:
-            from .visual.memory import PictureMemory
+            from .visual.memory import LAST_PICTURE, PictureMemory
 
-            memory = PictureMemory(self.options.state_dir / "last-picture.npz", self.image_model.resolution)
+            memory = PictureMemory(self.options.state_dir / LAST_PICTURE, self.image_model.resolution)
         hooks = WindowHooks(clock=self.clock, running=lambda: self.running, quit=self.quit, tick=self.tick,
                             frame_done=self.frame_done, report=self.report, messages=self.messages,
                             learn=self.learn, note=self.patch.note, clear=self.clear,
                             remembered=memory.recall if memory else lambda: None,
                             shown=memory.offer if memory else lambda keyframe: None)
         try:
-            return run_window(cfg, self.image_model, self.seed, self.store, self.keyframes, hooks, deadline, on_worker)
+            opened, self.opened = self.opened, None
+            return run_window(cfg, self.image_model, self.seed, self.store, self.keyframes, hooks, deadline, on_worker,
+                              opened)
         finally:
             if memory is not None:
                 memory.close()
@@ -345,7 +370,11 @@ class Engine:
                 self.report(name, f"{type(exc).__name__}: {exc}")
 
     def frame_done(self, now: float) -> None:
-        """Main thread, after each flip: frame counters for the overlay, /healthz and the watchdog."""
+        """Main thread, after each flip: frame counters for the overlay, /healthz and the watchdog.
+        After the first, it waits for the first sound (raising the audio process's start errors)."""
+        if self._sound_pending is not None:
+            audio, self._sound_pending = self._sound_pending, None
+            self._await_sound(audio)
         self._frames += 1
         self._fps_n += 1
         self.last_frame = now
@@ -399,6 +428,9 @@ class Engine:
         }
         if self.audio is not None:
             out["audio"] = dataclasses.asdict(self.audio.status())
+        if self.listening is not None:
+            out["listening"] = {"analyses": self.listening.published, "error": self.listening.error or None,
+                                "routes": len(self.modulation.routes()) if self.modulation is not None else 0}
         for name in ("osc", "midi", "scheduler"):
             part = getattr(self, name)
             status = getattr(part, "status", None)
@@ -412,10 +444,13 @@ class Engine:
         log.info("stopped after %.1f s: %d frames, fps %.1f", now - self.started, self._frames, self._fps)
         if self.scheduler is not None:
             self.scheduler.close()
-        for part in (self.healthz, *self.surfaces(), self.keyframes, self.audio):
+        for part in (self.healthz, *self.surfaces(), self.listening, self.keyframes, self.audio):
             if part is not None:
                 try:
                     part.stop()
                 except (CielError, OSError) as exc:
                     log.warning("while stopping: %s", exc)
+        if self.opened is not None:    # a curtain the show never took over (a failed start)
+            self.opened[0].display.quit()
+            self.opened = None
         self.snapshot.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -67,6 +68,9 @@ def add_patch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samplerate", type=int, default=None, help="device sample rate (Hz)")
     p.add_argument("--blocksize", type=int, default=None, help="device block size (frames)")
     p.add_argument("--record", default=None, help="also write the output to this WAV file")
+    p.add_argument("--input", default=None, metavar="PORT",
+                   help="listen to this input too (listen/*): a JACK port such as system:capture_1, "
+                        "or '-' to open ciel:in_1 for a patchbay")
     p.add_argument("--fullscreen", action="store_true", default=None, help="fullscreen, cursor hidden")
     p.add_argument("--display", type=int, default=None, help="display index for fullscreen")
     p.add_argument("--size", type=_size, default=None, help="window size WxH")
@@ -91,7 +95,7 @@ def patch_from_args(args: argparse.Namespace) -> Patch:
     patch = load_patch(args.patch, check_models=False)
     audio = patch.audio
     for field, value in (("output", args.audio), ("device", args.device), ("samplerate", args.samplerate),
-                         ("blocksize", args.blocksize), ("record", args.record)):
+                         ("blocksize", args.blocksize), ("record", args.record), ("input", args.input)):
         if value is not None:
             audio = dataclasses.replace(audio, **{field: value})
     visual = patch.visual
@@ -156,9 +160,16 @@ def run_engine(patch: Patch, patch_path: Path | None, *, window: bool = True, in
 
     if window:
         check_display()
+    curtain = None
+    if window and state_dir is not None:
+        # an installation: its last picture on the wall before torch is imported and the models load
+        from .visual.display import raise_curtain
+        from .visual.memory import LAST_PICTURE
+
+        curtain = functools.partial(raise_curtain, patch.visual, state_dir / LAST_PICTURE)
     options = RunOptions(audio=patch.audio.output != "none", window=window, installation=installation, t0=t0,
                          state_dir=state_dir)
-    engine = Engine(patch, patch_path, options)
+    engine = Engine(patch, patch_path, options, curtain=curtain)
     warm_up(after_s=5.0)   # replacements of the workers start at once; after the first picture
 
     def stop(signum: int, frame: object) -> None:

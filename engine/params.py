@@ -40,6 +40,8 @@ class Param:
     labels:      names of an int parameter's values, in order (an enumeration: a menu on the control page,
                  RANGE VALS in OSCQuery).
     extended:    what the values are beyond numbers, in OSCQuery's words ("color.rgb"), or "".
+    readonly:    measured, not set: only the engine's listener writes it (`LISTEN_SOURCE`); OSC,
+                 MIDI, patches and the web page read it, and modulation takes it as a source.
     """
 
     name: str
@@ -53,6 +55,7 @@ class Param:
     size: int = 1
     labels: tuple[str, ...] = ()
     extended: str = ""
+    readonly: bool = False
 
     @property
     def address(self) -> str:
@@ -74,6 +77,10 @@ class Param:
 def _p(name: str, lo: float, hi: float, default: float, unit: str = "", smooth: float = 0.0,
        doc: str = "", kind: Kind = "float", size: int = 1, labels: tuple[str, ...] = (), extended: str = "") -> Param:
     return Param(name, lo, hi, default, unit, smooth, doc, kind, size, labels, extended)
+
+
+def _measured(name: str, lo: float, hi: float, unit: str, doc: str) -> Param:
+    return Param(name, lo, hi, lo, unit, 0.0, doc, "float", 1, readonly=True)
 
 
 def _trigger(name: str, doc: str) -> Param:
@@ -119,6 +126,9 @@ PARAMS: tuple[Param, ...] = (
     _p("audio/reverb/size", 0.0, 1.0, 0.92, "", 0.0, "Reverb size: its decay (1 = frozen, never ends)."),
     _p("audio/reverb/damp", 0.0, 1.0, 0.75, "", 0.0, "Reverb darkness: how fast its highs die away."),
     _p("audio/reverb/level", -60.0, 6.0, -3.0, "dB", 0.1, "Level of the reverb's return."),
+    _p("audio/class", 0.0, 15.0, 0.0, "", 0.5,
+       "Which class of the archive a conditioned decoder plays (its card lists them; a fraction blends "
+       "two neighbours: 0.5 is halfway between classes 0 and 1). A decoder trained without classes ignores it."),
     # — image latent —
     _p("image/offset", -4.0, 4.0, 0.0, "sigma", 0.1,
        "Moves along the generator's principal latent directions, most important first, in standard deviations.", size=IMAGE_LATENT_KNOBS),
@@ -151,7 +161,18 @@ PARAMS: tuple[Param, ...] = (
     _p("note/show", 0, 1, 0, "", 0.0, "Show the program note (1 = shown).", "bool"),
     _trigger("panic", "Mute all sound at once; unmute with audio/mute 0 after checking levels."),
     _p("master/fade", 0.0, 1.0, 1.0, "", 1.0, "Fade of sound and picture together (0 = black and silent)."),
+    # — listening: measured by the audio process, read-only —
+    _p("listen/source", 0, 2, 0, "", 0.0,
+       "What listen/* measures: ciel's own sound and the input (--input) together, ciel's sound alone, "
+       "or the input alone.", "int", labels=("both", "ciel", "input")),
+    _measured("listen/level", -60.0, 0.0, "dB", "Level of what is heard (RMS over 21 ms, dBFS; -60 = silence)."),
+    _measured("listen/centroid", 0.0, 1.0, "",
+              "Brightness: the spectral centroid on a log scale, 0 = 50 Hz or below, 1 = 12 kHz or above."),
+    _measured("listen/flatness", 0.0, 1.0, "", "Noisiness: spectral flatness, 0 = a pure tone, 1 = white noise."),
+    _measured("listen/onset", 0.0, 1.0, "", "Onsets: 1 at each attack (spectral flux), falling away over 0.25 s."),
 )
+
+LISTEN_SOURCE = "listen"   # the store source of measured values (the only one allowed to set them)
 
 
 class Registry:
@@ -305,6 +326,8 @@ class ParamStore:
         p = self.registry.get(name)
         if p.kind == "trigger":
             raise ParamError(f"{name} is a trigger: use trigger()")
+        if p.readonly and source != LISTEN_SOURCE:
+            raise ParamError(f"{name} is read-only: it is measured from the sound")
         if isinstance(value, (int, float)):
             vals = [float(value)] * (1 if index is not None else p.size)
         else:

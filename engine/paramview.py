@@ -38,30 +38,36 @@ LAYOUT: dict[str, tuple[int, int]] = {
     "audio/reverb/size": (38, 1),
     "audio/reverb/damp": (39, 1),
     "audio/reverb/level": (40, 1),
-    "image/offset": (41, 8),
-    "image/temperature": (49, 1),
-    "image/walk/speed": (50, 1),
-    "image/glide": (51, 1),
-    "image/hold": (52, 1),
-    "image/jump": (53, 1),
-    "image/learning": (54, 1),
-    "sky/projection": (55, 1),
-    "sky/mapping": (56, 1),
-    "sky/lon": (57, 1),
-    "sky/lat": (58, 1),
-    "sky/roll": (59, 1),
-    "sky/spin": (60, 1),
-    "sky/graticule": (61, 1),
-    "sky/spacing": (62, 1),
-    "sky/colormap": (63, 1),
-    "sky/grain": (64, 1),
-    "sky/dissolve": (65, 1),
-    "sky/brightness": (66, 1),
-    "sky/background": (67, 3),
-    "scene/next": (70, 1),
-    "note/show": (71, 1),
-    "panic": (72, 1),
-    "master/fade": (73, 1),
+    "audio/class": (41, 1),
+    "image/offset": (42, 8),
+    "image/temperature": (50, 1),
+    "image/walk/speed": (51, 1),
+    "image/glide": (52, 1),
+    "image/hold": (53, 1),
+    "image/jump": (54, 1),
+    "image/learning": (55, 1),
+    "sky/projection": (56, 1),
+    "sky/mapping": (57, 1),
+    "sky/lon": (58, 1),
+    "sky/lat": (59, 1),
+    "sky/roll": (60, 1),
+    "sky/spin": (61, 1),
+    "sky/graticule": (62, 1),
+    "sky/spacing": (63, 1),
+    "sky/colormap": (64, 1),
+    "sky/grain": (65, 1),
+    "sky/dissolve": (66, 1),
+    "sky/brightness": (67, 1),
+    "sky/background": (68, 3),
+    "scene/next": (71, 1),
+    "note/show": (72, 1),
+    "panic": (73, 1),
+    "master/fade": (74, 1),
+    "listen/source": (75, 1),
+    "listen/level": (76, 1),
+    "listen/centroid": (77, 1),
+    "listen/flatness": (78, 1),
+    "listen/onset": (79, 1),
 }
 
 
@@ -204,121 +210,151 @@ class ParamView:
         return float(self.values[40])
 
     @property
+    def audio_class(self) -> float:
+        """audio/class (float)"""
+        return float(self.values[41])
+
+    @property
     def image_offset(self) -> np.ndarray:
         """image/offset (8 floats, sigma)"""
-        return self.values[41:49]
+        return self.values[42:50]
 
     @property
     def image_temperature(self) -> float:
         """image/temperature (float)"""
-        return float(self.values[49])
+        return float(self.values[50])
 
     @property
     def image_walk_speed(self) -> float:
         """image/walk/speed (float, sigma/s)"""
-        return float(self.values[50])
+        return float(self.values[51])
 
     @property
     def image_glide(self) -> float:
         """image/glide (float, s)"""
-        return float(self.values[51])
+        return float(self.values[52])
 
     @property
     def image_hold(self) -> float:
         """image/hold (bool)"""
-        return float(self.values[52])
+        return float(self.values[53])
 
     @property
     def image_jump(self) -> float:
         """image/jump (trigger)"""
-        return float(self.values[53])
+        return float(self.values[54])
 
     @property
     def image_learning(self) -> float:
         """image/learning (float)"""
-        return float(self.values[54])
+        return float(self.values[55])
 
     @property
     def sky_projection(self) -> float:
         """sky/projection (int)"""
-        return float(self.values[55])
+        return float(self.values[56])
 
     @property
     def sky_mapping(self) -> float:
         """sky/mapping (int)"""
-        return float(self.values[56])
+        return float(self.values[57])
 
     @property
     def sky_lon(self) -> float:
         """sky/lon (float, deg)"""
-        return float(self.values[57])
+        return float(self.values[58])
 
     @property
     def sky_lat(self) -> float:
         """sky/lat (float, deg)"""
-        return float(self.values[58])
+        return float(self.values[59])
 
     @property
     def sky_roll(self) -> float:
         """sky/roll (float, deg)"""
-        return float(self.values[59])
+        return float(self.values[60])
 
     @property
     def sky_spin(self) -> float:
         """sky/spin (float, deg/s)"""
-        return float(self.values[60])
+        return float(self.values[61])
 
     @property
     def sky_graticule(self) -> float:
         """sky/graticule (float)"""
-        return float(self.values[61])
+        return float(self.values[62])
 
     @property
     def sky_spacing(self) -> float:
         """sky/spacing (float, deg)"""
-        return float(self.values[62])
+        return float(self.values[63])
 
     @property
     def sky_colormap(self) -> float:
         """sky/colormap (int)"""
-        return float(self.values[63])
+        return float(self.values[64])
 
     @property
     def sky_grain(self) -> float:
         """sky/grain (float)"""
-        return float(self.values[64])
+        return float(self.values[65])
 
     @property
     def sky_dissolve(self) -> float:
         """sky/dissolve (float)"""
-        return float(self.values[65])
+        return float(self.values[66])
 
     @property
     def sky_brightness(self) -> float:
         """sky/brightness (float)"""
-        return float(self.values[66])
+        return float(self.values[67])
 
     @property
     def sky_background(self) -> np.ndarray:
         """sky/background (3 floats)"""
-        return self.values[67:70]
+        return self.values[68:71]
 
     @property
     def scene_next(self) -> float:
         """scene/next (trigger)"""
-        return float(self.values[70])
+        return float(self.values[71])
 
     @property
     def note_show(self) -> float:
         """note/show (bool)"""
-        return float(self.values[71])
+        return float(self.values[72])
 
     @property
     def panic(self) -> float:
         """panic (trigger)"""
-        return float(self.values[72])
+        return float(self.values[73])
 
     @property
     def master_fade(self) -> float:
         """master/fade (float)"""
-        return float(self.values[73])
+        return float(self.values[74])
+
+    @property
+    def listen_source(self) -> float:
+        """listen/source (int)"""
+        return float(self.values[75])
+
+    @property
+    def listen_level(self) -> float:
+        """listen/level (float, dB)"""
+        return float(self.values[76])
+
+    @property
+    def listen_centroid(self) -> float:
+        """listen/centroid (float)"""
+        return float(self.values[77])
+
+    @property
+    def listen_flatness(self) -> float:
+        """listen/flatness (float)"""
+        return float(self.values[78])
+
+    @property
+    def listen_onset(self) -> float:
+        """listen/onset (float)"""
+        return float(self.values[79])

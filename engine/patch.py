@@ -21,6 +21,7 @@ from .configio import ROOT, atomic_write, build, dumps_toml, field, read_toml, r
 from .control.config import MidiConfig, OscConfig, OscQueryConfig, ScheduleConfig
 from .errors import PatchError
 from .form import FormConfig, form_table, parse_form
+from .modulate import Route, mods_table, parse_mods
 from .params import REGISTRY, ParamValue, Registry
 from .visual.config import VisualConfig
 from .web.config import WebConfig
@@ -50,12 +51,14 @@ class Patch:
     schedule: ScheduleConfig = field(None)
     web: WebConfig = field(None)
     form: FormConfig = field(None)
+    mods: tuple[Route, ...] = field(None, doc="[[mod]] routes: what ciel hears moves parameters (engine/modulate.py).")
     source: str = dataclasses.field(default="<defaults>", compare=False)
 
     def __post_init__(self) -> None:
         defaults = {"params": MappingProxyType({}), "presets": MappingProxyType({}), "audio": AudioConfig(),
                     "visual": VisualConfig(), "osc": OscConfig(), "oscquery": OscQueryConfig(),
-                    "midi": MidiConfig(), "schedule": ScheduleConfig(), "web": WebConfig(), "form": FormConfig()}
+                    "midi": MidiConfig(), "schedule": ScheduleConfig(), "web": WebConfig(), "form": FormConfig(),
+                    "mods": ()}
         for key, value in defaults.items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
@@ -76,6 +79,8 @@ def validate_params(values: Mapping[str, Any], source: str, prefix: str = "param
         p = registry.get(name)
         if p.kind == "trigger":
             raise PatchError(source, key, "a trigger cannot be set in a patch")
+        if p.readonly:
+            raise PatchError(source, key, "read-only: it is measured from the sound (map it with [[mod]] instead)")
         vals = value if isinstance(value, list) else [value]
         if len(vals) != p.size:
             raise PatchError(source, key, f"expected {p.size} value(s), got {len(vals)}")
@@ -132,6 +137,7 @@ def _patch_from_table(table: Mapping[str, Any], path: Path, check_models: bool) 
     params = table.pop("params", {})
     presets = table.pop("presets", {})
     form = parse_form(table.pop("form", {}), source, validate_params)
+    mods = parse_mods(table.pop("mod", []), source)
     if not isinstance(params, dict):
         raise PatchError(source, "params", "expected a table")
     if not isinstance(presets, dict):
@@ -152,7 +158,8 @@ def _patch_from_table(table: Mapping[str, Any], path: Path, check_models: bool) 
                 raise PatchError(source, key, f"model file not found: {weights} (run `make models` to rebuild the defaults)")
     return dataclasses.replace(
         patch, params=MappingProxyType(validate_params(params, source)),
-        presets=MappingProxyType(checked_presets), audio=audio, visual=visual, form=form, source=source)
+        presets=MappingProxyType(checked_presets), audio=audio, visual=visual, form=form, mods=mods,
+        source=source)
 
 
 def patch_table(patch: Patch) -> dict[str, Any]:
@@ -163,6 +170,8 @@ def patch_table(patch: Patch) -> dict[str, Any]:
     table["presets"] = {n: {k: (list(v) if isinstance(v, tuple) else v) for k, v in pr.items()}
                         for n, pr in patch.presets.items()}
     table["form"] = form_table(patch.form)
+    table.pop("mods", None)
+    table["mod"] = mods_table(patch.mods)
     return table
 
 

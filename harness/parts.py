@@ -305,3 +305,49 @@ http {{
             yield proc
         finally:
             stop(proc)
+
+
+class JackTone:
+    """A JACK client `name` with one output port (`name:out`) that plays a sine while `on`.
+
+    `started`: time.monotonic() of the process cycle in which the tone began, the moment its first
+    samples are in the ports it feeds (JACK runs a cycle's clients in graph order, so a reader
+    connected to this port gets them in the same cycle). Also a context manager.
+    """
+
+    def __init__(self, server: str, name: str = "tone", hz: float = 440.0, amplitude: float = 0.5) -> None:
+        import jack
+        import numpy as np
+
+        self.client = jack.Client(name, no_start_server=True, servername=server)
+        self.port = self.client.outports.register("out")
+        self.name = f"{self.client.name}:out"
+        self.on = False
+        self.started = 0.0
+        self._playing = False
+        self._phase = 0
+        step = 2 * np.pi * hz / self.client.samplerate
+
+        def process(frames: int) -> None:
+            buf = self.port.get_array()
+            if self.on:
+                if not self._playing:
+                    self._playing, self.started = True, time.monotonic()
+                buf[:] = amplitude * np.sin(step * (self._phase + np.arange(frames)))
+                self._phase += frames
+            else:
+                self._playing = False
+                buf[:] = 0.0
+
+        self.client.set_process_callback(process)
+        self.client.activate()
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+    def __enter__(self) -> JackTone:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

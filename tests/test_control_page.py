@@ -20,7 +20,7 @@ from engine.control.oscquery import OscQueryServer
 from engine.params import ParamStore
 
 PHONE = (390, 844)
-GROUPS = ("sound", "image", "sky", "scene")
+GROUPS = ("sound", "image", "sky", "scene", "listening")
 
 
 @pytest.fixture
@@ -90,6 +90,10 @@ def test_phone_page_shows_every_group_sets_by_drag_and_follows_midi(stage, tmp_p
         page.wait_for("Number(document.getElementById('p-sky-lat').value) === 90", 5)
         controller.send(mido.Message("control_change", control=22, value=0))
         page.wait_for("Number(document.getElementById('p-sky-lat').value) === -90", 5)
+        # what ciel hears shows as a meter that follows (and offers nothing to drag)
+        store.set("listen/level", -12.0, source="listen")
+        page.wait_for("document.getElementById('p-listen-level').value === -12", 5)
+        assert page.evaluate("document.getElementById('p-listen-level').tagName") == "METER"
         assert page.console_errors == []
         shot = page.screenshot()
     (tmp_path / "control-page.png").write_bytes(shot)

@@ -6,7 +6,9 @@ and runs the decode loop on its main thread:
     read SharedSnapshot -> SoundSource.step (one latent frame) -> ring (preallocated, float32 (N, 2))
 
 whenever the ring holds less than the run-ahead (`RunAhead`) of sound. The PortAudio callback
-only copies from the ring (see `AudioChild.callback` for its rules). Recording takes what the
+only copies from the ring (see `AudioChild.callback` for its rules), and, when an input is open,
+copies the input into a listening ring; the decode loop analyses what ciel hears every few
+milliseconds (`AudioChild.listen`, engine/audio/listen.py) into the status block. Recording takes what the
 callback hands to PortAudio; a file named by `play()` is loaded on a thread of its own.
 How the process ended is in its status block (engine/audio/status.py): STOPPED, or FAILED with
 the kind of error and its one-line message.
@@ -45,7 +47,11 @@ from .status import (
     _S_CB_TIME,
     _S_ERRKIND,
     _S_FILL,
+    _S_HEARD,
+    _S_HEARD_SEQ,
+    _S_HEARD_TIME,
     _S_HEARTBEAT,
+    _S_INPUT_FRAMES,
     _S_LATENCY,
     _S_MARK_POS,
     _S_MARK_SEQ,
@@ -108,11 +114,12 @@ class RunAhead:
 
 
 class _Ring:
-    """Preallocated stereo ring; `pos[0]` frames read (callback), `pos[1]` frames written (decoder)."""
+    """Preallocated ring of `channels` (stereo by default); `pos[0]` frames read, `pos[1]` frames
+    written (one writer each: the decoder writes the output ring, the callback reads it)."""
 
-    def __init__(self, frames: int) -> None:
+    def __init__(self, frames: int, channels: int = 2) -> None:
         size = 1 << max(10, math.ceil(math.log2(frames)))
-        self.buf = np.zeros((size, 2), np.float32)
+        self.buf = np.zeros((size, channels), np.float32)
         self.mask = size - 1
         self.pos = np.zeros(2, np.int64)
 
@@ -128,6 +135,15 @@ class _Ring:
         if first < n:
             self.buf[: n - first] = block[first:]
         self.pos[1] = w + n
+
+    def latest(self, out: np.ndarray) -> None:
+        """The newest len(out) frames of the first channel into `out` (n,), oldest first."""
+        n, w = len(out), int(self.pos[1])
+        i = (w - n) & self.mask
+        first = min(n, len(self.buf) - i)
+        out[:first] = self.buf[i:i + first, 0]
+        if first < n:
+            out[first:] = self.buf[: n - first, 0]
 
 
 def _recorder(path: str, rate: int, tap: _Ring, done: threading.Event, block: StatusBlock) -> None:
@@ -255,6 +271,8 @@ class AudioChild:
         self._probe = 0                        # the latency probe's value slot, set in run()
         self._last_probe = 0.0
         self._peak_decay = 1.0
+        self.heard_in: _Ring | None = None     # what the input brings (mono), when one is open
+        self._heard_at = 0                     # frames of the listening clock at the last analysis
 
     # — the callback: real-time rules —
     def callback(self, outdata: np.ndarray, frames: int, time_info: Any, flags: Any) -> None:
@@ -304,7 +322,41 @@ class AudioChild:
         st[_S_CALLBACKS] += 1
         st[_S_CB_TIME] = time.monotonic()
 
+    def duplex_callback(self, indata: np.ndarray, outdata: np.ndarray, frames: int, time_info: Any,
+                        flags: Any) -> None:
+        """PortAudio's callback when an input is open (same thread and rules as `callback`): the
+        input block (frames, 1) is copied into the listening ring, then the output as always."""
+        ring = self.heard_in
+        if ring is not None:
+            ring.write(indata)
+            self.st[_S_INPUT_FRAMES] += frames
+        self.callback(outdata, frames, time_info, flags)
+
     # — the decode loop —
+    def listen(self) -> None:
+        """Every `Ear.hop` frames (of the input when one is open, else of ciel's own sound): the
+        newest window of what `listen/source` chooses, analysed into the status block (decode loop)."""
+        ear, own, inp = self.ear, self.own, self.heard_in
+        clock = inp if inp is not None else own
+        w = int(clock.pos[1])
+        if w - self._heard_at < ear.hop:
+            return
+        self._heard_at = w
+        source = self.values[self._listen_source]          # 0 both, 1 ciel alone, 2 the input alone
+        x, extra = self._window, self._window2
+        if source == 2:
+            x[:] = 0.0
+        else:
+            own.latest(x)
+        if inp is not None and source != 1:
+            inp.latest(extra)
+            x += extra
+        h = ear.hear(x)
+        st = self.st
+        st[_S_HEARD], st[_S_HEARD + 1], st[_S_HEARD + 2], st[_S_HEARD + 3] = h.level_db, h.centroid, h.flatness, h.onset
+        st[_S_HEARD_TIME] = time.monotonic()
+        st[_S_HEARD_SEQ] += 1
+
     def decode_step(self) -> None:
         """One latent frame of sound into the ring (decode loop; main thread of the process)."""
         st, block, synth, values = self.st, self.block, self.synth, self.values
@@ -343,6 +395,7 @@ class AudioChild:
             st[_S_MARK_POS] = out_index
         st[_S_PANIC] = 1.0 if synth.panicked else 0.0
         self.ring.write(sound)
+        self.own.write(sound.mean(axis=1, keepdims=True))                        # (n, 1)
         self.peak = max(self.peak * self._peak_decay, float(np.max(np.abs(sound))) if len(sound) else 0.0)
         st[_S_PEAK] = 20 * math.log10(max(self.peak, 1e-10))
 
@@ -407,6 +460,19 @@ class AudioChild:
         self.ring = ring = _Ring(run_ahead.high + 8 * cfg.blocksize + 4 * model.hop * rate // model.sample_rate + 1024)
         self._rb, self._mask, self._pos, self._size = ring.buf, ring.mask, ring.pos, len(ring.buf)
         self.tap = _Ring(2 * rate) if cfg.record else None   # what the callback plays, for the recorder
+        from .listen import Ear
+
+        self.ear = Ear(rate)
+        self.own = _Ring(2 * self.ear.size + 4 * model.hop * rate // model.sample_rate, channels=1)   # ciel's sound, mono
+        self._window = np.zeros(self.ear.size, np.float32)
+        self._window2 = np.zeros(self.ear.size, np.float32)
+        self._listen_source = REGISTRY.index("listen/source")
+        want_input = bool(cfg.input) and int(sd.query_devices(index)["max_input_channels"]) > 0
+        if cfg.input and not want_input:
+            print(f"ciel-audio: {label} has no input channel: --input {cfg.input} ignored, ciel hears only itself",
+                  file=sys.stderr, flush=True)
+        if want_input:
+            self.heard_in = _Ring(2 * self.ear.size + 4 * cfg.blocksize, channels=1)
 
         rec_done = threading.Event()
         rec_thread = None
@@ -429,18 +495,24 @@ class AudioChild:
         next_gc = time.monotonic()
         idle_collections = 0
         try:
-            stream = sd.OutputStream(samplerate=rate, blocksize=cfg.blocksize, device=index, channels=2,
-                                     dtype="float32", callback=self.callback, latency="low")
+            if self.heard_in is not None:
+                stream = sd.Stream(samplerate=rate, blocksize=cfg.blocksize, device=(index, index), channels=(1, 2),
+                                   dtype="float32", callback=self.duplex_callback, latency="low")
+            else:
+                stream = sd.OutputStream(samplerate=rate, blocksize=cfg.blocksize, device=index, channels=2,
+                                         dtype="float32", callback=self.callback, latency="low")
             stream.start()
         except sd.PortAudioError as exc:
             raise AudioDeviceError(f"cannot open audio device {label} at {rate} Hz, block {cfg.blocksize}: {exc}") from None
         if "JACK" in sd.query_hostapis(sd.query_devices(index)["hostapi"])["name"]:
-            note = jacknames.number_ports_from_one()
-            if not note.startswith("JACK ports"):
+            wired = cfg.input if self.heard_in is not None and cfg.input != "-" else ""
+            note = jacknames.number_ports_from_one(input_port=wired)
+            if not note.startswith("JACK ports") or "not a JACK output port" in note:
                 print(f"ciel-audio: {note}", file=sys.stderr, flush=True)
         block.set_text(_DEVICE, label)
         st[_S_RATE], st[_S_BLOCK] = rate, cfg.blocksize
-        st[_S_LATENCY] = float(stream.latency) * 1e3
+        latency = stream.latency      # a duplex stream gives (input, output)
+        st[_S_LATENCY] = float(latency[1] if isinstance(latency, tuple) else latency) * 1e3
         st[_S_STATE] = RUNNING
         last_cb, last_cb_change = -1.0, time.monotonic()
         stopping = False
@@ -467,6 +539,7 @@ class AudioChild:
                     message = f"audio device {label} stopped calling back (device lost)"
                     _fail(st, block, ERR_DEVICE, message)
                     raise AudioDeviceError(message)
+                self.listen()
                 ahead = run_ahead.update(int(st[_S_UNDERFLOWS]), now)
                 fill = ring.fill
                 st[_S_FILL], st[_S_READ], st[_S_WRITTEN] = fill, ring.pos[0], ring.pos[1]

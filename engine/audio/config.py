@@ -27,4 +27,7 @@ class AudioConfig:
     threads: int = field(1, minimum=1, maximum=64, doc="Torch and numpy BLAS threads in the audio process.")
     realtime: bool = field(True, doc="Raise the audio process's priority (SCHED_FIFO when allowed, else nice).")
     record: str = field("", doc="Also write the output to this WAV file.")
+    input: str = field("", doc="Listen to an input too (listen/*): on JACK the output port to connect to ciel:in_1 "
+                               "(e.g. system:capture_1; '-' opens ciel:in_1 for a patchbay), elsewhere any text opens "
+                               "the device's first input channel. Empty: ciel hears only itself.")
     seed: int = field(0, minimum=0, doc="Seed of the latent walk (0 = from the clock).")

@@ -1,4 +1,4 @@
-"""JACK names a performer can find: the client `ciel` with ports `out_1`, `out_2`.
+"""JACK names a performer can find: the client `ciel` with ports `out_1`, `out_2` (and `in_1`).
 
 PortAudio's JACK host names its client after the program ("python") and its ports from 0
 (`out_0`, `out_1`). Patchbays (QjackCtl, Carla, `jack_connect`), session managers and the
@@ -8,7 +8,8 @@ audio process:
 1. `set_client_name(sd)` before PortAudio initialises: `PaJack_SetClientName("ciel")` (a
    second ciel on the same server becomes `ciel-01`, JACK's rule);
 2. `number_ports_from_one()` once the stream runs: a short-lived JACK client renames the new
-   client's `out_N` ports to `out_{N+1}` (highest first, so no two names collide).
+   client's `out_N` (and `in_N`) ports to `out_{N+1}` (highest first, so no two names collide)
+   and connects the performer's input port (`--input`) to `in_1`.
 
 Both are best effort and return what they did as text: a PortAudio built without JACK, or no
 libjack, leaves the names as they are and the sound plays. Called from the audio process's main
@@ -24,7 +25,7 @@ from types import ModuleType
 
 CLIENT = "ciel"
 _JACK_NO_START_SERVER = 0x01
-_JACK_PORT_IS_OUTPUT = 0x02
+_EEXIST = 17                          # jack_connect: the connection is already there
 _NAME = ctypes.create_string_buffer(64)   # PortAudio keeps the pointer, not a copy: it must live on
 
 
@@ -60,12 +61,27 @@ def _libjack() -> ctypes.CDLL | None:
     jack.jack_port_rename.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p]
     jack.jack_client_close.argtypes = [ctypes.c_void_p]
     jack.jack_free.argtypes = [ctypes.c_void_p]
+    jack.jack_connect.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
     return jack
 
 
-def number_ports_from_one(name: str = CLIENT) -> str:
-    """Rename the output ports `out_0…` of the newest client called `name` (or `name-NN`) to
-    `out_1…`. Returns what happened, one line."""
+def _port_names(jack: ctypes.CDLL, client: int, pattern: str) -> list[str]:
+    found = jack.jack_get_ports(client, pattern.encode(), None, 0)
+    names: list[str] = []
+    if found:
+        i = 0
+        while found[i]:
+            names.append(found[i].decode())
+            i += 1
+        jack.jack_free(ctypes.cast(found, ctypes.c_void_p))
+    return names
+
+
+def number_ports_from_one(name: str = CLIENT, input_port: str = "") -> str:
+    """Rename the ports `out_0…` (and `in_0…`) of the newest client called `name` (or
+    `name-NN`) to `out_1…` (`in_1…`), then connect the JACK port `input_port` (a performer's
+    instrument, e.g. `system:capture_1`) to `in_1` when one is named. Returns what happened,
+    one line."""
     jack = _libjack()
     if jack is None:
         return "no libjack: ports keep PortAudio's names"
@@ -73,24 +89,25 @@ def number_ports_from_one(name: str = CLIENT) -> str:
     if not client:
         return "no JACK server answered: ports keep PortAudio's names"
     try:
-        pattern = f"^{re.escape(name)}(-[0-9]+)?:out_[0-9]+$".encode()
-        found = jack.jack_get_ports(client, pattern, None, _JACK_PORT_IS_OUTPUT)
-        names: list[str] = []
-        if found:
-            i = 0
-            while found[i]:
-                names.append(found[i].decode())
-                i += 1
-            jack.jack_free(ctypes.cast(found, ctypes.c_void_p))
+        names = _port_names(jack, client, f"^{re.escape(name)}(-[0-9]+)?:(out|in)_[0-9]+$")
         owners = {n.split(":", 1)[0] for n in names if n.endswith(":out_0")}
         if not owners:
             return "no ports named out_0 to renumber"
         owner = sorted(owners)[-1]
-        ours = sorted((int(n.rsplit("_", 1)[1]), n) for n in names if n.startswith(owner + ":"))
-        for index, full in reversed(ours):
-            port = jack.jack_port_by_name(client, full.encode())
-            if not port or jack.jack_port_rename(client, port, f"out_{index + 1}".encode()) != 0:
-                return f"could not rename {full}"
-        return f"JACK ports {owner}:out_1…out_{len(ours)}"
+        done = []
+        for kind in ("out", "in"):
+            ours = sorted((int(n.rsplit("_", 1)[1]), n) for n in names if n.startswith(f"{owner}:{kind}_"))
+            for index, full in reversed(ours):
+                port = jack.jack_port_by_name(client, full.encode())
+                if not port or jack.jack_port_rename(client, port, f"{kind}_{index + 1}".encode()) != 0:
+                    return f"could not rename {full}"
+            if ours:
+                done.append(f"{owner}:{kind}_1…{kind}_{len(ours)}")
+        line = "JACK ports " + ", ".join(done)
+        if input_port:
+            if jack.jack_connect(client, input_port.encode(), f"{owner}:in_1".encode()) not in (0, _EEXIST):
+                return f"{line}; the input {input_port!r} is not a JACK output port (connect {owner}:in_1 in a patchbay)"
+            line += f"; {input_port} → {owner}:in_1"
+        return line
     finally:
         jack.jack_client_close(client)

@@ -32,6 +32,7 @@ from ..workerproc import start_worker
 from .child import RunAhead, _child_main
 from .config import AudioConfig
 from .devices import list_devices
+from .listen import Heard
 from .status import (
     _DEVICE,
     _ERROR,
@@ -42,7 +43,11 @@ from .status import (
     _S_CALLBACKS,
     _S_ERRKIND,
     _S_FILL,
+    _S_HEARD,
+    _S_HEARD_SEQ,
+    _S_HEARD_TIME,
     _S_HEARTBEAT,
+    _S_INPUT_FRAMES,
     _S_LATENCY,
     _S_MARK_POS,
     _S_MARK_SEQ,
@@ -266,6 +271,18 @@ class AudioProcess:
         latency measurements."""
         st = self._st
         return int(st[_S_MARK_SEQ]), float(st[_S_MARK_POS]), float(st[_S_MARK_TIME])
+
+    def heard(self) -> tuple[int, float, Heard]:
+        """(analyses so far, monotonic time of the newest, what it heard): the figures behind
+        `listen/*` (engine/audio/listen.py). Any thread; the sequence is 0 before the first."""
+        st = self._st
+        h = st[_S_HEARD:_S_HEARD + 4]
+        return int(st[_S_HEARD_SEQ]), float(st[_S_HEARD_TIME]), Heard(float(h[0]), float(h[1]), float(h[2]), float(h[3]))
+
+    @property
+    def input_frames(self) -> int:
+        """Frames the audio process has received from its input (0: no input open)."""
+        return int(self._st[_S_INPUT_FRAMES])
 
     @property
     def decode_steps(self) -> int:

@@ -148,6 +148,9 @@ def check_mapping(mapping: MidiMapping, registry: Registry, source: str, key: st
     if mapping.param not in registry:
         raise PatchError(source, f"{key}.param", f"unknown parameter {mapping.param!r} (see docs/osc.md)")
     p = registry.get(mapping.param)
+    if p.readonly:
+        raise PatchError(source, f"{key}.param", f"{mapping.param} is read-only: it is measured from the sound "
+                                                 "(map it to a parameter with [[mod]])")
     if mapping.index >= p.size or (mapping.index >= 0 and p.size == 1):
         raise PatchError(source, f"{key}.index", f"{mapping.param} has {p.size} element(s); index {mapping.index} is outside")
     if mapping.type == "cc14" and mapping.number > 31:

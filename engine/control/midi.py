@@ -42,7 +42,7 @@ log = logging.getLogger("ciel.midi")
 APIS = ("auto", "UNIX_JACK", "LINUX_ALSA", "MACOSX_CORE", "WINDOWS_MM")
 SOURCE = "midi"
 # Sources whose changes are not "the parameter the performer touched last" (for learn from a key).
-NOT_TOUCHED = frozenset({SOURCE, "midi-clock", "schedule", "patch", "preset"})
+NOT_TOUCHED = frozenset({SOURCE, "midi-clock", "schedule", "patch", "preset", "form", "listen", "mod"})   # not a performer's hand
 CURVE_K = 4.0  # steepness of the exp/log curves: exp(4x) spans 1..55
 LEARN_MESSAGES = 4     # learn decides after this many messages of one control…
 LEARN_WINDOW_S = 0.3   # …or this long (seconds) after the first of them
@@ -655,6 +655,8 @@ class MidiControl(Lifecycle):
                 raise ParamError("MIDI learn: move a parameter first (or name one)")
             param, index = self._last_touched
         p = self.store.registry.get(param)
+        if p.readonly:
+            raise ParamError(f"MIDI learn: {param} is read-only (measured from the sound)")
         if not -1 <= index < p.size:
             raise ParamError(f"MIDI learn: {param} has no element {index}")
         with self._learn_lock:

@@ -16,6 +16,8 @@ Addresses (the full table is in docs/osc.md, rendered by `address_table()`):
     /ciel/ping [args]          reply /ciel/pong [args]
     /ciel/preset/recall name   /ciel/preset/store name   /ciel/preset/list
     /ciel/learn name [index]   /ciel/learn/cancel   /ciel/unlearn name [index]   (MIDI learn)
+    /ciel/mod/set source target depth [smooth]   /ciel/mod/clear [target]   /ciel/mod/list
+                               what ciel hears (listen/*) moves a parameter (engine/modulate.py)
     /ciel/quit
     /ciel/error address reason  (sent back) a command that was refused, and why
 
@@ -83,6 +85,15 @@ class Learner(Protocol):
     def learn(self, param: str | None = None, index: int = -1) -> str: ...
     def cancel_learn(self) -> None: ...
     def unlearn(self, param: str | None = None, index: int = -1) -> int: ...
+
+
+class Modulator(Protocol):
+    """What the OSC server needs from modulation (engine.modulate.Modulation); ParamError names
+    a source or target it refuses."""
+
+    def add(self, source: str, target: str, depth: float, smooth: float = 0.05) -> None: ...
+    def clear(self, target: str | None = None) -> int: ...
+    def table(self) -> list[tuple[str, str, float, float]]: ...
 
 
 class PresetWriter(Protocol):
@@ -248,17 +259,19 @@ class OscServer(Lifecycle):
     learner:  MIDI learn (None = /ciel/learn answers that MIDI is off).
     on_quit:  called (on the server thread) for /ciel/quit.
     clock:    monotonic seconds (subscription expiry).
+    modulator: the routes of /ciel/mod/* (None = they answer that modulation is off).
     """
 
     def __init__(self, config: OscConfig, store: ParamStore,
                  presets: Mapping[str, Mapping[str, float | tuple[float, ...]]] | None = None,
                  writer: PresetWriter | None = None, learner: Learner | None = None,
-                 on_quit: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 on_quit: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic,
+                 modulator: Modulator | None = None) -> None:
         self.config, self.store, self.clock = config, store, clock
         self.registry: Registry = store.registry
         self.presets: dict[str, dict[str, float | tuple[float, ...]]] = {
             k: dict(v) for k, v in (presets or {}).items()}
-        self.writer, self.learner, self.on_quit = writer, learner, on_quit
+        self.writer, self.learner, self.on_quit, self.modulator = writer, learner, on_quit, modulator
         self.counters = dict.fromkeys(
             ("datagrams", "messages", "handled", "malformed", "unknown", "denied", "admin_refused", "clamped",
              "sent", "send_errors", "replies_limited", "subscriptions_expired", "errors"), 0)
@@ -274,7 +287,9 @@ class OscServer(Lifecycle):
         self._started = time.monotonic()
         self._beats = 0
         self._routes, self._commands = self._build_routes()
-        self._pattern_routes = [(tuple(a.split("/")), r) for a, r in self._routes.items() if not a.endswith("/at")]
+        self._readonly = frozenset(a for p in self.registry if p.readonly for a in (p.address, NORM + p.address[len(ROOT):]))
+        self._pattern_routes = [(tuple(a.split("/")), r) for a, r in self._routes.items()
+                                if not a.endswith("/at") and a not in self._readonly]
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, config.receive_buffer)
@@ -384,7 +399,7 @@ class OscServer(Lifecycle):
         except (ValueError, TypeError, CielError) as exc:
             self.counters["malformed"] += 1
             self._warn("args", f"OSC: {address} {list(args)!r:.200}: {exc}")
-            if key[len(ROOT) + 1:] in self._commands:   # a command refused says why to its sender
+            if key[len(ROOT) + 1:] in self._commands or key in self._readonly:   # refused: say why to the sender
                 self._answer(message(f"{ROOT}/error", [key, str(exc)[:400]]), peer)
             return
         self.counters["handled"] += 1
@@ -410,6 +425,9 @@ class OscServer(Lifecycle):
             if p.kind == "trigger":
                 routes[p.address] = routes[norm] = self._trigger_route(p)
                 continue
+            if p.readonly:
+                routes[p.address] = routes[norm] = self._readonly_route(p)
+                continue
             routes[p.address] = self._set_route(p, False)
             routes[norm] = self._set_route(p, True)
             if p.size > 1:
@@ -421,7 +439,8 @@ class OscServer(Lifecycle):
             "get": self._get, "subscribe": self._subscribe, "unsubscribe": self._unsubscribe,
             "ping": self._ping, "preset/recall": self._preset_recall, "preset/store": self._preset_store,
             "preset/list": self._preset_list, "learn": self._learn, "learn/cancel": self._learn_cancel,
-            "unlearn": self._unlearn, "quit": self._quit}
+            "unlearn": self._unlearn, "quit": self._quit,
+            "mod/set": self._mod_set, "mod/clear": self._mod_clear, "mod/list": self._mod_list}
         return routes, commands
 
     def _set_route(self, p: Param, normalised: bool) -> Route:
@@ -432,6 +451,12 @@ class OscServer(Lifecycle):
             self._count_clamped(p, vals)
             self.store.set(p.name, vals[0] if len(vals) == 1 else vals, source=peer.source)
         return set_
+
+    def _readonly_route(self, p: Param) -> Route:
+        def refuse(args: tuple[Any, ...], peer: Peer) -> None:
+            raise ValueError(f"{p.name} is read-only: it is measured from the sound (read it with /ciel/get, "
+                             "map it with /ciel/mod/set)")
+        return refuse
 
     def _element_route(self, p: Param, index: int, normalised: bool) -> Route:
         def element(args: tuple[Any, ...], peer: Peer) -> None:
@@ -540,7 +565,8 @@ class OscServer(Lifecycle):
     def _preset_store(self, args: tuple[Any, ...], peer: Peer) -> None:
         name = _preset_name(args)
         values = {p.name: (self.store.get(p.name) if p.size > 1 else self.store.get1(p.name))
-                  for p in self.registry if p.kind != "trigger" and p.name not in PRESET_EXCLUDE}
+                  for p in self.registry
+                  if p.kind != "trigger" and not p.readonly and p.name not in PRESET_EXCLUDE}
         if self.writer is not None:
             name = self.writer.store_preset(name, values)   # PatchError when it could not: the preset is not kept
         self.presets[name] = values
@@ -578,6 +604,29 @@ class OscServer(Lifecycle):
         learner = self.learner
         if learner is not None:
             learner.cancel_learn()
+
+    def _modulator(self) -> Modulator:
+        if self.modulator is None:
+            raise ValueError("modulation is off in this engine")
+        return self.modulator
+
+    def _mod_set(self, args: tuple[Any, ...], peer: Peer) -> None:
+        if len(args) not in (3, 4):
+            raise ValueError("expected source, target, depth and an optional smooth (s)")
+        source, target = _name_of(args[0]), _name_of(args[1])
+        smooth = _number(args[3]) if len(args) == 4 else 0.05
+        self._modulator().add(source, target, _number(args[2]), smooth)
+
+    def _mod_clear(self, args: tuple[Any, ...], peer: Peer) -> None:
+        if len(args) > 1:
+            raise ValueError("expected a target or nothing (all routes)")
+        self._modulator().clear(_name_of(args[0]) if args else None)
+
+    def _mod_list(self, args: tuple[Any, ...], peer: Peer) -> None:
+        flat: list[str | float] = []
+        for source, target, depth, smooth in self._modulator().table():
+            flat += [source, target, depth, smooth]
+        self._answer(message(f"{ROOT}/mod/routes", flat), peer)
 
     def _quit(self, args: tuple[Any, ...], peer: Peer) -> None:
         log.info("OSC: quit asked by %s:%d", *peer.address)

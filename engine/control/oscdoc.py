@@ -16,6 +16,8 @@ def address_table(registry: Registry) -> str:
     for p in registry:
         if p.kind == "trigger":
             args, rng, default = "none or `1`", "", ""
+        elif p.readonly:
+            args, rng, default = "read-only (`/ciel/get`, feedback)", f"{p.minimum:g} … {p.maximum:g}", ""
         else:
             t = {"float": "f", "int": "i", "bool": "i (0/1)"}[p.kind]
             args = t if p.size == 1 else f"{p.size} × f (or `/{{i}} f`, `/at i f`)"

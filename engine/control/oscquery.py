@@ -117,7 +117,7 @@ def param_node(p: Param, values: tuple[float, ...]) -> dict[str, Any]:
     if p.kind == "trigger":
         node["ACCESS"] = ACCESS_WRITE
         return node
-    node["ACCESS"] = ACCESS_READ_WRITE
+    node["ACCESS"] = ACCESS_READ if p.readonly else ACCESS_READ_WRITE
     node["VALUE"] = typed_values(p, values)
     if p.kind == "bool":
         node["RANGE"] = [{"VALS": [False, True]}] * p.size
@@ -138,7 +138,7 @@ def param_node(p: Param, values: tuple[float, ...]) -> dict[str, Any]:
 
 
 def command_nodes(presets: list[str]) -> dict[str, dict[str, Any]]:
-    """The preset and learn commands as write-only nodes (FULL_PATH → node)."""
+    """The preset, learn and modulation commands as write-only nodes (FULL_PATH → node)."""
     def node(path: str, tag: str, doc: str, **extra: Any) -> dict[str, Any]:
         return {"FULL_PATH": f"{ROOT}/{path}", "TYPE": tag, "ACCESS": ACCESS_WRITE, "DESCRIPTION": doc, **extra}
 
@@ -150,6 +150,9 @@ def command_nodes(presets: list[str]) -> dict[str, dict[str, Any]]:
         node("learn", "si", "MIDI learn: the next controller moved controls this parameter (and element)."),
         node("learn/cancel", "N", "Stop learning."),
         node("unlearn", "si", "Remove the MIDI mappings of a parameter (and element)."),
+        node("mod/set", "ssff", "Modulation: a measured parameter (listen/*) moves a target by a depth "
+                                "(-1..1 of its range), glided over smooth seconds."),
+        node("mod/clear", "s", "Remove the modulation routes to a target (all of them without one)."),
         node("panic", "N", "Mute all sound at once."),
     )}
 

@@ -26,6 +26,28 @@ from ..parts import Keyframe
 log = logging.getLogger("ciel.visual")
 
 
+LAST_PICTURE = "last-picture.npz"   # its name in an installation's state folder
+
+
+def recall_picture(path: Path) -> Keyframe | None:
+    """The picture saved at `path`: a square uint8 RGB image (r, r, 3) and its back side, or None
+    (missing, damaged, not square RGB). Any thread."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            image = np.asarray(data["image"])
+            back = np.asarray(data["back"]) if "back" in data.files else None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:   # damaged: start as without one
+        log.warning("last picture %s not shown: %s", path, exc)
+        return None
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.shape[0] != image.shape[1]:
+        return None
+    if back is not None and (back.dtype != np.uint8 or back.shape != image.shape):
+        back = None
+    return Keyframe(image, back, 0)
+
+
 class PictureMemory:
     """The newest shown keyframe, saved to `path` every `interval_s` s. Threads: `offer` from the
     render thread, the saver on its own, `recall` and `close` from the main thread."""
@@ -42,21 +64,10 @@ class PictureMemory:
 
     def recall(self) -> Keyframe | None:
         """The picture the last run showed, or None (missing, damaged, or of another size)."""
-        r = self.resolution
-        try:
-            with np.load(self.path, allow_pickle=False) as data:
-                image = np.asarray(data["image"])
-                back = np.asarray(data["back"]) if "back" in data.files else None
-        except FileNotFoundError:
+        shown = recall_picture(self.path)
+        if shown is None or shown.image.shape[0] != self.resolution:
             return None
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:   # damaged: start as without one
-            log.warning("last picture %s not shown: %s", self.path, exc)
-            return None
-        if image.dtype != np.uint8 or image.shape != (r, r, 3):
-            return None
-        if back is not None and (back.dtype != np.uint8 or back.shape != (r, r, 3)):
-            back = None
-        return Keyframe(image, back, 0)
+        return shown
 
     def offer(self, keyframe: Keyframe) -> None:
         """The render thread shows `keyframe` (kept by reference: keyframes are never written to)."""

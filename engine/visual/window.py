@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,69 +24,16 @@ from typing import Any
 import moderngl
 import numpy as np
 
-from ..errors import DisplayError
 from ..params import ParamStore
 from ..paramview import ParamView
 from ..parts import Keyframe, KeyframeSource
 from .config import VisualConfig
+from .display import Opened, open_window
 from .model import ImageModel
 from .sky import DESKTOP_HEADER, SkyRenderer, gl_renderer, resolve_render_scale, shader_text
 from .worker import make_paths, render_keyframe
 
 log = logging.getLogger(__name__)
-
-NO_DISPLAY = "no display: start Xvfb (Xvfb :99 & export DISPLAY=:99) or run with --headless"
-
-
-def open_window(cfg: VisualConfig) -> tuple[Any, moderngl.Context]:
-    """Open the pygame OpenGL window described by `cfg`; DisplayError (one line) if impossible."""
-    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-    import pygame
-
-    try:
-        pygame.display.init()
-    except pygame.error as exc:
-        raise DisplayError(f"{NO_DISPLAY} ({exc})") from None
-    driver = pygame.display.get_driver()
-    if driver in ("offscreen", "dummy") and os.environ.get("SDL_VIDEODRIVER") != driver:
-        # SDL falls back to an invisible surface when there is no display: say so instead
-        pygame.display.quit()
-        raise DisplayError(NO_DISPLAY)
-    pygame.display.gl_set_attribute(pygame.GL_CONTEXT_MAJOR_VERSION, 3)
-    pygame.display.gl_set_attribute(pygame.GL_CONTEXT_MINOR_VERSION, 3)
-    pygame.display.gl_set_attribute(pygame.GL_CONTEXT_PROFILE_MASK, pygame.GL_CONTEXT_PROFILE_CORE)
-    pygame.display.set_caption("ciel")
-    displays = pygame.display.get_num_displays()
-    display = cfg.display if cfg.display < displays else 0
-    if cfg.display >= displays:
-        log.warning("display %d not found (%d displays): using display 0", cfg.display, displays)
-    flags = pygame.OPENGL | pygame.DOUBLEBUF
-    size = (cfg.width, cfg.height)
-    if cfg.fullscreen:
-        flags |= pygame.FULLSCREEN
-        size = (0, 0)
-    else:
-        flags |= pygame.RESIZABLE
-    surface, last = None, None
-    for vsync in ((1, 0) if cfg.vsync else (0,)):
-        try:
-            with warnings.catch_warnings():  # "vsync not available" (Xvfb) is expected, not a problem
-                warnings.simplefilter("ignore")
-                surface = pygame.display.set_mode(size, flags, display=display, vsync=vsync)
-            break
-        except pygame.error as exc:
-            last = exc
-    if surface is None:
-        pygame.display.quit()
-        raise DisplayError(f"{NO_DISPLAY} (could not open an OpenGL window: {last})")
-    pygame.mouse.set_visible(not cfg.fullscreen)
-    try:
-        ctx = moderngl.create_context(require=330)
-    except Exception as exc:  # noqa: BLE001 — moderngl raises plain Exception without a usable GL
-        pygame.display.quit()
-        raise DisplayError(f"no OpenGL 3.3 in the window: {exc}") from None
-    return pygame, ctx
-
 
 class Overlay:
     """Text drawn over the sky (the note, problem messages): one RGBA texture the size of the
@@ -239,12 +184,13 @@ class WindowHooks:
 
 def run_window(cfg: VisualConfig, model: ImageModel, seed: int, store: ParamStore, keyframes: KeyframeSource,
                hooks: WindowHooks, deadline: float = math.inf,
-               on_worker: Callable[[KeyframeSource], None] | None = None) -> WindowReport:
-    """Open the window, start `keyframes` and run the render loop until quit or `deadline` (hooks'
-    clock seconds); `keyframes` is stopped on the way out. Main thread. Raises DisplayError when no
-    window can be opened. `store`: the engine's parameter targets (read each frame; the N key and
-    Space write to it). `on_worker` is called once with the started source (benchmarks watch it)."""
-    pygame, ctx = open_window(cfg)
+               on_worker: Callable[[KeyframeSource], None] | None = None, opened: Opened | None = None) -> WindowReport:
+    """Open the window (or take the one `opened` by engine.visual.display.raise_curtain), start
+    `keyframes` and run the render loop until quit or `deadline` (hooks' clock seconds);
+    `keyframes` is stopped on the way out. Main thread. Raises DisplayError when no window can be
+    opened. `store`: the engine's parameter targets (read each frame; the N key and Space write to
+    it). `on_worker` is called once with the started source (benchmarks watch it)."""
+    pygame, ctx = opened if opened is not None else open_window(cfg)
     renderer = gl_renderer(ctx)
     keyframes.start()
     if on_worker is not None:

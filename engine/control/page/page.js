@@ -7,6 +7,7 @@
 
 const GROUPS = [
   ["sound", ["audio"]], ["image", ["image"]], ["sky", ["sky"]], ["scene", ["scene", "note", "master", "panic"]],
+  ["listening", ["listen"]],
 ];
 const WIDE = 700;   // px: narrower screens start with the groups folded
 
@@ -151,6 +152,12 @@ function row(node, index, group) {
     input.setAttribute("role", "switch");
     input.addEventListener("change", () => sendSoon(address, [input.checked]));
     set = (v) => { input.checked = Boolean(v); };
+  } else if (node.ACCESS === 1) {
+    // measured (listen/*): a meter, read-only
+    input = document.createElement("meter");
+    input.min = range.MIN; input.max = range.MAX;
+    show = document.createElement("output");
+    set = (v) => { input.value = v; show.textContent = fmt(v, (range.MAX - range.MIN) / 1000); };
   } else if (labelsOf(node) && range.VALS) {
     input = document.createElement("select");
     labelsOf(node).forEach((text, i) => input.add(new Option(text, String(i))));
@@ -208,7 +215,8 @@ function build(root) {
   const open = new Set([...main.querySelectorAll("details[open]")].map((d) => d.id));   // kept over a reconnect
   const first = main.children.length === 0;
   main.replaceChildren();
-  const nodes = leaves(root).filter((n) => n.ACCESS & 2 && !/^\/ciel\/(preset|learn|unlearn)/.test(n.FULL_PATH));
+  const nodes = leaves(root).filter((n) => (n.ACCESS & 2 || (n.ACCESS === 1 && n.VALUE))
+    && !/^\/ciel\/(preset|learn|unlearn|mod)/.test(n.FULL_PATH));
   for (const [title, prefixes] of GROUPS) {
     const box = document.createElement("details");
     box.className = "group";
