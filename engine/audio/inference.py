@@ -14,8 +14,16 @@ Layers, as `engine.audio.model.Decoder` defines them (the reference; a test hold
                   (overlap - 1) · stride samples that fall past the block are kept for the next
     output        tanh(conv(leaky(x)))
 
-Shapes: `__call__(z)` with z (B, D, T) float32 -> (B, 1, T · hop) float32. Called from one
-thread (the audio process's decode loop); not thread-safe.
+A conditioned decoder (trained with `--condition folder`) adds a bias per stage from the class
+embedding: `__call__(z, classes)` blends each voice's embedding (a fraction of a class blends the
+two neighbours) and projects it, (B, E) @ (E, ΣC), into the biases of the four stages, only when
+the class values changed or `weights_moved()` says the learning morph wrote new weights (the
+biases are read from the weights' views like everything else); otherwise a step adds four
+cached biases in place.
+
+Shapes: `__call__(z, classes=None)` with z (B, D, T) float32, classes (B,) float (class values,
+None: class 0) -> (B, 1, T · hop) float32. Called from one thread (the audio process's decode
+loop); not thread-safe.
 """
 
 from __future__ import annotations
@@ -153,6 +161,32 @@ class NumpyStream:
         self.stages = [[_Res(cast(ResUnit, u), b) for u in cast(nn.ModuleList, units)] for units in dec.res]
         self.ups = [_Resize(u, b) if isinstance(u, ResizeUp) else _Up(cast(Upsample, u), b) for u in dec.ups]
         self.out = _Conv(dec.out, b)
+        self.classes = dec.cfg.classes
+        if self.classes:
+            self.embed = _view(dec.embed.weight)                     # view (classes, E)
+            self.cond_w = _view(dec.cond.weight).T                   # view (E, ΣC)
+            self.cond_b = _view(dec.cond.bias)                       # view (ΣC,)
+            self.splits = np.cumsum(dec.cfg.channels)[:-1]
+        self._bias_key: bytes | None = None     # the class values the cached biases are for
+        self._bias: list[np.ndarray] = []
+
+    def weights_moved(self) -> None:
+        """The decoder's weights were written (the learning morph): the class biases are made again."""
+        self._bias_key = None
+
+    def class_biases(self, classes: np.ndarray | None) -> list[np.ndarray]:
+        """One bias (B, C_i, 1) per stage for class values (B,) (None: class 0); [] when the
+        decoder is unconditioned. A fraction blends the neighbouring classes' embeddings."""
+        if not self.classes:
+            return []
+        top = self.classes - 1
+        c = np.zeros(self.batch) if classes is None else np.clip(np.asarray(classes, np.float64), 0.0, top)  # (B,)
+        lo = np.floor(c).astype(np.int64)
+        hi = np.minimum(lo + 1, top)
+        frac = (c - lo)[:, None]                                                    # (B, 1)
+        e = self.embed[lo] * (1.0 - frac) + self.embed[hi] * frac                   # (B, E)
+        b = (e @ self.cond_w + self.cond_b).astype(np.float32)                      # (B, ΣC)
+        return [part[:, :, None] for part in np.split(b, self.splits, axis=1)]      # (B, C_i, 1) each
 
     def _stateful(self) -> list:
         convs: list = [self.inp, self.out]
@@ -185,14 +219,25 @@ class NumpyStream:
                 part.state = arrays[0].copy()
                 part._T = -1   # the buffers are rebuilt around the restored context
 
-    def __call__(self, z: np.ndarray) -> np.ndarray:
-        """z (B, D, T) -> audio (B, 1, T · hop) float32."""
-        x = self.inp(np.asarray(z, np.float32))
+    def __call__(self, z: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
+        """z (B, D, T) -> audio (B, 1, T · hop) float32; classes (B,): each voice's class value
+        (a conditioned decoder only; None: class 0)."""
+        bias: list[np.ndarray] = []
+        if self.classes:
+            key = b"" if classes is None else np.asarray(classes, np.float64).tobytes()
+            if key != self._bias_key:
+                self._bias, self._bias_key = self.class_biases(classes), key
+            bias = self._bias
+        x = self.inp(np.asarray(z, np.float32))                  # (B, C0, T)
+        if bias:
+            x += bias[0]
         for unit in self.stages[0]:
             x = unit(x)
-        for up, units in zip(self.ups, self.stages[1:]):
-            x = up(_leaky(x, self.leak))
+        for i, (up, units) in enumerate(zip(self.ups, self.stages[1:])):
+            x = up(_leaky(x, self.leak))                         # (B, Ci, T·s1…si)
+            if bias:
+                x += bias[i + 1]
             for unit in units:
                 x = unit(x)
-        return np.tanh(self.out(_leaky(x, self.leak)))
+        return np.tanh(self.out(_leaky(x, self.leak)))           # (B, 1, T·hop)
 

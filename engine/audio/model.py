@@ -7,18 +7,27 @@ Public API (stable; the trainer and the runtime build on it):
         .encode(x)  -> (mu, logvar)          x (B, 1, L) audio in [-1, 1]; L is padded to a multiple
                                              of cfg.hop; mu, logvar (B, D, L // hop). Non-causal,
                                              offline only.
-        .decode(z)  -> audio                 z (B, D, T) -> (B, 1, T * hop), causal.
-        .forward(x) -> (recon, mu, logvar)   sampled z in training mode, z = mu in eval mode.
+        .decode(z, classes=None) -> audio    z (B, D, T) -> (B, 1, T * hop), causal.
+        .forward(x, classes=None) -> (recon, mu, logvar)   sampled z in training mode, z = mu in eval mode.
         .streaming(batch=1) -> StreamingDecoder
-    StreamingDecoder(decoder, batch)         call with z (B, D, T) blocks; returns (B, 1, T * hop)
-                                             equal to the offline decode of the concatenated
-                                             blocks (each causal conv keeps its left context).
-    export_audio_model(vae, folder, card_extra, latents_for_pca, clips=None, snapshots=None) -> Path
+    StreamingDecoder(decoder, batch)         call with z (B, D, T) blocks (and classes (B,)); returns
+                                             (B, 1, T * hop) equal to the offline decode of the
+                                             concatenated blocks (each causal conv keeps its left context).
+    export_audio_model(vae, folder, card_extra, latents_for_pca, clips=None, snapshots=None,
+                       clip_levels=None, classes=None) -> Path
     load_audio_model(folder) -> AudioModel   raises engine.errors.ModelError naming the file
+    class_lines(card) -> list[str]           a card's classes as a person reads them
     make_default_audio_model(folder, seed=0) -> Path   untrained, fixed-seed default
 
 Shapes and units: audio is float32 in [-1, 1] at `sample_rate` Hz (16 kHz by default); the latent
 runs at sample_rate / hop frames per second (hop 64: 250 Hz, a 4 ms decode granularity).
+
+Conditioning by content: with `AudioModelConfig.classes` > 0 the decoder holds a class embedding
+(classes, class_dim) and a projection of it into one bias per stage (the input of the residual
+units at each width). `classes` (B,) are integer class indices (training) or float class values
+(`audio/class`: a fraction blends the two neighbouring embeddings); None plays class 0. The
+card lists the classes (`[[classes]]`: index, name, clips, minutes). Cards without `classes`
+load as unconditioned models.
 
 Knob coordinates: performers move latents in "sigma" units along principal components of the
 training latents, most important first. `export_audio_model` stores the PCA (mean, components,
@@ -55,6 +64,7 @@ from ..modelio import CARD, WEIGHTS, card_value, load_model, save_model
 from ..params import AUDIO_LATENT_DIMS
 
 ARCH = "ciel-wavevae-1"
+MAX_CLASSES = 16   # audio/class reaches classes 0 … 15
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,10 @@ class AudioModelConfig:
     # step `stride` times, then a causal conv of kernel 2·stride + 1 (resize-convolution: nothing
     # repeats per frame by construction).
     upsample: str = "transposed"
+    # Global conditioning by content: `classes` learned embeddings of `class_dim` values, projected
+    # into a bias at the input of every stage of the decoder (0 = an unconditioned decoder).
+    classes: int = 0
+    class_dim: int = 8
 
     def __post_init__(self) -> None:
         if len(self.channels) != len(self.strides) + 1:
@@ -90,6 +104,10 @@ class AudioModelConfig:
             raise ValueError("overlap must be at least 1")
         if self.upsample not in ("transposed", "nearest"):
             raise ValueError(f"upsample must be 'transposed' or 'nearest', got {self.upsample!r}")
+        if not 0 <= self.classes <= MAX_CLASSES:
+            raise ValueError(f"classes must be 0 (unconditioned) to {MAX_CLASSES}, got {self.classes}")
+        if self.class_dim < 1:
+            raise ValueError("class_dim must be positive")
 
     @property
     def hop(self) -> int:
@@ -217,13 +235,50 @@ class Decoder(nn.Module):
                             else Upsample(ch[i], ch[i + 1], s, cfg.overlap))
             self.res.append(nn.ModuleList(ResUnit(ch[i + 1], cfg.kernel, d, cfg.leak, True) for d in cfg.dilations))
         self.out = CausalConv1d(ch[-1], 1, 2 * cfg.kernel + 1)
+        if cfg.classes:
+            # global conditioning: a class embedding, projected into one bias per stage (the
+            # input of the residual units at each width); zero at first, so training starts
+            # from the unconditioned decoder and the untrained snapshot is the same for every class
+            self.embed = nn.Embedding(cfg.classes, cfg.class_dim)
+            self.cond = nn.Linear(cfg.class_dim, sum(ch))
+            nn.init.zeros_(self.cond.weight)
+            nn.init.zeros_(self.cond.bias)
 
-    def forward(self, z: Tensor, state: StreamState | None = None) -> Tensor:
+    def class_vectors(self, classes: Tensor) -> Tensor:
+        """Class embeddings (B, E) for classes (B,): integer indices, or float class values where a
+        fraction blends the two neighbouring classes (0.5: halfway between classes 0 and 1),
+        clamped to [0, classes - 1]."""
+        if not classes.is_floating_point():
+            return self.embed(classes.clamp(0, self.cfg.classes - 1))                # (B, E)
+        c = classes.to(self.embed.weight.dtype).clamp(0.0, float(self.cfg.classes - 1))
+        lo = c.floor().long()
+        hi = (lo + 1).clamp_max(self.cfg.classes - 1)
+        frac = (c - lo.to(c.dtype))[:, None]                                          # (B, 1)
+        return self.embed.weight[lo] * (1.0 - frac) + self.embed.weight[hi] * frac    # (B, E)
+
+    def class_biases(self, classes: Tensor | None, batch: int) -> list[Tensor]:
+        """One bias (B, C_i, 1) per stage for the classes (B,) (None: class 0); [] when the
+        decoder is unconditioned."""
+        if not self.cfg.classes:
+            return []
+        if classes is None:
+            classes = torch.zeros(batch, dtype=torch.long, device=self.cond.weight.device)
+        b = self.cond(self.class_vectors(classes))                                   # (B, ΣC)
+        return [part[:, :, None] for part in b.split(list(self.cfg.channels), dim=1)]  # (B, C_i, 1) each
+
+    def forward(self, z: Tensor, state: StreamState | None = None, classes: Tensor | None = None) -> Tensor:
+        """z (B, D, T) -> (B, 1, T·hop); classes (B,) for a conditioned decoder (see class_vectors;
+        None: class 0), ignored by an unconditioned one."""
+        bias = self.class_biases(classes, z.shape[0])
         x = self.inp(z, state)                                  # (B, D, T) → (B, C0, T)
+        if bias:
+            x = x + bias[0]                                     # (B, C0, T)
         for unit in cast(nn.ModuleList, self.res[0]):
             x = unit(x, state)
-        for up, units in zip(self.ups, self.res[1:]):
+        for i, (up, units) in enumerate(zip(self.ups, self.res[1:])):
             x = up(F.leaky_relu(x, self.cfg.leak), state)       # (B, Ci, T·s1…si)
+            if bias:
+                x = x + bias[i + 1]                             # (B, Ci, T·s1…si)
             for unit in cast(nn.ModuleList, units):   # each stage's residual units
                 x = unit(x, state)
         return torch.tanh(self.out(F.leaky_relu(x, self.cfg.leak), state))  # (B, 1, T·hop)
@@ -274,15 +329,16 @@ class AudioVAE(nn.Module):
             x = F.pad(x, (0, rest))
         return self.encoder(x)
 
-    def decode(self, z: Tensor) -> Tensor:
-        """z (B, D, T) -> audio (B, 1, T * hop)."""
-        return self.decoder(z)
+    def decode(self, z: Tensor, classes: Tensor | None = None) -> Tensor:
+        """z (B, D, T) -> audio (B, 1, T * hop); classes (B,) for a conditioned decoder."""
+        return self.decoder(z, None, classes)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x (B, 1, L) -> (recon (B, 1, ceil(L/hop)*hop), mu, logvar); z is sampled while training."""
+    def forward(self, x: Tensor, classes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, 1, L) -> (recon (B, 1, ceil(L/hop)*hop), mu, logvar); z is sampled while training.
+        classes (B,): each window's class, for a conditioned decoder (the encoder never sees it)."""
         mu, logvar = self.encode(x)                             # (B, D, T) each
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu  # (B, D, T)
-        return self.decode(z), mu, logvar
+        return self.decode(z, classes), mu, logvar
 
     def streaming(self, batch: int = 1) -> StreamingDecoder:
         return StreamingDecoder(self.decoder, batch)
@@ -305,8 +361,9 @@ class StreamingDecoder:
         self.state = StreamState()
 
     @torch.inference_mode()
-    def __call__(self, z: Tensor) -> Tensor:
-        return self.decoder(z, self.state)
+    def __call__(self, z: Tensor, classes: Tensor | None = None) -> Tensor:
+        """z (B, D, T) -> (B, 1, T · hop); classes (B,) for a conditioned decoder (None: class 0)."""
+        return self.decoder(z, self.state, classes)
 
 
 # --- model files -----------------------------------------------------------------------------
@@ -320,7 +377,8 @@ class AudioModel:
     clips: encoded clips in knob coordinates, a tuple of (T_i, D) float32 arrays (maybe empty);
     snapshots: the decoder's state dicts along its training (engine/learning.py), oldest first,
     the last one the final weights; empty when the model has no learning axis; clip_levels: the
-    source level of each clip frame in dBFS, (T_i,) per clip (empty for older models).
+    source level of each clip frame in dBFS, (T_i,) per clip (empty for older models);
+    class_names: the classes of a conditioned decoder, by index (empty: unconditioned).
     """
 
     folder: Path
@@ -333,6 +391,12 @@ class AudioModel:
     clips: tuple[np.ndarray, ...]
     snapshots: tuple[dict[str, Tensor], ...] = ()
     clip_levels: tuple[np.ndarray, ...] = ()
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def classes(self) -> int:
+        """How many classes the decoder is conditioned on (0: unconditioned)."""
+        return self.cfg.classes
 
     @property
     def sample_rate(self) -> int:
@@ -363,9 +427,11 @@ class AudioModel:
         return self.vae.streaming(batch)
 
     @torch.inference_mode()
-    def decode(self, z: np.ndarray) -> np.ndarray:
-        """Offline decode: decoder latent (D, T) -> audio (T * hop,) float32."""
-        return self.vae.decode(torch.from_numpy(np.ascontiguousarray(z, np.float32))[None])[0, 0].numpy()
+    def decode(self, z: np.ndarray, audio_class: float = 0.0) -> np.ndarray:
+        """Offline decode: decoder latent (D, T) -> audio (T * hop,) float32; `audio_class` as
+        `audio/class` (a conditioned decoder only)."""
+        classes = torch.tensor([float(audio_class)])
+        return self.vae.decode(torch.from_numpy(np.ascontiguousarray(z, np.float32))[None], classes)[0, 0].numpy()
 
 
 def _pca(latents: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -391,7 +457,8 @@ def export_audio_model(vae: AudioVAE, folder: str | Path, card_extra: Mapping[st
                        latents_for_pca: Tensor | None,
                        clips: Sequence[Tensor] | None = None,
                        snapshots: Sequence[tuple[int, float, Mapping[str, Tensor]]] | None = None,
-                       clip_levels: Sequence[Tensor] | None = None) -> Path:
+                       clip_levels: Sequence[Tensor] | None = None,
+                       classes: Sequence[Mapping[str, Any]] | None = None) -> Path:
     """Write `vae` (weights, PCA of latents, encoded clips) and its card to `folder`, atomically.
 
     card_extra: TOML-able entries merged into the card (e.g. trained=True, steps, seconds, data,
@@ -400,7 +467,9 @@ def export_audio_model(vae: AudioVAE, folder: str | Path, card_extra: Mapping[st
     replay with `audio/replay`. snapshots: (step, seconds, decoder state dict) along training,
     oldest first, the last one `vae`'s own decoder (the learning axis; see engine/learning.py).
     clip_levels: per clip, the source sound's level per latent frame (T_i,) in dBFS, so the live
-    walk can tell material from the silences between. Returns the folder.
+    walk can tell material from the silences between. For a conditioned decoder (cfg.classes > 0):
+    classes, one table per class in index order (`name`, and what the card should say of it, e.g.
+    `clips`, `minutes`), written to the card as `[[classes]]` with its `index`. Returns the folder.
     """
     cfg = vae.cfg
     d = cfg.latent_dim
@@ -419,6 +488,8 @@ def export_audio_model(vae: AudioVAE, folder: str | Path, card_extra: Mapping[st
             if [lv.numel() for lv in levels] != [f.shape[0] for f in frames]:
                 raise ValueError("clip_levels: one level per latent frame of each clip")
             tensors["clips.level"] = torch.cat(levels)
+    if cfg.classes and (classes is None or len(classes) != cfg.classes):
+        raise ValueError(f"classes: a conditioned decoder needs one entry per class ({cfg.classes})")
     snaps = list(snapshots or ())
     if len(snaps) >= 2:
         keys = list(vae.decoder.state_dict().keys())
@@ -434,6 +505,8 @@ def export_audio_model(vae: AudioVAE, folder: str | Path, card_extra: Mapping[st
         "decoder_parameters": sum(p.numel() for p in vae.decoder.parameters()),
     }
     card.update(dict(card_extra))
+    if cfg.classes and classes is not None:
+        card["classes"] = [{"index": i, **dict(entry)} for i, entry in enumerate(classes)]
     if len(snaps) >= 2:
         card["learning"] = {"steps": [int(st) for st, _, _ in snaps], "seconds": [round(float(t), 2) for _, t, _ in snaps]}
     card["config"] = to_table(cfg)
@@ -491,7 +564,8 @@ def load_audio_model(folder: str | Path) -> AudioModel:
     steps = learning.card_steps(card, card_src)
     snapshots = tuple(learning.unpack(tensors, {k: tensors[f"decoder.{k}"] for k in vae.decoder.state_dict()},
                                       len(steps), w_src))
-    model = AudioModel(folder, cfg, vae, dict(card), mean, comps, scale, (), snapshots)
+    names = _class_names(card, cfg.classes, card_src)
+    model = AudioModel(folder, cfg, vae, dict(card), mean, comps, scale, (), snapshots, class_names=names)
     clips: tuple[np.ndarray, ...] = ()
     levels: tuple[np.ndarray, ...] = ()
     if "clips.latents" in tensors:
@@ -510,6 +584,38 @@ def load_audio_model(folder: str | Path) -> AudioModel:
                 raise ModelError(f"{w_src}: tensor 'clips.level' holds NaN or infinite values")
             levels = tuple(lv[a:b] for a, b in zip(s, s[1:]))
     return dataclasses.replace(model, clips=clips, clip_levels=levels)
+
+
+def _class_names(card: Mapping[str, Any], count: int, source: str) -> tuple[str, ...]:
+    """The class names of a conditioned model's card (`[[classes]]`, one per class in index order);
+    () for an unconditioned one. ModelError naming the card when the list does not match."""
+    if not count:
+        return ()
+    table = card.get("classes")
+    if not isinstance(table, list) or len(table) != count:
+        raise ModelError(f"{source}: classes: expected {count} [[classes]] tables (the decoder is conditioned "
+                         f"on {count} classes), got {table!r}")
+    names = []
+    for i, entry in enumerate(table):
+        if not isinstance(entry, dict) or entry.get("index") != i or not isinstance(entry.get("name"), str):
+            raise ModelError(f"{source}: classes[{i}]: expected a table with index = {i} and a name, got {entry!r}")
+        names.append(entry["name"])
+    return tuple(names)
+
+
+def class_lines(card: Mapping[str, Any]) -> list[str]:
+    """What a person reads of a model card's classes: one line per class, `audio/class N: name
+    (K clips, M min)`; [] for a model without classes."""
+    table = card.get("classes")
+    if not isinstance(table, list):
+        return []
+    lines = []
+    for entry in table:
+        if not isinstance(entry, dict):
+            continue
+        what = ", ".join(f"{entry[k]} {word}" for k, word in (("clips", "clips"), ("minutes", "min")) if k in entry)
+        lines.append(f"  audio/class {entry.get('index')}: {entry.get('name')}" + (f" ({what})" if what else ""))
+    return lines
 
 
 def make_default_audio_model(folder: str | Path, seed: int = 0) -> Path:

@@ -13,6 +13,11 @@ as nn~'s backend reads them (it calls `get_methods`, reads `<method>_params`, an
 on (batch, channels, samples / ratio) blocks). Latents are the knob coordinates ciel's OSC and
 MIDI move (`AudioModel.knobs_to_latent`), as a RAVE export's are PCA coordinates.
 
+A decoder conditioned by content (`ciel train audio --condition folder`) takes its class as one
+more input signal of `decode`, after the knobs: (B, D + 1, T), the class value per latent frame
+as `audio/class` reads it (an index of the card's classes; a fraction blends two neighbours).
+`forward` plays class 0. An unconditioned model's methods are unchanged.
+
 The decoder is rebuilt from `engine.audio.model.Decoder`'s weights with its streaming state as
 buffers (each causal conv's left context, each overlapping upsampler's tail), so decoding blocks
 one after another equals decoding them at once; a batch of another size starts from silence. The
@@ -109,7 +114,7 @@ class _Resize(nn.Module):
 
 
 class _Stage(nn.Module):
-    """One upsampling stage: leaky → upsample → residual units."""
+    """One upsampling stage: leaky → upsample → the class bias (B, C, T·…) → residual units."""
 
     def __init__(self, up: nn.Module, units: nn.ModuleList, leak: float) -> None:
         super().__init__()
@@ -117,31 +122,72 @@ class _Stage(nn.Module):
         self.up = _Resize(up) if isinstance(up, ResizeUp) else _Up(cast(Upsample, up))
         self.units = nn.ModuleList(_Res(cast(ResUnit, u)) for u in units)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.up(F.leaky_relu(x, self.leak))
+    def forward(self, x: Tensor, bias: Tensor) -> Tensor:
+        x = self.up(F.leaky_relu(x, self.leak)) + bias
         for unit in self.units:
             x = unit(x)
         return x
 
 
 class StreamingDecoder(nn.Module):
-    """`Decoder` with its streaming state as buffers: z (B, D, T) -> (B, 1, T · hop), block by block."""
+    """`Decoder` with its streaming state as buffers: z (B, D, T) and the class per frame
+    c (B, T) -> (B, 1, T · hop), block by block (c is ignored by an unconditioned decoder)."""
 
     def __init__(self, decoder: Decoder) -> None:
         super().__init__()
-        self.leak = float(decoder.cfg.leak)
+        cfg = decoder.cfg
+        self.leak = float(cfg.leak)
+        self.classes = int(cfg.classes)
+        self.widths = [int(c) for c in cfg.channels]
+        rates = [1]
+        for s in cfg.strides:
+            rates.append(rates[-1] * int(s))
+        self.rates = rates                                     # each stage's samples per latent frame
         self.inp = _Conv(decoder.inp, decoder.inp.context)
         self.first = nn.ModuleList(_Res(cast(ResUnit, u)) for u in cast(nn.ModuleList, decoder.res[0]))
         self.stages = nn.ModuleList(_Stage(up, cast(nn.ModuleList, units), self.leak)
                                     for up, units in zip(decoder.ups, decoder.res[1:]))
         self.out = _Conv(decoder.out, decoder.out.context)
+        embed: Tensor
+        w: Tensor
+        b: Tensor
+        if cfg.classes:
+            embed, w, b = decoder.embed.weight, decoder.cond.weight, decoder.cond.bias
+        else:   # placeholders: TorchScript compiles the conditioned path either way
+            embed, w, b = torch.zeros(1, 1), torch.zeros(sum(self.widths), 1), torch.zeros(sum(self.widths))
+        self.embed = nn.Parameter(embed.detach().clone(), requires_grad=False)   # (classes, E)
+        self.cond_w = nn.Parameter(w.detach().clone(), requires_grad=False)      # (ΣC, E)
+        self.cond_b = nn.Parameter(b.detach().clone(), requires_grad=False)      # (ΣC,)
 
-    def forward(self, z: Tensor) -> Tensor:
+    def biases(self, c: Tensor) -> list[Tensor]:
+        """The class bias of each stage, (B, C_i, T · rate_i), for class values c (B, T)."""
+        top = float(self.classes - 1)
+        c = c.clamp(0.0, top)
+        lo = c.floor()
+        hi = (lo + 1.0).clamp(0.0, top)
+        frac = (c - lo).unsqueeze(-1)                                             # (B, T, 1)
+        e = self.embed[lo.long()] * (1.0 - frac) + self.embed[hi.long()] * frac  # (B, T, E)
+        b = (e @ self.cond_w.t() + self.cond_b).transpose(1, 2)                  # (B, ΣC, T)
+        out: list[Tensor] = []
+        start = 0
+        for i, width in enumerate(self.widths):
+            out.append(torch.repeat_interleave(b[:, start:start + width, :], self.rates[i], dim=2))
+            start += width
+        return out
+
+    def forward(self, z: Tensor, c: Tensor) -> Tensor:
         x = self.inp(z)                                        # (B, C0, T)
+        bias: list[Tensor] = []
+        if self.classes > 0:
+            bias = self.biases(c)
+            x = x + bias[0]
         for unit in self.first:
             x = unit(x)
-        for stage in self.stages:
-            x = stage(x)                                       # (B, Ci, T·s1…si)
+        for i, stage in enumerate(self.stages):
+            if self.classes > 0:
+                x = stage(x, bias[i + 1])                      # (B, Ci, T·s1…si)
+            else:
+                x = stage(x, torch.zeros(1, 1, 1))
         return torch.tanh(self.out(F.leaky_relu(x, self.leak)))  # (B, 1, T·hop)
 
 
@@ -158,6 +204,7 @@ class NNTildeModel(nn.Module):
         self.hop = int(model.hop)
         self.latent_dim = int(model.latent_dim)
         self.sampling_rate = int(model.sample_rate)
+        self.classes = int(model.classes)
         self.decoder = StreamingDecoder(vae.decoder)
         self.encoder: nn.Module = torch.jit.trace(vae.encoder, torch.zeros(1, 1, 64 * self.hop))
         self.register_buffer("pca_mean", torch.as_tensor(model.pca_mean, dtype=torch.float32))          # (D,)
@@ -166,12 +213,14 @@ class NNTildeModel(nn.Module):
         d, h = self.latent_dim, self.hop
         self.register_buffer("forward_params", torch.tensor([1, 1, 1, 1]))
         self.register_buffer("encode_params", torch.tensor([1, 1, d, h]))
-        self.register_buffer("decode_params", torch.tensor([d, h, 1, 1]))
+        inputs = d + (1 if self.classes else 0)
+        self.register_buffer("decode_params", torch.tensor([inputs, h, 1, 1]))
         self.forward_input_labels = ["(signal) audio in"]
         self.forward_output_labels = ["(signal) audio out"]
         self.encode_input_labels = ["(signal) audio in"]
         self.encode_output_labels = [f"(signal) knob {i + 1}" for i in range(d)]
-        self.decode_input_labels = [f"(signal) knob {i + 1}" for i in range(d)]
+        self.decode_input_labels = [f"(signal) knob {i + 1}" for i in range(d)] + (
+            [f"(signal) class (0 to {self.classes - 1}; fractions blend)"] if self.classes else [])
         self.decode_output_labels = ["(signal) audio out"]
 
     @torch.jit.export
@@ -181,13 +230,21 @@ class NNTildeModel(nn.Module):
         centred = mu.transpose(1, 2) - self.pca_mean                        # (B, T, D)
         return (centred @ self.pca_components.t() / self.pca_scale).transpose(1, 2)
 
+    def play(self, u: Tensor, c: Tensor) -> Tensor:
+        """Knobs u (B, D, T) and class values c (B, T) -> (B, 1, T·hop)."""
+        z = self.pca_mean + (u.transpose(1, 2) * self.pca_scale) @ self.pca_components  # (B, T, D)
+        return self.decoder(z.transpose(1, 2), c)                           # (B, 1, T·hop)
+
     @torch.jit.export
     def decode(self, u: Tensor) -> Tensor:
-        z = self.pca_mean + (u.transpose(1, 2) * self.pca_scale) @ self.pca_components  # (B, T, D)
-        return self.decoder(z.transpose(1, 2))                              # (B, 1, T·hop)
+        """(B, D, T) knobs, or (B, D + 1, T) knobs and the class for a conditioned model."""
+        if self.classes > 0:
+            return self.play(u[:, :self.latent_dim, :], u[:, self.latent_dim, :])
+        return self.play(u, torch.zeros(u.shape[0], u.shape[2]))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
+        u = self.encode(x)                                                  # (B, D, T)
+        return self.play(u, torch.zeros(u.shape[0], u.shape[2]))            # class 0
 
     @torch.jit.export
     def get_methods(self) -> list[str]:

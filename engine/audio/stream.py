@@ -8,7 +8,8 @@ default model) through the whole chain:
         │                                                  temperature, replay, width, offsets, dissolve
     cloud voices (engine.audio.cloud)                     voices - 1 more walks around the place
     decoder weights ← audio/learning                      snapshots interpolated in place
-    model.knobs_to_latent ─► numpy streaming decoder      (2 + S, D) -> (hop, 2 + S), model rate
+    model.knobs_to_latent ─► numpy streaming decoder      (2 + S, D) -> (hop, 2 + S), model rate;
+        a decoder conditioned by content plays audio/class in every voice
     clip player (baked scenes)                            crossfades decoder and clips, model rate
     cloud mix (grains, pan, distance) + reverb send       (hop, 2), model rate
     Conditioner (DC blocker, HF tamer, loudness)          engine.audio.safety, channels linked
@@ -193,6 +194,8 @@ class AudioSynth:
         # navigation state: the shared place (walk units) and one walk per channel
         frame_rate = model.sample_rate / model.hop
         self.bank = MotionBank(model.clips, frame_rate, self.D, model.clip_levels)
+        # a decoder conditioned by content: every voice of the batch plays audio/class (smoothed)
+        self._classes = np.zeros(self.CHANNELS + self.slots) if model.classes else None   # (2 + S,)
         self.voices = [Voice(self.bank, frame_rate, self.rng) for _ in range(self.CHANNELS)]
         self.centre = self.bank.random_place(self.rng)
         # the cloud draws from its own generator: a synth without one plays the same bytes as before
@@ -360,14 +363,16 @@ class AudioSynth:
         the old and the new weights, and crossfaded across the hop: a weight change never lands
         as a step at the seam."""
         z = self.model.knobs_to_latent(u).reshape(len(u), self.D, 1)       # (B, D, 1)
+        cls = self._classes                                                  # (B,) or None
         learn = self._learning
         if not self.morph.moves(learn):
-            return self.decoder(z)[:, 0, :].T                                # (hop, B)
+            return self.decoder(z, cls)[:, 0, :].T                           # (hop, B)
         saved = self.decoder.save()
-        old = self.decoder(z)[:, 0, :].T
+        old = self.decoder(z, cls)[:, 0, :].T
         self.decoder.restore(saved)
         self.morph.set(learn)
-        new = self.decoder(z)[:, 0, :].T
+        self.decoder.weights_moved()
+        new = self.decoder(z, cls)[:, 0, :].T
         return old + (new - old) * self._ramp[:, None]
 
     def step(self, values: np.ndarray) -> np.ndarray:
@@ -394,7 +399,10 @@ class AudioSynth:
         self._learning = now.audio_learning
         if self._first_step:   # the weights for the knob as it is, before the first hop
             self.morph.set(self._learning)
+            self.decoder.weights_moved()
             self._first_step = False
+        if self._classes is not None:   # every voice plays audio/class, clamped to the model's classes
+            self._classes.fill(min(max(now.audio_class, 0.0), self.model.classes - 1.0))
         u = self._navigate(s)
         self.latent[:] = u[0]
         if self.cloud is not None:

@@ -11,6 +11,10 @@
   proportional to its length, a window inside it at random; short clips are zero-padded.
 - Export: weights + the PCA of encoder means over random windows (so knob 1 is the direction the
   data varies most) + up to `export_clips` encoded clips for replay.
+- Conditioning by content (`condition = "folder"`, `ciel train audio --condition folder`): each
+  clip's class from the ingest (its top-level folder or its label) is given to the decoder as a
+  learned embedding (`model.class_dim` values) projected into a bias per stage; the encoder never
+  sees it. Clips without a class are left out. The card lists the classes.
 
 Previews at every checkpoint (RUN/previews/): `audio-STEP-recon.wav` (two dataset snippets, each
 followed by its reconstruction), `audio-STEP-walk.wav` (the live walk through encoded snippets,
@@ -29,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..audio.model import AudioModelConfig, AudioVAE, export_audio_model
+from ..audio.model import MAX_CLASSES, AudioModelConfig, AudioVAE, export_audio_model
 from ..audio.navigation import MotionBank, Voice
 from ..configio import field
 from ..errors import DatasetError
@@ -61,6 +65,9 @@ class AudioTrainConfig:
     export_clips: int = field(48, minimum=0, maximum=4096, doc="Encoded stretches of the dataset stored in the model: the live walk's motion bank "
                                    "and the clips `audio/replay` plays.")
     export_clip_seconds: float = field(2.0, minimum=0.1, maximum=600.0, doc="Length of each stored stretch (s).")
+    condition: str = field("none", choices=("none", "folder"), doc="'folder': condition the decoder on each clip's class "
+                           "from the ingest (its top-level folder or its label); `audio/class` plays them live. "
+                           "'none': one decoder for everything.")
 
 
 class MultiResolutionSTFTLoss(nn.Module):
@@ -122,6 +129,16 @@ def kl_free_bits(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float) -> tu
     return per_dim.clamp_min(free_bits).sum(), per_dim.sum()
 
 
+def _archive_of(dataset: Path) -> str:
+    """The archive a dataset was ingested from, as its report names it (or "its archive")."""
+    import json
+
+    try:
+        return str(json.loads((dataset / "report.json").read_text("utf-8"))["archive"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its archive"
+
+
 class AudioTask:
     """The VAE, its optimiser, batch sampling and one step."""
 
@@ -135,7 +152,13 @@ class AudioTask:
                 raise DatasetError(f"{data.folder if data else 'dataset'}: no sound to train on "
                                    "(the ingest report lists what was skipped)")
             audio, index, samplerate = torch.from_numpy(np.array(data.audio)), np.array(data.index), data.config.samplerate
-        model_cfg = dataclasses.replace(cfg.model, sample_rate=int(samplerate or cfg.model.sample_rate))
+        self.class_names: tuple[str, ...] = ()
+        self.clip_class: torch.Tensor | None = None      # int64 [clips]: each clip's class
+        self.left_out = 0                                # clips without a class (conditioned training)
+        if cfg.condition == "folder":
+            index = self._classes(data, np.asarray(index, dtype=np.int64))
+        model_cfg = dataclasses.replace(cfg.model, sample_rate=int(samplerate or cfg.model.sample_rate),
+                                        classes=len(self.class_names))
         if model_cfg.sample_rate > 24000 and model_cfg.strides == AudioModelConfig().strides:
             # full-band archives: a 128-sample hop (2.9 ms at 44.1 kHz, 344 frames/s) keeps the
             # frame rate and the audio process's work per second near the 16 kHz model's
@@ -153,6 +176,31 @@ class AudioTask:
         self.opt = torch.optim.Adam(self.vae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
         self.stft = MultiResolutionSTFTLoss(cfg.fft_sizes, model_cfg.hop, cfg.comb_weight).to(env.device)
 
+    def _classes(self, data: Dataset | None, index: np.ndarray) -> np.ndarray:
+        """For a conditioned training: keep the clips that have a class and remember each one's;
+        the index of those clips. DatasetError naming the dataset when it has no classes to
+        condition on (fewer than two, or more than audio/class reaches)."""
+        where = data.folder if data is not None else "dataset"
+        if data is None or data.clip_class is None or not data.classes:
+            archive = _archive_of(data.folder) if data is not None else "the archive"
+            raise DatasetError(f"{where}: --condition folder needs classes, and this dataset has none: the sound "
+                               f"files of {archive} lay directly in its folder (or a label file named none of them). "
+                               "Put them in one folder per class (ARCHIVE/speech/, ARCHIVE/kitchen/, ...) or give "
+                               "`ciel ingest --labels FILE`, then ingest again")
+        names = data.classes
+        if len(names) < 2:
+            raise DatasetError(f"{where}: --condition folder needs at least two classes, and this dataset has one "
+                               f"({names[0]}): put each kind of sound in a folder of its own and ingest again")
+        if len(names) > MAX_CLASSES:
+            raise DatasetError(f"{where}: --condition folder plays at most {MAX_CLASSES} classes (audio/class 0 to "
+                               f"{MAX_CLASSES - 1}), and this dataset has {len(names)} ({', '.join(names[:5])}, ...): "
+                               "group them with `ciel ingest --labels FILE` and ingest again")
+        keep = np.asarray(data.clip_class) >= 0
+        self.class_names = names
+        self.clip_class = torch.from_numpy(np.asarray(data.clip_class)[keep].astype(np.int64))
+        self.left_out = int((~keep).sum())
+        return index[keep]
+
     def modules(self) -> dict[str, nn.Module]:
         return {"vae": self.vae}
 
@@ -161,13 +209,29 @@ class AudioTask:
 
     def describe(self) -> dict[str, Any]:
         sr = self.cfg.model.sample_rate
-        return {"sample_rate": sr, "latent_dim": self.cfg.model.latent_dim, "batch": self.cfg.batch,
-                "batch_seconds": round(self.cfg.batch * self.cfg.window / sr, 3),
-                "dataset_clips": int(self.index.shape[0]), "audio_minutes": round(float(self.index[:, 1].sum()) / sr / 60, 2),
-                "parameters": sum(p.numel() for p in self.vae.parameters())}
+        out = {"sample_rate": sr, "latent_dim": self.cfg.model.latent_dim, "batch": self.cfg.batch,
+               "batch_seconds": round(self.cfg.batch * self.cfg.window / sr, 3),
+               "dataset_clips": int(self.index.shape[0]), "audio_minutes": round(float(self.index[:, 1].sum()) / sr / 60, 2),
+               "parameters": sum(p.numel() for p in self.vae.parameters())}
+        if self.class_names:
+            out.update(class_count=len(self.class_names), clips_without_class=self.left_out)
+        return out
 
-    def windows(self, g: torch.Generator, count: int, length: int) -> torch.Tensor:
-        """float32 (count, 1, length) random windows in [-1, 1] on the device."""
+    def class_table(self) -> list[dict[str, Any]]:
+        """The card's `[[classes]]` (index order): name, clips and minutes of sound of each class."""
+        if self.clip_class is None:
+            return []
+        sr = self.cfg.model.sample_rate
+        table = []
+        for k, name in enumerate(self.class_names):
+            mine = self.clip_class == k
+            table.append({"name": name, "clips": int(mine.sum()),
+                          "minutes": round(float(self.index[mine, 1].sum()) / sr / 60, 2)})
+        return table
+
+    def draw(self, g: torch.Generator, count: int, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(float32 (count, 1, length) random windows in [-1, 1] on the device, the class of each
+        (count,) int64 on the device, or None for an unconditioned training)."""
         clips = torch.multinomial(self.weights, count, replacement=True, generator=g)
         out = torch.zeros(count, 1, length)
         for i, c in enumerate(clips.tolist()):
@@ -175,7 +239,12 @@ class AudioTask:
             off = int(torch.randint(0, max(1, n - length + 1), (1,), generator=g))
             piece = self.audio[start + off: start + min(n, off + length)]
             out[i, 0, : piece.numel()] = piece.float() / 32768.0
-        return out.to(self.env.device)
+        classes = self.clip_class[clips].to(self.env.device) if self.clip_class is not None else None
+        return out.to(self.env.device), classes
+
+    def windows(self, g: torch.Generator, count: int, length: int) -> torch.Tensor:
+        """float32 (count, 1, length) random windows in [-1, 1] on the device."""
+        return self.draw(g, count, length)[0]
 
     def beta(self, step: int) -> float:
         w = self.cfg.kl_warmup_steps
@@ -183,9 +252,9 @@ class AudioTask:
 
     def train_step(self, step: int) -> dict[str, float]:
         cfg = self.cfg
-        x = self.windows(self.env.generator(step), cfg.batch, cfg.window)
+        x, classes = self.draw(self.env.generator(step), cfg.batch, cfg.window)
         self.vae.train()
-        recon, mu, logvar = self.vae_ddp(x)
+        recon, mu, logvar = self.vae_ddp(x, classes)
         stft = self.stft(recon, x)
         # the STFT loss barely sees an offset; a decoder that drifts to one saturates its tanh and
         # squeezes the sound into what is left of the range
@@ -229,8 +298,8 @@ class AudioTask:
         n = int(self.cfg.preview_seconds * sr) // self.cfg.model.hop * self.cfg.model.hop
         self.vae.eval()
         with torch.no_grad():
-            x = self.fixed_windows(2, n)
-            recon = self.vae(x)[0][..., :n]
+            x, classes = self.draw(torch.Generator().manual_seed(4321), 2, n)   # the fixed windows, with their classes
+            recon = self.vae(x, classes)[0][..., :n]
         gap = np.zeros(sr // 4, np.float32)
         originals = [x[i, 0].cpu().numpy() for i in range(2)]
         recons = [recon[i, 0].float().cpu().numpy() for i in range(2)]
@@ -276,13 +345,15 @@ class AudioTask:
             frames = x[:, 0, : x.shape[-1] // hop * hop].reshape(x.shape[0], -1, hop)      # (clips, T, hop)
             levels = list(10.0 * torch.log10(frames.square().mean(-1) + 1e-10))          # (T,) dBFS each
         extra = dict(card_extra)
+        conditioned = (f" Conditioned on {len(self.class_names)} classes ({', '.join(self.class_names)}), "
+                       f"played by audio/class." if self.class_names else "")
         extra.setdefault("description",
                          f"Waveform VAE trained by `ciel train audio` for {extra.get('steps', 0)} steps on "
                          f"{self.describe()['audio_minutes']} minutes of sound (multi-resolution STFT + KL "
-                         f"with free bits); knobs are the PCA of the training latents.")
+                         f"with free bits); knobs are the PCA of the training latents.{conditioned}")
         vae = AudioVAE(cfg.model)
         vae.load_state_dict({k: v.cpu() for k, v in self.vae.state_dict().items()})
         decoder_states = [(snap.step, snap.seconds, {k[len("decoder."):]: v for k, v in snap.states["vae"].items()
                                                      if k.startswith("decoder.")}) for snap in snapshots]
         return export_audio_model(vae, folder, extra, torch.cat(latents), clips, decoder_states,
-                                  levels if levels else None)
+                                  levels if levels else None, self.class_table() or None)

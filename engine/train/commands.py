@@ -1,7 +1,9 @@
 """`ciel ingest`, `ciel train audio|image` and `ciel export`.
 
-    ciel ingest ARCHIVE/ -o DATASET/            a phone archive → dataset + report.txt
+    ciel ingest ARCHIVE/ -o DATASET/            a phone archive → dataset + report.txt (each sound
+                                                clip's class: its top-level folder, or --labels FILE)
     ciel train audio DATASET/ -o RUN/ --minutes 15
+    ciel train audio DATASET/ -o RUN/ --condition folder   a decoder conditioned on those classes
     ciel train image DATASET/ -o RUN/ --steps 2000
     ciel train image DATASET/ -o RUN/ --resume  continue from RUN's newest checkpoint
     ciel export RUN/ models/NAME/ [--step N] [--snapshots K]
@@ -40,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, help="photo side in pixels (default 256)")
     p.add_argument("--no-audio", action="store_true", help="skip sound")
     p.add_argument("--no-images", action="store_true", help="skip photos")
+    p.add_argument("--labels", type=Path, help="CSV of `path,label` rows giving each sound file its class "
+                                               "(default: its top-level folder in the archive)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)
 
@@ -60,6 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         k.add_argument("--seed", type=int, help="seed (default 0)")
         if kind == "image":
             k.add_argument("--resolution", type=int, choices=(64, 128, 256), help="image side (default 256)")
+        else:
+            k.add_argument("--condition", choices=("none", "folder"),
+                           help="folder: condition the decoder on each clip's class (its folder or label at "
+                                "ingest), played live by audio/class (default none)")
         k.add_argument("--resume", action="store_true", help="continue the run in -o from its newest checkpoint")
         k.add_argument("--export-to", type=Path, help="also export the final model to this folder (e.g. models/mine)")
         k.set_defaults(func=cmd_train)
@@ -84,6 +92,7 @@ def export_nn_tilde_file(args: argparse.Namespace) -> int:
     from ..audio.model import load_audio_model
     from ..audio.nntilde import export_nn_tilde
     from ..modelio import CARD
+    from .loop import card_lines
 
     if args.out.suffix != ".ts":
         raise ConfigError("command line", "out", f"--nn-tilde writes a TorchScript file: expected a name ending in .ts, got {args.out}")
@@ -94,8 +103,11 @@ def export_nn_tilde_file(args: argparse.Namespace) -> int:
             cmd_export(argparse.Namespace(run=args.run, out=folder, step=args.step, snapshots=0, nn_tilde=False))
         model = load_audio_model(folder)
         out = export_nn_tilde(model, args.out)
-    print(f"nn~ model written to {out}: methods forward, encode, decode; {model.latent_dim} knobs, "
+    extra = " and its class as the last input signal" if model.classes else ""
+    print(f"nn~ model written to {out}: methods forward, encode, decode; {model.latent_dim} knobs{extra}, "
           f"{model.hop} samples per frame at {model.sample_rate} Hz (set the host to this rate)")
+    for line in card_lines(folder):
+        print(line)
     return 0
 
 
@@ -113,10 +125,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.no_images:
         overrides["images"] = False
     cfg = build(IngestConfig, {**to_table(cfg), **overrides}, "command line")
-    report = ingest(args.archive, args.out, cfg, progress=not args.quiet)
+    report = ingest(args.archive, args.out, cfg, progress=not args.quiet, labels=args.labels)
     s = report.summary(cfg.samplerate)
     print(f"{s['clips']} sound clips ({s['audio_seconds'] / 60:.1f} min), {s['photos']} photos, "
           f"{s['skipped']} files skipped, {s['warnings']} kept with a note; see {args.out / 'report.txt'}")
+    for line in report.class_lines(cfg.samplerate)[1:]:
+        print(line)
     return 0
 
 
@@ -162,6 +176,8 @@ def resolve_config(kind: str, args: argparse.Namespace, base: Any | None) -> Any
             table["batch"] = args.batch
         if getattr(args, "resolution", None) is not None:
             table["resolution"] = args.resolution
+        if getattr(args, "condition", None) is not None:
+            table["condition"] = args.condition
     table["run"] = run
     source = str(args.config) if args.config and base is None else "command line"
     try:
@@ -194,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from .loop import Env, export_checkpoint, read_run_config
+    from .loop import Env, card_lines, export_checkpoint, read_run_config
 
     if args.nn_tilde:
         return export_nn_tilde_file(args)
@@ -207,4 +223,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ConfigError("command line", "--snapshots", f"expected 0 to 64, got {args.snapshots}")
     out = export_checkpoint(task, task.cfg, args.run, dataset, args.out, env, args.step, args.snapshots)
     print(f"model written to {out}")
+    for line in card_lines(out):
+        print(line)
     return 0

@@ -14,14 +14,26 @@ that are not valid UTF-8), and for every file:
 
 A file that cannot be used is listed in the report with its reason; nothing stops the walk.
 
+Each sound clip keeps a *class* (what `ciel train audio --condition folder` conditions on): the
+top-level folder it lay in under the archive (`speech/a.wav` and `speech/2019/b.m4a` are both
+`speech`; a file directly in the archive folder has none), or, with a label file
+(`ingest(..., labels=FILE)`, `ciel ingest --labels FILE`), the label the file gives it: a CSV of
+`path,label` rows, the path relative to the archive as the report writes it, an optional
+`path,label` header, `#` comment lines; files it does not name have no class.
+
 Dataset folder (all written atomically, readable with `load_dataset`):
 
     audio.npy        int16 [total_samples]      every clip, one after another
     audio_index.npy  int64 [clips, 2]           (start, length) of each clip in audio.npy
+    audio_class.npy  int64 [clips]              each clip's class (index into classes.json; -1: none)
+    classes.json     {"names": [...], "source": "folders" | "labels FILE"}: class names, sorted
     images.npy       uint8 [photos, H, W, 3]
     ingest.toml      the resolved IngestConfig
     report.json      counts, durations, every kept item and every skipped file with its reason
     report.txt       the same for a person to read
+
+(audio_class.npy and classes.json only when at least one clip has a class: an archive of loose
+files makes the same dataset as before classes existed.)
 
 Runs on the calling thread (the CLI's main thread). Each file is decoded in a worker process with a
 time and a memory limit (`file_timeout_s`, `file_memory_mb`; engine.train.isolate): a file that
@@ -31,6 +43,7 @@ listed, never followed (a link can loop); pipes and devices are listed, never op
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import io
@@ -53,6 +66,8 @@ from .isolate import Isolated, Outcome
 
 AUDIO_FILE = "audio.npy"
 AUDIO_INDEX_FILE = "audio_index.npy"
+AUDIO_CLASS_FILE = "audio_class.npy"
+CLASSES_FILE = "classes.json"
 IMAGES_FILE = "images.npy"
 CONFIG_FILE = "ingest.toml"
 REPORT_JSON = "report.json"
@@ -107,6 +122,7 @@ class Report:
     warnings: list[dict[str, str]] = dataclasses.field(default_factory=list)
     seconds_taken: float = 0.0
     resumed: int = 0     # files an interrupted ingest had decoded, taken from its journal
+    class_source: str = "folders"   # where the clips' classes come from: "folders" or "labels FILE"
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped.append({"file": name, "reason": reason})
@@ -131,6 +147,7 @@ class Report:
 
     def to_json(self, samplerate: int, config: IngestConfig) -> dict[str, Any]:
         return {"archive": self.archive, "summary": self.summary(samplerate), "config": to_table(config),
+                "class_source": self.class_source,
                 "clips": self.clips, "photos": self.photos, "skipped": self.skipped, "warnings": self.warnings}
 
     def to_text(self, samplerate: int) -> str:
@@ -145,11 +162,28 @@ class Report:
             f"skipped: {s['skipped']}",
             f"took {s['seconds_taken']:.1f} s",
         ]
+        lines += self.class_lines(samplerate)
         if self.skipped:
             lines += ["", "skipped files:"] + [f"  {d['file']}: {d['reason']}" for d in self.skipped]
         if self.warnings:
             lines += ["", "kept with a note:"] + [f"  {d['file']}: {d['note']}" for d in self.warnings]
         return "\n".join(lines) + "\n"
+
+
+    def class_lines(self, samplerate: int) -> list[str]:
+        """The classes the sound clips were given, with their clips and durations ([] for none)."""
+        names = sorted({c["class"] for c in self.clips if c.get("class") is not None})
+        if not names:
+            return []
+        lines = ["", f"classes ({self.class_source}; `ciel train audio --condition folder` conditions on them):"]
+        for i, name in enumerate(names):
+            mine = [c for c in self.clips if c.get("class") == name]
+            lines.append(f"  {i} {name}: {len(mine)} clips, {_hms(sum(c['seconds'] for c in mine))}")
+        loose = sum(1 for c in self.clips if c.get("class") is None)
+        if loose:
+            lines.append(f"  no class: {loose} clips ({'not named by the label file' if self.class_source != 'folders' else 'directly in the archive folder'}; "
+                         "a conditioned training leaves them out)")
+        return lines
 
 
 def _hms(seconds: float) -> str:
@@ -379,12 +413,49 @@ def to_int16(x: np.ndarray) -> np.ndarray:
 
 # --- the walk -----------------------------------------------------------------------------------
 
+def read_labels(path: Path) -> dict[str, str]:
+    """A label file: CSV rows `path,label` (the path relative to the archive, as the ingest report
+    writes it; an optional `path,label` header; blank and `#` lines skipped) -> {path: label}.
+    ConfigError naming the file and the line for a malformed row or a path labelled twice."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "label file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), "", f"cannot read the label file ({exc})") from None
+    labels: dict[str, str] = {}
+    for number, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            raise ConfigError(str(path), f"line {number}", f"expected `path,label` (two fields, neither empty), got {row!r}")
+        name, label = row[0].strip(), row[1].strip()
+        if number == 1 and (name.lower(), label.lower()) == ("path", "label"):
+            continue
+        name = name.removeprefix("./")
+        if labels.get(name, label) != label:
+            raise ConfigError(str(path), f"line {number}", f"{name} is labelled twice ({labels[name]!r}, then {label!r})")
+        labels[name] = label
+    return labels
+
+
+def clip_class(name: str, labels: dict[str, str] | None) -> str | None:
+    """The class of the archive file `name` (relative, as the report writes it): its label when
+    there is a label file, else its top-level folder (None for a file directly in the archive)."""
+    if labels is not None:
+        return labels.get(name)
+    top, sep, _rest = name.partition(os.sep)
+    return top if sep else None
+
+
 def ingest(archive: str | os.PathLike[str], out: str | os.PathLike[str], config: IngestConfig = IngestConfig(),
-           progress: bool = True) -> Report:
+           progress: bool = True, labels: str | os.PathLike[str] | None = None) -> Report:
     """Ingest every file under `archive` into the dataset folder `out`; returns the report.
 
-    Raises DatasetError when `archive` is not a folder or `out` cannot be written. Bad files never
-    raise: each becomes a `skipped` entry with its reason."""
+    Each sound clip's class is its top-level folder, or its label in the `labels` file (see the
+    module). Raises DatasetError when `archive` is not a folder or `out` cannot be written, and
+    ConfigError for a malformed label file. Bad files never raise: each becomes a `skipped`
+    entry with its reason."""
     from tqdm import tqdm
 
     root = os.fspath(archive)
@@ -393,8 +464,11 @@ def ingest(archive: str | os.PathLike[str], out: str | os.PathLike[str], config:
     out_dir = Path(out)
     if out_dir.resolve().is_relative_to(Path(root).resolve()):
         raise DatasetError(f"{out_dir}: the dataset folder must be outside the archive {root}")
+    label_map = read_labels(Path(labels)) if labels is not None else None
     t0 = time.monotonic()
     report = Report(archive=os.fsencode(root).decode("utf-8", "backslashreplace"))
+    if labels is not None:
+        report.class_source = f"labels {Path(labels).name}"
     entries = list(walk(root))
     report.files_seen = len(entries)
     seen_bytes: dict[str, str] = {}
@@ -409,13 +483,20 @@ def ingest(archive: str | os.PathLike[str], out: str | os.PathLike[str], config:
                 try:
                     if problem is not None:
                         raise SkippedFile(problem)
-                    _ingest_one(path, name, config, report, seen_bytes, seen_content, clips, photos, decoder, journal)
+                    _ingest_one(path, name, config, report, seen_bytes, seen_content, clips, photos, decoder, journal,
+                                clip_class(name, label_map))
                 except SkippedFile as exc:
                     report.skip(name, str(exc))
                 except OSError as exc:
                     report.skip(name, f"cannot read ({exc.strerror or exc})")
     finally:
         journal.close()
+    if label_map is not None:
+        seen = {display_name(path, root) for path, _ in entries}
+        unknown = sorted(set(label_map) - seen)
+        if unknown:
+            report.warn(Path(labels or "").name, f"names {len(unknown)} files the archive does not hold: "
+                                                 + ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else ""))
     report.seconds_taken = time.monotonic() - t0
     report.resumed = journal.resumed
     write_dataset(out_dir, config, report, clips, photos)
@@ -523,7 +604,8 @@ class Journal:
 
 def _ingest_one(path: str, name: str, cfg: IngestConfig, report: Report, seen_bytes: dict[str, str],
                 seen_content: dict[str, str], clips: list[np.ndarray], photos: list[np.ndarray],
-                decoder: Isolated[tuple[str, str, IngestConfig], Decoded], journal: Journal) -> None:
+                decoder: Isolated[tuple[str, str, IngestConfig], Decoded], journal: Journal,
+                cls: str | None = None) -> None:
     ext = os.path.splitext(name)[1].lower()
     if os.path.getsize(path) == 0:
         raise SkippedFile("empty file (0 bytes)")
@@ -558,7 +640,8 @@ def _ingest_one(path: str, name: str, cfg: IngestConfig, report: Report, seen_by
     _dedupe(pcm.tobytes(), name, seen_content)
     clips.append(pcm)
     report.clips.append({"file": name, "source_seconds": round(source_seconds, 3),
-                         "seconds": round(pcm.size / cfg.samplerate, 3), "padded": padded})
+                         "seconds": round(pcm.size / cfg.samplerate, 3), "padded": padded,
+                         **({"class": cls} if cls is not None else {})})
     if clip.size - round(sound * cfg.samplerate) > 0.05 * cfg.samplerate:
         report.warn(name, f"short clip ({sound:.3f} s of sound): padded with silence to {cfg.min_seconds:g} s")
 
@@ -590,6 +673,16 @@ def write_dataset(out: Path, cfg: IngestConfig, report: Report, clips: list[np.n
     images = np.stack(photos) if photos else np.zeros((0, s, s, 3), np.uint8)
     atomic_write(out / AUDIO_FILE, _npy_bytes(audio))
     atomic_write(out / AUDIO_INDEX_FILE, _npy_bytes(np.stack([starts, lengths], axis=1) if clips else np.zeros((0, 2), np.int64)))
+    names = sorted({c["class"] for c in report.clips if c.get("class") is not None})
+    if names:
+        index = {name: i for i, name in enumerate(names)}
+        classes = np.array([index.get(c.get("class"), -1) for c in report.clips], dtype=np.int64)
+        atomic_write(out / AUDIO_CLASS_FILE, _npy_bytes(classes))
+        atomic_write(out / CLASSES_FILE, json.dumps({"names": names, "source": report.class_source},
+                                                    indent=1, ensure_ascii=False) + "\n")
+    else:   # a dataset made again from loose files: no classes left over from an earlier ingest
+        (out / AUDIO_CLASS_FILE).unlink(missing_ok=True)
+        (out / CLASSES_FILE).unlink(missing_ok=True)
     atomic_write(out / IMAGES_FILE, _npy_bytes(images))
     atomic_write(out / CONFIG_FILE, dumps_toml(to_table(cfg)))
     atomic_write(out / REPORT_JSON, json.dumps(report.to_json(cfg.samplerate, cfg), indent=1, ensure_ascii=False) + "\n")
@@ -600,7 +693,9 @@ def write_dataset(out: Path, cfg: IngestConfig, report: Report, clips: list[np.n
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset folder, memory-mapped: audio int16 [samples], index int64 [clips, 2], images uint8 [N, H, W, 3]."""
+    """A dataset folder, memory-mapped: audio int16 [samples], index int64 [clips, 2], images uint8
+    [N, H, W, 3]; classes: the class names (sorted; empty when no clip has one) and clip_class
+    int64 [clips], each clip's index into them (-1: none; None when the dataset has no classes)."""
 
     folder: Path
     config: IngestConfig
@@ -608,6 +703,8 @@ class Dataset:
     index: np.ndarray
     images: np.ndarray
     summary: dict[str, Any]
+    classes: tuple[str, ...] = ()
+    clip_class: np.ndarray | None = None
 
 
 def load_config(path: Path) -> IngestConfig:
@@ -638,4 +735,28 @@ def load_dataset(folder: str | os.PathLike[str]) -> Dataset:
         summary = json.loads((folder / REPORT_JSON).read_text("utf-8")).get("summary", {})
     except (OSError, ValueError):
         summary = {}
-    return Dataset(folder, cfg, arrays[AUDIO_FILE], arrays[AUDIO_INDEX_FILE], arrays[IMAGES_FILE], summary)
+    names, clip_class = _load_classes(folder, len(arrays[AUDIO_INDEX_FILE]))
+    return Dataset(folder, cfg, arrays[AUDIO_FILE], arrays[AUDIO_INDEX_FILE], arrays[IMAGES_FILE], summary,
+                   names, clip_class)
+
+
+def _load_classes(folder: Path, clips: int) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """(class names, int64 [clips]) of a dataset, or ((), None) when it has no classes.
+    DatasetError naming the file when one is there but does not match the clips."""
+    names_path, class_path = folder / CLASSES_FILE, folder / AUDIO_CLASS_FILE
+    if not names_path.exists() and not class_path.exists():
+        return (), None
+    try:
+        names = json.loads(names_path.read_text("utf-8"))["names"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{names_path}: expected {{\"names\": [class names]}} ({exc})") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise DatasetError(f"{names_path}: names: expected a list of class names, got {names!r}")
+    try:
+        arr = np.load(class_path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{class_path}: not a readable dataset array ({exc})") from None
+    if arr.dtype != np.int64 or arr.shape != (clips,) or (clips and (arr.min() < -1 or arr.max() >= len(names))):
+        raise DatasetError(f"{class_path}: expected int64 [{clips}] classes in [-1, {len(names) - 1}], "
+                           f"got {arr.dtype} {arr.shape}")
+    return tuple(names), arr

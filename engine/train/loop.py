@@ -477,6 +477,8 @@ def train(task: Task, cfg: Any, run_cfg: RunConfig, env: Env, run: Path, dataset
             for folder in [run / MODEL] + ([export_to] if export_to else []):
                 out = task.export(folder, card_extra(task, cfg, progress, dataset, env), snaps)
                 print(f"model written to {out}", flush=True)
+                for line in card_lines(out):
+                    print(line, flush=True)
     if env.distributed:
         torch.distributed.barrier()
     return progress
@@ -516,6 +518,20 @@ def card_extra(task: Task, cfg: Any, progress: Progress, dataset: Path, env: Env
         "training": to_table(cfg),
         **{k: v for k, v in task.describe().items() if isinstance(v, (int, float, str))},
     }
+
+
+def card_lines(model: Path) -> list[str]:
+    """What `ciel` prints of a model folder's card after writing it: the classes a conditioned
+    audio decoder plays (`audio/class N: name (clips, minutes)`), or nothing."""
+    from ..audio.model import class_lines
+    from ..modelio import CARD
+
+    try:
+        card = read_toml(model / CARD)
+    except ConfigError:
+        return []
+    lines = class_lines(card)
+    return ["classes (audio/class):", *lines] if lines else []
 
 
 def export_checkpoint(task: Task, cfg: Any, run: Path, dataset: Path, out: Path, env: Env,
