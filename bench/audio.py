@@ -29,7 +29,9 @@ Keys:
                  port ciel reads) to the moment an OSC subscriber receives the `sky/grain` it moves
                  (a `[[mod]]` route from `listen/level`, depth 0.5, the default 50 ms glide) risen by
                  a twentieth of its range; a second audio process with the input open, its own sound
-                 muted and `listen/source` on the input; over every probe, a missed one as 1000 ms
+                 muted and `listen/source` on the input, run after the OSC probes with the same load
+                 beside it (not the OSC flood); JACK's own capture latency (one period on a sound
+                 card) is before this start and not in it; over every probe, a missed one as 1000 ms
   listen_missed  tones whose move never reached the subscriber within 1 s
   seconds        length of the run
   load           cores and load average, and what ran beside the audio process
@@ -157,12 +159,14 @@ def flood(port: int, rate: float, stop: threading.Event, sent: list[int]) -> Non
             t_next = time.monotonic()
 
 
-def listen_latency(cfg, server: str, probes: int) -> tuple[list[float], int]:
-    """(latency of each probe in ms, probes missed): a tone into ciel's input until the mapped
-    `sky/grain` reaches an OSC subscriber (see the module's keys). A miss counts as 1000 ms."""
+def listen_latency(cfg, server: str, probes: int) -> tuple[list[float], int, str]:
+    """(latency of each probe in ms, probes missed, why nothing was measured or ""): a tone into
+    ciel's input until the mapped `sky/grain` reaches an OSC subscriber (see the module's keys).
+    A miss counts as 1000 ms; a probe whose previous tone had not died away first is a miss too."""
     from engine.audio.output import AudioProcess
     from engine.control.config import OscConfig
     from engine.control.osc import OscServer
+    from engine.errors import AudioDeviceError, ModelError
     from engine.modulate import ListenPump, Modulation, Route
     from engine.params import REGISTRY, ParamStore, SharedSnapshot
     from harness.osc import OscClient
@@ -183,18 +187,23 @@ def listen_latency(cfg, server: str, probes: int) -> tuple[list[float], int]:
     missed = 0
     rng = random.Random(1)
 
-    def settle(cond, timeout: float) -> None:
+    def settle(cond, timeout: float) -> bool:
         end = time.monotonic() + timeout
         while not cond() and time.monotonic() < end:
             time.sleep(0.005)
+        return bool(cond())
 
     try:
-        audio.start()
+        try:
+            audio.start()
+        except (AudioDeviceError, ModelError) as exc:
+            return [], 0, f"the audio process with an input did not start: {exc}"
         pump.start()
         client.send("/ciel/subscribe", client.port)
-        settle(lambda: audio.input_frames > cfg.samplerate // 2, 10.0)
+        if not settle(lambda: audio.input_frames > cfg.samplerate // 2, 10.0):
+            return [], 0, f"no input reached the audio process ({audio.status().error or 'no error said'})"
         for _ in range(probes):
-            settle(lambda: store.get1("sky/grain") < base + 0.01, 2.0)
+            quiet = settle(lambda: store.get1("sky/grain") < base + 0.01, 2.0)
             time.sleep(rng.uniform(0.15, 0.3))                    # a random phase against the cycles
             while client.recv(0.0) is not None:                   # what came before the tone
                 pass
@@ -207,7 +216,7 @@ def listen_latency(cfg, server: str, probes: int) -> tuple[list[float], int]:
                     arrived = time.monotonic()
                     break
             tone.on = False
-            if arrived and tone.started:
+            if quiet and tone.started and arrived > tone.started:
                 latencies.append((arrived - tone.started) * 1e3)
             else:
                 missed += 1
@@ -219,7 +228,7 @@ def listen_latency(cfg, server: str, probes: int) -> tuple[list[float], int]:
         client.close()
         osc.close()
         snapshot.close()
-    return latencies, missed
+    return latencies, missed, ""
 
 
 def main(argv: list[str]) -> dict:
@@ -267,7 +276,8 @@ def main(argv: list[str]) -> dict:
         client = SimpleUDPClient("127.0.0.1", osc.port)
         client.send_message("/ciel/audio/glide", 0.0)
         audio = AudioProcess(cfg, snapshot.name, probe="audio/jump")
-        load_proc, load_what = start_load(load_kind, seconds)
+        probes = args.listen_probes or (30 if args.quick else 100)
+        load_proc, load_what = start_load(load_kind, seconds + 15.0 + 0.6 * probes)   # beside the listening too
         stop, sent = threading.Event(), [0]
         flooder = threading.Thread(target=flood, args=(osc.port, osc_rate, stop, sent), daemon=True) if osc_rate > 0 else None
         latencies: list[float] = []
@@ -318,9 +328,11 @@ def main(argv: list[str]) -> dict:
             audio.stop()
             osc.close()
             snapshot.close()
+        try:
+            heard, heard_missed, heard_why = listen_latency(cfg, server.name, probes)
+        finally:
             if load_proc is not None:
                 parts.stop(load_proc)
-        heard, heard_missed = listen_latency(cfg, server.name, args.listen_probes or (30 if args.quick else 100))
     blocks = np.concatenate(step_times) if step_times else np.zeros(0)
     beside = [load_what]
     if osc_rate > 0:
@@ -342,9 +354,10 @@ def main(argv: list[str]) -> dict:
         "latency_ms_p50": percentile(latencies, 50),
         "latency_ms_p99": percentile(latencies, 99),
         "missed": missed,
-        "listen_to_param_ms_p50": percentile(heard, 50),
-        "listen_to_param_ms_p99": percentile(heard, 99),
-        "listen_missed": heard_missed,
+        "listen_to_param_ms_p50": percentile(heard, 50) if heard else None,
+        "listen_to_param_ms_p99": percentile(heard, 99) if heard else None,
+        "listen_missed": heard_missed if heard else None,
+        **({"listen_to_param_reason": heard_why} if not heard else {}),
         "underflows": int(end.underflows - base.underflows + end.xruns - base.xruns),
         "audio_cpu_percent": round(cpu_percent, 1),
         "seconds": round(elapsed, 1),

@@ -358,7 +358,7 @@ class Engine:
             polls.append(("scheduler", functools.partial(self.scheduler.tick, now)))
         if self.form is not None:
             polls.append(("form", functools.partial(self._play_form, now)))
-        if self.audio is not None:
+        if self.audio is not None and self._sound_pending is None:   # its start errors are raised by frame_done first
             polls.append(("audio", self.audio.poll))
         for name, poll in polls:
             try:

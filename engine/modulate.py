@@ -23,6 +23,7 @@ routes' targets (source "mod"): polled `rate` times a second, newest analysis wi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -68,6 +69,12 @@ def split_target(target: str, registry: Registry = REGISTRY) -> tuple[str, int |
     if index is not None and not 0 <= index < p.size:
         raise ParamError(f"{target}: element {index} outside 0..{p.size - 1}")
     return name, index
+
+
+def canonical(target: str, registry: Registry = REGISTRY) -> str:
+    """One spelling per target: "image/offset/02" → "image/offset/2" (ParamError as split_target)."""
+    name, index = split_target(target, registry)
+    return name if index is None else f"{name}/{index}"
 
 
 def check_route(route: Route, registry: Registry = REGISTRY) -> Route:
@@ -138,6 +145,7 @@ class Modulation:
     def set_route(self, route: Route) -> None:
         """Add a route, or change the depth and glide of the one between the same source and target."""
         check_route(route, self.registry)
+        route = dataclasses.replace(route, target=canonical(route.target, self.registry))
         name, index = split_target(route.target, self.registry)
         with self._lock:
             if route.target not in self._bases:
@@ -147,18 +155,20 @@ class Modulation:
 
     def clear(self, target: str | None = None) -> int:
         """Remove the routes to `target` (all routes without one); their targets go back to their
-        bases. Returns how many were removed."""
+        bases. Returns how many were removed; ParamError when `target` has none."""
+        key = canonical(target, self.registry) if target is not None else None
         with self._lock:
-            gone = [k for k in self._routes if target is None or k[1] == target]
+            gone = [k for k in self._routes if key is None or k[1] == key]
+            if key is not None and not gone:
+                raise ParamError(f"{target}: no modulation route reaches it")
             for k in gone:
                 del self._routes[k]
                 self._glided.pop(k, None)
             left = {k[1] for k in self._routes}
             restore = {t: b for t, b in self._bases.items() if t not in left}
-            for t in restore:
+            for t, base in restore.items():   # written under the lock: a step cannot move it again after
                 del self._bases[t]
-        for t, base in restore.items():
-            self._write(t, base)
+                self._write(t, base)
         return len(gone)
 
     def _on_change(self, name: str, values: tuple[float, ...], source: str) -> None:
@@ -188,9 +198,11 @@ class Modulation:
                 name, _ = split_target(r.target, self.registry)
                 span = self.registry.get(name).maximum - self.registry.get(name).minimum
                 offsets[r.target] = offsets.get(r.target, 0.0) + r.depth * g * span
-            targets = {target: self._bases[target] + off for target, off in offsets.items()}
-        for target, value in targets.items():
-            self._write(target, value, only_if_moved=True)
+            # written under the lock, so a clear or a performer's new base cannot fall between the
+            # sum and the write (the store calls listeners outside its own lock, and this class's
+            # listener ignores its own source, so nothing waits on this lock from inside)
+            for target, off in offsets.items():
+                self._write(target, self._bases[target] + off, only_if_moved=True)
 
     def _write(self, target: str, value: float, only_if_moved: bool = False) -> None:
         name, index = split_target(target, self.registry)
@@ -233,15 +245,17 @@ class ListenPump:
             self._thread.join(1.0)
 
     def pump(self) -> bool:
-        """One poll (the thread's body; tests call it directly): True when a new analysis came."""
+        """One poll (the thread's body; tests call it directly): a new analysis into listen/*,
+        then every route glides on (each poll, so glides end while no analysis comes). True when
+        a new analysis came."""
         seq, _, heard = self.hearing.heard()
-        if seq == self._seen:
-            return False
-        self._seen = seq
-        self.publish({name: value for name, value in zip(HEARD, (heard.level_db, heard.centroid, heard.flatness,
-                                                                    heard.onset))})
+        fresh = seq != self._seen
+        if fresh:
+            self._seen = seq
+            self.publish({name: value for name, value in zip(HEARD, (heard.level_db, heard.centroid, heard.flatness,
+                                                                        heard.onset))})
         self.modulation.step()
-        return True
+        return fresh
 
     def publish(self, values: Mapping[str, float]) -> None:
         for name, value in values.items():

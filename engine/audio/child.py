@@ -341,7 +341,7 @@ class AudioChild:
         w = int(clock.pos[1])
         if w - self._heard_at < ear.hop:
             return
-        self._heard_at = w
+        frames, self._heard_at = w - self._heard_at, w
         source = self.values[self._listen_source]          # 0 both, 1 ciel alone, 2 the input alone
         x, extra = self._window, self._window2
         if source == 2:
@@ -351,7 +351,7 @@ class AudioChild:
         if inp is not None and source != 1:
             inp.latest(extra)
             x += extra
-        h = ear.hear(x)
+        h = ear.hear(x, min(frames, ear.size))
         st = self.st
         st[_S_HEARD], st[_S_HEARD + 1], st[_S_HEARD + 2], st[_S_HEARD + 3] = h.level_db, h.centroid, h.flatness, h.onset
         st[_S_HEARD_TIME] = time.monotonic()
@@ -469,8 +469,7 @@ class AudioChild:
         self._listen_source = REGISTRY.index("listen/source")
         want_input = bool(cfg.input) and int(sd.query_devices(index)["max_input_channels"]) > 0
         if cfg.input and not want_input:
-            print(f"ciel-audio: {label} has no input channel: --input {cfg.input} ignored, ciel hears only itself",
-                  file=sys.stderr, flush=True)
+            block.set_text(_ERROR, f"{label} has no input channel: input {cfg.input!r} not opened, ciel hears only itself")
         if want_input:
             self.heard_in = _Ring(2 * self.ear.size + 4 * cfg.blocksize, channels=1)
 
@@ -495,19 +494,26 @@ class AudioChild:
         next_gc = time.monotonic()
         idle_collections = 0
         try:
+            stream = None
             if self.heard_in is not None:
-                stream = sd.Stream(samplerate=rate, blocksize=cfg.blocksize, device=(index, index), channels=(1, 2),
-                                   dtype="float32", callback=self.duplex_callback, latency="low")
-            else:
+                try:
+                    stream = sd.Stream(samplerate=rate, blocksize=cfg.blocksize, device=(index, index),
+                                       channels=(1, 2), dtype="float32", callback=self.duplex_callback, latency="low")
+                except sd.PortAudioError as exc:   # the sound comes first: play without listening to the input
+                    self.heard_in = None
+                    block.set_text(_ERROR, f"input {cfg.input!r} not opened on {label}: {exc}; ciel hears only itself")
+            if stream is None:
                 stream = sd.OutputStream(samplerate=rate, blocksize=cfg.blocksize, device=index, channels=2,
                                          dtype="float32", callback=self.callback, latency="low")
             stream.start()
         except sd.PortAudioError as exc:
             raise AudioDeviceError(f"cannot open audio device {label} at {rate} Hz, block {cfg.blocksize}: {exc}") from None
         if "JACK" in sd.query_hostapis(sd.query_devices(index)["hostapi"])["name"]:
-            wired = cfg.input if self.heard_in is not None and cfg.input != "-" else ""
+            wired = None if self.heard_in is None else ("" if cfg.input == "-" else cfg.input)
             note = jacknames.number_ports_from_one(input_port=wired)
-            if not note.startswith("JACK ports") or "not a JACK output port" in note:
+            if "not connected" in note or "not open" in note:   # said where the performer looks: /healthz, the overlay
+                block.set_text(_ERROR, note.split("; ", 1)[-1])
+            if not note.startswith("JACK ports") or "not connected" in note or "not open" in note:
                 print(f"ciel-audio: {note}", file=sys.stderr, flush=True)
         block.set_text(_DEVICE, label)
         st[_S_RATE], st[_S_BLOCK] = rate, cfg.blocksize

@@ -62,6 +62,9 @@ def _libjack() -> ctypes.CDLL | None:
     jack.jack_client_close.argtypes = [ctypes.c_void_p]
     jack.jack_free.argtypes = [ctypes.c_void_p]
     jack.jack_connect.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+    jack.jack_disconnect.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+    jack.jack_port_get_all_connections.restype = ctypes.POINTER(ctypes.c_char_p)
+    jack.jack_port_get_all_connections.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     return jack
 
 
@@ -77,11 +80,12 @@ def _port_names(jack: ctypes.CDLL, client: int, pattern: str) -> list[str]:
     return names
 
 
-def number_ports_from_one(name: str = CLIENT, input_port: str = "") -> str:
+def number_ports_from_one(name: str = CLIENT, input_port: str | None = None) -> str:
     """Rename the ports `out_0…` (and `in_0…`) of the newest client called `name` (or
-    `name-NN`) to `out_1…` (`in_1…`), then connect the JACK port `input_port` (a performer's
-    instrument, e.g. `system:capture_1`) to `in_1` when one is named. Returns what happened,
-    one line."""
+    `name-NN`) to `out_1…` (`in_1…`). With an input (`input_port` not None), `in_1` is taken
+    off what PortAudio connected it to (the first capture port) and connected to `input_port`
+    (a performer's instrument, e.g. `system:capture_1`), or left open for a patchbay when it is
+    "". Returns what happened, one line; a line with "input" and "not" in it is a problem."""
     jack = _libjack()
     if jack is None:
         return "no libjack: ports keep PortAudio's names"
@@ -104,10 +108,23 @@ def number_ports_from_one(name: str = CLIENT, input_port: str = "") -> str:
             if ours:
                 done.append(f"{owner}:{kind}_1…{kind}_{len(ours)}")
         line = "JACK ports " + ", ".join(done)
-        if input_port:
-            if jack.jack_connect(client, input_port.encode(), f"{owner}:in_1".encode()) not in (0, _EEXIST):
-                return f"{line}; the input {input_port!r} is not a JACK output port (connect {owner}:in_1 in a patchbay)"
-            line += f"; {input_port} → {owner}:in_1"
-        return line
+        if input_port is None:
+            return line
+        dest = f"{owner}:in_1"
+        port = jack.jack_port_by_name(client, dest.encode())
+        if not port:
+            return f"{line}; the input is not open: no port {dest}"
+        found = jack.jack_port_get_all_connections(client, port)
+        if found:
+            i = 0
+            while found[i]:
+                jack.jack_disconnect(client, found[i], dest.encode())
+                i += 1
+            jack.jack_free(ctypes.cast(found, ctypes.c_void_p))
+        if not input_port:
+            return f"{line}; {dest} open for a patchbay"
+        if jack.jack_connect(client, input_port.encode(), dest.encode()) not in (0, _EEXIST):
+            return f"{line}; the input {input_port!r} is not connected: not a JACK output port (connect {dest} in a patchbay)"
+        return f"{line}; {input_port} → {dest}"
     finally:
         jack.jack_client_close(client)

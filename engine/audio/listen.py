@@ -65,21 +65,23 @@ class Ear:
         hops = max(4, int(FLUX_MEMORY_S * rate / self.hop))
         self._flux = np.zeros(hops)
         self._n = 0
-        self._since_onset = 10 ** 9
-        self._gap = max(1, int(ONSET_GAP_S * rate / self.hop))
-        self._decay = math.exp(-self.hop / (ONSET_DECAY_S * rate))
+        self._since_onset = 10 ** 9            # frames since the last attack
+        self._gap = int(ONSET_GAP_S * rate)
         self.onset = 0.0
         self.onsets = 0   # attacks heard since start
 
-    def hear(self, x: np.ndarray) -> Heard:
-        """The figures of `x`, (size,) float32 mono, the newest `size` frames (called every hop)."""
+    def hear(self, x: np.ndarray, frames: int = 0) -> Heard:
+        """The figures of `x`, (size,) float32 mono, the newest `size` frames; `frames`: how many
+        are new since the last call (the hop when 0; the decode loop calls about every hop, and
+        the onset's decay and gap follow the frames, not the calls)."""
+        frames = frames or self.hop
         x = x.astype(np.float64, copy=False)
         ms = float(np.dot(x, x)) / len(x)
         level = max(SILENCE_DB, min(0.0, 10.0 * math.log10(ms + 1e-30)))
         power = np.abs(np.fft.rfft(x * self.window))[1:] ** 2                       # (bins,)
         total = float(power.sum())
-        self.onset *= self._decay
-        self._since_onset += 1
+        self.onset *= math.exp(-frames / (ONSET_DECAY_S * self.rate))
+        self._since_onset += frames
         # onsets: the rise of the log spectrum (floored 80 dB down, so silence reads as steady)
         logp = np.log10(power + self._floor)                                        # (bins,)
         flux = float(np.maximum(logp - self._prev, 0.0).mean())

@@ -108,6 +108,11 @@ class AudioProcess:
         for slot in (_S_STATE, _S_HEARTBEAT, _S_STOP, _S_ERRKIND, _S_MARK_TIME):
             st[slot] = 0.0
         st[_S_MARK_POS] = -1.0
+        # until the new process hears anything, listen/* reads silence (the old one's last
+        # figures would hold every mapped target where the sound left it); the old one is gone,
+        # so this is the slots' only writer now
+        st[_S_HEARD:_S_HEARD + 4] = (-60.0, 0.0, 0.0, 0.0)
+        st[_S_HEARD_SEQ] += 1
         block = self._live_block()
         block.set_text(_DEVICE, "")
         block.set_text(_ERROR, "")

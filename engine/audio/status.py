@@ -17,7 +17,8 @@ _S_PEAK, _S_FILL, _S_RATE, _S_BLOCK, _S_LATENCY, _S_XRUNS = 6, 7, 8, 9, 10, 11
 _S_MARK_POS, _S_MARK_SEQ, _S_MARK_TIME, _S_PROBE, _S_STOP, _S_ERRKIND = 12, 13, 14, 15, 16, 17
 _S_READ, _S_WRITTEN, _S_STEPS, _S_PANIC, _S_PLAY_SEQ, _S_PLAYING_SEQ, _S_AHEAD = 18, 19, 20, 21, 22, 23, 24
 _S_CB_TIME = 25                # monotonic time of the last callback (the decode loop sleeps until the next one)
-_S_HEARD = 26                  # 4 slots: listen/level (dBFS), centroid, flatness, onset (engine/audio/listen.py)
+_S_HEARD = 26                  # 4 slots: listen/level (dBFS), centroid, flatness, onset (engine/audio/listen.py);
+                               # the parent writes silence there (and counts it) while it replaces the child
 _S_HEARD_SEQ, _S_HEARD_TIME = 30, 31   # analyses so far; monotonic time of the newest
 _S_INPUT_FRAMES = 32           # frames received from the input (0: no input open)
 _S_STEP_TIMES = 64             # ring of decode-step durations (ms)

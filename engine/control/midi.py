@@ -42,7 +42,8 @@ log = logging.getLogger("ciel.midi")
 APIS = ("auto", "UNIX_JACK", "LINUX_ALSA", "MACOSX_CORE", "WINDOWS_MM")
 SOURCE = "midi"
 # Sources whose changes are not "the parameter the performer touched last" (for learn from a key).
-NOT_TOUCHED = frozenset({SOURCE, "midi-clock", "schedule", "patch", "preset", "form", "listen", "mod"})   # not a performer's hand
+NOT_TOUCHED = frozenset({SOURCE, "midi-clock", "schedule", "patch", "preset", "form", "listen", "mod"})   # not a hand
+MOVED_BY_SOUND = frozenset({"listen", "mod"})   # engine/modulate.py: moves around the value a hand set
 CURVE_K = 4.0  # steepness of the exp/log curves: exp(4x) spans 1..55
 LEARN_MESSAGES = 4     # learn decides after this many messages of one control…
 LEARN_WINDOW_S = 0.3   # …or this long (seconds) after the first of them
@@ -608,9 +609,10 @@ class MidiControl(Lifecycle):
             self._last_touched = (name, -1)
         if not bindings:
             return
-        for b in bindings:
-            if b is not self._applying:
-                b.armed = True
+        if source not in MOVED_BY_SOUND:   # a target that only breathes with the sound keeps its pickup
+            for b in bindings:
+                if b is not self._applying:
+                    b.armed = True
         if source != SOURCE:
             with self._lock:
                 self._dirty.add(name)

@@ -153,6 +153,7 @@ def command_nodes(presets: list[str]) -> dict[str, dict[str, Any]]:
         node("mod/set", "ssff", "Modulation: a measured parameter (listen/*) moves a target by a depth "
                                 "(-1..1 of its range), glided over smooth seconds."),
         node("mod/clear", "s", "Remove the modulation routes to a target (all of them without one)."),
+        node("mod/list", "N", "Reply /ciel/mod/routes with source, target, depth and smooth of every route."),
         node("panic", "N", "Mute all sound at once."),
     )}
 

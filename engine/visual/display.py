@@ -92,12 +92,16 @@ def raise_curtain(cfg: VisualConfig, picture: Path) -> Opened:
     ctx.clear(0.0, 0.0, 0.0)
     shown = recall_picture(picture)
     if shown is not None:
-        width, height = pygame.display.get_window_size()
-        sky = SkyRenderer(ctx, width, height, shown.image.shape[0], resolve_render_scale(cfg.render_scale, ctx))
         try:
-            sky.upload(shown.image, shown.back)
-            sky.render(REGISTRY.defaults(), 0.0)
-        finally:
-            sky.release()
+            width, height = pygame.display.get_window_size()
+            sky = SkyRenderer(ctx, width, height, shown.image.shape[0], resolve_render_scale(cfg.render_scale, ctx))
+            try:
+                sky.upload(shown.image, shown.back)
+                sky.render(REGISTRY.defaults(), 0.0)
+            finally:
+                sky.release()
+        except (moderngl.Error, ValueError) as exc:   # the curtain is a courtesy: a black window, and the show goes on
+            log.warning("last picture %s not drawn early: %s", picture, exc)
+            ctx.clear(0.0, 0.0, 0.0)
     pygame.display.flip()
     return pygame, ctx
