@@ -23,7 +23,7 @@ from engine.control.osc import OscServer
 from engine.errors import ParamError, PatchError
 from engine.modulate import ListenPump, Modulation, Route
 from engine.params import LISTEN_SOURCE, REGISTRY, ParamStore, SharedSnapshot
-from engine.patch import patch_from_text
+from engine.patch import load_patch, patch_from_text
 from harness import parts
 from harness.osc import OscClient
 
@@ -206,3 +206,55 @@ def _until(cond, timeout: float) -> bool:
             return True
         time.sleep(0.01)
     return bool(cond())
+
+
+def test_a_patch_with_mod_routes_moves_its_target_with_ciels_own_sound(jackd: parts.JackServer, tmp_path: Path) -> None:
+    """The engine's wiring: a patch's [[mod]] route and the listening pump it starts; the moved
+    value reaches an OSC subscriber, and /healthz counts the analyses."""
+    from engine.app import Engine, RunOptions
+
+    patch_file = tmp_path / "listening.toml"
+    patch_file.write_text(f'''
+[params]
+"audio/gain" = -6.0
+"listen/source" = 1
+"sky/grain" = 0.1
+
+[audio]
+model = "{MODEL}"
+seed = 2
+
+[osc]
+port = 0
+heartbeat = 0.0
+
+[oscquery]
+enabled = false
+
+[midi]
+enabled = false
+
+[[mod]]
+source = "listen/level"
+target = "sky/grain"
+depth = 0.8
+''')
+    engine = Engine(load_patch(patch_file), None, RunOptions(window=False, control=True))
+    client = None
+    try:
+        assert engine.osc is not None
+        client = OscClient(port=engine.osc.port)
+        client.send("/ciel/subscribe", client.port)
+        moved = None
+        deadline = time.monotonic() + 10
+        while moved is None and time.monotonic() < deadline:
+            engine.tick(time.monotonic())
+            got = client.recv(0.05)
+            if got is not None and got[0] == "/ciel/sky/grain" and got[1][0] > 0.3:
+                moved = got[1][0]
+        assert moved is not None, (engine.store.get1("listen/level"), engine.store.get1("sky/grain"))
+        assert engine.health()["listening"]["analyses"] > 0 and engine.health()["listening"]["routes"] == 1
+    finally:
+        if client is not None:
+            client.close()
+        engine.close()
