@@ -113,6 +113,21 @@ def _check(tp: Any, value: Any, source: str, key: str, error: type[ConfigError])
     raise error(source, key, f"unsupported config type {_type_name(tp)}")
 
 
+def array_of_tables(raw: object, source: str, key: str, what: str,
+                    error: type[ConfigError] = ConfigError) -> list[tuple[str, dict[str, Any]]]:
+    """The entries of a TOML array of tables (`[[key]]`) as (their dotted key "key[i]", a copy of
+    the table); `error(source, key, problem)` when it is not one, or an entry is not a table
+    (`what` says what an entry holds)."""
+    if not isinstance(raw, list):
+        raise error(source, key, f"expected an array of tables ([[{key}]])")
+    out = []
+    for i, table in enumerate(raw):
+        if not isinstance(table, dict):
+            raise error(source, f"{key}[{i}]", f"expected a table with {what}")
+        out.append((f"{key}[{i}]", dict(table)))
+    return out
+
+
 def build(cls: type[T], table: dict[str, Any], source: str, prefix: str = "",
           error: type[ConfigError] = ConfigError) -> T:
     """Validate `table` against dataclass `cls` and return an instance.

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from .configio import build, field
+from .configio import array_of_tables, build, field
 from .errors import PatchError
 from .params import REGISTRY, ParamValue, Registry
 
@@ -71,15 +71,9 @@ def parse_form(table: Any, source: str, validate: Any) -> FormConfig:
     if not isinstance(table, dict):
         raise PatchError(source, "form", "expected a table")
     table = dict(table)
-    raw = table.pop("stages", [])
-    if not isinstance(raw, list):
-        raise PatchError(source, "form.stages", "expected an array of tables ([[form.stages]])")
     stages = []
-    for i, st in enumerate(raw):
-        key = f"form.stages[{i}]"
-        if not isinstance(st, dict):
-            raise PatchError(source, key, "expected a table")
-        st = dict(st)
+    for key, st in array_of_tables(table.pop("stages", []), source, "form.stages", "name, seconds, glide, params",
+                                   PatchError):
         params = st.pop("params", {})
         if not isinstance(params, dict):
             raise PatchError(source, f"{key}.params", "expected a table of parameter values")

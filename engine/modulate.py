@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .audio.listen import Heard
-from .configio import build, field
+from .configio import array_of_tables, build, field
 from .errors import ParamError, PatchError
 from .params import LISTEN_SOURCE, REGISTRY, ParamStore, Registry
 
@@ -92,13 +92,8 @@ def check_route(route: Route, registry: Registry = REGISTRY) -> Route:
 
 def parse_mods(raw: Any, source: str, registry: Registry = REGISTRY) -> tuple[Route, ...]:
     """The `[[mod]]` array of a patch; errors name `mod[i].key` and the file."""
-    if not isinstance(raw, list):
-        raise PatchError(source, "mod", "expected an array of tables ([[mod]])")
     routes = []
-    for i, table in enumerate(raw):
-        key = f"mod[{i}]"
-        if not isinstance(table, dict):
-            raise PatchError(source, key, "expected a table with source, target, depth")
+    for key, table in array_of_tables(raw, source, "mod", "source, target, depth", PatchError):
         route = build(Route, table, source, prefix=key, error=PatchError)
         try:
             check_route(route, registry)
