@@ -36,7 +36,7 @@ class OscClient:
         self.sock.settimeout(timeout)
         try:
             data, _ = self.sock.recvfrom(65536)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):   # a timeout of 0 makes the socket non-blocking
             return None
         m = OscPacket(data).messages[0].message
         return m.address, tuple(m.params)
