@@ -137,10 +137,13 @@ class Engine:
         # loads run beside the main process's own checks; only then does the engine wait for sound.
         try:
             apply_patch_params(self.store, patch)
-            if options.audio and patch.audio.output != "none":
-                self._begin_audio(curtain)
-            if curtain is not None and self.opened is None:
+            sound = options.audio and patch.audio.output != "none"
+            if sound:
+                self._spawn_audio()
+            if curtain is not None:   # while the audio process starts, before torch is imported here
                 self.opened = curtain()
+            if sound:
+                self._check_audio_model()
             if options.window:
                 self.patch, model = checked_model("image", self.patch, self.report)
                 self.image_model = cast("ImageModel", model)   # kind "image" loads an ImageModel
@@ -169,25 +172,25 @@ class Engine:
             raise
 
     # — construction —
-    def _begin_audio(self, curtain: Callable[[], Opened] | None) -> None:
-        """Spawn the audio process with the patch's model, raise the curtain (if any) while it
-        starts, then check that model here: if it cannot be loaded, the process is replaced by one
-        playing the bundled default (reported)."""
+    def _spawn_audio(self) -> None:
+        """Spawn the audio process with the patch's model (it starts beside what follows)."""
         from .audio.output import AudioProcess
 
         self.audio = AudioProcess(self.patch.audio, self.snapshot.name)
         self.audio.begin()
-        if curtain is not None:
-            self.opened = curtain()
+
+    def _check_audio_model(self) -> None:
+        """Check the patch's audio model here: if it cannot be loaded, the audio process is
+        replaced by one playing the bundled default (reported)."""
         checked, _ = checked_model("audio", self.patch, self.report)
         if checked is not self.patch:
-            self.audio.stop()
+            if self.audio is not None:
+                self.audio.stop()
             self.patch = checked
-            self.audio = AudioProcess(self.patch.audio, self.snapshot.name)
-            self.audio.begin()
+            self._spawn_audio()
 
     def _await_sound(self, audio: AudioProcess) -> None:
-        """Wait for the audio process spawned by `_begin_audio` to play (its errors raised here)."""
+        """Wait for the audio process spawned by `_spawn_audio` to play (its errors raised here)."""
         audio.wait_started()
         deadline = time.monotonic() + 2.0
         while audio.status().callbacks == 0 and time.monotonic() < deadline:

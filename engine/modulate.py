@@ -120,6 +120,7 @@ class Modulation:
         self._routes: dict[tuple[str, str], Route] = {}
         self._glided: dict[tuple[str, str], float] = {}    # each route's smoothed, normalised source
         self._bases: dict[str, float] = {}                 # target → base value
+        self._where: dict[str, tuple[str, int | None]] = {}  # target → (parameter, element), parsed once
         self._last: float | None = None
         for r in routes:
             self.set_route(r)
@@ -140,11 +141,12 @@ class Modulation:
     def set_route(self, route: Route) -> None:
         """Add a route, or change the depth and glide of the one between the same source and target."""
         check_route(route, self.registry)
-        route = dataclasses.replace(route, target=canonical(route.target, self.registry))
         name, index = split_target(route.target, self.registry)
+        route = dataclasses.replace(route, target=name if index is None else f"{name}/{index}")
         with self._lock:
             if route.target not in self._bases:
                 self._bases[route.target] = self.store.get(name)[index or 0]
+                self._where[route.target] = (name, index)
             self._routes[(route.source, route.target)] = route
         log.info("modulation: %s → %s, depth %g", route.source, route.target, route.depth)
 
@@ -163,7 +165,7 @@ class Modulation:
             restore = {t: b for t, b in self._bases.items() if t not in left}
             for t, base in restore.items():   # written under the lock: a step cannot move it again after
                 del self._bases[t]
-                self._write(t, base)
+                self._write(self._where.pop(t), base)
         return len(gone)
 
     def _on_change(self, name: str, values: tuple[float, ...], source: str) -> None:
@@ -171,8 +173,7 @@ class Modulation:
         if source == MOD_SOURCE or source == LISTEN_SOURCE:
             return
         with self._lock:
-            for t in self._bases:
-                n, index = split_target(t, self.registry)
+            for t, (n, index) in self._where.items():
                 if n == name:
                     self._bases[t] = values[index or 0]
 
@@ -190,17 +191,16 @@ class Modulation:
                 g = self._glided.get(key, raw)
                 g += a * (raw - g)
                 self._glided[key] = g
-                name, _ = split_target(r.target, self.registry)
-                span = self.registry.get(name).maximum - self.registry.get(name).minimum
-                offsets[r.target] = offsets.get(r.target, 0.0) + r.depth * g * span
+                t = self.registry.get(self._where[r.target][0])
+                offsets[r.target] = offsets.get(r.target, 0.0) + r.depth * g * (t.maximum - t.minimum)
             # written under the lock, so a clear or a performer's new base cannot fall between the
             # sum and the write (the store calls listeners outside its own lock, and this class's
             # listener ignores its own source, so nothing waits on this lock from inside)
             for target, off in offsets.items():
-                self._write(target, self._bases[target] + off, only_if_moved=True)
+                self._write(self._where[target], self._bases[target] + off, only_if_moved=True)
 
-    def _write(self, target: str, value: float, only_if_moved: bool = False) -> None:
-        name, index = split_target(target, self.registry)
+    def _write(self, where: tuple[str, int | None], value: float, only_if_moved: bool = False) -> None:
+        name, index = where
         p = self.registry.get(name)
         value = p.clamp(value)
         if only_if_moved and abs(self.store.get(name)[index or 0] - value) < 1e-4 * (p.maximum - p.minimum):
@@ -211,7 +211,7 @@ class Modulation:
 class Hearing(Protocol):
     """What the pump reads (engine.audio.output.AudioProcess)."""
 
-    def heard(self) -> tuple[int, float, Heard]: ...
+    def heard(self) -> tuple[int, Heard]: ...
 
 
 class ListenPump:
@@ -243,12 +243,11 @@ class ListenPump:
         """One poll (the thread's body; tests call it directly): a new analysis into listen/*,
         then every route glides on (each poll, so glides end while no analysis comes). True when
         a new analysis came."""
-        seq, _, heard = self.hearing.heard()
+        seq, heard = self.hearing.heard()
         fresh = seq != self._seen
         if fresh:
             self._seen = seq
-            self.publish({name: value for name, value in zip(HEARD, (heard.level_db, heard.centroid, heard.flatness,
-                                                                        heard.onset))})
+            self.publish(dict(zip(HEARD, dataclasses.astuple(heard))))
         self.modulation.step()
         return fresh
 

@@ -129,9 +129,9 @@ class _Fixed:
     def __init__(self, heard: Heard) -> None:
         self.seq, self.heard_now = 0, heard
 
-    def heard(self) -> tuple[int, float, Heard]:
+    def heard(self) -> tuple[int, Heard]:
         self.seq += 1
-        return self.seq, time.monotonic(), self.heard_now
+        return self.seq, self.heard_now
 
 
 def _exchange(client: OscClient, address: str, *args: object) -> list[tuple[str, tuple]]:

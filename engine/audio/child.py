@@ -49,7 +49,6 @@ from .status import (
     _S_FILL,
     _S_HEARD,
     _S_HEARD_SEQ,
-    _S_HEARD_TIME,
     _S_HEARTBEAT,
     _S_INPUT_FRAMES,
     _S_LATENCY,
@@ -354,7 +353,6 @@ class AudioChild:
         h = ear.hear(x, min(frames, ear.size))
         st = self.st
         st[_S_HEARD], st[_S_HEARD + 1], st[_S_HEARD + 2], st[_S_HEARD + 3] = h.level_db, h.centroid, h.flatness, h.onset
-        st[_S_HEARD_TIME] = time.monotonic()
         st[_S_HEARD_SEQ] += 1
 
     def decode_step(self) -> None:

@@ -45,7 +45,6 @@ from .status import (
     _S_FILL,
     _S_HEARD,
     _S_HEARD_SEQ,
-    _S_HEARD_TIME,
     _S_HEARTBEAT,
     _S_INPUT_FRAMES,
     _S_LATENCY,
@@ -277,12 +276,12 @@ class AudioProcess:
         st = self._st
         return int(st[_S_MARK_SEQ]), float(st[_S_MARK_POS]), float(st[_S_MARK_TIME])
 
-    def heard(self) -> tuple[int, float, Heard]:
-        """(analyses so far, monotonic time of the newest, what it heard): the figures behind
-        `listen/*` (engine/audio/listen.py). Any thread; the sequence is 0 before the first."""
+    def heard(self) -> tuple[int, Heard]:
+        """(analyses so far, what the newest heard): the figures behind `listen/*`
+        (engine/audio/listen.py). Any thread; the sequence is 0 before the first."""
         st = self._st
         h = st[_S_HEARD:_S_HEARD + 4]
-        return int(st[_S_HEARD_SEQ]), float(st[_S_HEARD_TIME]), Heard(float(h[0]), float(h[1]), float(h[2]), float(h[3]))
+        return int(st[_S_HEARD_SEQ]), Heard(float(h[0]), float(h[1]), float(h[2]), float(h[3]))
 
     @property
     def input_frames(self) -> int:

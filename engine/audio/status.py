@@ -19,7 +19,7 @@ _S_READ, _S_WRITTEN, _S_STEPS, _S_PANIC, _S_PLAY_SEQ, _S_PLAYING_SEQ, _S_AHEAD =
 _S_CB_TIME = 25                # monotonic time of the last callback (the decode loop sleeps until the next one)
 _S_HEARD = 26                  # 4 slots: listen/level (dBFS), centroid, flatness, onset (engine/audio/listen.py);
                                # the parent writes silence there (and counts it) while it replaces the child
-_S_HEARD_SEQ, _S_HEARD_TIME = 30, 31   # analyses so far; monotonic time of the newest
+_S_HEARD_SEQ = 30              # analyses so far
 _S_INPUT_FRAMES = 32           # frames received from the input (0: no input open)
 _S_STEP_TIMES = 64             # ring of decode-step durations (ms)
 _N_STEP_TIMES = 4096
