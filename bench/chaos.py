@@ -23,8 +23,10 @@ one. `--quick` runs 5 minutes with a fault every 15 s.
 
 Where each key is measured:
 - `seconds_silent_max`: the longest stretch without sound at ciel's JACK ports (`ciel:out_*`,
-  captured by a JACK client in this bench: no block with a peak above -80 dBFS), across restarts,
-  jackd included; `seconds_dark_max`: the longest stretch without a picture on the display (the
+  captured by a JACK client in a process of its own, `harness/jackear.py`, started afresh for
+  each JACK server: no block with a peak above -80 dBFS), across restarts, jackd included. An ear
+  process whose JACK cycles stop for a second is replaced and counted in `ear_deaf_restarts`;
+  the time it was deaf counts as silence (the bench cannot tell it from silence); `seconds_dark_max`: the longest stretch without a picture on the display (the
   centre of the X screen read back every 0.25 s; mean level at most 3/255, or no display).
   Both within a half (the planned restart between the halves is not counted).
 - `scenes_missed`: scene changes seen on /healthz; a gap of g seconds between two scene starts
@@ -75,7 +77,6 @@ from harness import parts
 log = logging.getLogger("ciel.chaos")
 
 ROOT = Path(__file__).resolve().parents[1]
-SILENT_PEAK = 10 ** (-80 / 20)
 DARK_LEVEL = 3.0
 RESTART_S = 0.5                   # the documented unit's RestartSec
 DISPLAY_EXIT_WINDOW_S = 30.0      # an exit this soon after the display was killed is a restart
@@ -163,66 +164,79 @@ class Gaps:
 
 
 class Ear(Every):
-    """A JACK client that captures ciel's output ports and marks every block with sound.
+    """Hears ciel's output ports (`ciel:out_*`) through `harness.jackear`, a JACK client in a
+    process of its own, started afresh for every JACK server (libjack's per-process state does
+    not survive a server killed and started again under the same name), and marks every block
+    with sound on `gaps`.
 
-    Thread: JACK's process thread calls `process` (numpy peak only); `step` runs on its own
-    thread, reopens the client after the server died and connects `ciel:out_*` when they appear."""
+    Threads: `step` (its own, every 0.25 s) starts the ear process when the server answers and
+    none runs, and ends one whose JACK cycles stopped for a second (triggered by the server, never
+    run: deaf); a reader thread per process turns its lines into `gaps.alive` times.
+    `restarts` counts the ends for a stall, so a report can say the measuring ear itself failed."""
+
+    STALL_S = 1.0
 
     def __init__(self, server: str, gaps: Gaps) -> None:
         super().__init__("chaos-ear")
         self.server, self.gaps = server, gaps
-        self.client = None
-        self._dead = threading.Event()
+        self.proc: subprocess.Popen[str] | None = None
+        self.cycles = 0            # JACK cycles the current process has run
+        self.moved = 0.0           # when its cycle count last moved (monotonic)
+        self.restarts = 0          # processes ended because their cycles stopped
+        self.starts = 0
 
     def stop(self) -> None:
         super().stop()
-        self._close()
+        self._end()
 
-    def _open(self) -> None:
-        import jack
+    def _end(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
 
-        client = jack.Client("chaos-ear", no_start_server=True, servername=self.server)
-        ports = [client.inports.register(f"in_{i}") for i in (1, 2)]
-
-        def process(frames: int) -> None:
-            peak = max(float(np.abs(p.get_array()).max()) for p in ports)
-            if peak > SILENT_PEAK:
-                self.gaps.alive(time.monotonic())
-
-        client.set_process_callback(process)
-        client.set_shutdown_callback(lambda status, reason: self._dead.set())
-        client.activate()
-        self._dead.clear()
-        self.client = client
-
-    def _close(self) -> None:
-        client, self.client = self.client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.deactivate()
-                client.close()
-
-    def _connect(self) -> None:
-        client = self.client
-        outs = [p.name for p in client.get_ports("ciel:out_", is_output=True, is_audio=True)][:2]
-        for src, dst in zip(outs, client.inports):
-            if dst.name not in [c.name for c in client.get_all_connections(src)]:
-                client.connect(src, dst)
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        for line in proc.stdout or ():
+            try:
+                cycles, first, last = line.split()
+                c, a, b = int(cycles), float(first), float(last)
+            except ValueError:
+                continue
+            if c != self.cycles:
+                self.cycles, self.moved = c, time.monotonic()
+            if a:
+                self.gaps.alive(a)
+            if b:
+                self.gaps.alive(b)
 
     def step(self) -> None:
-        import jack
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            if time.monotonic() - self.moved > self.STALL_S:
+                log.warning("ear: no JACK cycle for %.1f s (deaf); a new ear process", time.monotonic() - self.moved)
+                self.restarts += 1
+                self._end()
+            return
+        if not parts.jack_running(self.server):
+            return
+        env = dict(os.environ, JACK_NO_START_SERVER="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "harness.jackear", self.server, r"^ciel:out_"],
+                                     cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        self.starts += 1
+        self.cycles, self.moved = 0, time.monotonic() + 2.0   # it may take a moment to import and open
+        threading.Thread(target=self._read, args=(self.proc,), name="chaos-ear-reader", daemon=True).start()
 
+    def describe(self) -> str:
+        """The ear's state and the JACK graph's connections of ciel's ports: one line, for a report."""
+        env = dict(os.environ, JACK_DEFAULT_SERVER=self.server, JACK_NO_START_SERVER="1")
         try:
-            if self._dead.is_set():
-                self._close()
-            if self.client is None:
-                if not parts.jack_running(self.server):
-                    return
-                self._open()
-            self._connect()
-        except (jack.JackError, OSError) as exc:
-            log.debug("ear: %s", exc)
-            self._close()
+            lsp = subprocess.run(["jack_lsp", "-c"], capture_output=True, text=True, timeout=5, env=env).stdout
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            lsp = f"jack_lsp: {exc}"
+        graph = " ".join(lsp.split())
+        return (f"ear: {self.cycles} cycles in process {self.starts}, {self.restarts} ended deaf; "
+                f"graph: {graph[:600]}")
 
 
 class Eye(Every):
@@ -487,6 +501,7 @@ class Rig:
     disk_full_ok: bool
     display_killed: list[float] = field(default_factory=list)
     images: dict[Path, bytes] = field(default_factory=dict)
+    ear: Ear | None = None
 
 
 def osc_message(address: str, *args: float | str) -> bytes:
@@ -803,6 +818,7 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
         sound, light = Gaps(), Gaps()
         rig = Rig(tmp, jack, xvfb, service, health, sound, light, osc_port, query_port, patch, log_dir, baked, disk_ok)
         ear, eye = Ear(jack.name, sound), Eye(lambda: xvfb.display, (1920, 1080), light)
+        rig.ear = ear
         service.start()
         stack.callback(service.stop)
         for part in (health, ear, eye, watchdog, usage):
@@ -857,6 +873,10 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
                                 fault.recovery_s = round(time.monotonic() - fault.at, 2)
                         time.sleep(0.25)
                     next_fault = fault.at + every
+                    if not fault.recovered and any("no sound" in m for m in fault.missing):
+                        x = jack.xruns()
+                        fault.note += (f"; {ear.describe()}; jackd xruns {x.driver_late} late, {x.client_late} by clients"
+                                       f"; /healthz audio {rig.health.get('audio')}")
                     outcome = (f"recovered in {fault.recovery_s:.1f} s" if fault.recovered
                                else f"NOT recovered: {'; '.join(fault.missing)}")
                     outcome += (f"; silent {sound.since_mark:.2f} s, dark {light.since_mark:.2f} s, "
@@ -877,6 +897,7 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
         if keep is not None:   # what ciel printed, for reading after the run
             keep.mkdir(parents=True, exist_ok=True)
             shutil.copy(tmp / "ciel.out", keep / "ciel.out")
+            shutil.copy(jack.log_path, keep / "jackd.log")
         after_display, crashes = classify(list(service.exits), rig.display_killed)
         samples = usage.samples
         grown = growth(samples)
@@ -910,6 +931,7 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
             "restarts": len(after_display),
             "crashes": len(crashes),
             "watchdog_kills": len(watchdog.kills),
+            "ear_deaf_restarts": ear.restarts,
             "not_injected": not_injected or None,
             "dark_sample_s": Eye.interval,
             "silence_block_ms": round(1000 * jack.period / jack.rate, 2),
@@ -932,7 +954,7 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--period", type=float, default=30.0, help="seconds between scenes (default 30, the installation's)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the fault order")
     ap.add_argument("--faults", default=",".join(FAULTS), help="the kinds to draw from, comma-separated (default: all)")
-    ap.add_argument("--keep", type=Path, default=None, help="copy what ciel printed (ciel.out) into this folder")
+    ap.add_argument("--keep", type=Path, default=None, help="copy what ciel and jackd printed (ciel.out, jackd.log) into this folder")
     ap.add_argument("--quick", action="store_true", help="5 minutes, a fault every 15 s")
     args = ap.parse_args(argv)
     kinds = tuple(k.strip() for k in args.faults.split(",") if k.strip())

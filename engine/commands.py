@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio.config import AudioConfig
+from .configio import build, to_table
 from .control.config import OscConfig, OscQueryConfig
 from .errors import AudioDeviceError, CielError, DisplayError, PatchError
 from .patch import Patch, load_patch
@@ -71,6 +73,10 @@ def add_patch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", default=None, metavar="PORT",
                    help="listen to this input too (listen/*): a JACK port such as system:capture_1, "
                         "or '-' to open ciel:in_1 for a patchbay")
+    p.add_argument("--channels", type=int, default=None, metavar="N",
+                   help="play over N speakers (default 2, stereo; see [audio] layout)")
+    p.add_argument("--channel-offset", type=int, default=None, metavar="K",
+                   help="leave the device's first K output channels silent (ciel starts at output K+1)")
     p.add_argument("--fullscreen", action="store_true", default=None, help="fullscreen, cursor hidden")
     p.add_argument("--display", type=int, default=None, help="display index for fullscreen")
     p.add_argument("--size", type=_size, default=None, help="window size WxH")
@@ -95,9 +101,11 @@ def patch_from_args(args: argparse.Namespace) -> Patch:
     patch = load_patch(args.patch, check_models=False)
     audio = patch.audio
     for field, value in (("output", args.audio), ("device", args.device), ("samplerate", args.samplerate),
-                         ("blocksize", args.blocksize), ("record", args.record), ("input", args.input)):
+                         ("blocksize", args.blocksize), ("record", args.record), ("input", args.input),
+                         ("channels", args.channels), ("channel_offset", args.channel_offset)):
         if value is not None:
             audio = dataclasses.replace(audio, **{field: value})
+    audio = build(AudioConfig, to_table(audio), "the command line", "audio", error=PatchError)   # ranges, as in a patch
     visual = patch.visual
     if args.fullscreen:
         visual = dataclasses.replace(visual, fullscreen=True)
@@ -228,7 +236,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         clock_now = [0.0]
         scheduler = Scheduler(patch.schedule, store, clock=lambda: clock_now[0], seed=args.seed)
     synth = AudioSynth(load_audio_model(patch.audio.model), args.samplerate, seed=args.seed,
-                       voices=patch.audio.voices)
+                       voices=patch.audio.voices, channels=patch.audio.channels, layout=patch.audio.layout)
     pngs = not args.no_frames
     frames = None
     if pngs or args.video:
@@ -268,8 +276,8 @@ def cmd_render(args: argparse.Namespace) -> int:
             frames.close()
     audio = np.concatenate(chunks)
     sf.write(out / "audio.wav", audio, rate, subtype="PCM_24")
-    if video is not None:
-        video.close(audio)
+    if video is not None:   # a video's sound is stereo: N speakers folded where a listener hears them
+        video.close(audio if synth.speakers.stereo else (audio @ synth.speakers.fold()).astype(np.float32))
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     peak_db = 20 * np.log10(max(peak, 1e-12))
     print(f"ciel: wrote {out / 'audio.wav'} ({len(audio) / rate:.2f} s, peak {peak_db:.1f} dBFS)"

@@ -72,7 +72,7 @@ class KeyframeSource(SupervisedChild, Protocol):
 class SoundSource(Protocol):
     """What the audio process plays, stereo blocks at `rate` Hz. Called only by the audio
     process's decode thread: `step(values)` (the smoothed parameter targets, the registry's flat
-    layout) returns the next block, float32 (N, 2), already through the safety stage."""
+    layout) returns the next block, float32 (n, channels), already through the safety stage."""
 
     rate: int
 

@@ -56,9 +56,9 @@ class JackServer:
     prints goes to a temporary log that `xruns` reads.
     """
 
-    def __init__(self, name: str | None = None, rate: int = 48000, period: int = 128) -> None:
+    def __init__(self, name: str | None = None, rate: int = 48000, period: int = 128, playback: int = 2) -> None:
         self.name = name or free_server_name("ciel")
-        self.rate, self.period = rate, period
+        self.rate, self.period, self.playback = rate, period, playback
         self.proc: subprocess.Popen | None = None
         self.realtime = False
         self._log = tempfile.NamedTemporaryFile(prefix=f"jackd-{self.name}-", suffix=".log")
@@ -69,6 +69,11 @@ class JackServer:
         how = "SCHED_FIFO (jackd -R)" if self.realtime else "normal priority (no realtime permission)"
         return f"jackd dummy {self.rate} Hz / {self.period} frames at {how}"
 
+    @property
+    def log_path(self) -> str:
+        """The file what the server printed goes to (until it is closed)."""
+        return self._log.name
+
     def answers(self) -> bool:
         return jack_running(self.name)
 
@@ -77,10 +82,11 @@ class JackServer:
         exe = shutil.which("jackd")
         if exe is None:
             raise FileNotFoundError("jackd not found: run `bash scripts/setup-system.sh` (Debian package jackd2)")
-        self.proc = _start_jackd(exe, self.name, self.rate, self.period, self._log, realtime=True)
+        how = (exe, self.name, self.rate, self.period, self.playback, self._log)
+        self.proc = _start_jackd(*how, realtime=True)
         self.realtime = self.proc is not None
         if self.proc is None:  # no realtime permission here: a normal-priority server still keeps time
-            self.proc = _start_jackd(exe, self.name, self.rate, self.period, self._log, realtime=False)
+            self.proc = _start_jackd(*how, realtime=False)
         if self.proc is None:
             raise RuntimeError(f"jackd -n {self.name} did not start")
         os.environ["JACK_DEFAULT_SERVER"] = self.name
@@ -125,10 +131,11 @@ class JackServer:
 
 
 @contextlib.contextmanager
-def jackd(rate: int = 48000, period: int = 128, name: str | None = None) -> Iterator[JackServer]:
+def jackd(rate: int = 48000, period: int = 128, name: str | None = None, playback: int = 2) -> Iterator[JackServer]:
     """A `JackServer` for the length of a `with` block (default name: the first free of "ciel",
-    "ciel-2"…). Yields the running server."""
-    with JackServer(name, rate, period) as server:
+    "ciel-2"…), with `playback` output channels (a sound card with that many). Yields the
+    running server."""
+    with JackServer(name, rate, period, playback) as server:
         yield server
 
 
@@ -145,13 +152,15 @@ def free_server_name(prefix: str) -> str:
     raise RuntimeError(f"all JACK server names {prefix}..{prefix}-8 are in use")
 
 
-def _start_jackd(exe: str, name: str, rate: int, period: int, log: tempfile._TemporaryFileWrapper[bytes],
-                 realtime: bool) -> subprocess.Popen | None:
-    """Start `jackd -n name -d dummy` (its output appended to `log`) and wait until it answers;
+def _start_jackd(exe: str, name: str, rate: int, period: int, playback: int,
+                 log: tempfile._TemporaryFileWrapper[bytes], realtime: bool) -> subprocess.Popen | None:
+    """Start `jackd -n name -d dummy` with `playback` output channels (its output appended to
+    `log`) and wait until it answers;
     None if it exits or times out. With `realtime`, jackd runs its process thread at SCHED_FIFO
     (it refuses to start without permission)."""
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
-    args = [exe, "-n", name] + ([] if realtime else ["--no-realtime"]) + ["-d", "dummy", "-r", str(rate), "-p", str(period)]
+    args = [exe, "-n", name] + ([] if realtime else ["--no-realtime"]) + ["-d", "dummy", "-r", str(rate), "-p", str(period),
+                                                                         "-P", str(playback)]
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     deadline = time.monotonic() + 10
     while not jack_running(name):

@@ -61,10 +61,11 @@ def tone_share(x: np.ndarray, hz: float, rate: int) -> float:
 
 @pytest.fixture(scope="session")
 def jackd() -> Iterator[parts.JackServer]:
-    """A private JACK server (dummy driver, 48 kHz, 128-frame periods) for the whole session;
+    """A private JACK server (dummy driver, 48 kHz, 128-frame periods, 8 outputs like an
+    installation's sound card) for the whole session;
     $JACK_DEFAULT_SERVER points the tests and the processes they start at it."""
     try:
-        cm = parts.jackd(rate=48000, period=128, name=parts.free_server_name("ciel-test"))
+        cm = parts.jackd(rate=48000, period=128, name=parts.free_server_name("ciel-test"), playback=8)
         server = cm.__enter__()
     except (FileNotFoundError, RuntimeError) as exc:
         missing(str(exc))

@@ -59,6 +59,22 @@ def test_bad_patch_is_one_line(tmp_path: Path) -> None:
     assert str(bad) in line and "params.audio/gain" in line and "[-60, 6]" in line
 
 
+def test_a_speaker_count_out_of_range_is_one_line() -> None:
+    line = one_line_error(ciel("run", "--headless", "--audio", "none", "--no-midi", "--channels", "0"))
+    assert "the command line" in line and "audio.channels" in line and "[1, 32]" in line
+
+
+def test_render_over_four_speakers_writes_four_channels(tmp_path: Path) -> None:
+    patch = tmp_path / "ring.toml"
+    patch.write_text('[audio]\nchannels = 4\nvoices = 4\n[params]\n"audio/voices" = 4\n"audio/cloud/pan" = 1.0\n')
+    proc = ciel("render", str(tmp_path / "out"), str(patch), "--seconds", "3", "--no-frames", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    sound, rate = sf.read(tmp_path / "out" / "audio.wav")
+    assert sound.shape == (3 * rate, 4)
+    levels = 10 * np.log10((sound[rate:] ** 2).mean(axis=0) + 1e-12)
+    assert np.all(levels > -50), f"a speaker is silent: {levels.round(1)}"
+
+
 def digest(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -3,7 +3,7 @@
 It loads the model, opens a sounddevice OutputStream on the device chosen by name substring,
 and runs the decode loop on its main thread:
 
-    read SharedSnapshot -> SoundSource.step (one latent frame) -> ring (preallocated, float32 (N, 2))
+    read SharedSnapshot -> SoundSource.step (one latent frame) -> ring (preallocated, float32 (frames, channels))
 
 whenever the ring holds less than the run-ahead (`RunAhead`) of sound. The PortAudio callback
 only copies from the ring (see `AudioChild.callback` for its rules), and, when an input is open,
@@ -154,7 +154,7 @@ def _recorder(path: str, rate: int, tap: _Ring, done: threading.Event, block: St
 
     lost = 0
     try:
-        with sf.SoundFile(path, "w", samplerate=rate, channels=2, subtype="PCM_24") as fh:
+        with sf.SoundFile(path, "w", samplerate=rate, channels=tap.buf.shape[1], subtype="PCM_24") as fh:
             last_flush = time.monotonic()
             while True:
                 finished = done.is_set()
@@ -272,14 +272,16 @@ class AudioChild:
         self._peak_decay = 1.0
         self.heard_in: _Ring | None = None     # what the input brings (mono), when one is open
         self._heard_at = 0                     # frames of the listening clock at the last analysis
+        self._off = 0                          # output channels left silent before ciel's first speaker
 
     # — the callback: real-time rules —
     def callback(self, outdata: np.ndarray, frames: int, time_info: Any, flags: Any) -> None:
         """PortAudio's callback (a PortAudio/JACK thread, at a realtime priority where allowed).
 
         The contract it keeps, as python-sounddevice asks of a callback:
-        - it only copies: `frames` frames of the preallocated ring into `outdata`, zeros where the
-          ring is short (an underflow, counted), and the same block into the recorder's ring;
+        - it only copies: `frames` frames of the preallocated ring into `outdata` (from channel
+          `channel_offset` on; zeros before it), zeros where the ring is short (an underflow,
+          counted), and the same block into the recorder's ring;
         - it allocates no sample buffer (only the small objects Python makes for any
           statement: slice views, numpy scalars, floats), takes no lock, does no I/O, never
           waits for the decode loop and never raises (the ring's positions are plain int64
@@ -297,6 +299,9 @@ class AudioChild:
             self._first_callback = False
             _realtime(_CALLBACK_PRIORITY)
         st, rb, pos, size = self.st, self._rb, self._pos, self._size
+        if self._off:   # the channels before ciel's first speaker stay silent
+            outdata[:, :self._off] = 0.0
+            outdata = outdata[:, self._off:]
         r = int(pos[0])
         avail = int(pos[1]) - r
         n = frames if avail >= frames else max(avail, 0)
@@ -382,7 +387,7 @@ class AudioChild:
         seq = self.snapshot.sequence
         out_index = synth.next_out_index
         t0 = time.perf_counter()
-        sound = synth.step(values)                                               # (n, 2) at the device rate
+        sound = synth.step(values)                                               # (n, N) at the device rate
         st[_S_STEP_TIMES + self.steps % _N_STEP_TIMES] = (time.perf_counter() - t0) * 1e3
         self.steps += 1
         st[_S_STEPS] = self.steps
@@ -444,20 +449,29 @@ class AudioChild:
             self.values[:] = REGISTRY.defaults()
 
         rate = cfg.samplerate
+        speakers = cfg.channels
+        self._off = cfg.channel_offset
+        width = self._off + speakers                # the stream's channels: the silent ones first
+        outputs = int(sd.query_devices(index)["max_output_channels"])
+        if width > outputs:
+            raise AudioDeviceError(f"{label} has {outputs} output channels; [audio] channels = {speakers} from "
+                                   f"channel_offset = {self._off} needs {width}")
         try:
-            sd.check_output_settings(device=index, channels=2, dtype="float32", samplerate=rate)
+            sd.check_output_settings(device=index, channels=width, dtype="float32", samplerate=rate)
         except sd.PortAudioError:
             rate = int(sd.query_devices(index)["default_samplerate"])  # e.g. JACK runs at its own rate
         self.rate = rate
-        synth: SoundSource = AudioSynth(model, rate, self.seed, fade_in_s=self.fade_in_s, voices=cfg.voices)
+        synth: SoundSource = AudioSynth(model, rate, self.seed, fade_in_s=self.fade_in_s, voices=cfg.voices,
+                                        channels=speakers, layout=cfg.layout)
         self.synth = synth
         if st[_S_PANIC] > 0:  # a panic outlives a restart of the audio process
             synth.panic()
         run_ahead = RunAhead(max(int(cfg.ahead_ms * rate / 1000), 1), int(cfg.ahead_max_ms * rate / 1000), rate)
         ahead = run_ahead.low
-        self.ring = ring = _Ring(run_ahead.high + 8 * cfg.blocksize + 4 * model.hop * rate // model.sample_rate + 1024)
+        self.ring = ring = _Ring(run_ahead.high + 8 * cfg.blocksize + 4 * model.hop * rate // model.sample_rate + 1024,
+                                 channels=speakers)
         self._rb, self._mask, self._pos, self._size = ring.buf, ring.mask, ring.pos, len(ring.buf)
-        self.tap = _Ring(2 * rate) if cfg.record else None   # what the callback plays, for the recorder
+        self.tap = _Ring(2 * rate, channels=speakers) if cfg.record else None   # what the callback plays, for the recorder
         from .listen import Ear
 
         self.ear = Ear(rate)
@@ -496,12 +510,12 @@ class AudioChild:
             if self.heard_in is not None:
                 try:
                     stream = sd.Stream(samplerate=rate, blocksize=cfg.blocksize, device=(index, index),
-                                       channels=(1, 2), dtype="float32", callback=self.duplex_callback, latency="low")
+                                       channels=(1, width), dtype="float32", callback=self.duplex_callback, latency="low")
                 except sd.PortAudioError as exc:   # the sound comes first: play without listening to the input
                     self.heard_in = None
                     block.set_text(_ERROR, f"input {cfg.input!r} not opened on {label}: {exc}; ciel hears only itself")
             if stream is None:
-                stream = sd.OutputStream(samplerate=rate, blocksize=cfg.blocksize, device=index, channels=2,
+                stream = sd.OutputStream(samplerate=rate, blocksize=cfg.blocksize, device=index, channels=width,
                                          dtype="float32", callback=self.callback, latency="low")
             stream.start()
         except sd.PortAudioError as exc:

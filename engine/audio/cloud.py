@@ -28,6 +28,7 @@ import numpy as np
 
 from ..paramview import ParamView
 from .navigation import MotionBank, Voice
+from .speakers import Speakers
 
 FAR_DB = -12.0       # level of a voice at distance 1
 FAR_CUTOFF_HZ = 900.0  # the far bus's low-pass (one pole)
@@ -46,15 +47,19 @@ def _one_pole_matrix(cutoff_hz: float, rate: int, n: int) -> tuple[np.ndarray, n
 
 
 class Cloud:
-    """The cloud voices' walks, grains, pans and distances, and their mix into (hop, 2).
+    """The cloud voices' walks, grains, pans and distances, and their mix into (hop, N).
 
     bank, frame_rate: the synth's motion bank and latent frame rate; slots: cloud voices
     allocated (the patch's [audio] voices - 1); hop, rate: samples per frame and model rate;
-    rng: the cloud's own generator."""
+    rng: the cloud's own generator; speakers: where the voices are placed (stereo by default,
+    engine/audio/speakers.py). The reverb send is stereo whatever the speakers: each voice is
+    sent at its pan's stereo position."""
 
     def __init__(self, bank: MotionBank, frame_rate: float, slots: int, hop: int, rate: int,
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, speakers: Speakers | None = None) -> None:
         self.slots, self.hop, self.rate = slots, hop, rate
+        self.speakers = speakers or Speakers(2)
+        self._stereo = Speakers(2)
         self.dt = 1.0 / frame_rate
         self.rng = rng
         self.walks = [Voice(bank, frame_rate, rng) for _ in range(slots)]
@@ -66,7 +71,7 @@ class Cloud:
         self.distance = np.zeros(slots)       # 0 (near) .. 1 (far)
         self._ramp = np.arange(1, hop + 1, dtype=np.float64) / hop  # (hop,)
         self._far_m, self._far_carry = _one_pole_matrix(FAR_CUTOFF_HZ, rate, hop)
-        self._far_last = np.zeros(2)          # the far bus's last output sample (L, R)
+        self._far_last = np.zeros(self.speakers.n)   # the far bus's last output sample, per speaker
 
     def navigate(self, centre: np.ndarray, speed: float, spread: float, temp: float, hold: bool) -> np.ndarray:
         """Advance every allocated voice's walk one frame; knob coordinates (S, D)."""
@@ -105,25 +110,26 @@ class Cloud:
         return target
 
     def mix(self, voices: np.ndarray, p: ParamView) -> tuple[np.ndarray, np.ndarray]:
-        """voices (hop, S) decoded at the model rate -> (dry (hop, 2), send (hop, 2)): the cloud
-        panned and placed, and what it adds to the reverb send (its distance)."""
+        """voices (hop, S) decoded at the model rate -> (dry (hop, N), send (hop, 2)): the cloud
+        panned over the N speakers and placed, and what it adds to the (stereo) reverb send
+        (its distance)."""
         target = self._grains(p)
         step = self.dt / np.maximum(self.edge, MIN_EDGE_S)          # envelope moves per frame
         to = np.where(target > self.level, np.minimum(self.level + step, target), np.maximum(self.level - step, target))
         env = self.level[None, :] + (to - self.level)[None, :] * self._ramp[:, None]   # (hop, S)
         self.level = to
-        theta = (self.pan + 1.0) * (math.pi / 4.0)
         gain = 10.0 ** (FAR_DB * self.distance / 20.0)               # (S,)
         near = (1.0 - self.distance) * gain
         far = self.distance * gain
-        pans = np.stack((np.cos(theta), np.sin(theta)))              # (2, S)
+        stereo = self._stereo.gains(self.pan).T                      # (2, S)
+        pans = stereo if self.speakers.stereo else self.speakers.gains(self.pan).T   # (N, S)
         v = voices * env                                             # (hop, S)
-        near_bus = v @ (pans * near).T                               # (hop, 2)
-        far_in = v @ (pans * far).T                                  # (hop, 2)
+        near_bus = v @ (pans * near).T                               # (hop, N)
+        far_in = v @ (pans * far).T                                  # (hop, N)
         far_bus = self._far_m @ far_in + self._far_carry[:, None] * self._far_last[None, :]
         self._far_last = far_bus[-1].copy()
         s = min(max(p.audio_reverb_send, 0.0), 1.0)
-        send = v @ (pans * gain * (s + (1.0 - s) * self.distance)).T   # (hop, 2): the far ones send more
+        send = v @ (stereo * gain * (s + (1.0 - s) * self.distance)).T   # (hop, 2): the far ones send more
         return near_bus + far_bus, send
 
 

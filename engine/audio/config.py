@@ -24,6 +24,15 @@ class AudioConfig:
     voices: int = field(1, minimum=1, maximum=16,
                         doc="Decoder voices made ready: the stereo pair and voices - 1 mono voices of the cloud, "
                             "decoded as one batch (each costs; `audio/voices` plays up to this many).")
+    channels: int = field(2, minimum=1, maximum=32,
+                          doc="Speakers: 2 is stereo; more places the voices over N speakers in `layout`, "
+                              "equal-power between neighbours (engine/audio/speakers.py).")
+    channel_offset: int = field(0, minimum=0, maximum=64,
+                                doc="Output channels left silent before ciel's first speaker (a sound card's "
+                                    "outputs 3-10 are channel_offset = 2, channels = 8).")
+    layout: str = field("ring", choices=("ring", "line"),
+                        doc="With 3 or more speakers: 'ring' around the listener, numbered clockwise from the "
+                            "front; 'line' in a row from left to right. Two speakers are always a row.")
     threads: int = field(1, minimum=1, maximum=64, doc="Torch and numpy BLAS threads in the audio process.")
     realtime: bool = field(True, doc="Raise the audio process's priority (SCHED_FIFO when allowed, else nice).")
     record: str = field("", doc="Also write the output to this WAV file.")

@@ -55,7 +55,8 @@ class Conditioner:
 
     rate: Hz. `process(x, target_db)` returns the conditioned block (same shape, float32): x is
     (n,) mono, or (n, C) with `channels` C. Channels are linked: one tamer setting and one
-    loudness gain from the energy of all of them, so the stereo image never moves. The tamer
+    loudness gain from the energy of all of them, so the stereo image never moves; over more than
+    two speakers the loudness is their summed power over two (as loud as a stereo pair). The tamer
     delays the signal by 2 samples (0.125 ms at 16 kHz).
     """
 
@@ -109,6 +110,8 @@ class Conditioner:
 
     def _normalise(self, x: np.ndarray, target_db: float, dt: float) -> np.ndarray:
         ms = float(np.mean(x * x)) if len(x) else 0.0
+        if self.channels > 2:   # N speakers as loud together as a stereo pair: their power summed, halved
+            ms *= self.channels / 2.0
         self.elapsed += dt
         warm = self.elapsed < self.loud_tau  # warm-up: plain running mean, gain follows at once
         if self.ms is None:

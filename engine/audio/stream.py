@@ -1,4 +1,4 @@
-"""Streaming synthesis: parameters in, safe stereo audio at the device rate out.
+"""Streaming synthesis: parameters in, safe audio at the device rate out, stereo or over N speakers.
 
 `AudioSynth.step(values)` runs one latent frame (hop samples at the model rate, 4 ms for the
 default model) through the whole chain:
@@ -11,7 +11,8 @@ default model) through the whole chain:
     model.knobs_to_latent ─► numpy streaming decoder      (2 + S, D) -> (hop, 2 + S), model rate;
         a decoder conditioned by content plays audio/class in every voice
     clip player (baked scenes)                            crossfades decoder and clips, model rate
-    cloud mix (grains, pan, distance) + reverb send       (hop, 2), model rate
+    cloud mix (grains, pan, distance) + reverb send       (hop, N), model rate: the pair and the
+        voices placed on N speakers (engine.audio.speakers), the stereo reverb's return spread
     Conditioner (DC blocker, HF tamer, loudness)          engine.audio.safety, channels linked
     gain · mute · master fade · start/stop fade           per-sample ramps (no zipper noise)
     Resampler (polyphase windowed sinc, model -> device)  0.74 ms group delay at 16 -> 48 kHz
@@ -42,6 +43,7 @@ from .inference import NumpyStream
 from .model import AudioModel
 from .navigation import MotionBank, Voice
 from .safety import Conditioner, TruePeakLimiter, db_to_gain
+from .speakers import Speakers
 
 
 def _dissolve(u: np.ndarray, d: float, noise: np.ndarray) -> np.ndarray:
@@ -142,11 +144,12 @@ class _Voice:
 
 
 class AudioSynth:
-    """Latent navigation + streaming decoder + safety stage, at the device rate, in stereo.
+    """Latent navigation + streaming decoder + safety stage, at the device rate, in stereo (or
+    over `channels` speakers in `layout`, engine/audio/speakers.py).
 
     model: a loaded AudioModel; out_rate: device rate (Hz); seed: the walks, grains, jumps and
-    dissolve noise. `step(values)` -> (n, 2) float32 for one latent frame (n about hop * out_rate /
-    model rate); `process(values, frames)` -> exactly (frames, 2) (the renderer's entry point).
+    dissolve noise. `step(values)` -> (n, N) float32 for one latent frame (n about hop * out_rate /
+    model rate); `process(values, frames)` -> exactly (frames, N) (the renderer's entry point).
     `play(clip, fade_s)` crossfades from what sounds now to a looping clip (a baked scene's sound),
     `play(None, fade_s)` back to the decoder; clips pass the same safety stage as decoded sound.
 
@@ -165,11 +168,13 @@ class AudioSynth:
     MUTE_S = 0.01         # mute / unmute ramp
     SHARE_S = 0.05        # glide of each voice's share when audio/voices changes
     REPLAY_S = 0.05       # crossfade between walk and replay
-    CHANNELS = 2
+    PAIR = 2              # the main voice: a stereo pair of walks
 
     def __init__(self, model: AudioModel, out_rate: int, seed: int, registry: Registry = REGISTRY,
-                 fade_in_s: float = 0.05, voices: int = 1) -> None:
+                 fade_in_s: float = 0.05, voices: int = 1, channels: int = 2, layout: str = "ring") -> None:
         self.model = model
+        self.speakers = Speakers(channels, layout)
+        self.channels = self.speakers.n
         self.rate = int(out_rate)
         self.reg = registry
         self.D = model.latent_dim
@@ -183,11 +188,11 @@ class AudioSynth:
         self._learning = 1.0
         self._first_step = True
         self.slots = min(max(int(voices), 1), 16) - 1   # cloud voices allocated beside the pair
-        self.decoder = NumpyStream(decoder, self.CHANNELS + self.slots)
+        self.decoder = NumpyStream(decoder, self.PAIR + self.slots)
         self.smoother = Smoother(registry)
-        self.cond = Conditioner(model.sample_rate, channels=self.CHANNELS)   # linked: the image stays
-        self.resampler = Resampler(model.sample_rate, self.rate, channels=self.CHANNELS)
-        self.limiter = TruePeakLimiter(self.rate, channels=self.CHANNELS)
+        self.cond = Conditioner(model.sample_rate, channels=self.channels)   # linked: the image stays
+        self.resampler = Resampler(model.sample_rate, self.rate, channels=self.channels)
+        self.limiter = TruePeakLimiter(self.rate, channels=self.channels)
         self.delay_out = 2 * self.resampler.ratio + self.resampler.delay + self.limiter.delay
         check_view(registry)   # the typed view reads the registry's layout (a mismatch names the parameter)
         self._last: np.ndarray | None = None
@@ -195,12 +200,12 @@ class AudioSynth:
         frame_rate = model.sample_rate / model.hop
         self.bank = MotionBank(model.clips, frame_rate, self.D, model.clip_levels)
         # a decoder conditioned by content: every voice of the batch plays audio/class (smoothed)
-        self._classes = np.zeros(self.CHANNELS + self.slots) if model.classes else None   # (2 + S,)
-        self.voices = [Voice(self.bank, frame_rate, self.rng) for _ in range(self.CHANNELS)]
+        self._classes = np.zeros(self.PAIR + self.slots) if model.classes else None   # (2 + S,)
+        self.voices = [Voice(self.bank, frame_rate, self.rng) for _ in range(self.PAIR)]
         self.centre = self.bank.random_place(self.rng)
         # the cloud draws from its own generator: a synth without one plays the same bytes as before
         self.cloud = (Cloud(self.bank, frame_rate, self.slots, self.hop, model.sample_rate,
-                            np.random.default_rng([seed, 1])) if self.slots else None)
+                            np.random.default_rng([seed, 1]), self.speakers) if self.slots else None)
         self.space = Space(model.sample_rate, self.hop)
         self._share = -1.0       # each voice's share of the mix (1/sqrt(voices), gliding; set at the first step)
         self._live_ramp = np.ones(self.hop)
@@ -225,7 +230,7 @@ class AudioSynth:
         self.model_pos = 0      # model-rate samples decoded
         self.out_pos = 0        # device-rate samples produced
         self.change_pos = -1    # output index where the newest parameter change starts
-        self._fifo = np.zeros((0, self.CHANNELS), np.float32)
+        self._fifo = np.zeros((0, self.channels), np.float32)
         # clip player: the decoder's level and the clips fading in or out
         self._voices: list[_Voice] = []
         self._live = 1.0
@@ -266,7 +271,7 @@ class AudioSynth:
         their (ramped) levels. The decoder is not run while a clip has the sound to itself."""
         step = self._voice_step
         live_to = _toward(self._live, 0.0 if self.playing_clip else 1.0, step)
-        x = np.zeros((self.hop, self.CHANNELS), np.float64)  # (hop, 2)
+        x = np.zeros((self.hop, self.PAIR), np.float64)  # (hop, 2)
         self._live_ramp = self._ramp_to(self._live, live_to)  # (hop,): the cloud follows the decoder's level
         if self._live > 0.0 or live_to > 0.0:
             x += decode() * self._live_ramp[:, None]
@@ -307,7 +312,7 @@ class AudioSynth:
     def _navigate(self, s: np.ndarray) -> np.ndarray:
         """Advance both voices by one frame; returns knob coordinates (2, D): left, right."""
         dt, D, p = self.dt, self.D, ParamView(s)
-        noise_dissolve = self.rng.standard_normal((self.CHANNELS, D))
+        noise_dissolve = self.rng.standard_normal((self.PAIR, D))
         hold = p.audio_hold >= 0.5
         if not hold and self._glide_T > 0.0 and self._glide_t < self._glide_T:
             self._glide_t = min(self._glide_T, self._glide_t + dt)
@@ -315,7 +320,7 @@ class AudioSynth:
             self.centre = self._from + (self._to - self._from) * a
         speed, spread = p.audio_walk_speed, p.audio_walk_spread
         temp = p.audio_temperature
-        u = np.empty((self.CHANNELS, D))
+        u = np.empty((self.PAIR, D))
         for c, voice in enumerate(self.voices):
             slow, fine = voice.step(self.centre, speed, spread, hold, dt)
             u[c] = temp * slow + max(1.0, temp) * fine
@@ -375,8 +380,14 @@ class AudioSynth:
         new = self.decoder(z, cls)[:, 0, :].T
         return old + (new - old) * self._ramp[:, None]
 
+    def _place(self, pair: np.ndarray) -> np.ndarray:
+        """The main voice's pair (hop, 2) on the speakers (hop, N): as it is in stereo, at the
+        layout's pair positions otherwise (engine/audio/speakers.py)."""
+        return pair if self.speakers.stereo else pair @ self.speakers.pair
+
     def step(self, values: np.ndarray) -> np.ndarray:
-        """One latent frame: values (Registry.size,) -> audio (n, 2) float32 at the device rate."""
+        """One latent frame: values (Registry.size,) -> audio (n, N) float32 at the device rate
+        (N = `channels`, 2 by default)."""
         v = np.asarray(values, np.float64)
         target = ParamView(v)
         if self._last is None:
@@ -411,7 +422,7 @@ class AudioSynth:
 
         def decode() -> np.ndarray:
             decoded.append(self._decode(u))                                         # (hop, 2 + S)
-            return decoded[0][:, :self.CHANNELS]
+            return decoded[0][:, :self.PAIR]
 
         mixing = bool(self._voices) or self._live < 1.0
         x = self._mix_clips(decode) if mixing else decode()                           # (hop, 2)
@@ -428,15 +439,17 @@ class AudioSynth:
             x = x * ramp[:, None]
             if mixing:   # a clip crossfading with the decoder: the cloud fades with the decoder
                 ramp = ramp * self._live_ramp
-            voices = decoded[0][:, self.CHANNELS:] if decoded else np.zeros((self.hop, self.slots))
-            dry, cloud_send = self.cloud.mix(voices * ramp[:, None], now)
+            voices = decoded[0][:, self.PAIR:] if decoded else np.zeros((self.hop, self.slots))
+            dry, cloud_send = self.cloud.mix(voices * ramp[:, None], now)                  # (hop, N), (hop, 2)
             send = x * now.audio_reverb_send + cloud_send
-            x = x + dry
+            x = self._place(x) + dry
         else:
             send = x * now.audio_reverb_send
-        x = x + self.space.process(send, now)
+            x = self._place(x)
+        wet = self.space.process(send, now)                                                  # (hop, 2)
+        x = x + (wet if self.speakers.stereo else wet @ self.speakers.wash)                  # (hop, N)
         loud = now.audio_loudness
-        x = self.cond.process(x, loud)                                                       # (hop, 2)
+        x = self.cond.process(x, loud)                                                       # (hop, N)
         # per-sample ramps: gain, mute, master fade, start/stop fade
         g = db_to_gain(now.audio_gain)
         gain = self._ramp_to(self._gain, g)
@@ -459,7 +472,7 @@ class AudioSynth:
         return y
 
     def process(self, values: np.ndarray, frames: int) -> np.ndarray:
-        """Exactly `frames` samples (frames, 2) float32, stepping as many latent frames as needed."""
+        """Exactly `frames` samples (frames, N) float32, stepping as many latent frames as needed."""
         parts = [self._fifo]
         have = len(self._fifo)
         while have < frames:
