@@ -2,7 +2,7 @@
 
     python -m bench audio [--quick] [--seconds S] [--osc-rate N] [--load sky|cpu|none]
                           [--samplerate 48000] [--blocksize 128] [--ahead-ms 6]
-                          [--voices N] [--reverb SEND] [--listen-probes N]
+                          [--voices N] [--reverb SEND] [--channels N] [--listen-probes N]
 
 Keys:
   rtf            the whole real-time path per second of audio, median over 2,000 steps on one
@@ -11,7 +11,10 @@ Keys:
                  With `--voices N` and `--reverb SEND` the same path with N decoder voices made
                  ready and playing (the pair and N - 1 cloud voices, engine/audio/cloud.py) and the
                  reverb fed at SEND; every key below is then measured with them too
-  voices, reverb_send  what the run played (`audio/voices`, `audio/reverb/send`)
+                 With `--channels N` (default 2) over N speakers (a ring; engine/audio/speakers.py):
+                 the JACK server then has N outputs and every key is measured with them
+  voices, reverb_send, channels  what the run played (`audio/voices`, `audio/reverb/send`,
+                 `[audio] channels`)
   block_ms_p50/p99  time of one decode step in the running audio process (one latent frame:
                  decoder, safety stage, resampler; 4 ms of audio for the default model)
   latency_ms_p50/p99  from sending an OSC message (/ciel/audio/jump with audio/glide 0) to the
@@ -92,10 +95,11 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def realtime_rtf(model, steps: int, rate: int, voices: int = 1, send: float = 0.0) -> tuple[float, float]:
+def realtime_rtf(model, steps: int, rate: int, voices: int = 1, send: float = 0.0,
+                 channels: int = 2) -> tuple[float, float]:
     """(median, p99) of one AudioSynth step's time / the audio it makes, one torch thread (the
     decoder's numpy products are far below the size where BLAS would use a second thread), with
-    `voices` voices playing and the reverb fed at `send`."""
+    `voices` voices playing over `channels` speakers and the reverb fed at `send`."""
     import torch
 
     from engine.audio.stream import AudioSynth
@@ -105,7 +109,7 @@ def realtime_rtf(model, steps: int, rate: int, voices: int = 1, send: float = 0.
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")   # as the audio process runs it
-    synth = AudioSynth(model, rate, seed=0, voices=voices)
+    synth = AudioSynth(model, rate, seed=0, voices=voices, channels=channels)
     v = REGISTRY.defaults()
     v[REGISTRY.slot("audio/voices")] = voices
     v[REGISTRY.slot("audio/reverb/send")] = send
@@ -241,6 +245,7 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--blocksize", type=int, default=128)
     ap.add_argument("--ahead-ms", type=float, default=None)
     ap.add_argument("--voices", type=int, default=1, help="decoder voices made ready and playing (1-16, default 1)")
+    ap.add_argument("--channels", type=int, default=2, help="speakers (1-32, default 2: stereo; more: a ring)")
     ap.add_argument("--listen-probes", type=int, default=None, help="tones into ciel's input (default 100, quick 30)")
     ap.add_argument("--reverb", type=float, default=0.0, help="reverb send, 0-1 (default 0: the pair sends nothing; cloud voices still send by distance)")
     args = ap.parse_args(argv)
@@ -258,13 +263,15 @@ def main(argv: list[str]) -> dict:
     from engine.params import REGISTRY, ParamStore, SharedSnapshot
     from harness import parts
 
-    if not 1 <= args.voices <= 16 or not 0.0 <= args.reverb <= 1.0:
-        ap.error("--voices is 1-16 and --reverb 0-1")
-    rtf, rtf_p99 = realtime_rtf(load_audio_model(MODEL), 2000, args.samplerate, args.voices, args.reverb)
+    if not 1 <= args.voices <= 16 or not 0.0 <= args.reverb <= 1.0 or not 1 <= args.channels <= 32:
+        ap.error("--voices is 1-16, --reverb 0-1 and --channels 1-32")
+    rtf, rtf_p99 = realtime_rtf(load_audio_model(MODEL), 2000, args.samplerate, args.voices, args.reverb, args.channels)
     cfg = AudioConfig(model=str(MODEL), samplerate=args.samplerate, blocksize=args.blocksize,
-                      **({"ahead_ms": args.ahead_ms} if args.ahead_ms else {}), seed=1, voices=args.voices)
+                      **({"ahead_ms": args.ahead_ms} if args.ahead_ms else {}), seed=1, voices=args.voices,
+                      channels=args.channels)
     # a JACK server of the benchmark's own: nobody else can stop or load it mid-run
-    with parts.jackd(rate=args.samplerate, period=args.blocksize, name="ciel-bench-audio") as server:
+    with parts.jackd(rate=args.samplerate, period=args.blocksize, name="ciel-bench-audio",
+                     playback=max(2, args.channels)) as server:
         server_what = server.describe()
         jack_mark = server.xruns().offset
         snapshot = SharedSnapshot(REGISTRY.size)
@@ -347,6 +354,7 @@ def main(argv: list[str]) -> dict:
     return {
         "voices": args.voices,
         "reverb_send": args.reverb,
+        "channels": args.channels,
         "rtf": round(rtf, 4),
         "rtf_p99": round(rtf_p99, 4),
         "block_ms_p50": percentile(blocks, 50),

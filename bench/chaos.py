@@ -175,6 +175,7 @@ class Ear(Every):
     `restarts` counts the ends for a stall, so a report can say the measuring ear itself failed."""
 
     STALL_S = 1.0
+    START_S = 15.0   # a new ear's first line, on a loaded machine
 
     def __init__(self, server: str, gaps: Gaps) -> None:
         super().__init__("chaos-ear")
@@ -183,6 +184,7 @@ class Ear(Every):
         self.cycles = 0            # JACK cycles the current process has run
         self.moved = 0.0           # when its cycle count last moved (monotonic)
         self.restarts = 0          # processes ended because their cycles stopped
+        self.heard_from = False    # the current process has printed a line
         self.starts = 0
 
     def stop(self) -> None:
@@ -193,7 +195,8 @@ class Ear(Every):
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             proc.kill()
-            proc.wait(5)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
 
     def _read(self, proc: subprocess.Popen[str]) -> None:
         for line in proc.stdout or ():
@@ -202,8 +205,10 @@ class Ear(Every):
                 c, a, b = int(cycles), float(first), float(last)
             except ValueError:
                 continue
-            if c != self.cycles:
-                self.cycles, self.moved = c, time.monotonic()
+            if proc is not self.proc:   # an ended ear's last lines: its times still count, its cycles not
+                pass
+            elif c != self.cycles or not self.heard_from:
+                self.cycles, self.moved, self.heard_from = c, time.monotonic(), True
             if a:
                 self.gaps.alive(a)
             if b:
@@ -212,8 +217,9 @@ class Ear(Every):
     def step(self) -> None:
         proc = self.proc
         if proc is not None and proc.poll() is None:
-            if time.monotonic() - self.moved > self.STALL_S:
-                log.warning("ear: no JACK cycle for %.1f s (deaf); a new ear process", time.monotonic() - self.moved)
+            waited = time.monotonic() - self.moved
+            if waited > (self.STALL_S if self.heard_from else self.START_S):
+                log.warning("ear: no JACK cycle for %.1f s (deaf); a new ear process", waited)
                 self.restarts += 1
                 self._end()
             return
@@ -222,9 +228,9 @@ class Ear(Every):
         env = dict(os.environ, JACK_NO_START_SERVER="1")
         self.proc = subprocess.Popen([sys.executable, "-m", "harness.jackear", self.server, r"^ciel:out_"],
                                      cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+                                     stderr=None, text=True)   # its one-line errors go to the bench's log
         self.starts += 1
-        self.cycles, self.moved = 0, time.monotonic() + 2.0   # it may take a moment to import and open
+        self.cycles, self.moved, self.heard_from = 0, time.monotonic(), False   # START_S to import and open
         threading.Thread(target=self._read, args=(self.proc,), name="chaos-ear-reader", daemon=True).start()
 
     def describe(self) -> str:

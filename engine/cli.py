@@ -13,20 +13,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from . import __version__
+from . import PACKAGE, __version__
 from .errors import CielError
 
 STARTED = time.monotonic()  # when the command started: the time-to-first-sound line counts from here
 
 # Modules that add sub-commands: each has `register(sub: argparse._SubParsersAction) -> None`
 # and sets `func` on its parsers.
-COMMAND_MODULES = (
-    "engine.commands",
-    "engine.train.commands",
-    "engine.installation",
-    "engine.broadcast.commands",
-    "engine.compose",
-)
+COMMAND_MODULES = tuple(f"{PACKAGE}.{name}" for name in (
+    "commands", "train.commands", "installation", "broadcast.commands", "compose"))
 
 
 def build_parser() -> argparse.ArgumentParser:

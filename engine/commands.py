@@ -277,7 +277,13 @@ def cmd_render(args: argparse.Namespace) -> int:
     audio = np.concatenate(chunks)
     sf.write(out / "audio.wav", audio, rate, subtype="PCM_24")
     if video is not None:   # a video's sound is stereo: N speakers folded where a listener hears them
-        video.close(audio if synth.speakers.stereo else (audio @ synth.speakers.fold()).astype(np.float32))
+        if synth.speakers.stereo:
+            video.close(audio)
+        else:
+            folded = audio @ synth.speakers.fold()                                   # (n, 2)
+            peak = float(np.max(np.abs(folded))) if folded.size else 0.0
+            ceiling = 10 ** (-1 / 20)
+            video.close((folded * min(1.0, ceiling / max(peak, 1e-12))).astype(np.float32))
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     peak_db = 20 * np.log10(max(peak, 1e-12))
     print(f"ciel: wrote {out / 'audio.wav'} ({len(audio) / rate:.2f} s, peak {peak_db:.1f} dBFS)"

@@ -304,8 +304,10 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-# the ciel checkout or installed package root: patches/, models/ and shaders/ live under it
-ROOT = Path(__file__).resolve().parent.parent
+# where patches/, models/ and shaders/ live: in an installed package, its `_data` folder (setup.py
+# copies them there when the wheel is built); in a source checkout, the repository's root
+_PACKAGE = Path(__file__).resolve().parent
+ROOT = _PACKAGE / "_data" if (_PACKAGE / "_data").is_dir() else _PACKAGE.parent
 
 
 def resolve_path(value: str, base: Path) -> Path:

@@ -70,7 +70,7 @@ class KeyframeSource(SupervisedChild, Protocol):
 
 @runtime_checkable
 class SoundSource(Protocol):
-    """What the audio process plays, stereo blocks at `rate` Hz. Called only by the audio
+    """What the audio process plays, blocks of its speakers (stereo by default) at `rate` Hz. Called only by the audio
     process's decode thread: `step(values)` (the smoothed parameter targets, the registry's flat
     layout) returns the next block, float32 (n, channels), already through the safety stage."""
 

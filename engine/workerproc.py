@@ -35,6 +35,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
+from . import PACKAGE
+
 if TYPE_CHECKING:   # ForkServerContext does not exist on Windows
     from multiprocessing.context import ForkServerContext, SpawnContext
 
@@ -42,7 +44,7 @@ log = logging.getLogger("ciel.workers")
 
 # imported once by the fork server: nothing that initialises PortAudio (it must start in the
 # worker, where it sees the devices of now), opens a device or starts a thread at import
-PRELOAD = ["numpy", "torch", "engine.audio.child", "engine.visual.worker"]
+PRELOAD = ["numpy", "torch", f"{PACKAGE}.audio.child", f"{PACKAGE}.visual.worker"]
 # (numpy's BLAS starts its thread pool at import; its fork handlers make forking after that safe.
 # Variables read at import, such as OMP_NUM_THREADS, keep the values of the server's start.)
 

@@ -1,7 +1,7 @@
 """An ear on JACK ports in a process of its own: `python -m harness.jackear SERVER PATTERN`.
 
 It opens a JACK client `chaos-ear` on the server, connects the output ports whose names match
-the regular expression PATTERN (up to 8, in name order) as they appear, and every 50 ms prints
+the regular expression PATTERN (up to 8, in sorted name order) as they appear, and every 50 ms prints
 one line to stdout:
 
     CYCLES FIRST LAST
@@ -57,8 +57,11 @@ def main(argv: list[str]) -> int:
     while True:
         names = sorted(p.name for p in client.get_ports(is_output=True, is_audio=True) if pattern.search(p.name))
         for src, dst in zip(names[:CHANNELS], ports):
-            if dst.name not in {c.name for c in client.get_all_connections(src)}:
-                client.connect(src, dst)
+            try:
+                if dst.name not in {c.name for c in client.get_all_connections(src)}:
+                    client.connect(src, dst)
+            except jack.JackError:   # the port went away between the listing and now: next round
+                pass
         # a block the callback hears between these two lines is lost: a silence's end may be
         # read one period (2.7 ms at 128 frames) late, never early
         first, last = state["first"], state["last"]

@@ -398,7 +398,8 @@ class AudioChild:
             st[_S_MARK_POS] = out_index
         st[_S_PANIC] = 1.0 if synth.panicked else 0.0
         self.ring.write(sound)
-        self.own.write(sound.mean(axis=1, keepdims=True))                        # (n, 1)
+        # (n, 1): the speakers' sum over two, so listen/* reads the same level over N speakers as in stereo
+        self.own.write(sound.mean(axis=1, keepdims=True) if sound.shape[1] <= 2 else 0.5 * sound.sum(axis=1, keepdims=True))
         self.peak = max(self.peak * self._peak_decay, float(np.max(np.abs(sound))) if len(sound) else 0.0)
         st[_S_PEAK] = 20 * math.log10(max(self.peak, 1e-10))
 

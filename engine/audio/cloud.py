@@ -15,7 +15,8 @@ its distance; its return comes back at `audio/reverb/level`. It is long and dark
 after the voices stop. Nothing here bypasses the safety stage that follows in the synth.
 
 Shapes: one call per latent frame of `hop` samples at the model rate. Decoded cloud voices come
-in as (hop, S) for S allocated cloud voices; the mix goes out as (hop, 2). Random draws come
+in as (hop, S) for S allocated cloud voices; the mix goes out as (hop, N) for N speakers (the
+reverb send as (hop, 2)). Random draws come
 from the cloud's own generator, in a fixed order per frame, so a seed gives the same bytes.
 Called from one thread: the audio process's decode loop, or the renderer.
 """

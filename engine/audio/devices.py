@@ -46,7 +46,7 @@ def list_devices(timeout: float = 15.0) -> list[str]:
     """Names of the audio outputs now, queried in a fresh process (PortAudio pins the device list
     when it initialises). Raises AudioDeviceError if PortAudio cannot be loaded."""
     code = ("import json, sounddevice as sd\n"
-            "from engine.audio.devices import _output_devices\n"
+            f"from {__name__} import _output_devices\n"
             "print(json.dumps([label for _, label in _output_devices(sd)]))\n")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))))

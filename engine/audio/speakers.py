@@ -19,8 +19,10 @@ for its fraction f of the way from one to the next, so its power is the same whe
 The pair of ciel's main voice is placed at `pair` positions: the left and right speakers of a
 row, the listener's left and right (−90°, +90°) on a ring. The reverb is stereo (Freeverb); each
 speaker gets its own mix of the two returns, cos(φ)·L + sin(φ)·R at 1/sqrt(N/2), with φ turning
-by π/N from speaker to speaker on a ring (opposite speakers uncorrelated) and from 0 to π/2
-along a row: a diffuse wash around the room with the power of the stereo return.
+by π/N from speaker to speaker on a ring, from behind the listener (opposite speakers
+uncorrelated; the half turn closes behind, never in front) and from 0 to π/2 along a row: a
+diffuse wash around the room with the power of the stereo return. One speaker plays the pair
+and the return at 1/sqrt(2) each.
 
 Shapes: pans (S,) -> gains (S, N). Plain numpy, no state; called from the synth's thread.
 """
@@ -46,30 +48,35 @@ class Speakers:
         self.ring = layout == "ring" and n >= 3
         self.layout = "ring" if self.ring else "line"
         pair = (-0.5, 0.5) if self.ring else (-1.0, 1.0)
-        self.pair = self.gains(np.array(pair))                          # (2, N): the main voice's L, R
+        self.pair = (self.gains(np.array(pair)) if self.n > 1
+                     else np.full((2, 1), math.sqrt(0.5)))              # (2, N): the main voice's L, R
         # the reverb return (2, N): speaker k gets cos(φk)·L + sin(φk)·R at 1/sqrt(N/2); on a
-        # ring φk = πk/N, so opposite speakers get uncorrelated mixes (Freeverb's L and R are) and
-        # neighbours similar ones; on a row φ goes from 0 (L) at the first to π/2 (R) at the last
+        # ring φ turns by π/N from speaker to speaker starting behind the listener, so opposite
+        # speakers get uncorrelated mixes (Freeverb's L and R are) and neighbours similar ones,
+        # except the two on either side of the back, where the half turn closes with a flipped
+        # sign; on a row φ goes from 0 (L) at the first to π/2 (R) at the last
         if self.n == 2:
             self.wash = np.eye(2)
         elif self.n == 1:
             self.wash = np.full((2, 1), math.sqrt(0.5))
         else:
             k = np.arange(self.n)
-            phi = math.pi * k / self.n if self.ring else 0.5 * math.pi * k / (self.n - 1)
+            phi = math.pi * ((k - self.n // 2) % self.n) / self.n if self.ring else 0.5 * math.pi * k / (self.n - 1)
             self.wash = np.stack((np.cos(phi), np.sin(phi))) * math.sqrt(2.0 / self.n)
 
     def fold(self) -> np.ndarray:
         """(N, 2): each speaker onto a stereo pair where a listener facing the front hears it (a
-        row from left to right; a ring by the sine of each speaker's azimuth), at 1/sqrt(N/2)
-        so the fold has the power of the N speakers. Stereo folds to itself. For a video's sound."""
+        row from left to right; a ring by the sine of each speaker's azimuth), each at equal
+        power, so uncorrelated speakers fold with their summed power (a voice between two
+        speakers folds coherently and may be up to 3 dB louder). Stereo folds to itself. For a
+        video's sound; the caller keeps the fold under the ceiling."""
         if self.n == 2:
             return np.eye(2)
         if self.ring:
             pans = np.sin(2.0 * math.pi * np.arange(self.n) / self.n)
         else:
             pans = np.linspace(-1.0, 1.0, self.n) if self.n > 1 else np.zeros(1)
-        return Speakers(2).gains(pans) * math.sqrt(2.0 / self.n)
+        return Speakers(2).gains(pans)
 
     @property
     def stereo(self) -> bool:

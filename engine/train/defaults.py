@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .. import PACKAGE
 from ..mediaio import encode_audio
 
 SR = 16000
@@ -249,7 +250,7 @@ def make_archive(folder: Path, audio_minutes: float, photos: int, seed: int = 0,
 def _train_cmd(kind: str, dataset: Path, run: Path, minutes: float, steps: int, threads: int,
                extra: list[str]) -> list[str]:
     budget = ["--steps", str(steps), "--minutes", "0"] if steps else ["--minutes", str(minutes)]
-    return [sys.executable, "-m", "engine.cli", "train", kind, str(dataset), "-o", str(run), *budget,
+    return [sys.executable, "-m", f"{PACKAGE}.cli", "train", kind, str(dataset), "-o", str(run), *budget,
             "--threads", str(threads), *extra]
 
 
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             make_archive(archive, args.audio_minutes, args.photos, args.seed)
             (work / "archive.complete").touch()
         print(f"  {time.monotonic() - t0:.0f} s", flush=True)
-        subprocess.run([sys.executable, "-m", "engine.cli", "ingest", str(archive), "-o", str(dataset), "-q"], check=True)
+        subprocess.run([sys.executable, "-m", f"{PACKAGE}.cli", "ingest", str(archive), "-o", str(dataset), "-q"], check=True)
         runs = {kind: work / f"run-{kind}" for kind in ("audio", "image") if args.only in (None, kind)}
         threads = max(1, (os.cpu_count() or 2) // len(runs))   # the cores shared by the runs side by side
         for run in runs.values():

@@ -11,19 +11,19 @@ text the broadcast page loads with a WebGL2 header.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, cast
 
 import moderngl
 import numpy as np
 
+from ..configio import ROOT
 from ..params import REGISTRY, Registry, Smoother, check_view
 from ..paramview import ParamView
 from .projection import Layout, layout, rotation_matrix
 
 Uniforms = dict[str, Any]   # uniform name → value: a float, an int or a tuple of floats, as GL takes it
 
-SHADERS = Path(__file__).resolve().parent.parent.parent / "shaders"
+SHADERS = ROOT / "shaders"
 DESKTOP_HEADER = "#version 330\n"
 WEBGL_HEADER = "#version 300 es\nprecision highp float;\nprecision highp int;\n"
 

@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ..configio import ROOT
 from ..errors import CielError, ConfigError
 from .media import Media, MediaStore
 
 log = logging.getLogger("ciel.web")
 
 STATIC = Path(__file__).resolve().parent / "static"
-SHADERS = Path(__file__).resolve().parents[2] / "shaders"
+SHADERS = ROOT / "shaders"
 SHADER_SUFFIXES = (".glsl", ".vert", ".frag")
 HEARTBEAT_S = 15.0
 RETRY_MS = 2000
