@@ -96,23 +96,24 @@ class JackServer:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         self.proc = end(self.proc, sig)
 
-    def xruns(self, since: int = 0) -> JackXruns:
+    def xruns(self, since: int = 0, client: str | None = None) -> JackXruns:
         """The xruns the server logged after log offset `since` (0: since it started), by cause. A
         client found unfinished in the cycle right after a late driver cycle was woken late itself,
-        so it counts as the driver's."""
+        so it counts as the driver's. With `client`, only that client's late cycles count."""
         with open(self._log.name, "rb") as fh:
             fh.seek(since)
             lines = fh.read().decode("utf-8", "replace").splitlines()
             offset = fh.tell()
-        driver = client = 0
+        driver = late = 0
         after_driver = False
         for line in lines:
             if "Driver::Process XRun" in line:
                 driver, after_driver = driver + 1, True
             elif "was not finished" in line:
-                client += 0 if after_driver else 1
+                if client is None or f"client = {client} was" in line:
+                    late += 0 if after_driver else 1
                 after_driver = False
-        return JackXruns(driver_late=driver, client_late=client, offset=offset)
+        return JackXruns(driver_late=driver, client_late=late, offset=offset)
 
     def stop(self) -> None:
         """End the server cleanly and point JACK clients back where they pointed before `start`."""

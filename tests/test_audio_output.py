@@ -341,6 +341,8 @@ def test_sound_returns_when_jack_is_restarted(store: ParamStore, monkeypatch: py
 LATE_CLIENT = """
 import sys, time
 import sounddevice as sd
+from engine.audio.jacknames import set_client_name
+set_client_name(sd, "late-test")   # its own name in the server's log: another client's lateness is not its own
 late = [int(sys.argv[1])]
 def callback(outdata, frames, time_info, flags):
     outdata[:] = 0
@@ -357,8 +359,8 @@ def test_jack_server_log_tells_a_late_client_from_its_own_clock(jackd: parts.Jac
     """The flood test and the benchmarks count a late callback of ciel's from the JACK server's log;
     a client that sleeps in its callback must show there, and one that does not must not."""
     mark = jackd.xruns().offset
-    subprocess.run([sys.executable, "-c", LATE_CLIENT, str(late)], check=True, timeout=30)
-    found = jackd.xruns(since=mark)
+    subprocess.run([sys.executable, "-c", LATE_CLIENT, str(late)], check=True, timeout=30, cwd=ROOT)
+    found = jackd.xruns(since=mark, client="late-test")
     if late:
         assert found.client_late >= 1, f"{late} callbacks of 20 ms were not logged as late: {found}"
     else:
