@@ -7,6 +7,9 @@ STAMP_SYS := $(VENV)/.stamp-system
 STAMP_SYS_TEST := $(VENV)/.stamp-system-test
 STAMP_PY := $(VENV)/.stamp-python
 STAMP_PY_TEST := $(VENV)/.stamp-python-test
+# acids-rave, which makes the RAVE exports the tests play, in a venv of its own (scripts/setup-rave.sh)
+RAVE_VENV := .venv-rave
+STAMP_RAVE := $(RAVE_VENV)/.stamp-rave
 # pyproject.toml gives compatible ranges; the tested versions are pinned here (torch's CPU build)
 PIP_INSTALL := $(PY) -m pip install -q -c constraints.txt
 ARGS ?=
@@ -15,7 +18,7 @@ ARGS ?=
 
 setup: $(STAMP_SYS) $(STAMP_PY)
 
-setup-test: $(STAMP_SYS_TEST) $(STAMP_PY_TEST)
+setup-test: $(STAMP_SYS_TEST) $(STAMP_PY_TEST) $(STAMP_RAVE)
 
 $(STAMP_SYS): scripts/setup-system.sh
 	@mkdir -p $(VENV)
@@ -34,6 +37,10 @@ $(STAMP_PY): pyproject.toml constraints.txt $(STAMP_SYS)
 
 $(STAMP_PY_TEST): pyproject.toml constraints.txt $(STAMP_PY) $(STAMP_SYS_TEST)
 	$(PIP_INSTALL) -e '.[test,lint]'
+	@touch $@
+
+$(STAMP_RAVE): scripts/setup-rave.sh constraints.txt $(STAMP_PY)
+	bash scripts/setup-rave.sh $(VENV) $(RAVE_VENV)
 	@touch $@
 
 run: setup
@@ -55,4 +62,4 @@ models: setup
 	$(PY) -m engine.train.defaults
 
 clean:
-	rm -rf $(VENV) .pytest_cache out
+	rm -rf $(VENV) $(RAVE_VENV) .pytest_cache out

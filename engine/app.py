@@ -71,7 +71,7 @@ def checked_model(kind: Literal["audio", "image"], patch: Patch,
     from .visual.model import load_image_model
 
     def load(folder: str | Path) -> AudioModel | ImageModel:
-        return load_audio_model(folder) if kind == "audio" else load_image_model(folder)
+        return load_audio_model(folder, patch.audio.trust) if kind == "audio" else load_image_model(folder)
 
     folder, default = ((patch.audio.model, DEFAULT_AUDIO_MODEL) if kind == "audio"
                        else (patch.visual.model, DEFAULT_IMAGE_MODEL))

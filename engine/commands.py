@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio.config import AudioConfig
+from .audio.config import AudioConfig, is_scripted, trust_line
 from .configio import build, to_table
 from .control.config import OscConfig, OscQueryConfig
 from .errors import AudioDeviceError, CielError, DisplayError, PatchError
-from .patch import Patch, load_patch
+from .patch import Patch, check_audio_model, load_patch
 
 log = logging.getLogger("ciel")
 
@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--samplerate", type=int, default=48000, help="WAV sample rate (Hz)")
     render.add_argument("--no-frames", action="store_true", help="no PNG frames (with --video: the pictures go into the video only; without: the sound only)")
     render.add_argument("--video", action="store_true", help="also write render.mp4 (H.264 + AAC; WebM where FFmpeg lacks H.264) with the sound in it")
+    add_model_args(render)
     render.set_defaults(func=cmd_render)
 
     devices = sub.add_parser("devices", help="list audio outputs, MIDI ports and displays")
@@ -62,9 +63,30 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """--model and --trust-model: the audio model instead of the patch's."""
+    p.add_argument("--model", type=Path, default=None, metavar="PATH",
+                   help="audio model: a model folder, or a RAVE / nn~ TorchScript export (.ts, with --trust-model)")
+    p.add_argument("--trust-model", action="store_true", default=None,
+                   help="load a TorchScript audio model: it runs code from the file, so only one you trust")
+
+
+def model_overrides(audio: AudioConfig, args: argparse.Namespace, source: str) -> AudioConfig:
+    """`audio` with --model and --trust-model applied; PatchError when the model is a TorchScript
+    file nobody trusted (one line saying why)."""
+    if args.model is not None:
+        audio = dataclasses.replace(audio, model=str(args.model.resolve()))
+    if args.trust_model:
+        audio = dataclasses.replace(audio, trust=True)
+    if is_scripted(audio.model) and not audio.trust:
+        raise PatchError("the command line" if args.model is not None else source, "audio.model", trust_line(audio.model))
+    return audio
+
+
 def add_patch_args(p: argparse.ArgumentParser) -> None:
     """Options shared by `run`, `install` and `broadcast` that override the patch."""
     p.add_argument("patch", nargs="?", type=Path, default=None, help="patch file (default: patches/default.toml)")
+    add_model_args(p)
     p.add_argument("--audio", choices=("auto", "none"), default=None, help="'none': no sound device")
     p.add_argument("--device", default=None, help="audio output device (name substring)")
     p.add_argument("--samplerate", type=int, default=None, help="device sample rate (Hz)")
@@ -106,6 +128,7 @@ def patch_from_args(args: argparse.Namespace) -> Patch:
         if value is not None:
             audio = dataclasses.replace(audio, **{field: value})
     audio = build(AudioConfig, to_table(audio), "the command line", "audio", error=PatchError)   # ranges, as in a patch
+    audio = model_overrides(audio, args, patch.source)
     visual = patch.visual
     if args.fullscreen:
         visual = dataclasses.replace(visual, fullscreen=True)
@@ -224,7 +247,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     from .mediaio import VideoWriter, video_format
     from .params import ParamStore
 
-    patch = load_patch(args.patch)
+    patch = load_patch(args.patch, check_models=False)
+    patch = patch.replace(audio=model_overrides(patch.audio, args, patch.source))
+    check_audio_model(patch.audio, patch.source)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     store = ParamStore()
@@ -235,7 +260,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
         clock_now = [0.0]
         scheduler = Scheduler(patch.schedule, store, clock=lambda: clock_now[0], seed=args.seed)
-    synth = AudioSynth(load_audio_model(patch.audio.model), args.samplerate, seed=args.seed,
+    synth = AudioSynth(load_audio_model(patch.audio.model, patch.audio.trust), args.samplerate, seed=args.seed,
                        voices=patch.audio.voices, channels=patch.audio.channels, layout=patch.audio.layout)
     pngs = not args.no_frames
     frames = None

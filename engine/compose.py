@@ -124,7 +124,7 @@ def render(patch: Patch, form: FormConfig, seconds: float, seed: int, progress=N
 
     player = Form(form, start={**patch.params, **form.stages[0].params})   # it begins in its first stage
     wanted = int(form.most("audio/voices", max(patch.audio.voices, 1)))
-    synth = AudioSynth(load_audio_model(patch.audio.model), RATE, seed=seed, fade_in_s=1.0, voices=min(wanted, 16))
+    synth = AudioSynth(load_audio_model(patch.audio.model, patch.audio.trust), RATE, seed=seed, fade_in_s=1.0, voices=min(wanted, 16))
     values = patch_values(patch)
     total = int(round(seconds * RATE))
     block = RATE // CONTROL_HZ

@@ -124,7 +124,7 @@ def cmd_bake(args: argparse.Namespace) -> int:
     torch.set_num_threads(patch.audio.threads)  # small per-frame ops: more threads only contend
     store = ParamStore()
     apply_patch_params(store, patch)
-    audio_model = load_audio_model(patch.audio.model)
+    audio_model = load_audio_model(patch.audio.model, patch.audio.trust)
     image_model = load_image_model(patch.visual.model)
     t0 = time.monotonic()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .audio.config import AudioConfig
+from .audio.config import AudioConfig, is_scripted, trust_line
 from .configio import ROOT, atomic_write, build, dumps_toml, field, read_toml, resolve_path, to_table
 from .control.config import MidiConfig, OscConfig, OscQueryConfig, ScheduleConfig
 from .errors import PatchError
@@ -152,14 +152,28 @@ def _patch_from_table(table: Mapping[str, Any], path: Path, check_models: bool) 
     audio = dataclasses.replace(patch.audio, model=str(resolve_path(patch.audio.model, base)))
     visual = dataclasses.replace(patch.visual, model=str(resolve_path(patch.visual.model, base)))
     if check_models:
-        for key, folder in (("audio.model", audio.model), ("visual.model", visual.model)):
-            weights = Path(folder) / "model.safetensors"
-            if not weights.is_file():
-                raise PatchError(source, key, f"model file not found: {weights} (run `make models` to rebuild the defaults)")
+        check_audio_model(audio, source)
+        weights = Path(visual.model) / "model.safetensors"
+        if not weights.is_file():
+            raise PatchError(source, "visual.model", f"model file not found: {weights} (run `make models` to rebuild the defaults)")
     return dataclasses.replace(
         patch, params=MappingProxyType(validate_params(params, source)),
         presets=MappingProxyType(checked_presets), audio=audio, visual=visual, form=form, mods=mods,
         source=source)
+
+
+def check_audio_model(audio: AudioConfig, source: str) -> None:
+    """PatchError naming `audio.model` when its model is missing, or is a TorchScript file the
+    patch does not trust (engine/audio/scripted.py)."""
+    if is_scripted(audio.model):
+        if not Path(audio.model).is_file():
+            raise PatchError(source, "audio.model", f"model file not found: {audio.model}")
+        if not audio.trust:
+            raise PatchError(source, "audio.model", trust_line(audio.model))
+        return
+    weights = Path(audio.model) / "model.safetensors"
+    if not weights.is_file():
+        raise PatchError(source, "audio.model", f"model file not found: {weights} (run `make models` to rebuild the defaults)")
 
 
 def patch_table(patch: Patch) -> dict[str, Any]:

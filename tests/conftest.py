@@ -7,8 +7,10 @@ the reason, so a laptop without Pure Data still runs everything else.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,3 +137,22 @@ def phone_dataset(tmp_path_factory: pytest.TempPathFactory):
         missing(str(exc))
     ingest(tmp / "archive", tmp / "dataset", progress=False)
     return load_dataset(tmp / "dataset")
+
+
+RAVE_PYTHON = Path(__file__).resolve().parents[1] / ".venv-rave" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def rave_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A RAVE v2 (small) streaming export made by the `acids-rave` package itself, untrained
+    (seeded), 8 latent dimensions, 44.1 kHz: made once per test session in the RAVE environment
+    (`make test` builds it: scripts/setup-rave.sh)."""
+    if not RAVE_PYTHON.exists():
+        missing(f"the RAVE environment ({RAVE_PYTHON}; `make setup-test` makes it)")
+    out = tmp_path_factory.mktemp("rave") / "rave-v2-small.ts"
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([str(RAVE_PYTHON), "-W", "ignore", str(root / "harness" / "rave_export.py"), str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=root)
+    if done.returncode != 0 or not out.is_file():
+        pytest.fail(f"acids-rave could not export a model: {done.stderr.strip()[-2000:]}")
+    return out

@@ -415,7 +415,7 @@ class AudioChild:
 
         threadpool_limits(limits=self.cfg.threads, user_api="blas")
         sys.setswitchinterval(0.0005)  # the callback thread waits at most this long for the GIL
-        self.model = model = load_audio_model(self.cfg.model)
+        self.model = model = load_audio_model(self.cfg.model, self.cfg.trust)
         return model
 
     def run(self) -> None:
@@ -467,7 +467,11 @@ class AudioChild:
         self.synth = synth
         if st[_S_PANIC] > 0:  # a panic outlives a restart of the audio process
             synth.panic()
-        run_ahead = RunAhead(max(int(cfg.ahead_ms * rate / 1000), 1), int(cfg.ahead_max_ms * rate / 1000), rate)
+        # at least one latent frame ahead: a model with a long hop (a RAVE export's 512-2048
+        # samples) decodes a whole frame at once, and the ring must outlast that step
+        frame = int(math.ceil(model.hop * rate / model.sample_rate))
+        low = max(int(cfg.ahead_ms * rate / 1000), frame, 1)
+        run_ahead = RunAhead(low, max(int(cfg.ahead_max_ms * rate / 1000), low), rate)
         ahead = run_ahead.low
         self.ring = ring = _Ring(run_ahead.high + 8 * cfg.blocksize + 4 * model.hop * rate // model.sample_rate + 1024,
                                  channels=speakers)

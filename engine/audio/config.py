@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..configio import field
+
+SUFFIXES = (".ts", ".pt", ".torchscript")
+
+
+def is_scripted(path: str | Path) -> bool:
+    """Is `path` a TorchScript file (rather than one of ciel's model folders)?"""
+    p = Path(path)
+    return p.suffix.lower() in SUFFIXES or p.is_file()
+
+
+def trust_line(path: str | Path) -> str:
+    """Why a TorchScript model was refused: one line naming the file and the way to accept it."""
+    return (f"{path}: a TorchScript model runs code from the file when it loads; ciel loads it only "
+            f"when you trust it: `trust = true` in [audio] or --trust-model")
 
 
 @dataclass(frozen=True)
 class AudioConfig:
     """Audio output settings. Paths are resolved by `engine.patch` (relative to the patch file)."""
 
-    model: str = field("models/audio-default", doc="Folder with model.safetensors and card.toml.")
+    model: str = field("models/audio-default", doc="Folder with model.safetensors and card.toml, or a TorchScript "
+                                                   "file (a RAVE or nn~ export, .ts), which needs `trust`.")
+    trust: bool = field(False, doc="Load `model` when it is a TorchScript file: loading one runs code from the "
+                                   "file, so ciel does it only when you say so (--trust-model).")
     output: str = field("auto", choices=("auto", "none"), doc="'none' runs without a sound device.")
     device: str = field("", doc="Output device, by name substring; empty = the host's default.")
     samplerate: int = field(48000, minimum=8000, maximum=192000, doc="Device sample rate (Hz).")

@@ -28,13 +28,29 @@ loop); not thread-safe.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Protocol, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from .model import Decoder, ResizeUp, ResUnit, Upsample
+
+
+class LatentStream(Protocol):
+    """What the synth decodes with: NumpyStream (ciel's models) or ScriptedStream (a RAVE / nn~
+    export, engine/audio/scripted.py). z (B, D, T) float32, classes (B,) or None -> (B, 1, T · hop).
+    `save`/`restore` keep and bring back the left contexts around a learning-axis move."""
+
+    hop: int
+
+    def __call__(self, z: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray: ...
+
+    def weights_moved(self) -> None: ...
+
+    def save(self) -> list[tuple[np.ndarray, ...]]: ...
+
+    def restore(self, saved: list[tuple[np.ndarray, ...]]) -> None: ...
 
 
 def _view(t: torch.Tensor | None) -> np.ndarray:

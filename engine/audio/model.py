@@ -15,7 +15,9 @@ Public API (stable; the trainer and the runtime build on it):
                                              concatenated blocks (each causal conv keeps its left context).
     export_audio_model(vae, folder, card_extra, latents_for_pca, clips=None, snapshots=None,
                        clip_levels=None, classes=None) -> Path
-    load_audio_model(folder) -> AudioModel   raises engine.errors.ModelError naming the file
+    load_audio_model(path, trust=False) -> AudioModel   a model folder, or a TorchScript file (RAVE /
+                                             nn~ export, engine/audio/scripted.py) when trusted;
+                                             raises engine.errors.ModelError naming the file
     class_lines(card) -> list[str]           a card's classes as a person reads them
     make_default_audio_model(folder, seed=0) -> Path   untrained, fixed-seed default
 
@@ -62,6 +64,7 @@ from ..configio import build, to_table
 from ..errors import ConfigError, ModelError
 from ..modelio import CARD, WEIGHTS, card_value, load_model, save_model
 from ..params import AUDIO_LATENT_DIMS
+from .scripted import ScriptedModel, is_scripted, load_scripted
 
 ARCH = "ciel-wavevae-1"
 MAX_CLASSES = 16   # audio/class reaches classes 0 … 15
@@ -378,12 +381,14 @@ class AudioModel:
     snapshots: the decoder's state dicts along its training (engine/learning.py), oldest first,
     the last one the final weights; empty when the model has no learning axis; clip_levels: the
     source level of each clip frame in dBFS, (T_i,) per clip (empty for older models);
-    class_names: the classes of a conditioned decoder, by index (empty: unconditioned).
+    class_names: the classes of a conditioned decoder, by index (empty: unconditioned);
+    script: a TorchScript model (RAVE / nn~ export) instead of ciel's own, with `vae` None, `cfg`
+    carrying only its rate, hop (one stride) and latent size, and the identity for the PCA.
     """
 
     folder: Path
     cfg: AudioModelConfig
-    vae: AudioVAE
+    vae: AudioVAE | None
     card: Mapping[str, Any]
     pca_mean: np.ndarray
     pca_components: np.ndarray
@@ -392,6 +397,14 @@ class AudioModel:
     snapshots: tuple[dict[str, Tensor], ...] = ()
     clip_levels: tuple[np.ndarray, ...] = ()
     class_names: tuple[str, ...] = ()
+    script: ScriptedModel | None = None
+
+    @property
+    def own(self) -> AudioVAE:
+        """The VAE of a model in ciel's own format; ModelError for a TorchScript model."""
+        if self.vae is None:
+            raise ModelError(f"{self.folder}: a TorchScript model has no ciel VAE (this needs a model folder)")
+        return self.vae
 
     @property
     def classes(self) -> int:
@@ -424,14 +437,16 @@ class AudioModel:
 
     def streaming_decoder(self, batch: int = 1) -> StreamingDecoder:
         """A fresh stateful decoder (one per output stream)."""
-        return self.vae.streaming(batch)
+        return self.own.streaming(batch)
 
     @torch.inference_mode()
     def decode(self, z: np.ndarray, audio_class: float = 0.0) -> np.ndarray:
         """Offline decode: decoder latent (D, T) -> audio (T * hop,) float32; `audio_class` as
         `audio/class` (a conditioned decoder only)."""
+        if self.script is not None:
+            return self.script.decode(z)
         classes = torch.tensor([float(audio_class)])
-        return self.vae.decode(torch.from_numpy(np.ascontiguousarray(z, np.float32))[None], classes)[0, 0].numpy()
+        return self.own.decode(torch.from_numpy(np.ascontiguousarray(z, np.float32))[None], classes)[0, 0].numpy()
 
 
 def _pca(latents: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -522,9 +537,13 @@ def _check_tensor(tensors: Mapping[str, Tensor], key: str, shape: tuple[int, ...
     return t
 
 
-def load_audio_model(folder: str | Path) -> AudioModel:
-    """Read an audio model folder; any problem raises ModelError naming the file and what was expected."""
+def load_audio_model(folder: str | Path, trust: bool = False) -> AudioModel:
+    """Read an audio model folder, or a TorchScript file (a RAVE or nn~ export) when `trust` says
+    its code may run (engine/audio/scripted.py); any problem raises ModelError naming the file and
+    what was expected."""
     folder = Path(folder)
+    if is_scripted(folder):
+        return scripted_audio_model(load_scripted(folder, trust))
     tensors, card = load_model(folder, "audio")
     card_src, w_src = str(folder / CARD), str(folder / WEIGHTS)
     if card.get("arch") != ARCH:
@@ -584,6 +603,16 @@ def load_audio_model(folder: str | Path) -> AudioModel:
                 raise ModelError(f"{w_src}: tensor 'clips.level' holds NaN or infinite values")
             levels = tuple(lv[a:b] for a, b in zip(s, s[1:]))
     return dataclasses.replace(model, clips=clips, clip_levels=levels)
+
+
+def scripted_audio_model(script: ScriptedModel) -> AudioModel:
+    """An AudioModel around a TorchScript model: knobs are its latent (identity PCA), no clips, no
+    learning axis, no classes."""
+    d = script.latent_dim
+    cfg = AudioModelConfig(sample_rate=script.sample_rate, latent_dim=d, channels=(1, 1), strides=(script.hop,))
+    card = {"kind": "audio", "arch": script.kind, "trained": True, "sample_rate": script.sample_rate,
+            "hop": script.hop, "latent_dim": d, "description": f"TorchScript model ({script.kind}) {script.path.name}"}
+    return AudioModel(script.path, cfg, None, card, np.zeros(d), np.eye(d), np.ones(d), (), script=script)
 
 
 def _class_names(card: Mapping[str, Any], count: int, source: str) -> tuple[str, ...]:

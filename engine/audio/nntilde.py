@@ -200,7 +200,7 @@ class NNTildeModel(nn.Module):
 
     def __init__(self, model: AudioModel) -> None:
         super().__init__()
-        vae = model.vae.eval()
+        vae = model.own.eval()
         self.hop = int(model.hop)
         self.latent_dim = int(model.latent_dim)
         self.sampling_rate = int(model.sample_rate)

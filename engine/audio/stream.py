@@ -34,12 +34,13 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+from torch import nn
 
 from ..learning import WeightMorph
 from ..params import REGISTRY, Registry, Smoother, check_view
 from ..paramview import ParamView
 from .cloud import Cloud, Space
-from .inference import NumpyStream
+from .inference import LatentStream, NumpyStream
 from .model import AudioModel
 from .navigation import MotionBank, Voice
 from .safety import Conditioner, TruePeakLimiter, db_to_gain
@@ -181,14 +182,19 @@ class AudioSynth:
         self.hop = model.hop
         self.dt = model.hop / model.sample_rate
         self.rng = np.random.default_rng(seed)
-        decoder = model.vae.decoder
-        if len(model.snapshots) >= 2:
-            decoder = copy.deepcopy(decoder)   # this synth's own weights to move
-        self.morph = WeightMorph(decoder, model.snapshots)
+        self.slots = min(max(int(voices), 1), 16) - 1   # cloud voices allocated beside the pair
+        self.decoder: LatentStream
+        if model.script is not None:   # a RAVE / nn~ export: its own streaming state, no learning axis
+            self.morph = WeightMorph(nn.Module(), ())
+            self.decoder = model.script.stream(self.PAIR + self.slots, seed)
+        else:
+            decoder = model.own.decoder
+            if len(model.snapshots) >= 2:
+                decoder = copy.deepcopy(decoder)   # this synth's own weights to move
+            self.morph = WeightMorph(decoder, model.snapshots)
+            self.decoder = NumpyStream(decoder, self.PAIR + self.slots)
         self._learning = 1.0
         self._first_step = True
-        self.slots = min(max(int(voices), 1), 16) - 1   # cloud voices allocated beside the pair
-        self.decoder = NumpyStream(decoder, self.PAIR + self.slots)
         self.smoother = Smoother(registry)
         self.cond = Conditioner(model.sample_rate, channels=self.channels)   # linked: the image stays
         self.resampler = Resampler(model.sample_rate, self.rate, channels=self.channels)

@@ -107,7 +107,7 @@ class LiveScenes:
             from ..visual.model import load_image_model
 
             torch.set_num_threads(self.threads)
-            self._models = (load_audio_model(self.patch.audio.model), load_image_model(self.patch.visual.model))
+            self._models = (load_audio_model(self.patch.audio.model, self.patch.audio.trust), load_image_model(self.patch.visual.model))
         return self._models
 
     def prepare(self, scene_id: int) -> SceneMedia:
