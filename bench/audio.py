@@ -3,6 +3,7 @@
     python -m bench audio [--quick] [--seconds S] [--osc-rate N] [--load sky|cpu|none]
                           [--samplerate 48000] [--blocksize 128] [--ahead-ms 6]
                           [--voices N] [--reverb SEND] [--channels N] [--listen-probes N]
+                          [--model PATH [--trust-model]]
 
 Keys:
   rtf            the whole real-time path per second of audio, median over 2,000 steps on one
@@ -13,6 +14,14 @@ Keys:
                  reverb fed at SEND; every key below is then measured with them too
                  With `--channels N` (default 2) over N speakers (a ring; engine/audio/speakers.py):
                  the JACK server then has N outputs and every key is measured with them
+  model          the audio model played: ciel's default, or `--model PATH` (a model folder, or a
+                 RAVE / nn~ TorchScript export with `--trust-model`); model_rate (Hz) and
+                 model_hop (samples per latent frame) beside it
+  model_delay_ms the decoder's own delay: from the first sample decoded from a changed latent to
+                 the first sample that differs because of it (two streams from one seed, one given
+                 a latent 2 sigma away from frame 30 on; offline, at the model's rate). 0 for a
+                 causal decoder such as ciel's; a RAVE export's cached convolutions hold sound back
+  latency_heard_ms_p50/p99  latency_ms plus model_delay_ms: until the sound at the port changes
   voices, reverb_send, channels  what the run played (`audio/voices`, `audio/reverb/send`,
                  `[audio] channels`)
   block_ms_p50/p99  time of one decode step in the running audio process (one latent frame:
@@ -93,6 +102,30 @@ def process_cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def model_delay_ms(model, frames: int = 30, after: int = 40) -> float:
+    """The decoder's own delay (ms): two streams from one seed decode the same random latents, one
+    of them moved 2 sigma from frame `frames` on; the first sample that differs, after the first
+    sample decoded from the moved latent. Raises if no sample ever differs."""
+    from engine.audio.inference import NumpyStream
+
+    rng = np.random.default_rng(0)
+    d, hop = model.latent_dim, model.hop
+    knobs = rng.standard_normal((frames + after, d))                                   # (T, D)
+    moved = knobs.copy()
+    moved[frames:] += 2.0
+    outs = []
+    for u in (knobs, moved):
+        stream = model.script.stream(1, seed=0) if model.script is not None else NumpyStream(model.own.decoder, 1)
+        z = model.knobs_to_latent(u).T[None].astype(np.float32)                         # (1, D, T)
+        outs.append(np.concatenate([stream(z[:, :, t:t + 1])[0, 0] for t in range(z.shape[2])]))
+    a, b = outs
+    tol = 1e-4 * float(np.sqrt(np.mean(a ** 2))) + 1e-9
+    differ = np.nonzero(np.abs(a - b) > tol)[0]
+    if not len(differ):
+        raise RuntimeError("the decoder never answered a latent 2 sigma away")
+    return 1000.0 * max(int(differ[0]) - frames * hop, 0) / model.sample_rate
 
 
 def realtime_rtf(model, steps: int, rate: int, voices: int = 1, send: float = 0.0,
@@ -247,6 +280,8 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--voices", type=int, default=1, help="decoder voices made ready and playing (1-16, default 1)")
     ap.add_argument("--channels", type=int, default=2, help="speakers (1-32, default 2: stereo; more: a ring)")
     ap.add_argument("--listen-probes", type=int, default=None, help="tones into ciel's input (default 100, quick 30)")
+    ap.add_argument("--model", type=Path, default=MODEL, help="audio model: a folder, or a TorchScript export (.ts)")
+    ap.add_argument("--trust-model", action="store_true", help="load a TorchScript model (it runs code from the file)")
     ap.add_argument("--reverb", type=float, default=0.0, help="reverb send, 0-1 (default 0: the pair sends nothing; cloud voices still send by distance)")
     args = ap.parse_args(argv)
     seconds = args.seconds or (15.0 if args.quick else 120.0)
@@ -265,10 +300,13 @@ def main(argv: list[str]) -> dict:
 
     if not 1 <= args.voices <= 16 or not 0.0 <= args.reverb <= 1.0 or not 1 <= args.channels <= 32:
         ap.error("--voices is 1-16, --reverb 0-1 and --channels 1-32")
-    rtf, rtf_p99 = realtime_rtf(load_audio_model(MODEL), 2000, args.samplerate, args.voices, args.reverb, args.channels)
-    cfg = AudioConfig(model=str(MODEL), samplerate=args.samplerate, blocksize=args.blocksize,
-                      **({"ahead_ms": args.ahead_ms} if args.ahead_ms else {}), seed=1, voices=args.voices,
-                      channels=args.channels)
+    model = load_audio_model(args.model, args.trust_model)
+    delay_ms = model_delay_ms(model)
+    steps = 2000 if model.script is None else 500     # a TorchScript step is 10-50x dearer
+    rtf, rtf_p99 = realtime_rtf(model, steps, args.samplerate, args.voices, args.reverb, args.channels)
+    cfg = AudioConfig(model=str(args.model), trust=args.trust_model, samplerate=args.samplerate,
+                      blocksize=args.blocksize, **({"ahead_ms": args.ahead_ms} if args.ahead_ms else {}), seed=1,
+                      voices=args.voices, channels=args.channels)
     # a JACK server of the benchmark's own: nobody else can stop or load it mid-run
     with parts.jackd(rate=args.samplerate, period=args.blocksize, name="ciel-bench-audio",
                      playback=max(2, args.channels)) as server:
@@ -347,11 +385,15 @@ def main(argv: list[str]) -> dict:
     if missed:
         beside.append(f"{missed} probes never arrived")
     beside.append(server_what)
-    beside.append(f"device {end.device}, {end.samplerate} Hz, block {end.blocksize}, ahead {cfg.ahead_ms} ms, "
+    beside.append(f"device {end.device}, {end.samplerate} Hz, block {end.blocksize}, ahead {end.ahead_ms:.1f} ms, "
                   f"ring underflows {end.underflows - base.underflows}, PortAudio xruns {end.xruns - base.xruns}, "
                   f"restarts {end.restarts}; the JACK server logged {jack.client_late} cycles where ciel was late "
                   f"and {jack.driver_late} where its own clock thread was late")
     return {
+        "model": str(args.model) if args.model != MODEL else "ciel default (models/audio-default)",
+        "model_rate": model.sample_rate,
+        "model_hop": model.hop,
+        "model_delay_ms": round(delay_ms, 3),
         "voices": args.voices,
         "reverb_send": args.reverb,
         "channels": args.channels,
@@ -361,6 +403,8 @@ def main(argv: list[str]) -> dict:
         "block_ms_p99": percentile(blocks, 99),
         "latency_ms_p50": percentile(latencies, 50),
         "latency_ms_p99": percentile(latencies, 99),
+        "latency_heard_ms_p50": percentile([x + delay_ms for x in latencies], 50),
+        "latency_heard_ms_p99": percentile([x + delay_ms for x in latencies], 99),
         "missed": missed,
         "listen_to_param_ms_p50": percentile(heard, 50) if heard else None,
         "listen_to_param_ms_p99": percentile(heard, 99) if heard else None,
