@@ -84,6 +84,9 @@ if TYPE_CHECKING:
     from .model import AudioModel
 
 
+_WARM_STEPS = 4   # decode steps timed before the stream opens (TorchScript optimises after its first calls)
+
+
 class RunAhead:
     """How much sound (frames) the decode loop keeps queued: `low` at first; each underflow adds
     `up_ms`, up to `high`; every `calm_s` seconds without one takes `down_ms` off, down to `low`.
@@ -467,11 +470,7 @@ class AudioChild:
         self.synth = synth
         if st[_S_PANIC] > 0:  # a panic outlives a restart of the audio process
             synth.panic()
-        # at least one latent frame ahead: a model with a long hop (a RAVE export's 512-2048
-        # samples) decodes a whole frame at once, and the ring must outlast that step
-        frame = int(math.ceil(model.hop * rate / model.sample_rate))
-        low = max(int(cfg.ahead_ms * rate / 1000), frame, 1)
-        run_ahead = RunAhead(low, max(int(cfg.ahead_max_ms * rate / 1000), low), rate)
+        run_ahead = RunAhead(max(int(cfg.ahead_ms * rate / 1000), 1), int(cfg.ahead_max_ms * rate / 1000), rate)
         ahead = run_ahead.low
         self.ring = ring = _Ring(run_ahead.high + 8 * cfg.blocksize + 4 * model.hop * rate // model.sample_rate + 1024,
                                  channels=speakers)
@@ -503,8 +502,18 @@ class AudioChild:
 
         if cfg.realtime:
             _realtime(_DECODE_PRIORITY)
-        while ring.fill < ahead:
+        # the run-ahead must outlast one decode step as this machine runs it: a model whose frame
+        # is long and dear (a RAVE export: 512-2048 samples, several ms each) needs more than
+        # ahead_ms; ciel's own (4 ms frames at about 1 ms) never does
+        warm: list[float] = []
+        while ring.fill < ahead or len(warm) < _WARM_STEPS:
+            t_step = time.perf_counter()
             self.decode_step()
+            warm.append(time.perf_counter() - t_step)
+        need = min(int(1.5 * max(warm[-2:]) * rate) + cfg.blocksize, len(ring.buf) // 2)
+        if need > ahead:
+            run_ahead = RunAhead(need, max(run_ahead.high, need), rate)
+            ahead = need
         gc.collect()
         gc.freeze()      # what loading made is never scanned again
         gc.disable()     # collections run only in the decode loop's idle time (below)
