@@ -32,11 +32,11 @@ $(STAMP_SYS_TEST): scripts/setup-system.sh $(STAMP_SYS)
 $(STAMP_PY): pyproject.toml constraints.txt $(STAMP_SYS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PIP_INSTALL) -e .
+	$(PIP_INSTALL) -e '.[ndi]'
 	@touch $@
 
 $(STAMP_PY_TEST): pyproject.toml constraints.txt $(STAMP_PY) $(STAMP_SYS_TEST)
-	$(PIP_INSTALL) -e '.[test,lint]'
+	$(PIP_INSTALL) -e '.[ndi,test,lint]'
 	@touch $@
 
 $(STAMP_RAVE): scripts/setup-rave.sh constraints.txt $(STAMP_PY)

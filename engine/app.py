@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     from .parts import ControlSurface, KeyframeSource
     from .supervise import Supervision
     from .visual.display import Opened
+    from .visual.memory import PictureMemory
     from .visual.model import ImageModel
-    from .visual.window import WindowReport
+    from .visual.window import FrameSink, WindowHooks, WindowReport
 
 log = logging.getLogger("ciel")
 
@@ -293,35 +294,55 @@ class Engine:
         self.healthz = self._guard("healthz", self.supervision)
 
     def show_window(self, deadline: float = float("inf"),
-                    on_worker: Callable[[KeyframeSource], None] | None = None) -> WindowReport:
+                    on_worker: Callable[[KeyframeSource], None] | None = None,
+                    sink: FrameSink | None = None) -> WindowReport:
         """Open the performance window (or take the one the curtain opened while the engine was
         built) and run the render loop on this (the main) thread until quit or `deadline` (engine
-        clock seconds). Raises DisplayError when no window opens."""
+        clock seconds); `sink` also gets every frame (NDI out). Raises DisplayError when no window
+        opens."""
+        from .visual.window import run_window
+
+        model, keyframes, hooks, memory = self._render_parts()
+        try:
+            opened, self.opened = self.opened, None
+            return run_window(self.patch.visual, model, self.seed, self.store, keyframes, hooks, deadline, on_worker,
+                              opened, sink)
+        finally:
+            if memory is not None:
+                memory.close()
+
+    def show_offscreen(self, sink: FrameSink, deadline: float = float("inf")) -> WindowReport:
+        """The render loop without a window (`--headless --ndi`): the sky offscreen at the patch's
+        size, every frame to `sink`, on this (the main) thread until quit or `deadline`."""
+        from .visual.window import run_offscreen
+
+        model, keyframes, hooks, memory = self._render_parts()
+        try:
+            return run_offscreen(self.patch.visual, model, self.seed, self.store, keyframes, hooks, sink, deadline)
+        finally:
+            if memory is not None:
+                memory.close()
+
+    def _render_parts(self) -> tuple[ImageModel, KeyframeSource, WindowHooks, PictureMemory | None]:
+        """The image model and keyframe source (made once), the render loop's hooks into this
+        engine, and an installation's picture memory (closed by the caller)."""
         from .visual.model import load_image_model
-        from .visual.window import WindowHooks, run_window
+        from .visual.window import WindowHooks
 
         cfg = self.patch.visual
-        if self.image_model is None:
-            self.image_model = load_image_model(cfg.model)
-        if self.keyframes is None:
-            self.keyframes = self._keyframe_source(self.image_model)
+        model = self.image_model = self.image_model or load_image_model(cfg.model)
+        keyframes = self.keyframes = self.keyframes or self._keyframe_source(model)
         memory = None
         if self.options.state_dir is not None:
             from .visual.memory import LAST_PICTURE, PictureMemory
 
-            memory = PictureMemory(self.options.state_dir / LAST_PICTURE, self.image_model.resolution)
+            memory = PictureMemory(self.options.state_dir / LAST_PICTURE, model.resolution)
         hooks = WindowHooks(clock=self.clock, running=lambda: self.running, quit=self.quit, tick=self.tick,
                             frame_done=self.frame_done, report=self.report, messages=self.messages,
                             learn=self.learn, note=self.patch.note, clear=self.clear,
                             remembered=memory.recall if memory else lambda: None,
                             shown=memory.offer if memory else lambda keyframe: None)
-        try:
-            opened, self.opened = self.opened, None
-            return run_window(cfg, self.image_model, self.seed, self.store, self.keyframes, hooks, deadline, on_worker,
-                              opened)
-        finally:
-            if memory is not None:
-                memory.close()
+        return model, keyframes, hooks, memory
 
     def learn(self) -> str:
         """MIDI learn from the window's L key: bind the next control moved to the parameter touched

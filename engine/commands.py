@@ -114,7 +114,10 @@ def add_patch_args(p: argparse.ArgumentParser) -> None:
 
 def add_show_args(p: argparse.ArgumentParser) -> None:
     """Options of the commands that run the live engine (`run`, `install`)."""
-    p.add_argument("--headless", action="store_true", help="no window: sound and control only")
+    p.add_argument("--headless", action="store_true", help="no window: sound and control only (with --ndi the "
+                   "sky is drawn offscreen for NDI)")
+    p.add_argument("--ndi", default=None, metavar="NAME",
+                   help="send the sky as an NDI source named NAME (Resolume, TouchDesigner, OBS… see it on the LAN)")
     p.add_argument("--seconds", type=float, default=0.0, help="quit after this many seconds of show (0 = run until stopped)")
 
 
@@ -130,6 +133,8 @@ def patch_from_args(args: argparse.Namespace) -> Patch:
     audio = build(AudioConfig, to_table(audio), "the command line", "audio", error=PatchError)   # ranges, as in a patch
     audio = model_overrides(audio, args, patch.source)
     visual = patch.visual
+    if getattr(args, "ndi", None) is not None:
+        visual = dataclasses.replace(visual, ndi=args.ndi)
     if args.fullscreen:
         visual = dataclasses.replace(visual, fullscreen=True)
     if args.display is not None:
@@ -191,6 +196,11 @@ def run_engine(patch: Patch, patch_path: Path | None, *, window: bool = True, in
 
     if window:
         check_display()
+    sink = None
+    if patch.visual.ndi:
+        from .visual.ndi import NdiSender
+
+        sink = NdiSender(patch.visual.ndi, patch.visual.fps)   # CielError with what to install, before anything starts
     curtain = None
     if window and state_dir is not None:
         # an installation: its last picture on the wall before torch is imported and the models load
@@ -211,7 +221,9 @@ def run_engine(patch: Patch, patch_path: Path | None, *, window: bool = True, in
     deadline = engine.clock() + seconds if seconds > 0 else float("inf")
     try:
         if window:
-            engine.show_window(deadline=deadline)
+            engine.show_window(deadline=deadline, sink=sink)
+        elif sink is not None:
+            engine.show_offscreen(sink, deadline)
         else:
             while engine.running and engine.clock() < deadline:
                 now = engine.clock()
@@ -220,6 +232,8 @@ def run_engine(patch: Patch, patch_path: Path | None, *, window: bool = True, in
                 time.sleep(1 / 60)
     finally:
         engine.close()
+        if sink is not None:
+            sink.close()
     return 0
 
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Installs the system packages ciel needs (PortAudio, JACK, Xvfb, EGL/Mesa, FFmpeg libs,
+# Installs the system packages ciel needs (PortAudio, JACK, Xvfb, EGL/Mesa, FFmpeg libs, Avahi's client for NDI,
 # fonts for screenshots, and for `make models` the espeak-ng voices and the photographic wallpapers
 # that the generated phone archive is made from). Runs apt-get when it is root on Debian/Ubuntu;
 # otherwise it prints the exact command to run and exits non-zero only if something required is
 # missing.
 set -euo pipefail
 
-PKGS=(libportaudio2 xvfb libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libsndfile1 fonts-dejavu-core
+PKGS=(libportaudio2 xvfb libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libsndfile1 libavahi-client3 fonts-dejavu-core
       espeak-ng mate-backgrounds lomiri-wallpapers-16.04 plasma-workspace-wallpapers)
 NORECOMMENDS=(jackd2)
 # the test stack (`make test`, CIEL_WITH_BROWSER=1): the pages in a browser, a static host, LAN

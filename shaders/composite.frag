@@ -1,6 +1,7 @@
 // Upscales the sky layer (sky.frag with uLayer = 1, drawn at a fraction of the window size, grain
 // included) and adds at full resolution what must stay sharp: the antialiased oval edge and the
 // note circle; then the master fade. Source = version header + projection.glsl + this file.
+// Alpha is the oval's (and the note's) coverage; the cleared surround stays transparent.
 // Drawn over geometry (composite.vert) after the window is cleared to the background: the
 // interior with uInterior = 1 (texture only), the edge band and the note square with 0.
 
@@ -28,9 +29,12 @@ void main() {
     if (inside > 0.0) {
         col = mix(uBackground, texture(uSky, frag / uResolution).rgb, inside);
     }
+    float alpha = inside;   // the oval's coverage: NDI receivers get the sky without its surround
     if (uNote.z > 0.0) {
         float d = length(frag - uNote.xy);
-        col = mix(col, vec3(0.5 + 0.25 * uNote.w), clamp(uNote.z - d + 0.5, 0.0, 1.0));
+        float dot = clamp(uNote.z - d + 0.5, 0.0, 1.0);
+        col = mix(col, vec3(0.5 + 0.25 * uNote.w), dot);
+        alpha = max(alpha, dot);
     }
-    fragColor = vec4(col * uFade, 1.0);
+    fragColor = vec4(col * uFade, alpha);
 }

@@ -63,12 +63,16 @@ void main() {
             col = mix(uBackground, col, clamp((1.0 - r) / fw + 0.5, 0.0, 1.0));
         }
     }
+    float alpha = 1.0;
     if (uLayer == 0) {
+        alpha = clamp((1.0 - r) / fw + 0.5, 0.0, 1.0);   // the oval's coverage (NDI keeps it)
         if (uNote.z > 0.0) {
             float d = length(frag - uNote.xy);
-            col = mix(col, vec3(0.5 + 0.25 * uNote.w), clamp(uNote.z - d + 0.5, 0.0, 1.0));
+            float dot = clamp(uNote.z - d + 0.5, 0.0, 1.0);
+            col = mix(col, vec3(0.5 + 0.25 * uNote.w), dot);
+            alpha = max(alpha, dot);
         }
         col *= uFade;
     }
-    fragColor = vec4(col, 1.0);
+    fragColor = vec4(col, alpha);
 }

@@ -57,6 +57,7 @@ void main() {
     float line = max(ciel_graticule(ll, uSpacing), 1.0 - clamp(abs(edge) - 0.5, 0.0, 1.0));
     img = clamp(mix(img, vec3(0.92, 0.94, 1.0), uGraticule * line * 0.8), 0.0, 1.0);
     vec3 col = clamp(img + uGrain * 0.1 * ciel_grain(frag, uFrame), 0.0, 1.0);
-    col = mix(uBackground, col, clamp(edge + 0.5, 0.0, 1.0));
-    fragColor = vec4(col * uFade, 1.0);
+    float cover = clamp(edge + 0.5, 0.0, 1.0);   // alpha: the oval's coverage (NDI keeps it)
+    col = mix(uBackground, col, cover);
+    fragColor = vec4(col * uFade, cover);
 }

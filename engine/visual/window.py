@@ -7,6 +7,10 @@ newest keyframe) → render → flip → frame_done. Keyframes come from a `Keyf
 generator process, or baked images); the loop never waits for it, and the source reads the
 parameters from the engine's shared snapshot itself.
 
+`run_offscreen(...)` is the same loop without a window (`ciel run --headless --ndi NAME`): the sky
+drawn into an offscreen framebuffer (EGL), every frame handed to a `FrameSink`. With a window, a
+sink gets the sky as drawn, before the overlay.
+
 Keys: Esc quits · F11 fullscreen · S or F12 screenshot · N program note · Space next scene · L MIDI learn (the parameter touched last).
 A click on the grey circle at the bottom opens or closes the note.
 """
@@ -19,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import moderngl
 import numpy as np
@@ -34,6 +38,37 @@ from .sky import DESKTOP_HEADER, SkyRenderer, gl_renderer, resolve_render_scale,
 from .worker import make_paths, render_keyframe
 
 log = logging.getLogger(__name__)
+
+
+class FrameSink(Protocol):
+    """Where each drawn frame goes besides the screen (an NDI source, engine/visual/ndi.py).
+
+    `send(frame)`: (H, W, 4) uint8 RGBA, top row first, owned by the caller (copy what is kept);
+    called on the render thread once per frame, so it must not wait (newest frame wins).
+    `close()` at the end of the show. `error`: the sink's last failure, '' while it works."""
+
+    error: str
+
+    def send(self, frame: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Reader:
+    """Reads the bound framebuffer into one preallocated (H, W, 4) array, top row first."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.resize(width, height)
+
+    def resize(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.raw = bytearray(width * height * 4)
+        self.frame = np.empty((height, width, 4), np.uint8)
+
+    def read(self, fb: moderngl.Framebuffer) -> np.ndarray:
+        fb.read_into(self.raw, components=4, alignment=1)
+        self.frame[:] = np.frombuffer(self.raw, np.uint8).reshape(self.height, self.width, 4)[::-1]
+        return self.frame
 
 class Overlay:
     """Text drawn over the sky (the note, problem messages): one RGBA texture the size of the
@@ -184,12 +219,14 @@ class WindowHooks:
 
 def run_window(cfg: VisualConfig, model: ImageModel, seed: int, store: ParamStore, keyframes: KeyframeSource,
                hooks: WindowHooks, deadline: float = math.inf,
-               on_worker: Callable[[KeyframeSource], None] | None = None, opened: Opened | None = None) -> WindowReport:
+               on_worker: Callable[[KeyframeSource], None] | None = None, opened: Opened | None = None,
+               sink: FrameSink | None = None) -> WindowReport:
     """Open the window (or take the one `opened` by engine.visual.display.raise_curtain), start
     `keyframes` and run the render loop until quit or `deadline` (hooks' clock seconds);
     `keyframes` is stopped on the way out. Main thread. Raises DisplayError when no window can be
     opened. `store`: the engine's parameter targets (read each frame; the N key and Space write to
-    it). `on_worker` is called once with the started source (benchmarks watch it)."""
+    it). `on_worker` is called once with the started source (benchmarks watch it). `sink` gets
+    every frame's sky before the overlay is drawn over it (NDI out)."""
     pygame, ctx = opened if opened is not None else open_window(cfg)
     renderer = gl_renderer(ctx)
     keyframes.start()
@@ -202,14 +239,8 @@ def run_window(cfg: VisualConfig, model: ImageModel, seed: int, store: ParamStor
         sky = SkyRenderer(ctx, width, height, model.resolution, resolve_render_scale(cfg.render_scale, ctx))
         overlay = Overlay(ctx, pygame, width, height)
         log.info("window %dx%d on %s, sky at %.2f of the resolution", width, height, renderer, sky.render_scale)
-        # the first picture: the one a previous run showed last (an installation that restarted),
-        # else one made here while the worker process starts
-        first = hooks.remembered()
-        if first is not None:
-            sky.upload(first.image, first.back)
-        else:
-            sky.upload(*render_keyframe(model, make_paths(model, seed), store.snapshot_values(), 0.0, True))
-        _loop(hooks, pygame, ctx, sky, overlay, keyframes, store, cfg, deadline)
+        _first_picture(sky, model, seed, store, hooks)
+        _loop(hooks, pygame, ctx, sky, overlay, keyframes, store, cfg, deadline, sink)
     finally:
         keyframes.stop()
         for part in (overlay, sky):
@@ -221,9 +252,105 @@ def run_window(cfg: VisualConfig, model: ImageModel, seed: int, store: ParamStor
                         keyframes.error, getattr(keyframes, "first_at", None))
 
 
+def _take_keyframe(keyframes: KeyframeSource, sky: SkyRenderer, hooks: WindowHooks) -> None:
+    """The newest keyframe onto the sky, if one came; a failure becomes a line on the overlay."""
+    shown = False
+    try:
+        keyframe = keyframes.latest()
+        if keyframe is not None:
+            sky.upload(keyframe.image, keyframe.back)
+            hooks.shown(keyframe)
+            shown = True
+    except Exception as exc:  # noqa: BLE001 — a bad picture (a baked file, a generator bug) never ends the show
+        hooks.report("image", f"{type(exc).__name__}: {exc}")
+    if keyframes.error:
+        hooks.report("image", keyframes.error)
+    elif shown:   # a good picture again: the line about the bad one goes
+        hooks.clear("image")
+
+
+def _send(sink: FrameSink, frame: np.ndarray, hooks: WindowHooks) -> None:
+    """A frame to the sink; its failure is a line on the overlay (and gone once it works again)."""
+    try:
+        sink.send(frame)
+    except Exception as exc:  # noqa: BLE001 — a sink that fails never ends the show
+        hooks.report("video out", f"{type(exc).__name__}: {exc}")
+        return
+    if sink.error:
+        hooks.report("video out", sink.error)
+    else:
+        hooks.clear("video out")
+
+
+def _pace(next_frame: float, period: float, clock: Callable[[], float]) -> float:
+    """Sleep until the next frame is due; returns when the one after it is."""
+    next_frame = max(next_frame + period, clock() - period)
+    wait = next_frame - clock()
+    if wait > 0:
+        time.sleep(wait)
+    return next_frame
+
+
+def _first_picture(sky: SkyRenderer, model: ImageModel, seed: int, store: ParamStore, hooks: WindowHooks) -> None:
+    """The picture a previous run showed last (an installation that restarted), else one made here
+    while the generator process starts."""
+    first = hooks.remembered()
+    if first is not None:
+        sky.upload(first.image, first.back)
+    else:
+        sky.upload(*render_keyframe(model, make_paths(model, seed), store.snapshot_values(), 0.0, True))
+
+
+def run_offscreen(cfg: VisualConfig, model: ImageModel, seed: int, store: ParamStore, keyframes: KeyframeSource,
+                  hooks: WindowHooks, sink: FrameSink, deadline: float = math.inf) -> WindowReport:
+    """The render loop without a window: the sky at cfg.width x cfg.height in an offscreen
+    framebuffer (EGL), each frame to `sink`, at most cfg.fps frames per second, until
+    `hooks.running()` is False or `deadline`. Main thread. Raises DisplayError without EGL."""
+    from .offline import offscreen_context
+
+    ctx = offscreen_context()
+    renderer = gl_renderer(ctx)
+    width, height = cfg.width, cfg.height
+    fbo = ctx.framebuffer(color_attachments=[ctx.texture((width, height), 4)])
+    keyframes.start()
+    sky: SkyRenderer | None = None
+    try:
+        sky = SkyRenderer(ctx, width, height, model.resolution, resolve_render_scale(cfg.render_scale, ctx))
+        log.info("offscreen %dx%d on %s, sky at %.2f of the resolution", width, height, renderer, sky.render_scale)
+        _first_picture(sky, model, seed, store, hooks)
+        reader = _Reader(width, height)
+        values = store.snapshot_values()
+        period, clock = 1.0 / cfg.fps, hooks.clock
+        next_frame = clock()
+        while hooks.running():
+            now = clock()
+            if now >= deadline:
+                break
+            hooks.tick(now)
+            store.snapshot_values(values)
+            _take_keyframe(keyframes, sky, hooks)
+            fbo.use()
+            sky.render(values, now)
+            _send(sink, reader.read(fbo), hooks)
+            hooks.frame_done(clock())
+            next_frame = _pace(next_frame, period, clock)
+    finally:
+        keyframes.stop()
+        if sky is not None:
+            sky.release()
+        fbo.color_attachments[0].release()
+        fbo.release()
+        ctx.release()
+    return WindowReport(renderer, keyframes.count, float(getattr(keyframes, "rate", 0.0)),
+                        tuple(keyframes.times_ms), sky.render_scale if sky is not None else 0.0,
+                        keyframes.error, getattr(keyframes, "first_at", None))
+
+
 def _loop(hooks: WindowHooks, pygame: Any, ctx: moderngl.Context, sky: SkyRenderer, overlay: Overlay,
-          keyframes: KeyframeSource, store: ParamStore, cfg: VisualConfig, deadline: float) -> None:
+          keyframes: KeyframeSource, store: ParamStore, cfg: VisualConfig, deadline: float,
+          sink: FrameSink | None = None) -> None:
     period = 1.0 / cfg.fps
+    reader = _Reader(sky.width, sky.height) if sink is not None else None
     fullscreen = cfg.fullscreen
     status = ""
     status_until = 0.0
@@ -267,22 +394,14 @@ def _loop(hooks: WindowHooks, pygame: Any, ctx: moderngl.Context, sky: SkyRender
                     overlay.resize(w, h)
         # update (a part that fails becomes a line on the overlay; the frame is still drawn)
         store.snapshot_values(values)
-        shown = False
-        try:
-            keyframe = keyframes.latest()
-            if keyframe is not None:
-                sky.upload(keyframe.image, keyframe.back)
-                hooks.shown(keyframe)
-                shown = True
-        except Exception as exc:  # noqa: BLE001 — a bad picture (a baked file, a generator bug) never ends the show
-            hooks.report("image", f"{type(exc).__name__}: {exc}")
-        if keyframes.error:
-            hooks.report("image", keyframes.error)
-        elif shown:   # a good picture again: the line about the bad one goes
-            hooks.clear("image")
+        _take_keyframe(keyframes, sky, hooks)
         # render
         ctx.screen.use()
         sky.render(values, now)
+        if sink is not None and reader is not None:
+            if (reader.width, reader.height) != (sky.width, sky.height):
+                reader.resize(sky.width, sky.height)
+            _send(sink, reader.read(ctx.screen), hooks)
         if shot:  # the sky without the overlay, before the flip
             try:
                 status = f"screenshot {screenshot(ctx, sky.width, sky.height, Path(cfg.screenshots))}"
@@ -302,7 +421,4 @@ def _loop(hooks: WindowHooks, pygame: Any, ctx: moderngl.Context, sky: SkyRender
         # flip
         pygame.display.flip()
         hooks.frame_done(clock())
-        next_frame = max(next_frame + period, clock() - period)
-        wait = next_frame - clock()
-        if wait > 0:
-            time.sleep(wait)
+        next_frame = _pace(next_frame, period, clock)

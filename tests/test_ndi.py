@@ -1,0 +1,66 @@
+"""NDI out (engine/visual/ndi.py): `ciel run --headless --ndi NAME` seen by NDI's own runtime in
+another process over loopback (harness/ndirecv.py), as a VJ's Resolume or OBS would see it: the
+frames keep coming at 1280x720, the sky inside the oval where the projection puts it, opaque, and
+transparent around it. The frame rate is measured by `python -m bench ndi`, not asserted here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import missing
+
+from harness.ndirecv import oval_fit, receive
+
+CIEL = [sys.executable, "-m", "engine.cli"]
+
+
+def test_the_sky_arrives_over_ndi_with_the_oval_where_the_projection_puts_it() -> None:
+    try:
+        import NDIlib  # noqa: F401
+    except (ImportError, OSError) as exc:
+        missing(f"ndi-python (the `ndi` extra): {exc}")
+    name = f"ciel-test-{os.getpid()}"
+    proc = subprocess.Popen([*CIEL, "run", "--headless", "--audio", "none", "--no-midi", "--osc-port", "0",
+                             "--ndi", name, "--seconds", "90"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        got = receive(name, seconds=4.0, find_timeout=60.0)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err, err
+    assert got.first_at is not None, f"no frame over NDI; ciel said: {err[-2000:]}"
+    assert got.size == (1280, 720)
+    assert got.frames >= 8, f"{got.frames} frames in {got.seconds:.1f} s"     # they keep coming (rate: bench ndi)
+    frame = got.kept[-1]                                                      # (720, 1280, 4) BGRA
+    inside, outside = oval_fit(frame)
+    assert inside > 0.99 and outside < 0.01, (inside, outside)
+    sky = frame[..., :3][frame[..., 3] > 127].astype(np.float64)
+    assert sky.std(axis=0).mean() > 5.0          # a picture in the oval, not a flat fill
+    # the must-fail fixtures: the oval moved by 40 pixels, or a frame opaque everywhere
+    moved = oval_fit(np.roll(frame, 40, axis=1))
+    assert not (moved[0] > 0.99 and moved[1] < 0.01), moved
+    full = frame.copy()
+    full[..., 3] = 255
+    assert oval_fit(full)[1] == 1.0
+
+
+def test_a_second_source_of_the_same_name_is_one_line() -> None:
+    try:
+        import NDIlib  # noqa: F401
+    except (ImportError, OSError) as exc:
+        missing(f"ndi-python (the `ndi` extra): {exc}")
+    from engine.errors import CielError
+    from engine.visual.ndi import NdiSender
+
+    name = f"ciel-twice-{os.getpid()}"
+    first = NdiSender(name, 30.0)
+    try:
+        with pytest.raises(CielError, match="already runs"):
+            NdiSender(name, 30.0)
+    finally:
+        first.close()
