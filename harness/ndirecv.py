@@ -8,6 +8,7 @@ mDNS does not run on every test machine, so the finder asks 127.0.0.1's NDI port
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,9 +32,11 @@ class Received:
         return (self.frames - 1) / self.seconds if self.frames > 1 and self.seconds > 0 else 0.0
 
 
-def receive(name: str, seconds: float, find_timeout: float = 60.0, keep: int = 3) -> Received:
+def receive(name: str, seconds: float, find_timeout: float = 60.0, keep: int = 3,
+            on_first: Callable[[], object] | None = None) -> Received:
     """Find the NDI source `name` on this machine and take its video for `seconds` after the first
-    frame (or until `find_timeout` passes with no frame). Raises LookupError when it is not found."""
+    frame (or until `find_timeout` passes with no frame); `on_first` is called when the first frame
+    arrives. Raises LookupError when it is not found."""
     import NDIlib as ndi
 
     if not ndi.initialize():
@@ -64,6 +67,8 @@ def receive(name: str, seconds: float, find_timeout: float = 60.0, keep: int = 3
                 now = time.monotonic()
                 if got.first_at is None:
                     got.first_at, end = now, now + seconds
+                    if on_first is not None:
+                        on_first()
                 got.frames += 1
                 got.seconds = now - got.first_at
                 got.size = (int(video.xres), int(video.yres))

@@ -18,15 +18,22 @@ from harness.ndirecv import oval_fit, receive
 CIEL = [sys.executable, "-m", "engine.cli"]
 
 
-def test_the_sky_arrives_over_ndi_with_the_oval_where_the_projection_puts_it() -> None:
+@pytest.mark.parametrize("where", ["headless", "window"])
+def test_the_sky_arrives_over_ndi_with_the_oval_where_the_projection_puts_it(where: str,
+                                                                            request: pytest.FixtureRequest) -> None:
+    """Offscreen (`--headless`) and from the window (under Xvfb), the same frames."""
     try:
         import NDIlib  # noqa: F401
     except (ImportError, OSError) as exc:
         missing(f"ndi-python (the `ndi` extra): {exc}")
-    name = f"ciel-test-{os.getpid()}"
-    proc = subprocess.Popen([*CIEL, "run", "--headless", "--audio", "none", "--no-midi", "--osc-port", "0",
+    name = f"ciel-test-{where}-{os.getpid()}"
+    env = dict(os.environ)
+    how = ["--headless"]
+    if where == "window":
+        env["DISPLAY"], how = request.getfixturevalue("xdisplay"), []
+    proc = subprocess.Popen([*CIEL, "run", *how, "--audio", "none", "--no-midi", "--osc-port", "0",
                              "--ndi", name, "--seconds", "90"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, env=env)
     try:
         got = receive(name, seconds=4.0, find_timeout=60.0)
     finally:

@@ -55,7 +55,7 @@ class FrameSink(Protocol):
 
 
 class _Reader:
-    """Reads the bound framebuffer into one preallocated (H, W, 4) array, top row first."""
+    """Reads a framebuffer into one preallocated (H, W, 4) array, top row first."""
 
     def __init__(self, width: int, height: int) -> None:
         self.resize(width, height)
@@ -69,6 +69,46 @@ class _Reader:
         fb.read_into(self.raw, components=4, alignment=1)
         self.frame[:] = np.frombuffer(self.raw, np.uint8).reshape(self.height, self.width, 4)[::-1]
         return self.frame
+
+
+class _Tap:
+    """The window's sky for a sink: drawn into an RGBA framebuffer of the window's size (a window's
+    own framebuffer has no alpha to keep the oval's coverage in), read for the sink, then copied
+    to the screen for the overlay to be drawn over."""
+
+    def __init__(self, ctx: moderngl.Context, width: int, height: int) -> None:
+        self.ctx = ctx
+        self.fbo: moderngl.Framebuffer | None = None
+        self.reader = _Reader(width, height)
+        self._make(width, height)
+
+    def _make(self, width: int, height: int) -> None:
+        self.release()
+        self.fbo = self.ctx.framebuffer(color_attachments=[self.ctx.texture((width, height), 4)])
+        self.reader.resize(width, height)
+
+    def use(self, width: int, height: int) -> None:
+        """Bind the tap's framebuffer (remade at a new window size)."""
+        if (width, height) != (self.reader.width, self.reader.height) or self.fbo is None:
+            self._make(width, height)
+        if self.fbo is not None:
+            self.fbo.use()
+
+    def take(self) -> np.ndarray:
+        """The frame for the sink; the sky copied onto the screen, which is bound afterwards."""
+        if self.fbo is None:
+            raise RuntimeError("_Tap.take before use")
+        frame = self.reader.read(self.fbo)
+        self.ctx.copy_framebuffer(self.ctx.screen, self.fbo)
+        self.ctx.screen.use()
+        return frame
+
+    def release(self) -> None:
+        if self.fbo is not None:
+            self.fbo.color_attachments[0].release()
+            self.fbo.release()
+            self.fbo = None
+
 
 class Overlay:
     """Text drawn over the sky (the note, problem messages): one RGBA texture the size of the
@@ -234,16 +274,18 @@ def run_window(cfg: VisualConfig, model: ImageModel, seed: int, store: ParamStor
         on_worker(keyframes)
     sky: SkyRenderer | None = None
     overlay: Overlay | None = None
+    tap: _Tap | None = None
     try:
         width, height = pygame.display.get_window_size()
         sky = SkyRenderer(ctx, width, height, model.resolution, resolve_render_scale(cfg.render_scale, ctx))
         overlay = Overlay(ctx, pygame, width, height)
         log.info("window %dx%d on %s, sky at %.2f of the resolution", width, height, renderer, sky.render_scale)
         _first_picture(sky, model, seed, store, hooks)
-        _loop(hooks, pygame, ctx, sky, overlay, keyframes, store, cfg, deadline, sink)
+        tap = _Tap(ctx, width, height) if sink is not None else None
+        _loop(hooks, pygame, ctx, sky, overlay, keyframes, store, cfg, deadline, sink, tap)
     finally:
         keyframes.stop()
-        for part in (overlay, sky):
+        for part in (tap, overlay, sky):
             if part is not None:
                 part.release()
         pygame.display.quit()
@@ -348,9 +390,8 @@ def run_offscreen(cfg: VisualConfig, model: ImageModel, seed: int, store: ParamS
 
 def _loop(hooks: WindowHooks, pygame: Any, ctx: moderngl.Context, sky: SkyRenderer, overlay: Overlay,
           keyframes: KeyframeSource, store: ParamStore, cfg: VisualConfig, deadline: float,
-          sink: FrameSink | None = None) -> None:
+          sink: FrameSink | None = None, tap: _Tap | None = None) -> None:
     period = 1.0 / cfg.fps
-    reader = _Reader(sky.width, sky.height) if sink is not None else None
     fullscreen = cfg.fullscreen
     status = ""
     status_until = 0.0
@@ -396,12 +437,13 @@ def _loop(hooks: WindowHooks, pygame: Any, ctx: moderngl.Context, sky: SkyRender
         store.snapshot_values(values)
         _take_keyframe(keyframes, sky, hooks)
         # render
-        ctx.screen.use()
-        sky.render(values, now)
-        if sink is not None and reader is not None:
-            if (reader.width, reader.height) != (sky.width, sky.height):
-                reader.resize(sky.width, sky.height)
-            _send(sink, reader.read(ctx.screen), hooks)
+        if sink is not None and tap is not None:
+            tap.use(sky.width, sky.height)
+            sky.render(values, now)
+            _send(sink, tap.take(), hooks)
+        else:
+            ctx.screen.use()
+            sky.render(values, now)
         if shot:  # the sky without the overlay, before the flip
             try:
                 status = f"screenshot {screenshot(ctx, sky.width, sky.height, Path(cfg.screenshots))}"
