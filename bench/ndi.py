@@ -1,10 +1,11 @@
 """NDI out: what a receiver on the same machine gets from `ciel run --headless --ndi NAME`.
 
-    python -m bench ndi [--quick] [--seconds S] [--size 1280x720] [--window]
+    python -m bench ndi [--quick] [--seconds S] [--size 1280x720] [--window] [--no-audio]
 
 ciel runs as a performer starts it (the generator process, OSC, the sky offscreen at the size
-named, or in a window under Xvfb with `--window`; no sound device), and an NDI receiver in this
-process (NDI's own runtime, harness/ndirecv.py) takes its video over loopback.
+named, or in a window under Xvfb with `--window`; the audio process on a JACK dummy server of the
+bench's own unless `--no-audio`), and an NDI receiver in this process (NDI's own runtime,
+harness/ndirecv.py) takes its video and sound over loopback.
 
 Keys:
   size             the frame size received (WxH)
@@ -15,6 +16,8 @@ Keys:
                    the first picture, NDI discovery)
   oval_inside_opaque / oval_outside_opaque  share of the pixels inside / outside the projection's
                    oval that are opaque in the last frame (1 and 0: the sky with a transparent surround)
+  sound_rate       the sample rate of the sound received (null with --no-audio)
+  sound_per_second seconds of sound received per second of video received (1: nothing lost)
   ciel_cpu_percent CPU of the ciel process tree (main, generator) over the receiving time, in % of one core
   load             cores and load average, what ran beside
 """
@@ -56,6 +59,7 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--size", default="1280x720")
     ap.add_argument("--window", action="store_true", help="the window under Xvfb instead of offscreen")
+    ap.add_argument("--no-audio", action="store_true", help="without the audio process (no sound over NDI)")
     args = ap.parse_args(argv)
     seconds = args.seconds or (10.0 if args.quick else 30.0)
 
@@ -63,14 +67,17 @@ def main(argv: list[str]) -> dict:
     from harness.ndirecv import oval_fit, receive
 
     name = f"bench-ndi-{os.getpid()}"
-    cmd = [sys.executable, "-m", "engine.cli", "run", "--audio", "none", "--no-midi", "--osc-port", "0",
-           "--ndi", name, "--size", args.size, "--seconds", str(seconds + 120)]
+    cmd = [sys.executable, "-m", "engine.cli", "run", "--no-midi", "--osc-port", "0",
+           "--ndi", name, "--size", args.size, "--seconds", str(seconds + 120)] + (["--audio", "none"] if args.no_audio else [])
     if not args.window:
         cmd.insert(cmd.index("run") + 1, "--headless")
     with contextlib.ExitStack() as stack:
         env = dict(os.environ)
         if args.window:
             env["DISPLAY"] = stack.enter_context(parts.xvfb())
+        if not args.no_audio:
+            server = stack.enter_context(parts.jackd(name="ciel-bench-ndi"))
+            env["JACK_DEFAULT_SERVER"] = server.name
         start = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         first_cpu: list[float] = []
@@ -97,6 +104,8 @@ def main(argv: list[str]) -> dict:
         "first_frame_s": round(got.first_at - start, 2),
         "oval_inside_opaque": round(inside, 4),
         "oval_outside_opaque": round(outside, 4),
+        "sound_rate": got.sound_rate or None,
+        "sound_per_second": round(got.sound_samples / got.sound_rate / got.seconds, 3) if got.sound_rate else None,
         "ciel_cpu_percent": round(100.0 * cpu / max(got.seconds, 1e-9), 1),
         "load": f"{load}; beside: {'the window under Xvfb' if args.window else 'nothing (offscreen)'}",
     }

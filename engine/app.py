@@ -54,6 +54,7 @@ class RunOptions:
     control: bool = True        # OSC, OSCQuery, MIDI
     installation: bool = False  # scheduler on, fullscreen, health endpoint, systemd notify
     state_dir: Path | None = None  # where an installation keeps what outlives a restart (the last picture)
+    share_audio: bool = False   # the audio process's output readable here (NDI's sound: AudioProcess.output_tap)
     t0: float = dataclasses.field(default_factory=time.monotonic)  # when the command started
 
 
@@ -177,7 +178,7 @@ class Engine:
         """Spawn the audio process with the patch's model (it starts beside what follows)."""
         from .audio.output import AudioProcess
 
-        self.audio = AudioProcess(self.patch.audio, self.snapshot.name)
+        self.audio = AudioProcess(self.patch.audio, self.snapshot.name, share_output=self.options.share_audio)
         self.audio.begin()
 
     def _check_audio_model(self) -> None:

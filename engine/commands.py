@@ -209,8 +209,10 @@ def run_engine(patch: Patch, patch_path: Path | None, *, window: bool = True, in
 
         curtain = functools.partial(raise_curtain, patch.visual, state_dir / LAST_PICTURE)
     options = RunOptions(audio=patch.audio.output != "none", window=window, installation=installation, t0=t0,
-                         state_dir=state_dir)
+                         state_dir=state_dir, share_audio=sink is not None)
     engine = Engine(patch, patch_path, options, curtain=curtain)
+    if sink is not None and engine.audio is not None:
+        sink.listen(engine.audio.output_tap())   # the sound goes out with the picture
     warm_up(after_s=5.0)   # replacements of the workers start at once; after the first picture
 
     def stop(signum: int, frame: object) -> None:

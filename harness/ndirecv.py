@@ -26,6 +26,12 @@ class Received:
     first_at: float | None = None
     size: tuple[int, int] = (0, 0)   # (width, height)
     kept: list[np.ndarray] = field(default_factory=list)
+    sound_rate: int = 0                                            # Hz, of the audio frames
+    sound: list[np.ndarray] = field(default_factory=list)          # (channels, n) float32 each, in order
+
+    @property
+    def sound_samples(self) -> int:
+        return sum(a.shape[1] for a in self.sound)
 
     @property
     def fps(self) -> float:
@@ -75,6 +81,9 @@ def receive(name: str, seconds: float, find_timeout: float = 60.0, keep: int = 3
                 got.kept = [*got.kept[-(keep - 1):], video.data.copy()] if keep > 0 else []
                 ndi.recv_free_video_v2(receiver, video)
             elif kind == ndi.FRAME_TYPE_AUDIO:
+                if got.first_at is not None:
+                    got.sound_rate = int(audio.sample_rate)
+                    got.sound.append(np.array(audio.data, np.float32, copy=True).reshape(int(audio.no_channels), -1))
                 ndi.recv_free_audio_v2(receiver, audio)
             elif kind == ndi.FRAME_TYPE_METADATA:
                 ndi.recv_free_metadata(receiver, meta)

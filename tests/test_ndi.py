@@ -56,6 +56,30 @@ def test_the_sky_arrives_over_ndi_with_the_oval_where_the_projection_puts_it(whe
     assert oval_fit(full)[1] == 1.0
 
 
+def test_the_sound_goes_out_with_the_picture(jackd, tmp_path) -> None:
+    """With an audio device (the JACK test server), the NDI source carries what ciel plays:
+    stereo at the device rate, as much sound as time passed, audible and under the ceiling."""
+    try:
+        import NDIlib  # noqa: F401
+    except (ImportError, OSError) as exc:
+        missing(f"ndi-python (the `ndi` extra): {exc}")
+    name = f"ciel-sound-{os.getpid()}"
+    proc = subprocess.Popen([*CIEL, "run", "--headless", "--no-midi", "--osc-port", "0", "--ndi", name,
+                             "--seconds", "90"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        got = receive(name, seconds=6.0, find_timeout=60.0)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err, err
+    assert got.sound_rate == 48000 and got.sound and all(a.shape[0] == 2 for a in got.sound)
+    # the sound starts once the audio process plays: at least 3 of the 6 s came through
+    assert got.sound_samples >= 3 * got.sound_rate, (got.sound_samples, got.seconds)
+    sound = np.concatenate(got.sound, axis=1)[:, -2 * got.sound_rate:]          # (2, 2 s)
+    level = 20 * np.log10(np.sqrt(np.mean(sound ** 2)) + 1e-12)
+    assert level > -45.0 and np.abs(sound).max() <= 10 ** (-1 / 20) + 1e-3, level
+
+
 def test_a_second_source_of_the_same_name_is_one_line() -> None:
     try:
         import NDIlib  # noqa: F401

@@ -75,9 +75,10 @@ from .status import (
     ERR_MODEL,
     ERR_OTHER,
     FAILED,
-    LAYOUT,
     RUNNING,
     STOPPED,
+    TAP_FRAMES,
+    block_layout,
 )
 
 if TYPE_CHECKING:
@@ -119,11 +120,17 @@ class _Ring:
     """Preallocated ring of `channels` (stereo by default); `pos[0]` frames read, `pos[1]` frames
     written (one writer each: the decoder writes the output ring, the callback reads it)."""
 
-    def __init__(self, frames: int, channels: int = 2) -> None:
+    def __init__(self, frames: int, channels: int = 2, shared: StatusBlock | None = None) -> None:
         size = 1 << max(10, math.ceil(math.log2(frames)))
-        self.buf = np.zeros((size, channels), np.float32)
+        if shared is not None:   # the status block's payload (engine/audio/status.py: block_layout)
+            self.pos = shared.payload((2,), np.int64)
+            self.buf = shared.payload((TAP_FRAMES, channels), np.float32, offset=16)
+            size = TAP_FRAMES
+            self.pos[0] = self.pos[1]   # a restarted process reads from where the last one stopped
+        else:
+            self.buf = np.zeros((size, channels), np.float32)
+            self.pos = np.zeros(2, np.int64)
         self.mask = size - 1
-        self.pos = np.zeros(2, np.int64)
 
     @property
     def fill(self) -> int:
@@ -222,10 +229,11 @@ def _clip_loader(path: str, seq: float, rate: int, out: queue.Queue[tuple[float,
 
 
 def _child_main(cfg_table: dict, snapshot_name: str, status_name: str, seed: int, fade_in_s: float,
-                wait_for_device: bool) -> None:
+                wait_for_device: bool, tap_channels: int = 0) -> None:
     """Entry point of the audio process (a worker). How it ended is in the status block: STOPPED,
-    or FAILED with the kind of error and its one-line message."""
-    block = StatusBlock(LAYOUT, status_name)
+    or FAILED with the kind of error and its one-line message. `tap_channels` > 0: the block
+    carries the shared output tap (what the callback plays, for the main process)."""
+    block = StatusBlock(block_layout(tap_channels), status_name)
     st = block.ctl
     st[_S_PID] = os.getpid()
     try:
@@ -475,7 +483,9 @@ class AudioChild:
         self.ring = ring = _Ring(run_ahead.high + 8 * cfg.blocksize + 4 * model.hop * rate // model.sample_rate + 1024,
                                  channels=speakers)
         self._rb, self._mask, self._pos, self._size = ring.buf, ring.mask, ring.pos, len(ring.buf)
-        self.tap = _Ring(2 * rate, channels=speakers) if cfg.record else None   # what the callback plays, for the recorder
+        # what the callback plays, for the recorder and, in the status block, for the main process (NDI)
+        shared = self.block if self.block.layout.payload_bytes else None
+        self.tap = _Ring(2 * rate, channels=speakers, shared=shared) if cfg.record or shared else None
         from .listen import Ear
 
         self.ear = Ear(rate)

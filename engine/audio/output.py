@@ -20,6 +20,7 @@ import logging
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -67,18 +68,46 @@ from .status import (
     ERR_DEVICE,
     ERR_MODEL,
     FAILED,
-    LAYOUT,
     RUNNING,
     STARTING,
+    TAP_FRAMES,
     AudioStatus,
+    block_layout,
 )
 
 log = logging.getLogger("ciel.audio")
 
-__all__ = ["AudioProcess", "AudioStatus", "RunAhead", "list_devices"]
+__all__ = ["AudioProcess", "AudioStatus", "OutputTap", "RunAhead", "list_devices"]
 
 
 # — main-process handle —
+
+class OutputTap:
+    """What the audio process's callback played, its speakers after the ring (zeros where it ran
+    short), read in the main process from the status block: NDI's sound. One reader, with its own
+    cursor; the callback writes. `take()` -> the samples (n, channels) float32 new since the last
+    call, a copy; a reader that fell a whole ring behind skips ahead. `rate()`: the device rate."""
+
+    def __init__(self, block: StatusBlock, channels: int, rate: Callable[[], int]) -> None:
+        self.pos = block.payload((2,), np.int64)
+        self.buf = block.payload((TAP_FRAMES, channels), np.float32, offset=16)
+        self.rate = rate
+        self._cursor = -1
+
+    def take(self) -> np.ndarray:
+        w = int(self.pos[1])
+        c = self._cursor
+        if c < 0 or w < c or w - c > TAP_FRAMES:   # first call, a new process, or a ring behind
+            c = w
+        n = w - c
+        out = np.empty((n, self.buf.shape[1]), np.float32)
+        i = c & (TAP_FRAMES - 1)
+        first = min(n, TAP_FRAMES - i)
+        out[:first] = self.buf[i:i + first]
+        out[first:] = self.buf[:n - first]
+        self._cursor = w
+        return out
+
 
 class AudioProcess:
     """Owns the audio child process. Methods are called from the main thread."""
@@ -87,10 +116,13 @@ class AudioProcess:
     STALL_S = 4.0          # no heartbeat for this long: the child is replaced
     START_LIMIT_S = 20.0   # a child still starting after this long is replaced too
 
-    def __init__(self, config: AudioConfig, snapshot_name: str, probe: str | None = None) -> None:
+    def __init__(self, config: AudioConfig, snapshot_name: str, probe: str | None = None,
+                 share_output: bool = False) -> None:
         self.config = config
         self.snapshot_name = snapshot_name
-        self._block: StatusBlock | None = StatusBlock(LAYOUT)
+        # share_output: the status block carries what the callback plays (output_tap(): NDI's sound)
+        self._tap_channels = config.channels if share_output else 0
+        self._block: StatusBlock | None = StatusBlock(block_layout(self._tap_channels))
         self._st = self._block.ctl
         self._st[_S_PROBE] = REGISTRY.index(probe) if probe else -1
         self._proc: mp.process.BaseProcess | None = None
@@ -116,7 +148,7 @@ class AudioProcess:
         block.set_text(_DEVICE, "")
         block.set_text(_ERROR, "")
         args = (to_table(self.config), self.snapshot_name, block.name, self.seed + self.restarts, fade_in_s,
-                wait_for_device)
+                wait_for_device, self._tap_channels)
         if self.config.record and self.restarts:
             # a restarted process records to a new file beside the first: nothing is overwritten
             stem, ext = os.path.splitext(self.config.record)
@@ -246,6 +278,13 @@ class AudioProcess:
         if self._block is None:
             raise AudioDeviceError("the audio process was stopped")
         return self._block
+
+    def output_tap(self) -> OutputTap | None:
+        """What the audio process plays, readable here (None unless made with share_output)."""
+        block = self._block
+        if block is None or not self._tap_channels:
+            return None
+        return OutputTap(block, self._tap_channels, lambda: int(self._st[_S_RATE]) or self.config.samplerate)
 
     def status(self) -> AudioStatus:
         block = self._block

@@ -7,6 +7,7 @@ The child (engine/audio/child.py) writes counters, times and text; the parent
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..shmblock import BlockLayout
@@ -26,6 +27,14 @@ _N_STEP_TIMES = 4096
 _TEXT_LEN = 4096               # bytes per text field: device name, last error, the sound file to play
 _DEVICE, _ERROR, _PLAY = 0, 1, 2
 LAYOUT = BlockLayout(slots=_S_STEP_TIMES + _N_STEP_TIMES, texts=3, text_bytes=_TEXT_LEN)
+TAP_FRAMES = 1 << 16           # the shared output tap (NDI's sound): 1.37 s at 48 kHz
+
+
+def block_layout(tap_channels: int = 0) -> BlockLayout:
+    """The status block's layout; with `tap_channels` > 0 its payload is the shared output tap:
+    two int64 positions (read by the child's recorder, written by its callback), then
+    (TAP_FRAMES, tap_channels) float32 samples, what the callback played."""
+    return dataclasses.replace(LAYOUT, payload_bytes=16 + 4 * TAP_FRAMES * tap_channels) if tap_channels else LAYOUT
 
 STARTING, RUNNING, STOPPED, FAILED = 0.0, 1.0, 2.0, -1.0
 ERR_DEVICE, ERR_MODEL, ERR_OTHER = 1.0, 2.0, 3.0

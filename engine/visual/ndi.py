@@ -4,7 +4,10 @@ vMix or another machine on the LAN, as Autolume sends its pictures.
 `NdiSender(name, fps)` is a `FrameSink` (engine/visual/window.py): the render loop hands it each
 frame, (H, W, 4) uint8 RGBA top row first; a thread of its own passes the newest one to the NDI
 runtime, so the render thread never waits for the network (newest frame wins, as everywhere in
-the picture path). The library is `ndi-python` (the `ndi` extra), whose wheel carries NewTek's
+the picture path). Alpha is the oval's coverage: receivers get the sky with a transparent
+surround. With `listen(tap)` the sound goes too: before each frame, what the audio process
+played since the last one (its speakers, read from shared memory), so sound and picture leave
+together. The library is `ndi-python` (the `ndi` extra), whose wheel carries NewTek's
 NDI runtime; it needs the system's Avahi client library (Debian: libavahi-client3), not the Avahi
 daemon. Receivers find the source by mDNS on a LAN, or by asking this machine's port 5960
 directly (NDI's "extra IPs") where mDNS does not run.
@@ -19,12 +22,22 @@ from __future__ import annotations
 import logging
 import threading
 from types import ModuleType
+from typing import Protocol
 
 import numpy as np
 
 from ..errors import CielError
 
 log = logging.getLogger(__name__)
+
+
+class SoundTap(Protocol):
+    """What the show plays, for NDI's sound (engine/audio/output.py: OutputTap): `take()` -> the
+    samples (n, channels) float32 new since the last call; `rate()` -> their sample rate (Hz)."""
+
+    def take(self) -> np.ndarray: ...
+
+    def rate(self) -> int: ...
 
 
 def load_ndi() -> ModuleType:
@@ -62,14 +75,23 @@ class NdiSender:
         self.error = ""
         self.sent = 0                    # frames handed to NDI
         self.dropped = 0                 # frames replaced by a newer one before they were sent
+        self.samples_sent = 0            # sound frames (per channel) sent
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._next: np.ndarray | None = None    # the newest frame, not yet sent   (H, W, 4)
         self._spare: np.ndarray | None = None   # a buffer to copy the next frame into
         self._stop = False
+        self._sound: SoundTap | None = None
+        self._audio = ndi.AudioFrameV3()
+        self._audio.FourCC = ndi.FOURCC_AUDIO_TYPE_FLTP
         self._thread = threading.Thread(target=self._run, name="ciel-ndi", daemon=True)
         self._thread.start()
         log.info("NDI source %r", name)
+
+    def listen(self, sound: SoundTap | None) -> None:
+        """Send `sound` with the picture: each video frame is preceded by the samples played since
+        the one before (planar float32 at the device rate)."""
+        self._sound = sound
 
     def send(self, frame: np.ndarray) -> None:
         """Render thread: keep a copy of `frame` (H, W, 4) uint8 RGBA as the newest; never waits."""
@@ -98,6 +120,7 @@ class NdiSender:
             if frame is None:
                 continue
             try:
+                self._send_sound()
                 video.data = frame                  # a pointer into `frame`: it lives until the send returns
                 ndi.send_send_video_v2(self._send, video)
                 self.sent += 1
@@ -107,6 +130,22 @@ class NdiSender:
             with self._lock:
                 if self._spare is None:
                     self._spare = frame
+
+    def _send_sound(self) -> None:
+        """The samples played since the last frame, as one planar audio frame (sender thread)."""
+        if self._sound is None:
+            return
+        samples = self._sound.take()                               # (n, C)
+        if not len(samples):
+            return
+        planar = np.ascontiguousarray(samples.T)                   # (C, n): a pointer to it is sent
+        audio = self._audio
+        audio.sample_rate = self._sound.rate()
+        audio.no_channels, audio.no_samples = planar.shape
+        audio.channel_stride_in_bytes = 4 * planar.shape[1]
+        audio.data = planar
+        self.ndi.send_send_audio_v3(self._send, audio)
+        self.samples_sent += planar.shape[1]
 
     def close(self) -> None:
         """Stop the thread and withdraw the source."""
