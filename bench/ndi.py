@@ -18,7 +18,8 @@ Keys:
                    oval that are opaque in the last frame (1 and 0: the sky with a transparent surround)
   sound_rate       the sample rate of the sound received (null with --no-audio)
   sound_per_second seconds of sound received per second of video received (1: nothing lost)
-  ciel_cpu_percent CPU of the ciel process tree (main, generator) over the receiving time, in % of one core
+  ciel_cpu_percent CPU of the ciel process tree (main, generator, audio) over the receiving time, in % of
+                   one core
   load             cores and load average, what ran beside
 """
 
@@ -46,10 +47,10 @@ def tree_cpu_seconds(pid: int) -> float:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+            for task in Path(f"/proc/{p}/task").iterdir():     # children of every thread
+                todo += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, IndexError, ValueError):
             continue
-        todo += [int(c) for c in children]
     return total
 
 
@@ -64,7 +65,7 @@ def main(argv: list[str]) -> dict:
     seconds = args.seconds or (10.0 if args.quick else 30.0)
 
     from harness import parts
-    from harness.ndirecv import oval_fit, receive
+    from harness.ndirecv import Received, oval_fit, receive
 
     name = f"bench-ndi-{os.getpid()}"
     cmd = [sys.executable, "-m", "engine.cli", "run", "--no-midi", "--osc-port", "0",
@@ -82,8 +83,11 @@ def main(argv: list[str]) -> dict:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         first_cpu: list[float] = []
         try:
-            got = receive(name, seconds=seconds, find_timeout=120.0,
-                          on_first=lambda: first_cpu.append(tree_cpu_seconds(proc.pid)))
+            try:
+                got = receive(name, seconds=seconds, find_timeout=120.0,
+                              on_first=lambda: first_cpu.append(tree_cpu_seconds(proc.pid)))
+            except LookupError:
+                got = Received()
             cpu = tree_cpu_seconds(proc.pid) - (first_cpu[0] if first_cpu else 0.0)
             load = machine_load()
         finally:

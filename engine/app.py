@@ -55,6 +55,7 @@ class RunOptions:
     installation: bool = False  # scheduler on, fullscreen, health endpoint, systemd notify
     state_dir: Path | None = None  # where an installation keeps what outlives a restart (the last picture)
     share_audio: bool = False   # the audio process's output readable here (NDI's sound: AudioProcess.output_tap)
+    offscreen: bool = False     # no window, but the sky drawn offscreen for a frame sink (--headless --ndi)
     t0: float = dataclasses.field(default_factory=time.monotonic)  # when the command started
 
 
@@ -146,7 +147,7 @@ class Engine:
                 self.opened = curtain()
             if sound:
                 self._check_audio_model()
-            if options.window:
+            if options.window or options.offscreen:
                 self.patch, model = checked_model("image", self.patch, self.report)
                 self.image_model = cast("ImageModel", model)   # kind "image" loads an ImageModel
             if options.installation or self.patch.schedule.enabled:

@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,10 @@ from .configio import build, to_table
 from .control.config import OscConfig, OscQueryConfig
 from .errors import AudioDeviceError, CielError, DisplayError, PatchError
 from .patch import Patch, check_audio_model, load_patch
+
+if TYPE_CHECKING:
+    from .app import Engine
+    from .visual.ndi import NdiSender
 
 log = logging.getLogger("ciel")
 
@@ -74,13 +79,22 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def model_overrides(audio: AudioConfig, args: argparse.Namespace, source: str) -> AudioConfig:
     """`audio` with --model and --trust-model applied; PatchError when the model is a TorchScript
     file nobody trusted (one line saying why)."""
-    if args.model is not None:
-        audio = dataclasses.replace(audio, model=str(args.model.resolve()))
-    if args.trust_model:
+    if args.model is not None:   # another file: the patch's trust was for its own model, not this one
+        audio = dataclasses.replace(audio, model=str(args.model.resolve()), trust=bool(args.trust_model))
+    elif args.trust_model:
         audio = dataclasses.replace(audio, trust=True)
     if is_scripted(audio.model) and not audio.trust:
         raise PatchError("the command line" if args.model is not None else source, "audio.model", trust_line(audio.model))
     return audio
+
+
+def patch_for_model(path: Path | None, args: argparse.Namespace) -> Patch:
+    """An offline command's patch (`render`, `compose`, `bake`) with --model / --trust-model
+    applied; PatchError when its audio model is missing or an untrusted TorchScript file."""
+    patch = load_patch(path, check_models=False)
+    patch = patch.replace(audio=model_overrides(patch.audio, args, patch.source))
+    check_audio_model(patch.audio, patch.source)
+    return patch
 
 
 def add_patch_args(p: argparse.ArgumentParser) -> None:
@@ -192,7 +206,6 @@ def run_engine(patch: Patch, patch_path: Path | None, *, window: bool = True, in
     `t0` is when the command started (monotonic), for the time-to-first-sound line. Returns an exit code."""
     t0 = time.monotonic() if t0 is None else t0
     from .app import Engine, RunOptions
-    from .workerproc import warm_up
 
     if window:
         check_display()
@@ -209,8 +222,19 @@ def run_engine(patch: Patch, patch_path: Path | None, *, window: bool = True, in
 
         curtain = functools.partial(raise_curtain, patch.visual, state_dir / LAST_PICTURE)
     options = RunOptions(audio=patch.audio.output != "none", window=window, installation=installation, t0=t0,
-                         state_dir=state_dir, share_audio=sink is not None)
-    engine = Engine(patch, patch_path, options, curtain=curtain)
+                         state_dir=state_dir, share_audio=sink is not None, offscreen=not window and sink is not None)
+    try:
+        return _show(Engine(patch, patch_path, options, curtain=curtain), window, seconds, sink)
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+def _show(engine: Engine, window: bool, seconds: float, sink: NdiSender | None) -> int:
+    """Run a built engine until quit or `seconds`, then close it. The sink (NDI) reads the audio
+    process's shared memory, so it lets go of it before the engine closes."""
+    from .workerproc import warm_up
+
     if sink is not None and engine.audio is not None:
         sink.listen(engine.audio.output_tap())   # the sound goes out with the picture
     warm_up(after_s=5.0)   # replacements of the workers start at once; after the first picture
@@ -233,9 +257,9 @@ def run_engine(patch: Patch, patch_path: Path | None, *, window: bool = True, in
                 engine.frame_done(now)
                 time.sleep(1 / 60)
     finally:
-        engine.close()
         if sink is not None:
-            sink.close()
+            sink.listen(None)   # waits for a sound frame in flight (NdiSender.listen)
+        engine.close()
     return 0
 
 
@@ -263,9 +287,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from .mediaio import VideoWriter, video_format
     from .params import ParamStore
 
-    patch = load_patch(args.patch, check_models=False)
-    patch = patch.replace(audio=model_overrides(patch.audio, args, patch.source))
-    check_audio_model(patch.audio, patch.source)
+    patch = patch_for_model(args.patch, args)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     store = ParamStore()

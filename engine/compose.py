@@ -221,13 +221,12 @@ def compose(patch: Patch, out: Path, minutes: float, seed: int, target: float, p
 def cmd_compose(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .commands import setup_logging
-    from .patch import load_patch
+    from .commands import patch_for_model, setup_logging
 
     setup_logging("warning")
     if not 0.1 <= args.minutes <= 600:
         raise CielError(f"--minutes: expected 0.1 to 600, got {args.minutes:g}")
-    patch = load_patch(args.form)
+    patch = patch_for_model(args.form, args)
     bar = tqdm(total=int(args.minutes * 60 * RATE), unit="sample", unit_scale=True, desc="compose", leave=False)
     try:
         made = compose(patch, args.out, args.minutes, args.seed, args.loudness,
@@ -246,6 +245,8 @@ def cmd_compose(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `compose` to the `ciel` parser."""
+    from .commands import add_model_args
+
     p = sub.add_parser("compose", help="render a mastered soundscape offline along the patch's form (or the built-in arc)")
     p.add_argument("out", type=Path, help="output WAV (24-bit, 44.1 kHz); the arc beside it (.arc.json, .arc.png)")
     p.add_argument("--minutes", type=float, default=5.0, help="length (default 5)")
@@ -253,6 +254,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="patch with a [form] (and its models and parameters); default: the default patch and the built-in arc")
     p.add_argument("--seed", type=int, default=1, help="seed of the walks and the cloud (same seed, same bytes)")
     p.add_argument("--loudness", type=float, default=-16.0, help="integrated loudness target, LUFS (default -16)")
+    add_model_args(p)
     p.set_defaults(func=cmd_compose)
 
 

@@ -29,7 +29,7 @@ INSTALLATION_PATCH = PATCHES / "installation.toml"
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `install` and `bake` to the `ciel` parser."""
-    from .commands import add_patch_args, add_show_args
+    from .commands import add_model_args, add_patch_args, add_show_args
 
     inst = sub.add_parser("install", help="installation mode: fullscreen, a new scene every period, opening hours, /healthz")
     add_patch_args(inst)
@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bake.add_argument("--seconds", type=float, default=None, help="length of each sound (default: the schedule period)")
     bake.add_argument("--seed", type=int, default=1, help="seed of the scene seeds (same seed, same scenes)")
     bake.add_argument("--no-wav", action="store_true", help="write Ogg Opus only (no WAV beside it)")
+    add_model_args(bake)
     bake.set_defaults(func=cmd_bake)
 
 
@@ -108,14 +109,14 @@ def cmd_bake(args: argparse.Namespace) -> int:
     """Render scenes into a folder; resumes an interrupted bake with the same seed."""
     from .app import apply_patch_params
     from .audio.model import load_audio_model
+    from .commands import patch_for_model
     from .params import ParamStore
-    from .patch import load_patch
     from .scenes import bake
     from .visual.model import load_image_model
 
     if args.count < 1:
         raise CielError(f"--count: expected at least 1, got {args.count}")
-    patch = load_patch(args.patch or INSTALLATION_PATCH)
+    patch = patch_for_model(args.patch or INSTALLATION_PATCH, args)
     seconds = args.seconds if args.seconds is not None else min(patch.schedule.period, 30.0)
     if not 0.5 <= seconds <= 600:
         raise CielError(f"--seconds: expected 0.5 to 600, got {seconds:g}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .audio.config import AudioConfig, is_scripted, trust_line
+from .audio.config import AudioConfig, is_scripted, not_a_model_line, trust_line
 from .configio import ROOT, atomic_write, build, dumps_toml, field, read_toml, resolve_path, to_table
 from .control.config import MidiConfig, OscConfig, OscQueryConfig, ScheduleConfig
 from .errors import PatchError
@@ -165,6 +165,9 @@ def _patch_from_table(table: Mapping[str, Any], path: Path, check_models: bool) 
 def check_audio_model(audio: AudioConfig, source: str) -> None:
     """PatchError naming `audio.model` when its model is missing, or is a TorchScript file the
     patch does not trust (engine/audio/scripted.py)."""
+    wrong = not_a_model_line(audio.model)
+    if wrong is not None:
+        raise PatchError(source, "audio.model", wrong)
     if is_scripted(audio.model):
         if not Path(audio.model).is_file():
             raise PatchError(source, "audio.model", f"model file not found: {audio.model}")

@@ -19,7 +19,7 @@ out vec4 fragColor;
 void main() {
     vec2 frag = gl_FragCoord.xy;
     if (uInterior == 1) {
-        fragColor = vec4(texture(uSky, frag / uResolution).rgb * uFade, 1.0);
+        fragColor = vec4(texture(uSky, frag / uResolution).rgb * uFade, uFade);
         return;
     }
     float r = ciel_oval(ciel_plane(frag, uCentre, uScale));
@@ -32,9 +32,9 @@ void main() {
     float alpha = inside;   // the oval's coverage: NDI receivers get the sky without its surround
     if (uNote.z > 0.0) {
         float d = length(frag - uNote.xy);
-        float dot = clamp(uNote.z - d + 0.5, 0.0, 1.0);
-        col = mix(col, vec3(0.5 + 0.25 * uNote.w), dot);
-        alpha = max(alpha, dot);
+        float disc = clamp(uNote.z - d + 0.5, 0.0, 1.0);
+        col = mix(col, vec3(0.5 + 0.25 * uNote.w), disc);
+        alpha = max(alpha, disc);
     }
-    fragColor = vec4(col * uFade, alpha);
+    fragColor = vec4(col * uFade, alpha * uFade);   // a master fade fades the layer in a mixer too
 }

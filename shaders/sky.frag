@@ -68,11 +68,12 @@ void main() {
         alpha = clamp((1.0 - r) / fw + 0.5, 0.0, 1.0);   // the oval's coverage (NDI keeps it)
         if (uNote.z > 0.0) {
             float d = length(frag - uNote.xy);
-            float dot = clamp(uNote.z - d + 0.5, 0.0, 1.0);
-            col = mix(col, vec3(0.5 + 0.25 * uNote.w), dot);
-            alpha = max(alpha, dot);
+            float disc = clamp(uNote.z - d + 0.5, 0.0, 1.0);
+            col = mix(col, vec3(0.5 + 0.25 * uNote.w), disc);
+            alpha = max(alpha, disc);
         }
         col *= uFade;
+        alpha *= uFade;
     }
     fragColor = vec4(col, alpha);
 }

@@ -59,5 +59,5 @@ void main() {
     vec3 col = clamp(img + uGrain * 0.1 * ciel_grain(frag, uFrame), 0.0, 1.0);
     float cover = clamp(edge + 0.5, 0.0, 1.0);   // alpha: the oval's coverage (NDI keeps it)
     col = mix(uBackground, col, cover);
-    fragColor = vec4(col * uFade, cover);
+    fragColor = vec4(col * uFade, cover * uFade);
 }

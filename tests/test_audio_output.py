@@ -386,3 +386,16 @@ def test_run_ahead_grows_after_underflows_up_to_its_bound_and_shrinks_back_when_
     assert ahead.frames == 6 * ms                    # 6 ms back in 12 calm half-minutes, no lower
     fixed = RunAhead(6 * ms, 0, 48000)              # ahead_max_ms at or below ahead_ms: fixed
     assert fixed.update(0, 0.0) == fixed.update(3, 1.0) == 6 * ms
+
+
+def test_a_dear_decoder_gets_a_run_ahead_longer_than_its_step() -> None:
+    """The audio process times its first decode steps: a step of 7 ms (a RAVE frame on a laptop)
+    raises a 6 ms run-ahead to 1.5 steps and a block, keeping the adaptive range above it; ciel's
+    own 1 ms steps leave it alone; never past half the ring."""
+    from engine.audio.child import run_ahead_for
+
+    base = RunAhead(288, 576, 48000)                      # 6 ms, adaptive up to 12 ms
+    assert run_ahead_for(base, [0.02, 0.01, 0.001, 0.001], 48000, 128, 4096) is base
+    dear = run_ahead_for(base, [0.03, 0.009, 0.007, 0.006], 48000, 128, 4096)
+    assert dear.low == int(1.5 * 0.007 * 48000) + 128 and dear.high == dear.low + 288
+    assert run_ahead_for(base, [0.5, 0.5], 48000, 128, 4096).high == 4096

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile as sf
 from conftest import missing
 
 from harness.ndirecv import oval_fit, receive
@@ -56,16 +57,28 @@ def test_the_sky_arrives_over_ndi_with_the_oval_where_the_projection_puts_it(whe
     assert oval_fit(full)[1] == 1.0
 
 
+def best_match(segment: np.ndarray, recording: np.ndarray) -> float:
+    """The highest normalised correlation of `segment` (n,) against every place in `recording` (m,)."""
+    n = len(segment)
+    spec = np.fft.rfft(recording, len(recording) + n) * np.conj(np.fft.rfft(segment, len(recording) + n))
+    dots = np.fft.irfft(spec)[:len(recording) - n + 1]                               # segment · recording[k:k+n]
+    energy = np.convolve(recording ** 2, np.ones(n), mode="valid")                    # |recording[k:k+n]|²
+    return float(np.max(dots / np.sqrt(energy * np.sum(segment ** 2) + 1e-20)))
+
+
 def test_the_sound_goes_out_with_the_picture(jackd, tmp_path) -> None:
-    """With an audio device (the JACK test server), the NDI source carries what ciel plays:
-    stereo at the device rate, as much sound as time passed, audible and under the ceiling."""
+    """With an audio device (the JACK test server), the NDI source carries what ciel plays: stereo
+    at the device rate, as much sound as time passed, and it is the sound `record` wrote (what the
+    callback handed to JACK), not just any sound."""
     try:
         import NDIlib  # noqa: F401
     except (ImportError, OSError) as exc:
         missing(f"ndi-python (the `ndi` extra): {exc}")
     name = f"ciel-sound-{os.getpid()}"
+    record = tmp_path / "played.wav"
     proc = subprocess.Popen([*CIEL, "run", "--headless", "--no-midi", "--osc-port", "0", "--ndi", name,
-                             "--seconds", "90"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "--record", str(record), "--seconds", "90"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         got = receive(name, seconds=6.0, find_timeout=60.0)
     finally:
@@ -73,11 +86,16 @@ def test_the_sound_goes_out_with_the_picture(jackd, tmp_path) -> None:
         _, err = proc.communicate(timeout=30)
     assert "Traceback" not in err, err
     assert got.sound_rate == 48000 and got.sound and all(a.shape[0] == 2 for a in got.sound)
-    # the sound starts once the audio process plays: at least 3 of the 6 s came through
-    assert got.sound_samples >= 3 * got.sound_rate, (got.sound_samples, got.seconds)
-    sound = np.concatenate(got.sound, axis=1)[:, -2 * got.sound_rate:]          # (2, 2 s)
-    level = 20 * np.log10(np.sqrt(np.mean(sound ** 2)) + 1e-12)
+    # the picture starts after the first sound: from the first frame on, sound for all of the time
+    assert got.sound_samples >= 0.9 * got.seconds * got.sound_rate, (got.sound_samples, got.seconds)
+    sound = np.concatenate(got.sound, axis=1)                                          # (2, n)
+    level = 20 * np.log10(np.sqrt(np.mean(sound[:, -2 * got.sound_rate:] ** 2)) + 1e-12)
     assert level > -45.0 and np.abs(sound).max() <= 10 ** (-1 / 20) + 1e-3, level
+    played, rate = sf.read(record, dtype="float32")                                    # (m, 2)
+    segment = sound[0, -got.sound_rate // 2:-got.sound_rate // 4].astype(np.float64)    # 250 ms, near the end
+    assert best_match(segment, played[:, 0].astype(np.float64)) > 0.999
+    # the must-fail fixture: the same sound played backwards is found nowhere in the recording
+    assert best_match(segment[::-1].copy(), played[:, 0].astype(np.float64)) < 0.9
 
 
 def test_a_second_source_of_the_same_name_is_one_line() -> None:
@@ -91,7 +109,8 @@ def test_a_second_source_of_the_same_name_is_one_line() -> None:
     name = f"ciel-twice-{os.getpid()}"
     first = NdiSender(name, 30.0)
     try:
-        with pytest.raises(CielError, match="already runs"):
+        with pytest.raises(CielError, match="already runs") as info:
             NdiSender(name, 30.0)
+        assert name in str(info.value) and "\n" not in str(info.value)
     finally:
         first.close()

@@ -177,6 +177,11 @@ def test_an_untrusted_or_broken_torchscript_file_is_one_line_naming_it(jackd: pa
     torch.jit.script(torch.nn.Linear(2, 2)).save(str(plain))
     with pytest.raises(ModelError, match="decode"):
         load_audio_model(plain, trust=True)
+    # a file that is neither a model folder nor TorchScript (the weights file instead of its folder)
+    weights = Path(__file__).resolve().parents[1] / "models" / "audio-default" / "model.safetensors"
+    with pytest.raises(ModelError, match="expected a model folder") as wrong:
+        load_audio_model(weights)
+    assert str(weights) in str(wrong.value) and "trust" not in str(wrong.value)
 
 
 def test_ciels_own_nn_tilde_export_plays_as_its_model_does(tmp_path: Path) -> None:

@@ -116,6 +116,16 @@ class RunAhead:
         return self.frames
 
 
+def run_ahead_for(run_ahead: RunAhead, step_times_s: list[float], rate: int, blocksize: int, most: int) -> RunAhead:
+    """The run-ahead for a decoder whose first steps took `step_times_s` (seconds): at least 1.5
+    times the slower of the last two steps plus one block (frames at `rate`), so the ring outlasts
+    a step; the adaptive range above it kept; never more than `most` frames (the ring's half)."""
+    need = min(int(1.5 * max(step_times_s[-2:]) * rate) + blocksize, most)
+    if need <= run_ahead.low:
+        return run_ahead
+    return RunAhead(need, min(need + run_ahead.high - run_ahead.low, most), rate)
+
+
 class _Ring:
     """Preallocated ring of `channels` (stereo by default); `pos[0]` frames read, `pos[1]` frames
     written (one writer each: the decoder writes the output ring, the callback reads it)."""
@@ -501,10 +511,6 @@ class AudioChild:
 
         rec_done = threading.Event()
         rec_thread = None
-        if self.tap is not None and cfg.record:
-            rec_thread = threading.Thread(target=_recorder, args=(cfg.record, rate, self.tap, rec_done, block),
-                                          name="ciel-recorder", daemon=True)
-            rec_thread.start()
 
         self._probe = int(st[_S_PROBE]) if st[_S_PROBE] >= 0 else REGISTRY.index("audio/jump")
         self._last_probe = self.values[self._probe]
@@ -520,17 +526,15 @@ class AudioChild:
             t_step = time.perf_counter()
             self.decode_step()
             warm.append(time.perf_counter() - t_step)
-        need = min(int(1.5 * max(warm[-2:]) * rate) + cfg.blocksize, len(ring.buf) // 2)
-        if need > ahead:
-            run_ahead = RunAhead(need, max(run_ahead.high, need), rate)
-            ahead = need
+        run_ahead = run_ahead_for(run_ahead, warm, rate, cfg.blocksize, len(ring.buf) // 2)
+        ahead = run_ahead.low
         gc.collect()
         gc.freeze()      # what loading made is never scanned again
         gc.disable()     # collections run only in the decode loop's idle time (below)
         next_gc = time.monotonic()
         idle_collections = 0
+        stream = None
         try:
-            stream = None
             if self.heard_in is not None:
                 try:
                     stream = sd.Stream(samplerate=rate, blocksize=cfg.blocksize, device=(index, index),
@@ -560,6 +564,10 @@ class AudioChild:
         stopping = False
         busy = 0
         try:
+            if self.tap is not None and cfg.record:   # joined below, before the tap's memory can go
+                rec_thread = threading.Thread(target=_recorder, args=(cfg.record, rate, self.tap, rec_done, block),
+                                              name="ciel-recorder", daemon=True)
+                rec_thread.start()
             while True:
                 now = time.monotonic()
                 st[_S_HEARTBEAT] = now

@@ -11,9 +11,17 @@ SUFFIXES = (".ts", ".pt", ".torchscript")
 
 
 def is_scripted(path: str | Path) -> bool:
-    """Is `path` a TorchScript file (rather than one of ciel's model folders)?"""
+    """Is `path` a TorchScript file (by its suffix), rather than one of ciel's model folders?"""
+    return Path(path).suffix.lower() in SUFFIXES
+
+
+def not_a_model_line(path: str | Path) -> str | None:
+    """Why `path` cannot be an audio model at all (a file that is not TorchScript), or None."""
     p = Path(path)
-    return p.suffix.lower() in SUFFIXES or p.is_file()
+    if p.is_file() and not is_scripted(p):
+        return (f"{p}: expected a model folder (model.safetensors + card.toml) or a TorchScript file "
+                f"({', '.join(SUFFIXES)})")
+    return None
 
 
 def trust_line(path: str | Path) -> str:

@@ -64,6 +64,7 @@ from ..configio import build, to_table
 from ..errors import ConfigError, ModelError
 from ..modelio import CARD, WEIGHTS, card_value, load_model, save_model
 from ..params import AUDIO_LATENT_DIMS
+from .config import not_a_model_line
 from .scripted import ScriptedModel, is_scripted, load_scripted
 
 ARCH = "ciel-wavevae-1"
@@ -544,6 +545,9 @@ def load_audio_model(folder: str | Path, trust: bool = False) -> AudioModel:
     folder = Path(folder)
     if is_scripted(folder):
         return scripted_audio_model(load_scripted(folder, trust))
+    wrong = not_a_model_line(folder)
+    if wrong is not None:
+        raise ModelError(wrong)
     tensors, card = load_model(folder, "audio")
     card_src, w_src = str(folder / CARD), str(folder / WEIGHTS)
     if card.get("arch") != ARCH:

@@ -86,7 +86,8 @@ class OutputTap:
     """What the audio process's callback played, its speakers after the ring (zeros where it ran
     short), read in the main process from the status block: NDI's sound. One reader, with its own
     cursor; the callback writes. `take()` -> the samples (n, channels) float32 new since the last
-    call, a copy; a reader that fell a whole ring behind skips ahead. `rate()`: the device rate."""
+    call, a copy; a reader that fell half a ring behind (0.7 s at 48 kHz) skips to the newest.
+    `rate()`: the device rate."""
 
     def __init__(self, block: StatusBlock, channels: int, rate: Callable[[], int]) -> None:
         self.pos = block.payload((2,), np.int64)
@@ -97,8 +98,8 @@ class OutputTap:
     def take(self) -> np.ndarray:
         w = int(self.pos[1])
         c = self._cursor
-        if c < 0 or w < c or w - c > TAP_FRAMES:   # first call, a new process, or a ring behind
-            c = w
+        if c < 0 or w < c or w - c > TAP_FRAMES // 2:   # first call, a new process, or far behind (the
+            c = w                                         # callback could be writing where a copy would read)
         n = w - c
         out = np.empty((n, self.buf.shape[1]), np.float32)
         i = c & (TAP_FRAMES - 1)

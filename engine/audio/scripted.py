@@ -109,6 +109,8 @@ class ScriptedStream:
     def __call__(self, z: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
         """z (B, D, T) -> audio (B, 1, T · hop) float32 (non-finite samples become 0)."""
         x = torch.from_numpy(np.ascontiguousarray(z, np.float32))               # (B, D, T)
+        # torch's generator is the process's: the stream swaps its own state in and out, so two
+        # streams must not decode at once on two threads (ciel decodes on one thread per process)
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(self._rng)
             y = self.module.decode(x)                                             # (B, C, T·hop)

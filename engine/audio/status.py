@@ -27,7 +27,7 @@ _N_STEP_TIMES = 4096
 _TEXT_LEN = 4096               # bytes per text field: device name, last error, the sound file to play
 _DEVICE, _ERROR, _PLAY = 0, 1, 2
 LAYOUT = BlockLayout(slots=_S_STEP_TIMES + _N_STEP_TIMES, texts=3, text_bytes=_TEXT_LEN)
-TAP_FRAMES = 1 << 16           # the shared output tap (NDI's sound): 1.37 s at 48 kHz
+TAP_FRAMES = 1 << 17           # the shared output tap (NDI's sound, the recorder): 2.7 s at 48 kHz
 
 
 def block_layout(tap_channels: int = 0) -> BlockLayout:

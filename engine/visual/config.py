@@ -29,5 +29,5 @@ class VisualConfig:
                                     "renderer (llvmpipe) 1 up to 1920x1080, above that about the keyframes' own "
                                     "resolution.")
     ndi: str = field("", doc="Send the sky as an NDI source of this name (empty: off); with --headless it is drawn "
-                             "offscreen at width x height. Needs the `ndi` extra (cyndilib).")
+                             "offscreen at width x height. Needs the `ndi` extra (ndi-python).")
     screenshots: str = field("screenshots", doc="Folder for screenshots (S or F12 in the window).")

@@ -82,6 +82,7 @@ class NdiSender:
         self._spare: np.ndarray | None = None   # a buffer to copy the next frame into
         self._stop = False
         self._sound: SoundTap | None = None
+        self._sound_lock = threading.Lock()   # listen(None) waits for a read of the tap in flight
         self._audio = ndi.AudioFrameV3()
         self._audio.FourCC = ndi.FOURCC_AUDIO_TYPE_FLTP
         self._thread = threading.Thread(target=self._run, name="ciel-ndi", daemon=True)
@@ -90,8 +91,10 @@ class NdiSender:
 
     def listen(self, sound: SoundTap | None) -> None:
         """Send `sound` with the picture: each video frame is preceded by the samples played since
-        the one before (planar float32 at the device rate)."""
-        self._sound = sound
+        the one before (planar float32 at the device rate). `listen(None)` returns once no sound
+        is being read any more (the tap's memory may then go)."""
+        with self._sound_lock:
+            self._sound = sound
 
     def send(self, frame: np.ndarray) -> None:
         """Render thread: keep a copy of `frame` (H, W, 4) uint8 RGBA as the newest; never waits."""
@@ -133,14 +136,16 @@ class NdiSender:
 
     def _send_sound(self) -> None:
         """The samples played since the last frame, as one planar audio frame (sender thread)."""
-        if self._sound is None:
-            return
-        samples = self._sound.take()                               # (n, C)
+        with self._sound_lock:
+            if self._sound is None:
+                return
+            samples = self._sound.take()                           # (n, C)
+            rate = self._sound.rate()
         if not len(samples):
             return
         planar = np.ascontiguousarray(samples.T)                   # (C, n): a pointer to it is sent
         audio = self._audio
-        audio.sample_rate = self._sound.rate()
+        audio.sample_rate = rate
         audio.no_channels, audio.no_samples = planar.shape
         audio.channel_stride_in_bytes = 4 * planar.shape[1]
         audio.data = planar

@@ -132,6 +132,7 @@ class SkyRenderer:
                 self.lut_progs[tilt, dissolve] = prog
                 self.lut_vaos[tilt, dissolve] = ctx.vertex_array(prog, [(self._geometry, "2f", "aPos")])
         self._warm = False  # every variant is drawn once before the first frame (llvmpipe compiles on first use)
+        self.show_note = True  # the grey circle under the oval (a window's click target; not drawn offscreen for NDI)
         self._layer: moderngl.Framebuffer | None = None
         self._inverse: moderngl.Framebuffer | None = None
         self._inverse_for: tuple[int, int, int] | None = None
@@ -264,7 +265,7 @@ class SkyRenderer:
         rot = rotation_matrix(lon0, *tilt)
         common = {"uGrain": v.sky_grain, "uFade": v.master_fade,
                   "uBackground": tuple(float(x) for x in v.sky_background),
-                  "uNote": (lay.note_x, lay.note_y, lay.note_r, float(v.note_show > 0.5)),
+                  "uNote": (lay.note_x, lay.note_y, lay.note_r if self.show_note else 0.0, float(v.note_show > 0.5)),
                   "uFrame": self.frame % (1 << 30)}
         sky = {"uProjection": int(round(v.sky_projection)), "uMapping": int(round(v.sky_mapping)),
                "uRotation": tuple(rot.T.flatten()),  # column-major

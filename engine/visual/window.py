@@ -358,6 +358,7 @@ def run_offscreen(cfg: VisualConfig, model: ImageModel, seed: int, store: ParamS
     sky: SkyRenderer | None = None
     try:
         sky = SkyRenderer(ctx, width, height, model.resolution, resolve_render_scale(cfg.render_scale, ctx))
+        sky.show_note = False   # nobody clicks an NDI picture
         log.info("offscreen %dx%d on %s, sky at %.2f of the resolution", width, height, renderer, sky.render_scale)
         _first_picture(sky, model, seed, store, hooks)
         reader = _Reader(width, height)
