@@ -3,12 +3,12 @@
     python -m bench audio [--quick] [--seconds S] [--osc-rate N] [--load sky|cpu|none]
                           [--samplerate 48000] [--blocksize 128] [--ahead-ms 6]
                           [--voices N] [--reverb SEND] [--channels N] [--listen-probes N]
-                          [--model PATH [--trust-model]]
+                          [--model PATH [--trust-model]] [--threads N]
 
 Keys:
   rtf            the whole real-time path per second of audio, median over 2,000 steps (500 for a
-                 TorchScript model, whose steps are 10-50x dearer) on one
-                 thread: navigation (two voices), streaming decoder, safety stage, resampler to the
+                 TorchScript model, whose steps are 10-50x dearer) on `--threads` threads (one by
+                 default): navigation (two voices), streaming decoder, safety stage, resampler to the
                  device rate — what the audio process spends (`AudioSynth.step`); rtf_p99 beside it.
                  With `--voices N` and `--reverb SEND` the same path with N decoder voices made
                  ready and playing (the pair and N - 1 cloud voices, engine/audio/cloud.py) and the
@@ -24,6 +24,7 @@ Keys:
                  causal decoder such as ciel's; a RAVE export's cached convolutions hold sound back
   latency_plus_model_delay_ms_p50/p99  each probe's latency_ms plus model_delay_ms: when the sound
                  leaving the port starts to answer (derived: the delay is measured offline)
+  threads        torch and BLAS threads of the audio process (`--threads`, default 1) and of rtf
   voices, reverb_send, channels  what the run played (`audio/voices`, `audio/reverb/send`,
                  `[audio] channels`)
   block_ms_p50/p99  time of one decode step in the running audio process (one latent frame:
@@ -131,7 +132,7 @@ def model_delay_ms(model, frames: int = 30, after: int = 40) -> float:
 
 
 def realtime_rtf(model, steps: int, rate: int, voices: int = 1, send: float = 0.0,
-                 channels: int = 2) -> tuple[float, float]:
+                 channels: int = 2, threads: int = 1) -> tuple[float, float]:
     """(median, p99) of one AudioSynth step's time / the audio it makes, one torch thread (the
     decoder's numpy products are far below the size where BLAS would use a second thread), with
     `voices` voices playing over `channels` speakers and the reverb fed at `send`."""
@@ -140,10 +141,10 @@ def realtime_rtf(model, steps: int, rate: int, voices: int = 1, send: float = 0.
     from engine.audio.stream import AudioSynth
     from engine.params import REGISTRY
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=1, user_api="blas")   # as the audio process runs it
+    threadpool_limits(limits=threads, user_api="blas")   # as the audio process runs it
     synth = AudioSynth(model, rate, seed=0, voices=voices, channels=channels)
     v = REGISTRY.defaults()
     v[REGISTRY.slot("audio/voices")] = voices
@@ -284,6 +285,7 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--listen-probes", type=int, default=None, help="tones into ciel's input (default 100, quick 30)")
     ap.add_argument("--model", type=Path, default=MODEL, help="audio model: a folder, or a TorchScript export (.ts)")
     ap.add_argument("--trust-model", action="store_true", help="load a TorchScript model (it runs code from the file)")
+    ap.add_argument("--threads", type=int, default=1, help="torch and BLAS threads of the audio process ([audio] threads)")
     ap.add_argument("--reverb", type=float, default=0.0, help="reverb send, 0-1 (default 0: the pair sends nothing; cloud voices still send by distance)")
     args = ap.parse_args(argv)
     seconds = args.seconds or (15.0 if args.quick else 120.0)
@@ -309,10 +311,10 @@ def main(argv: list[str]) -> dict:
     except RuntimeError as exc:
         delay_why = str(exc)
     steps = 2000 if model.script is None else 500     # a TorchScript step is 10-50x dearer
-    rtf, rtf_p99 = realtime_rtf(model, steps, args.samplerate, args.voices, args.reverb, args.channels)
+    rtf, rtf_p99 = realtime_rtf(model, steps, args.samplerate, args.voices, args.reverb, args.channels, args.threads)
     cfg = AudioConfig(model=str(args.model), trust=args.trust_model, samplerate=args.samplerate,
                       blocksize=args.blocksize, **({"ahead_ms": args.ahead_ms} if args.ahead_ms else {}), seed=1,
-                      voices=args.voices, channels=args.channels)
+                      voices=args.voices, channels=args.channels, threads=args.threads)
     # a JACK server of the benchmark's own: nobody else can stop or load it mid-run
     with parts.jackd(rate=args.samplerate, period=args.blocksize, name="ciel-bench-audio",
                      playback=max(2, args.channels)) as server:
@@ -401,6 +403,7 @@ def main(argv: list[str]) -> dict:
         "model_hop": model.hop,
         "model_delay_ms": round(delay_ms, 3) if delay_ms is not None else None,
         **({"model_delay_reason": delay_why} if delay_ms is None else {}),
+        "threads": args.threads,
         "voices": args.voices,
         "reverb_send": args.reverb,
         "channels": args.channels,
