@@ -14,33 +14,45 @@ import pytest
 import soundfile as sf
 from conftest import missing
 
-from harness.ndirecv import oval_fit, receive
+from harness.ndirecv import Received, oval_fit, receive
 
 CIEL = [sys.executable, "-m", "engine.cli"]
+
+
+def need_ndi() -> None:
+    try:
+        import NDIlib  # noqa: F401
+    except (ImportError, OSError) as exc:
+        missing(f"ndi-python (the `ndi` extra): {exc}")
+
+
+def run_and_receive(name: str, options: list[str], seconds: float,
+                    env: dict[str, str] | None = None) -> tuple[Received, str]:
+    """`ciel run --ndi NAME` with `options`, received for `seconds` after its first frame; then
+    stopped. Returns what arrived and what ciel wrote to stderr (no traceback in it)."""
+    proc = subprocess.Popen([*CIEL, "run", *options, "--no-midi", "--osc-port", "0", "--ndi", name,
+                             "--seconds", "90"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        got = receive(name, seconds=seconds, find_timeout=60.0)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err, err
+    return got, err
 
 
 @pytest.mark.parametrize("where", ["headless", "window"])
 def test_the_sky_arrives_over_ndi_with_the_oval_where_the_projection_puts_it(where: str,
                                                                             request: pytest.FixtureRequest) -> None:
     """Offscreen (`--headless`) and from the window (under Xvfb), the same frames."""
-    try:
-        import NDIlib  # noqa: F401
-    except (ImportError, OSError) as exc:
-        missing(f"ndi-python (the `ndi` extra): {exc}")
+    need_ndi()
     name = f"ciel-test-{where}-{os.getpid()}"
     env = dict(os.environ)
     how = ["--headless"]
     if where == "window":
         env["DISPLAY"], how = request.getfixturevalue("xdisplay"), []
-    proc = subprocess.Popen([*CIEL, "run", *how, "--audio", "none", "--no-midi", "--osc-port", "0",
-                             "--ndi", name, "--seconds", "90"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env=env)
-    try:
-        got = receive(name, seconds=4.0, find_timeout=60.0)
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
-    assert "Traceback" not in err, err
+    got, err = run_and_receive(name, [*how, "--audio", "none"], 4.0, env)
     assert got.first_at is not None, f"no frame over NDI; ciel said: {err[-2000:]}"
     assert got.size == (1280, 720)
     assert got.frames >= 8, f"{got.frames} frames in {got.seconds:.1f} s"     # they keep coming (rate: bench ndi)
@@ -70,21 +82,9 @@ def test_the_sound_goes_out_with_the_picture(jackd, tmp_path) -> None:
     """With an audio device (the JACK test server), the NDI source carries what ciel plays: stereo
     at the device rate, as much sound as time passed, and it is the sound `record` wrote (what the
     callback handed to JACK), not just any sound."""
-    try:
-        import NDIlib  # noqa: F401
-    except (ImportError, OSError) as exc:
-        missing(f"ndi-python (the `ndi` extra): {exc}")
-    name = f"ciel-sound-{os.getpid()}"
+    need_ndi()
     record = tmp_path / "played.wav"
-    proc = subprocess.Popen([*CIEL, "run", "--headless", "--no-midi", "--osc-port", "0", "--ndi", name,
-                             "--record", str(record), "--seconds", "90"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        got = receive(name, seconds=6.0, find_timeout=60.0)
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
-    assert "Traceback" not in err, err
+    got, err = run_and_receive(f"ciel-sound-{os.getpid()}", ["--headless", "--record", str(record)], 6.0)
     assert got.sound_rate == 48000 and got.sound and all(a.shape[0] == 2 for a in got.sound)
     # the picture starts after the first sound: from the first frame on, sound for all of the time
     assert got.sound_samples >= 0.9 * got.seconds * got.sound_rate, (got.sound_samples, got.seconds)
@@ -99,10 +99,7 @@ def test_the_sound_goes_out_with_the_picture(jackd, tmp_path) -> None:
 
 
 def test_a_second_source_of_the_same_name_is_one_line() -> None:
-    try:
-        import NDIlib  # noqa: F401
-    except (ImportError, OSError) as exc:
-        missing(f"ndi-python (the `ndi` extra): {exc}")
+    need_ndi()
     from engine.errors import CielError
     from engine.visual.ndi import NdiSender
 
