@@ -66,8 +66,7 @@ class NdiSender:
         create.clock_video = False    # the render loop paces the frames
         create.clock_audio = False
         self._send = ndi.send_create(create)
-        if self._send is None:
-            ndi.destroy()
+        if self._send is None:   # (the runtime stays initialised: another sender of this process may use it)
             raise CielError(f"--ndi {name}: an NDI source of that name already runs on this machine")
         self._frame = ndi.VideoFrameV2()
         self._frame.FourCC = ndi.FOURCC_VIDEO_TYPE_RGBA
