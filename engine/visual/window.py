@@ -55,7 +55,8 @@ class FrameSink(Protocol):
 
 
 class _Reader:
-    """Reads a framebuffer into one preallocated (H, W, 4) array, top row first."""
+    """Reads a framebuffer into one preallocated buffer; `read` returns an (H, W, 4) view of it,
+    top row first (rows flipped by the view: the sink's own copy is the only one)."""
 
     def __init__(self, width: int, height: int) -> None:
         self.resize(width, height)
@@ -63,12 +64,10 @@ class _Reader:
     def resize(self, width: int, height: int) -> None:
         self.width, self.height = width, height
         self.raw = bytearray(width * height * 4)
-        self.frame = np.empty((height, width, 4), np.uint8)
 
     def read(self, fb: moderngl.Framebuffer) -> np.ndarray:
         fb.read_into(self.raw, components=4, alignment=1)
-        self.frame[:] = np.frombuffer(self.raw, np.uint8).reshape(self.height, self.width, 4)[::-1]
-        return self.frame
+        return np.frombuffer(self.raw, np.uint8).reshape(self.height, self.width, 4)[::-1]
 
 
 class _Tap:
