@@ -1,7 +1,7 @@
 """Audio benchmark: decode speed, and OSC-to-sound latency through a real JACK dummy server.
 
     python -m bench audio [--quick] [--seconds S] [--osc-rate N] [--load sky|cpu|none]
-                          [--samplerate 48000] [--blocksize 128] [--ahead-ms 6]
+                          [--samplerate 48000] [--blocksize 64] [--ahead-ms 1]
                           [--voices N] [--reverb SEND] [--channels N] [--listen-probes N]
                           [--model PATH [--trust-model]] [--threads N]
 
@@ -278,7 +278,7 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--osc-rate", type=float, default=None, help="background OSC messages per second (default 1000)")
     ap.add_argument("--load", choices=("sky", "cpu", "none"), default=None, help="what runs beside (default sky, quick none)")
     ap.add_argument("--samplerate", type=int, default=48000)
-    ap.add_argument("--blocksize", type=int, default=128)
+    ap.add_argument("--blocksize", type=int, default=64, help="JACK's period and ciel's block (default 64)")
     ap.add_argument("--ahead-ms", type=float, default=None)
     ap.add_argument("--voices", type=int, default=1, help="decoder voices made ready and playing (1-16, default 1)")
     ap.add_argument("--channels", type=int, default=2, help="speakers (1-32, default 2: stereo; more: a ring)")

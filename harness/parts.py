@@ -56,7 +56,7 @@ class JackServer:
     prints goes to a temporary log that `xruns` reads.
     """
 
-    def __init__(self, name: str | None = None, rate: int = 48000, period: int = 128, playback: int = 2) -> None:
+    def __init__(self, name: str | None = None, rate: int = 48000, period: int = 64, playback: int = 2) -> None:
         self.name = name or free_server_name("ciel")
         self.rate, self.period, self.playback = rate, period, playback
         self.proc: subprocess.Popen | None = None
@@ -132,7 +132,7 @@ class JackServer:
 
 
 @contextlib.contextmanager
-def jackd(rate: int = 48000, period: int = 128, name: str | None = None, playback: int = 2) -> Iterator[JackServer]:
+def jackd(rate: int = 48000, period: int = 64, name: str | None = None, playback: int = 2) -> Iterator[JackServer]:
     """A `JackServer` for the length of a `with` block (default name: the first free of "ciel",
     "ciel-2"…), with `playback` output channels (a sound card with that many). Yields the
     running server."""

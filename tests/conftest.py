@@ -67,7 +67,7 @@ def jackd() -> Iterator[parts.JackServer]:
     installation's sound card) for the whole session;
     $JACK_DEFAULT_SERVER points the tests and the processes they start at it."""
     try:
-        cm = parts.jackd(rate=48000, period=128, name=parts.free_server_name("ciel-test"), playback=8)
+        cm = parts.jackd(rate=48000, period=64, name=parts.free_server_name("ciel-test"), playback=8)
         server = cm.__enter__()
     except (FileNotFoundError, RuntimeError) as exc:
         missing(str(exc))

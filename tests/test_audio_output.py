@@ -390,12 +390,15 @@ def test_run_ahead_grows_after_underflows_up_to_its_bound_and_shrinks_back_when_
 
 def test_a_dear_decoder_gets_a_run_ahead_longer_than_its_step() -> None:
     """The audio process times its first decode steps: a step of 7 ms (a RAVE frame on a laptop)
-    raises a 6 ms run-ahead to 1.5 steps and a block, keeping the adaptive range above it; ciel's
-    own 1 ms steps leave it alone; never past half the ring."""
+    raises a 6 ms run-ahead to whole blocks lasting 1.5 steps, keeping the adaptive range above
+    it; ciel's own sub-millisecond steps leave a one-block run-ahead alone; never past half the
+    ring."""
     from engine.audio.child import run_ahead_for
 
     base = RunAhead(288, 576, 48000)                      # 6 ms, adaptive up to 12 ms
     assert run_ahead_for(base, [0.02, 0.01, 0.001, 0.001], 48000, 128, 4096) is base
     dear = run_ahead_for(base, [0.03, 0.009, 0.007, 0.006], 48000, 128, 4096)
-    assert dear.low == int(1.5 * 0.007 * 48000) + 128 and dear.high == dear.low + 288
+    assert dear.low == 512 and dear.high == 512 + 288     # 1.5 × 7 ms = 504 frames: four blocks
+    one_block = RunAhead(64, 0, 48000)                     # 1.33 ms at 64-frame periods
+    assert run_ahead_for(one_block, [0.004, 0.0004, 0.0005, 0.0004], 48000, 64, 4096) is one_block
     assert run_ahead_for(base, [0.5, 0.5], 48000, 128, 4096).high == 4096

@@ -19,13 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 RATE = 48000
 
 
-def true_peak(x: np.ndarray, factor: int = 8) -> float:
-    """Peak of the band-limited reconstruction (FFT upsampling), linear."""
+def true_peak(x: np.ndarray, factor: int = 8, edge: int = 2000) -> float:
+    """Peak of the band-limited reconstruction (FFT upsampling), linear, away from the first and
+    last `edge` samples: the FFT takes the signal as periodic, and the jump from its loud end back
+    to its silent start rings there (Gibbs), in the measurement and not in the sound."""
     n = len(x)
     spec = np.fft.rfft(x)
     up = np.zeros(n * factor // 2 + 1, complex)
     up[:len(spec)] = spec
-    return float(np.abs(np.fft.irfft(up, n * factor) * factor).max())
+    y = np.fft.irfft(up, n * factor) * factor
+    return float(np.abs(y[edge * factor: (n - edge) * factor]).max())
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +59,7 @@ def test_block_size_does_not_change_the_sound(model) -> None:
     assert np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, 5, 10])
 def test_extreme_latents_on_a_random_decoder_stay_under_the_ceiling_without_dc(tmp_path: Path, seed: int) -> None:
     torch.manual_seed(seed)
     vae = AudioVAE(AudioModelConfig())

@@ -117,10 +117,15 @@ class RunAhead:
 
 
 def run_ahead_for(run_ahead: RunAhead, step_times_s: list[float], rate: int, blocksize: int, most: int) -> RunAhead:
-    """The run-ahead for a decoder whose first steps took `step_times_s` (seconds): at least 1.5
-    times the slower of the last two steps plus one block (frames at `rate`), so the ring outlasts
-    a step; the adaptive range above it kept; never more than `most` frames (the ring's half)."""
-    need = min(int(1.5 * max(step_times_s[-2:]) * rate) + blocksize, most)
+    """The run-ahead for a decoder whose first steps took `step_times_s` (seconds): whole blocks
+    (frames at `rate`), enough that the ring outlasts 1.5 times the slower of the last two steps.
+
+    A step starts after the callback that leaves the ring under the run-ahead, so the ring then
+    holds at least run-ahead - 1 block; the callbacks it can still serve, plus the one after
+    (whose block the step fills), last floor(run-ahead / block) blocks. Run-aheads are kept above
+    one block; the adaptive range above is kept; never more than `most` frames (the ring's half)."""
+    blocks = max(1, math.ceil(1.5 * max(step_times_s[-2:]) * rate / blocksize))
+    need = min(blocks * blocksize, most)
     if need <= run_ahead.low:
         return run_ahead
     return RunAhead(need, min(need + run_ahead.high - run_ahead.low, most), rate)
@@ -488,9 +493,13 @@ class AudioChild:
         self.synth = synth
         if st[_S_PANIC] > 0:  # a panic outlives a restart of the audio process
             synth.panic()
-        run_ahead = RunAhead(max(int(cfg.ahead_ms * rate / 1000), 1), int(cfg.ahead_max_ms * rate / 1000), rate)
+        # at least one block, and one JACK period: PortAudio fills a period larger than the block
+        # with callbacks back to back, straight from the ring
+        host_api = sd.query_hostapis(sd.query_devices(index)["hostapi"])["name"]
+        burst = max(cfg.blocksize, (jacknames.period() or 0) if "JACK" in host_api else 0)
+        run_ahead = RunAhead(max(int(cfg.ahead_ms * rate / 1000), burst), int(cfg.ahead_max_ms * rate / 1000), rate)
         ahead = run_ahead.low
-        self.ring = ring = _Ring(run_ahead.high + 8 * cfg.blocksize + 4 * model.hop * rate // model.sample_rate + 1024,
+        self.ring = ring = _Ring(run_ahead.high + 8 * burst + 4 * model.hop * rate // model.sample_rate + 1024,
                                  channels=speakers)
         self._rb, self._mask, self._pos, self._size = ring.buf, ring.mask, ring.pos, len(ring.buf)
         # what the callback plays, for the recorder and, in the status block, for the main process (NDI)
@@ -526,7 +535,7 @@ class AudioChild:
             t_step = time.perf_counter()
             self.decode_step()
             warm.append(time.perf_counter() - t_step)
-        run_ahead = run_ahead_for(run_ahead, warm, rate, cfg.blocksize, len(ring.buf) // 2)
+        run_ahead = run_ahead_for(run_ahead, warm, rate, burst, len(ring.buf) // 2)
         ahead = run_ahead.low
         gc.collect()
         gc.freeze()      # what loading made is never scanned again
@@ -548,7 +557,7 @@ class AudioChild:
             stream.start()
         except sd.PortAudioError as exc:
             raise AudioDeviceError(f"cannot open audio device {label} at {rate} Hz, block {cfg.blocksize}: {exc}") from None
-        if "JACK" in sd.query_hostapis(sd.query_devices(index)["hostapi"])["name"]:
+        if "JACK" in host_api:
             wired = None if self.heard_in is None else ("" if cfg.input == "-" else cfg.input)
             note = jacknames.number_ports_from_one(input_port=wired)
             if "not connected" in note or "not open" in note:   # said where the performer looks: /healthz, the overlay
@@ -595,8 +604,8 @@ class AudioChild:
                 st[_S_FILL], st[_S_READ], st[_S_WRITTEN] = fill, ring.pos[0], ring.pos[1]
                 st[_S_AHEAD] = 1000.0 * ahead / rate
                 if fill < ahead:
-                    if fill < cfg.blocksize and self.steps > 0 and st[_S_CALLBACKS] > 0:
-                        st[_S_STALLS] += 1  # decoding fell behind: the next callback may underflow
+                    if fill < ahead - burst and self.steps > 0 and st[_S_CALLBACKS] > 0:
+                        st[_S_STALLS] += 1  # a step began a whole burst late: the next callback may underflow
                     self.decode_step()
                     busy += 1
                     if busy > 250:  # a second of audio without catching up: let the machine breathe

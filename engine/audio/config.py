@@ -41,8 +41,11 @@ class AudioConfig:
     output: str = field("auto", choices=("auto", "none"), doc="'none' runs without a sound device.")
     device: str = field("", doc="Output device, by name substring; empty = the host's default.")
     samplerate: int = field(48000, minimum=8000, maximum=192000, doc="Device sample rate (Hz).")
-    blocksize: int = field(128, minimum=16, maximum=8192, doc="Device block (frames per callback).")
-    ahead_ms: float = field(6.0, minimum=1.0, maximum=500.0, doc="How far decoding runs ahead of the output (ms).")
+    blocksize: int = field(64, minimum=16, maximum=8192, doc="Device block (frames per callback; JACK's period).")
+    ahead_ms: float = field(1.0, minimum=1.0, maximum=500.0,
+                            doc="How far decoding runs ahead of the output (ms), at least one block. The audio "
+                                "process raises it to whole blocks that outlast 1.5 decode steps as this machine "
+                                "runs them (a RAVE export's frames are dear).")
     ahead_max_ms: float = field(0.0, minimum=0.0, maximum=500.0,
                                 doc="Adaptive run-ahead: after an underflow it grows by 1 ms, up to this (ms), "
                                     "and shrinks back by 0.5 ms per 30 s without one. At or below ahead_ms "

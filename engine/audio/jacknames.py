@@ -65,7 +65,25 @@ def _libjack() -> ctypes.CDLL | None:
     jack.jack_disconnect.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
     jack.jack_port_get_all_connections.restype = ctypes.POINTER(ctypes.c_char_p)
     jack.jack_port_get_all_connections.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    jack.jack_get_buffer_size.restype = ctypes.c_uint32
+    jack.jack_get_buffer_size.argtypes = [ctypes.c_void_p]
     return jack
+
+
+def period() -> int | None:
+    """The running JACK server's period (frames per process cycle), or None without libjack or a
+    server. PortAudio pulls a whole period from ciel's ring in one burst of callbacks when ciel's
+    block is smaller, so the audio process keeps at least this much sound queued."""
+    jack = _libjack()
+    if jack is None:
+        return None
+    client = jack.jack_client_open(b"ciel-period", _JACK_NO_START_SERVER, None)
+    if not client:
+        return None
+    try:
+        return int(jack.jack_get_buffer_size(client))
+    finally:
+        jack.jack_client_close(client)
 
 
 def _port_names(jack: ctypes.CDLL, client: int, pattern: str) -> list[str]:

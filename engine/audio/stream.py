@@ -39,6 +39,7 @@ from torch import nn
 from ..learning import WeightMorph
 from ..params import REGISTRY, Registry, Smoother, check_view
 from ..paramview import ParamView
+from . import kernels
 from .cloud import Cloud, Space
 from .inference import LatentStream, NumpyStream
 from .model import AudioModel
@@ -65,7 +66,7 @@ class Resampler:
     (cubic) leaves images at -15 dB, so ciel uses this one.
     """
 
-    def __init__(self, in_rate: int, out_rate: int, taps_per_phase: int = 24, beta: float = 7.0,
+    def __init__(self, in_rate: int, out_rate: int, taps_per_phase: int = 14, beta: float = 7.0,
                  rolloff: float = 0.9, channels: int = 1) -> None:
         g = math.gcd(in_rate, out_rate)
         self.L, self.M = out_rate // g, in_rate // g
@@ -81,7 +82,6 @@ class Resampler:
         self._hist = np.zeros((self.K - 1, channels), np.float64)
         self._n_in = 0
         self._n_out = 0
-        self._taps = np.arange(self.K)
 
     @property
     def ratio(self) -> float:
@@ -98,13 +98,11 @@ class Resampler:
         if count <= 0:
             self._hist = buf[len(buf) - (self.K - 1):]
             return np.zeros((0,) if mono else (0, self.channels), np.float32)
-        pos = (self._n_out + np.arange(count, dtype=np.int64)) * self.M
-        first_in = self._n_in - len(buf)  # input index of buf[0]
-        idx = (pos // self.L - first_in)[:, None] - self._taps[None, :]
-        y = np.einsum("ijc,ij->ic", buf[idx], self.phases[pos % self.L])   # (count, C)
+        y = np.empty((count, self.channels), np.float32)
+        kernels.resample(buf, self.phases, self._n_out, count, self.M, self.L, self._n_in - len(buf), y)   # (count, C)
         self._n_out += count
         self._hist = buf[len(buf) - (self.K - 1):]
-        return (y[:, 0] if mono else y).astype(np.float32)
+        return y[:, 0] if mono else y
 
 
 def _toward(value: float, target: float, step: float) -> float:
