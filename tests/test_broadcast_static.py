@@ -18,7 +18,7 @@ from test_web import make_baked
 from engine import cli
 from harness import parts
 
-PERIOD = 20.0
+PERIOD = 10.0
 
 
 def free_port() -> int:
@@ -69,7 +69,7 @@ def test_two_visitors_of_nginx_see_the_same_scene_and_it_changes_at_the_boundary
         first = browser.page(url)
         first.wait_for(SHOWN, timeout=60)
         opened = time.monotonic()
-        time.sleep(max(0.0, 10.0 - (time.monotonic() - opened)))
+        time.sleep(max(0.0, 4.0 - (time.monotonic() - opened)))    # the second visitor comes later
         second = browser.page(url)                               # a new browser context: its own clock and cache
         second.wait_for(SHOWN, timeout=60)
         for _ in range(3):                                       # read both at one moment (not across a boundary)

@@ -38,7 +38,7 @@ def block_layout(tap_channels: int = 0) -> BlockLayout:
 
 STARTING, RUNNING, STOPPED, FAILED = 0.0, 1.0, 2.0, -1.0
 ERR_DEVICE, ERR_MODEL, ERR_OTHER = 1.0, 2.0, 3.0
-NO_DEVICE = "no audio output device: start JACK (jackd -d dummy -r 48000 -p 128 &) or run with --audio none"
+NO_DEVICE = "no audio output device: start JACK (jackd -d dummy -r 48000 -p 64 &) or run with --audio none"
 
 
 @dataclass(frozen=True)
