@@ -800,7 +800,7 @@ def run(minutes: float, every: float, period: float, seed: int, kinds: tuple[str
     seconds = minutes * 60.0
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ciel-chaos-")))
-        jack = stack.enter_context(parts.JackServer(parts.free_server_name("ciel-chaos"), period=128))
+        jack = stack.enter_context(parts.JackServer(parts.free_server_name("ciel-chaos"), period=64))
         xvfb = stack.enter_context(parts.Xvfb(":90", "1920x1080x24"))
         log_dir = tmp / "logs"
         disk_ok = stack.enter_context(log_disk(log_dir))

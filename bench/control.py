@@ -2,7 +2,7 @@
 audio underflows while OSC floods the engine.
 
 `python -m bench control [--quick]` starts a JACK dummy server (harness.parts.jackd, 48 kHz,
-128-frame periods, raised to real-time priority as bench/audio.py does), an OscServer and a MidiControl on a ParamStore that publishes to a
+64-frame periods, raised to real-time priority as bench/audio.py does), an OscServer and a MidiControl on a ParamStore that publishes to a
 SharedSnapshot, and the real audio process (engine.audio.output.AudioProcess) reading it.
 
 - osc_msgs_per_s: a sender process paces set messages at rising rates (5k, 10k, 20k, 40k, 80k
@@ -11,7 +11,7 @@ SharedSnapshot, and the real audio process (engine.audio.output.AudioProcess) re
 - osc_to_param_ms_p99: one /ciel/sky/lat message at a time from a UDP client in this process;
   time from send to the store's listener seeing the new value.
 - midi_to_param_ms_p99: one CC at a time from a virtual JACK MIDI port (mido, UNIX_JACK) through
-  MidiControl's 1 ms reader to the store. Includes JACK's MIDI period (128 frames = 2.7 ms).
+  MidiControl's 1 ms reader to the store. Includes JACK's MIDI period (64 frames = 1.3 ms).
 - underflows_during_flood: ring underflows + PortAudio xruns of the audio process while a sender
   process floods OSC at 10,000 messages/s for 10 s (--quick: 5 s); null if the audio process
   cannot start.
@@ -366,7 +366,7 @@ def main(argv: list[str]) -> dict:
     from engine.params import REGISTRY, ParamStore, SharedSnapshot
     from harness import parts
 
-    with parts.jackd(rate=48000, period=128) as server:
+    with parts.jackd(rate=48000, period=64) as server:
         server_what = server.describe()
         snapshot = SharedSnapshot(REGISTRY.size)
         store = ParamStore(snapshot=snapshot)

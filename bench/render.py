@@ -172,7 +172,7 @@ def main(argv: list[str]) -> dict:
             try:
                 with contextlib.ExitStack() as run_stack:  # a fresh JACK server for each run
                     if audio:
-                        run_stack.enter_context(parts.jackd(rate=48000, period=128))
+                        run_stack.enter_context(parts.jackd(rate=48000, period=64))
                     runs[name] = window_run(scale, seconds, audio)
             except Exception as exc:  # no JACK, a window that cannot open, a generator that never starts
                 reasons[name] = f"{type(exc).__name__}: {exc}"

@@ -135,7 +135,7 @@ def run(minutes: float, period: float, real: bool, control: bool = True) -> dict
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ciel-soak-"))
         jack = None
         if not real:
-            jack = stack.enter_context(parts.JackServer(parts.free_server_name("ciel-soak"), period=128))
+            jack = stack.enter_context(parts.JackServer(parts.free_server_name("ciel-soak"), period=64))
             os.environ["DISPLAY"] = stack.enter_context(parts.xvfb(size="1920x1080x24"))
         check_display()
         handler = setup_file_logging(tmp, logging.INFO)

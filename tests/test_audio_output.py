@@ -402,3 +402,22 @@ def test_a_dear_decoder_gets_a_run_ahead_longer_than_its_step() -> None:
     one_block = RunAhead(64, 0, 48000)                     # 1.33 ms at 64-frame periods
     assert run_ahead_for(one_block, [0.004, 0.0004, 0.0005, 0.0004], 48000, 64, 4096) is one_block
     assert run_ahead_for(base, [0.5, 0.5], 48000, 128, 4096).high == 4096
+
+
+def test_a_jack_period_longer_than_the_block_is_queued_whole(jackd: parts.JackServer, store: ParamStore) -> None:
+    """A JACK server at 256-frame periods pulls four of ciel's 64-frame blocks back to back: the
+    audio process reads the period and keeps at least that much queued, so the sound flows with no
+    underflow; at the session server's 64-frame period one block is queued."""
+    from engine.audio import jacknames
+
+    assert jacknames.period() == jackd.period == 64
+    with parts.jackd(rate=48000, period=256, name=parts.free_server_name("ciel-burst")) as server:
+        assert jacknames.period() == server.period == 256
+        with playing(store, seed=5) as audio:
+            first = audio.status()
+            assert wait_for(lambda: audio.status().callbacks > first.callbacks + 400, 20)
+            end = audio.status()
+    assert end.ahead_ms >= 256 / 48.0 - 0.01, end          # the status rounds to 0.01 ms
+    assert end.underflows - first.underflows <= 2, end      # a loaded machine may drop one; one block would drop at every period
+    with playing(store, seed=5) as audio:
+        assert audio.status().ahead_ms == pytest.approx(64 / 48.0, abs=0.05)

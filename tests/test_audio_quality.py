@@ -156,3 +156,21 @@ def test_the_numpy_stream_equals_the_offline_decode(overlap: int, upsample: str)
         i += n
     assert i == 37
     assert np.abs(np.concatenate(out, axis=2) - ref).max() < 1e-5
+
+
+@pytest.mark.parametrize("upsample,overlap", [("nearest", 1), ("transposed", 2)])
+def test_the_numpy_stream_plays_new_weights_once_told(upsample: str, overlap: int) -> None:
+    """The learning morph writes the decoder's weights in place and calls weights_moved(): the
+    stream then decodes with the new weights, upsamplers (which read packed copies) included.
+    Without the call the packed copies are stale and the sound is not the new decoder's."""
+    torch.manual_seed(3)
+    vae = AudioVAE(AudioModelConfig(overlap=overlap, upsample=upsample)).eval()
+    told, untold = NumpyStream(vae.decoder, 2), NumpyStream(vae.decoder, 2)
+    with torch.no_grad():
+        for p in vae.decoder.parameters():
+            p.mul_(1.3)
+    told.weights_moved()
+    z = torch.randn(2, 16, 12)
+    ref = vae.decode(z).detach().numpy()
+    assert np.abs(told(z.numpy()) - ref).max() < 1e-5
+    assert np.abs(untold(z.numpy()) - ref).max() > 1e-3

@@ -19,16 +19,17 @@ ROOT = Path(__file__).resolve().parents[1]
 RATE = 48000
 
 
-def true_peak(x: np.ndarray, factor: int = 8, edge: int = 2000) -> float:
-    """Peak of the band-limited reconstruction (FFT upsampling), linear, away from the first and
-    last `edge` samples: the FFT takes the signal as periodic, and the jump from its loud end back
-    to its silent start rings there (Gibbs), in the measurement and not in the sound."""
+def true_peak(x: np.ndarray, factor: int = 8, tail: int = 200) -> float:
+    """Peak of the band-limited reconstruction (FFT upsampling of the signal padded with as much
+    silence), linear. The FFT takes the padded signal as periodic: its silent start follows the
+    padding smoothly, so the onset is measured, but the jump from the signal's end into the
+    padding rings (Gibbs) in the measurement, not in the sound: the last `tail` samples are left out."""
     n = len(x)
-    spec = np.fft.rfft(x)
-    up = np.zeros(n * factor // 2 + 1, complex)
+    spec = np.fft.rfft(x, 2 * n)
+    up = np.zeros(2 * n * factor // 2 + 1, complex)
     up[:len(spec)] = spec
-    y = np.fft.irfft(up, n * factor) * factor
-    return float(np.abs(y[edge * factor: (n - edge) * factor]).max())
+    y = np.fft.irfft(up, 2 * n * factor) * factor
+    return float(np.abs(y[: (n - tail) * factor]).max())
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +263,26 @@ def test_limiter_is_block_invariant_with_fixed_delay() -> None:
     imp = np.zeros(500)
     imp[100] = 0.1
     assert np.argmax(np.abs(quiet.process(imp))) == 100 + quiet.delay
+
+
+def test_a_transposed_block_does_not_compile_the_safety_stage_again() -> None:
+    """numba compiles a kernel per memory layout and argument type; a block in Fortran order (the
+    pair plus a transposed reverb) must reuse the compiled one, or the first reverb send of a
+    show would stall the decode loop for the length of a compilation."""
+    from engine.audio import kernels
+
+    rng = np.random.default_rng(2)
+    cond, lim = Conditioner(16000, channels=2), TruePeakLimiter(RATE, channels=2)
+    c_order = rng.normal(0, 0.1, (64, 2))
+    cond.process(c_order, -20.0)
+    lim.process(c_order)
+    compiled = len(kernels.condition.signatures), len(kernels.limit.signatures)
+    f_order = np.asfortranarray(rng.normal(0, 0.1, (64, 2)))
+    assert not f_order.flags.c_contiguous
+    cond.process(f_order, -20.0)
+    lim.process(f_order)
+    cond.process(rng.normal(0, 0.1, 64)[:, None].repeat(2, axis=1)[::-1], -20.0)   # a negative stride
+    assert (len(kernels.condition.signatures), len(kernels.limit.signatures)) == compiled
 
 
 def test_conditioner_removes_dc_and_tames_harsh_highs() -> None:

@@ -86,6 +86,9 @@ if TYPE_CHECKING:
 
 
 _WARM_STEPS = 4   # decode steps timed before the stream opens (TorchScript optimises after its first calls)
+# the least run-ahead on a host that does not say its period (not JACK): ciel's default before it
+# read JACK's period; the buffers of ALSA, CoreAudio or WASAPI devices are unknown to it
+OTHER_HOST_AHEAD_MS = 6.0
 
 
 class RunAhead:
@@ -493,10 +496,14 @@ class AudioChild:
         self.synth = synth
         if st[_S_PANIC] > 0:  # a panic outlives a restart of the audio process
             synth.panic()
-        # at least one block, and one JACK period: PortAudio fills a period larger than the block
-        # with callbacks back to back, straight from the ring
+        # at least one block, and one host period: PortAudio fills a period larger than the block
+        # with callbacks back to back, straight from the ring. JACK says its period; other hosts
+        # (ALSA through PipeWire or Pulse, CoreAudio, WASAPI) do not, and keep OTHER_HOST_AHEAD_MS
         host_api = sd.query_hostapis(sd.query_devices(index)["hostapi"])["name"]
-        burst = max(cfg.blocksize, (jacknames.period() or 0) if "JACK" in host_api else 0)
+        if "JACK" in host_api:
+            burst = max(cfg.blocksize, jacknames.period() or 0)
+        else:
+            burst = max(cfg.blocksize, int(OTHER_HOST_AHEAD_MS * rate / 1000))
         run_ahead = RunAhead(max(int(cfg.ahead_ms * rate / 1000), burst), int(cfg.ahead_max_ms * rate / 1000), rate)
         ahead = run_ahead.low
         self.ring = ring = _Ring(run_ahead.high + 8 * burst + 4 * model.hop * rate // model.sample_rate + 1024,
@@ -604,8 +611,10 @@ class AudioChild:
                 st[_S_FILL], st[_S_READ], st[_S_WRITTEN] = fill, ring.pos[0], ring.pos[1]
                 st[_S_AHEAD] = 1000.0 * ahead / rate
                 if fill < ahead:
-                    if fill < ahead - burst and self.steps > 0 and st[_S_CALLBACKS] > 0:
-                        st[_S_STALLS] += 1  # a step began a whole burst late: the next callback may underflow
+                    if self.steps > 0 and st[_S_CALLBACKS] > 0 and now - st[_S_CB_TIME] > 0.5 * burst / rate:
+                        # a step began more than half a period after the callback that called for
+                        # it: half its time to finish is gone, the next callback may underflow
+                        st[_S_STALLS] += 1
                     self.decode_step()
                     busy += 1
                     if busy > 250:  # a second of audio without catching up: let the machine breathe

@@ -189,15 +189,18 @@ class _ResizePoly:
         for i in range(K):
             for p in range(s):
                 onto[i, (p - (K - 1) + i) // s + J - 1, p] = 1.0
-        self.onto = onto
+        self.onto = onto.reshape(K, J * s)                                         # (K, J·s)
         self.b = _view(up.conv.bias)                                               # view (C_out,)
         self.window = _Windowed(batch, self.cin, J, 1)
+        self.wp = np.empty((self.cin * J, s * self.cout), np.float32)              # (C_in·J, s·C_out)
         self.pack()
 
     def pack(self) -> None:
+        """Sum the taps onto frames: one product and one copy (about 0.1 ms for the default model's
+        three upsamplers; it runs at every step of a learning move)."""
         w = _view(self.conv.weight)                                                # (C_out, C_in, K)
-        packed = np.einsum("oik,kjp->ijpo", w, self.onto)                          # (C_in, J, s, C_out)
-        self.wp = np.ascontiguousarray(packed).reshape(self.cin * self.J, self.s * self.cout)
+        summed = (w.reshape(self.cout * self.cin, -1) @ self.onto).reshape(self.cout, self.cin, self.J, self.s)
+        np.copyto(self.wp.reshape(self.cin, self.J, self.s, self.cout), summed.transpose(1, 2, 3, 0))
 
     def __call__(self, x: np.ndarray, leak: float) -> np.ndarray:
         B, T, _ = x.shape
@@ -219,11 +222,12 @@ class _Up:
         self.b = _view(up.bias)                                                    # view (C_out,)
         self.tail = np.zeros((batch, self.o - 1, self.s, self.cout), np.float32)  # (B, o-1, s, C_out)
         self._tmp = np.empty(0, np.float32)
+        self.wp = np.empty((self.cin, self.o * self.s * self.cout), np.float32)   # (C_in, o·s·C_out)
         self.pack()
 
     def pack(self) -> None:
         w = _view(self.up.weight)                                                  # (C_in, C_out, o·s)
-        self.wp = np.ascontiguousarray(w.transpose(0, 2, 1)).reshape(self.cin, -1)  # (C_in, o·s·C_out)
+        np.copyto(self.wp.reshape(self.cin, -1, self.cout), w.transpose(0, 2, 1))
 
     def __call__(self, x: np.ndarray, leak: float) -> np.ndarray:
         B, T, _ = x.shape

@@ -79,12 +79,14 @@ class Conditioner:
         if len(x) == 0:
             return x.astype(np.float32)
         mono = x.ndim == 1
-        x2 = x[:, None] if mono else x                                                 # (n, C)
+        # C order and float arguments always: a kernel is compiled per layout and type, and a second
+        # compilation in the decode loop (a sum with a transposed reverb) would be a dropout
+        x2 = np.ascontiguousarray(x[:, None] if mono else x)                           # (n, C)
         out = np.empty(x2.shape, np.float32)
         lo, hi = self.gain_range
         kernels.condition(x2, out, self.dc, self.hist, self.st, float(self.rate), self.dc_a, self.HF_TAPS,
-                          self.hf_share, self.hf_min, self.loud_tau, self.gate, lo, hi, db_to_gain(target_db),
-                          self.scale)
+                          float(self.hf_share), float(self.hf_min), float(self.loud_tau), self.gate, lo, hi,
+                          db_to_gain(target_db), float(self.scale))
         return out[:, 0] if mono else out
 
 
@@ -123,7 +125,7 @@ class TruePeakLimiter:
         # The interpolator needs taps/2 samples after a segment: true peaks of segment k are known
         # once segment k+1 is in (so a segment is at least taps/2 long). Boundary gains need W+1
         # further segments: segment k leaves once segment k+W+1 is in, (W+2)·S samples after it
-        # began (36 samples, 0.75 ms at 48 kHz).
+        # began (35 samples, 0.73 ms at 48 kHz).
         if segment < self.taps // 2:
             raise ValueError(f"limiter: a segment needs at least {self.taps // 2} samples, got {segment}")
         self.delay = (self.W + 2) * self.S
@@ -156,7 +158,7 @@ class TruePeakLimiter:
         `self.delay` samples (one compiled call: engine/audio/kernels.py `limit`)."""
         x = np.asarray(x, np.float64)
         mono = x.ndim == 1
-        x2 = x[:, None] if mono else x                                                 # (n, C)
+        x2 = np.ascontiguousarray(x[:, None] if mono else x)                           # (n, C), C order
         if x2.shape[1] != self.channels:
             raise ValueError(f"limiter: expected {self.channels} channels, got {x2.shape[1]}")
         y = np.empty(x2.shape, np.float32)

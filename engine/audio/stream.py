@@ -91,7 +91,7 @@ class Resampler:
         """x (n,) or (n, C) at the input rate -> (m,) or (m, C) float32 at the output rate."""
         x = np.asarray(x, np.float64)
         mono = x.ndim == 1
-        buf = np.concatenate((self._hist, x[:, None] if mono else x))   # (K - 1 + n, C)
+        buf = np.concatenate((self._hist, x[:, None] if mono else x))   # (K - 1 + n, C), a new C-order array
         self._n_in += len(x)
         last = (self._n_in * self.L - 1) // self.M
         count = last - self._n_out + 1
