@@ -139,13 +139,15 @@ def test_install_runs_scenes_serves_health_and_logs(jackd, xdisplay, tmp_path, b
         assert len({d["scheduler"]["scene_number"] for d in seen}) >= 3, "scenes did not change every second"
         assert last["scene"] in {"s0001", "s0002", "s0003"}
         assert last["audio_callbacks_per_s"] > 100, "no sound running"
-        # a scene change may have just started loading the next file: look again for a few seconds
-        playing = last["audio"]["playing"]
+        # a scene's file plays once the audio process has loaded it; at a 1 s period on a loaded
+        # machine a load can outlast its scene (the newest request wins), so any answer of the run
+        # may show it, and a few more seconds are looked at
+        played = {d.get("audio", {}).get("playing", "") for d in seen} - {""}
         until = time.monotonic() + 5
-        while not playing and time.monotonic() < until and proc.poll() is None:
+        while not played and time.monotonic() < until and proc.poll() is None:
             time.sleep(0.25)
-            playing = (healthz(port) or {}).get("audio", {}).get("playing", "")
-        assert Path(playing).parent == baked, "the baked scene's sound is not what plays"
+            played = {(healthz(port) or {}).get("audio", {}).get("playing", "")} - {""}
+        assert played and all(Path(p).parent == baked for p in played), f"the baked scenes' sound is not what plays: {played}"
         assert last["audio"]["error"] == ""
         assert last["frames"] > 0 and last["ok"], last.get("problems")
         assert 0.0 <= last["next_scene_s"] <= 1.0
