@@ -1,7 +1,8 @@
 """The safety stage: what keeps neural noise from hurting ears. Always on; nothing bypasses it.
 
-Two parts, both block-based numpy with state carried between blocks (any block length works and
-the result does not depend on how a signal is cut into blocks):
+Two parts, each with its state carried between blocks and its per-sample work in one compiled
+call (engine/audio/kernels.py); any block length works, and the limiter's result does not depend
+on how a signal is cut into blocks:
 
 - `Conditioner` at the model rate (mono): a DC blocker (one-pole high-pass, 5 Hz), a dynamic
   high-frequency tamer (a 4th-order binomial high band is pulled down when it carries more than
@@ -59,11 +60,14 @@ class Conditioner:
         self.dc_a = math.exp(-2.0 * math.pi * dc_hz / rate)
         self.dc = np.zeros(width)                             # the DC blocker's low-pass, per channel
         self.hist = np.zeros((len(self.HF_TAPS) - 1, width))  # the tamer's FIR context (4, C)
-        self.hf_share, self.hf_min = hf_share, hf_min
-        self.loud_tau = loudness_s
         self.gate = db_to_gain(gate_db) ** 2
         self.gain_range = (db_to_gain(max_cut_db), db_to_gain(max_boost_db))
-        self.scale = channels / 2.0 if channels > 2 else 1.0  # N speakers as loud together as a stereo pair
+        scale = channels / 2.0 if channels > 2 else 1.0     # N speakers as loud together as a stereo pair
+        lo, hi = self.gain_range
+        # the kernel's constant arguments, as floats once: a kernel is compiled per argument type
+        self._before_target = (float(rate), self.dc_a, self.HF_TAPS, float(hf_share), float(hf_min),
+                               float(loudness_s), self.gate, lo, hi)
+        self._scale = float(scale)
         self.st = np.zeros(4)                                 # kernels.C_HF … C_GAIN
         self.st[kernels.C_HF], self.st[kernels.C_MS], self.st[kernels.C_GAIN] = hf_min, np.nan, 1.0
 
@@ -79,15 +83,18 @@ class Conditioner:
         if len(x) == 0:
             return x.astype(np.float32)
         mono = x.ndim == 1
-        # C order and float arguments always: a kernel is compiled per layout and type, and a second
-        # compilation in the decode loop (a sum with a transposed reverb) would be a dropout
+        # C order always: a kernel is compiled per layout, and a second compilation in the decode
+        # loop (a sum with a transposed reverb) would be a dropout
         x2 = np.ascontiguousarray(x[:, None] if mono else x)                           # (n, C)
         out = np.empty(x2.shape, np.float32)
-        lo, hi = self.gain_range
-        kernels.condition(x2, out, self.dc, self.hist, self.st, float(self.rate), self.dc_a, self.HF_TAPS,
-                          float(self.hf_share), float(self.hf_min), float(self.loud_tau), self.gate, lo, hi,
-                          db_to_gain(target_db), float(self.scale))
+        kernels.condition(x2, out, self.dc, self.hist, self.st, *self._before_target, db_to_gain(target_db),
+                          self._scale)
         return out[:, 0] if mono else out
+
+
+def _pow2(n: int) -> int:
+    """The least power of two >= n (ring sizes: the kernels index them with a mask)."""
+    return 1 << max(0, math.ceil(math.log2(n)))
 
 
 def _interp_filter(factor: int = 4, taps_per_phase: int = 12) -> np.ndarray:
@@ -129,9 +136,9 @@ class TruePeakLimiter:
         if segment < self.taps // 2:
             raise ValueError(f"limiter: a segment needs at least {self.taps // 2} samples, got {segment}")
         self.delay = (self.W + 2) * self.S
-        ring = 1 << int(math.ceil(math.log2(self.delay + self.taps + 2 * segment)))
+        ring = _pow2(self.delay + self.taps + 2 * segment)
         self._in = np.zeros((ring, C))                        # input ring: lookahead and taps
-        self._req = np.ones(1 << int(math.ceil(math.log2(4 * lookahead))))   # required gains, by segment
+        self._req = np.ones(_pow2(4 * lookahead))             # required gains, by segment
         self._ring_out = np.zeros((2 * ring, C), np.float32)  # limited samples waiting to leave
         self.st = np.zeros(5)                                 # kernels.L_IN … L_REDUCTION
         self.st[kernels.L_PREV_REQ] = 1.0
